@@ -1,0 +1,140 @@
+"""Judge measurements: pure functions over numbers the metric backends fetched.
+
+The limits follow Argo Rollouts' `assessMetricStatus`: a metric fails when failed measurements
+exceed `failureLimit`, errors when consecutive errors exceed `consecutiveErrorLimit`, and is
+inconclusive when inconclusive measurements exceed `inconclusiveLimit`. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from modelrollout.api.models import (
+    MEASUREMENTS_KEPT,
+    AnalysisSpec,
+    AnalysisStatus,
+    Measurement,
+    MetricResult,
+    Threshold,
+    Verdict,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    failure: int
+    inconclusive: int
+    consecutive_error: int
+
+    @classmethod
+    def of(cls, analysis: AnalysisSpec) -> Limits:
+        return cls(analysis.failure_limit, analysis.inconclusive_limit, analysis.consecutive_error_limit)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a backend returned for one query: a number, nothing, or an error message."""
+
+    value: float | None
+    error: str | None = None
+    note: str = ""
+
+
+def _bounds(threshold: Threshold) -> str:
+    if threshold.min is not None and threshold.max is not None:
+        return f"between {threshold.min:g} and {threshold.max:g}"
+    if threshold.max is not None:
+        return f"at most {threshold.max:g}"
+    return f"at least {threshold.min:g}"
+
+
+def judge(observation: Observation, threshold: Threshold, at: str) -> Measurement:
+    """One measurement's verdict: an error and no data are never a pass."""
+    if observation.error is not None:
+        return Measurement(phase=Verdict.ERROR, at=at, message=observation.error)
+    value = observation.value
+    if value is None or math.isnan(value):
+        reason = observation.note or ("query returned NaN" if value is not None else "query returned no data")
+        return Measurement(phase=Verdict.INCONCLUSIVE, at=at, message=reason)
+    allowed = _bounds(threshold)
+    too_low = threshold.min is not None and value < threshold.min
+    too_high = threshold.max is not None and value > threshold.max
+    if too_low or too_high:
+        return Measurement(phase=Verdict.FAILED, value=value, at=at, message=f"{value:g} is not {allowed}")
+    return Measurement(phase=Verdict.SUCCESSFUL, value=value, at=at, message=f"{value:g} is {allowed}")
+
+
+def assess(result: MetricResult, limits: Limits) -> tuple[Verdict, str]:
+    """The metric's verdict from its tally (before its count is reached: Running)."""
+    last = result.measurements[-1] if result.measurements else None
+    detail = f": {last.message}" if last is not None and last.message else ""
+    if result.failed > limits.failure:
+        return Verdict.FAILED, (
+            f"{result.failed} failed measurement(s), more than failureLimit {limits.failure}{detail}"
+        )
+    if result.consecutive_error > limits.consecutive_error:
+        return Verdict.ERROR, (
+            f"{result.consecutive_error} consecutive errors, more than consecutiveErrorLimit "
+            f"{limits.consecutive_error}{detail}"
+        )
+    if result.inconclusive > limits.inconclusive:
+        return Verdict.INCONCLUSIVE, (
+            f"{result.inconclusive} inconclusive measurement(s), more than inconclusiveLimit "
+            f"{limits.inconclusive}{detail}"
+        )
+    return Verdict.RUNNING, ""
+
+
+def record(result: MetricResult, measurement: Measurement, limits: Limits, count: int | None) -> MetricResult:
+    """Add a measurement to a metric's tally and judge it; `count` None means it runs until stopped."""
+    tally = result.model_copy(deep=True)
+    tally.count += 1
+    tally.measurements = [*tally.measurements, measurement][-MEASUREMENTS_KEPT:]
+    if measurement.phase == Verdict.ERROR:
+        tally.error += 1
+        tally.consecutive_error += 1
+    else:
+        tally.consecutive_error = 0
+        if measurement.phase == Verdict.SUCCESSFUL:
+            tally.successful += 1
+        elif measurement.phase == Verdict.FAILED:
+            tally.failed += 1
+        elif measurement.phase == Verdict.INCONCLUSIVE:
+            tally.inconclusive += 1
+    verdict, message = assess(tally, limits)
+    if verdict == Verdict.RUNNING and count is not None and tally.count >= count:
+        # Errors that stayed within the limit do not turn into a pass on their own: at least one
+        # measurement must have succeeded for the metric to be Successful.
+        verdict = Verdict.SUCCESSFUL if tally.successful > 0 else Verdict.INCONCLUSIVE
+        message = (
+            f"{tally.successful}/{tally.count} measurements successful"
+            if verdict == Verdict.SUCCESSFUL
+            else f"no successful measurement in {tally.count}"
+        )
+    tally.phase = verdict
+    tally.message = message or (measurement.message if measurement.phase != Verdict.SUCCESSFUL else "")
+    return tally
+
+
+# The order in which one metric's verdict decides the analysis's: a failure outranks an error,
+# which outranks an inconclusive result.
+_SEVERITY = [Verdict.FAILED, Verdict.ERROR, Verdict.INCONCLUSIVE, Verdict.RUNNING, Verdict.PENDING]
+
+
+def overall(analysis: AnalysisStatus) -> Verdict:
+    """The analysis's verdict: the worst metric's, Successful only when every metric is."""
+    phases = {result.phase for result in analysis.metrics}
+    for verdict in _SEVERITY:
+        if verdict in phases:
+            return verdict
+    return Verdict.SUCCESSFUL if phases else Verdict.RUNNING
+
+
+def worst(analysis: AnalysisStatus) -> MetricResult | None:
+    """The metric that decides the analysis's verdict, for the user-facing reason."""
+    for verdict in _SEVERITY[:3]:
+        for result in analysis.metrics:
+            if result.phase == verdict:
+                return result
+    return None

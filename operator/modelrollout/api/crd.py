@@ -1,0 +1,159 @@
+"""Render the ModelRollout CustomResourceDefinition from the pydantic models.
+
+A real kube-apiserver refuses pydantic's raw JSON schema: it does not allow `$ref`/`$defs`, and
+it calls pydantic's `Optional[X]` shape (`anyOf: [{type: X}, {type: null}]`) non-structural.
+This module turns the schema into the structural form the apiserver accepts: references inlined,
+optionals as `nullable: true`, defaults that Kubernetes can apply (a missing object defaults to
+`{}`, so its own fields' defaults apply in turn), and no `title` noise.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelrollout import GROUP, KIND, PLURAL, VERSION
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+
+CRD_FILE_NAME = f"{PLURAL}.{GROUP}.yaml"
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the rollout is."},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion", "description": "Stable version."},
+    {
+        "name": "Candidate",
+        "type": "string",
+        "jsonPath": ".status.candidateVersion",
+        "description": "Version being delivered.",
+    },
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.weights.candidate",
+        "description": "Percent of traffic on the candidate.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _resolve(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(definitions[node["$ref"].split("/")[-1]])
+        extra = {key: value for key, value in node.items() if key != "$ref"}
+        node = {**target, **extra}
+    node = {key: _resolve(value, definitions) for key, value in node.items() if key not in ("title", "$defs")}
+    return _structural(node)
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite one resolved schema node into the shape a structural CRD schema requires."""
+    any_of = node.get("anyOf")
+    if any_of is not None:
+        non_null = [option for option in any_of if option.get("type") != "null"]
+        if len(non_null) == 1 and len(non_null) < len(any_of):
+            rest = {key: value for key, value in node.items() if key != "anyOf"}
+            node = {**non_null[0], **rest, "nullable": True}
+    if node.get("default", 0) is None:
+        del node["default"]
+    if "enum" in node and "type" not in node:
+        node["type"] = "string"
+    if node.get("type") == "object" and "properties" in node:
+        required = set(node.get("required", []))
+        for name, prop in node["properties"].items():
+            if name in required or "default" in prop or prop.get("nullable"):
+                continue
+            # pydantic omits defaults made by default_factory; Kubernetes applies `{}`/`[]` and then
+            # the nested defaults, which gives the same value as the factory.
+            if prop.get("type") == "object" and "properties" in prop:
+                prop["default"] = {}
+            elif prop.get("type") == "array":
+                prop["default"] = []
+        node.setdefault("additionalProperties", None)
+        if node["additionalProperties"] is None or node["additionalProperties"] is False:
+            del node["additionalProperties"]
+    if node.get("x-kubernetes-preserve-unknown-fields") and node.get("type") == "object":
+        node.pop("additionalProperties", None)
+    return node
+
+
+def structural_schema(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    definitions = raw.get("$defs", {})
+    resolved = _resolve(raw, definitions)
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+def crd_manifest() -> dict[str, Any]:
+    """The CustomResourceDefinition object, ready for `kubectl apply`."""
+    spec_schema = structural_schema(ModelRolloutSpec)
+    status_schema = structural_schema(ModelRolloutStatus)
+    spec_schema["description"] = ModelRolloutSpec.__doc__
+    status_schema["description"] = ModelRolloutStatus.__doc__
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "modelrollout", "app.kubernetes.io/part-of": "modelrollout"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["mro"],
+                "categories": ["all", "modelrollout"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Delivers a new version of a machine-learning model: shadow, canary "
+                            "or blue-green, judged on model metrics from Prometheus, rolled back on its own.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "modelrollout.io/v1alpha1"},
+                                "kind": {"type": "string", "description": "ModelRollout"},
+                                "metadata": {"type": "object", "description": "Standard object metadata."},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crds() -> dict[str, str]:
+    """File name to YAML text, for everything under `crds/`."""
+    header = "# Generated by `modelrollout crd` from operator/modelrollout/api/models.py. Do not edit.\n"
+    text = header + yaml.safe_dump(crd_manifest(), sort_keys=False, width=100)
+    return {CRD_FILE_NAME: text}
+
+
+def write_crds(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_crds().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written

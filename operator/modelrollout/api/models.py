@@ -1,0 +1,491 @@
+"""The ModelRollout API: one set of pydantic models is the single source of the CRD schema.
+
+`crds/` is rendered from these classes by `modelrollout crd` (see `api/crd.py`). The split of
+responsibilities between the two layers is deliberate:
+
+* the CRD schema refuses what is structurally wrong (wrong types, unknown enum values, missing
+  required fields): a real API server rejects such a manifest at `kubectl apply` time;
+* the validators below judge meaning (weights that do not increase, an analysis step naming an
+  unknown metric, a threshold with min > max, a duration that does not parse). A manifest that
+  fails them is stored, then reported as `phase: Failed` with the field path in a `Degraded`
+  condition, and nothing in the cluster is touched.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from modelrollout.api.durations import DURATION_HELP, parse_duration
+
+
+class ApiModel(BaseModel):
+    """Base of every API type: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it is written to Kubernetes (camelCase, no empty optional fields)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+# ---------------------------------------------------------------------------------------------
+
+TEMPLATE_VARIABLES = {
+    "name": "the ModelRollout's name",
+    "namespace": "the ModelRollout's namespace",
+    "model": "spec.model.name",
+    "stable": "the stable model version",
+    "candidate": "the candidate model version",
+}
+_VARIABLE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+
+
+def template_variables(text: str) -> list[str]:
+    """The `{{variable}}` names used in a query template, in order of appearance."""
+    return [match.group(1) for match in _VARIABLE.finditer(text)]
+
+
+def render_template(text: str, values: dict[str, str]) -> str:
+    """Substitute `{{variable}}`s; unknown names were refused when the spec was read."""
+    return _VARIABLE.sub(lambda match: values[match.group(1)], text)
+
+
+class Automation(enum.StrEnum):
+    """Who moves a rollout forward."""
+
+    MANUAL = "manual"
+    ASSISTED = "assisted"
+    AUTO = "auto"
+
+
+class ModelRef(ApiModel):
+    """The model this rollout delivers."""
+
+    name: str = Field(description="Model name; injected into the model server as MODEL_NAME.")
+    version: str = Field(
+        description="Model version to deliver. Changing it starts a new rollout; injected as MODEL_VERSION."
+    )
+    uri: str | None = Field(
+        default=None, description="Where the model artefact lives (e.g. s3://...); injected as MODEL_URI."
+    )
+
+
+class ServicePort(ApiModel):
+    """The Service the operator creates in front of the model servers."""
+
+    port: int = Field(default=80, description="Port the Service listens on.")
+    target_port: int = Field(default=8080, description="Container port the model server listens on.")
+
+
+class PauseStep(ApiModel):
+    """Wait before the next step."""
+
+    duration: str | None = Field(
+        default=None,
+        description=f"How long to wait, as {DURATION_HELP}. Absent: wait until a person runs "
+        "`kubectl modelrollout promote`.",
+    )
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class AnalysisStep(ApiModel):
+    """Run named metrics now and continue only when they pass."""
+
+    metrics: list[str] = Field(description="Names of metrics defined in spec.analysis.metrics.")
+    count: int = Field(default=1, description="How many measurements of each metric to take.")
+    interval: str = Field(default="30s", description=f"Time between measurements, as {DURATION_HELP}.")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_parses(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("count")
+    @classmethod
+    def _count_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one metric from spec.analysis.metrics")
+        return value
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary; exactly one of its fields is set."""
+
+    set_weight: int | None = Field(
+        default=None,
+        description="Send this percentage (0-100) of traffic to the candidate. Weights must increase "
+        "from step to step.",
+    )
+    pause: PauseStep | None = Field(default=None, description="Wait, for a duration or for a person.")
+    analysis: AnalysisStep | None = Field(
+        default=None, description="Measure the named metrics now; the rollout goes on only if they pass."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStep:
+        chosen = [name for name in ("set_weight", "pause", "analysis") if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            found = ", ".join(to_camel(name) for name in chosen) or "none"
+            raise ValueError(f"a step sets exactly one of setWeight, pause, analysis (found: {found})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.set_weight is not None:
+            return "setWeight"
+        return "pause" if self.pause is not None else "analysis"
+
+    def describe(self) -> str:
+        if self.set_weight is not None:
+            return f"setWeight {self.set_weight}"
+        if self.pause is not None:
+            return f"pause {self.pause.duration}" if self.pause.duration else "pause (until promoted)"
+        assert self.analysis is not None
+        return f"analysis {', '.join(self.analysis.metrics)}"
+
+
+class CanaryStrategy(ApiModel):
+    """Shift traffic to the candidate step by step."""
+
+    steps: list[CanaryStep] = Field(
+        default_factory=list,
+        description="Steps run in order; after the last one the candidate is promoted. No steps: "
+        "promote as soon as the candidate is ready (after analysis, if any).",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _weights_increase(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
+        previous: int | None = None
+        for index, step in enumerate(steps):
+            weight = step.set_weight
+            if weight is None:
+                continue
+            if not 0 <= weight <= 100:
+                raise ValueError(f"steps[{index}].setWeight: must be between 0 and 100, got {weight}")
+            if previous is not None and weight <= previous:
+                raise ValueError(
+                    f"steps[{index}].setWeight: must be greater than the previous weight ({previous}), got {weight}"
+                )
+            previous = weight
+        return steps
+
+
+class Strategy(ApiModel):
+    """How the candidate is delivered."""
+
+    canary: CanaryStrategy = Field(
+        default_factory=CanaryStrategy, description="Canary delivery: weights, pauses and analysis steps."
+    )
+
+
+class Threshold(ApiModel):
+    """Bounds a measurement must stay within; a missing bound is not checked."""
+
+    min: float | None = Field(default=None, description="Lowest acceptable value (inclusive).")
+    max: float | None = Field(default=None, description="Highest acceptable value (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("set min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not be greater than max ({self.max:g})")
+        return self
+
+
+class PrometheusQuery(ApiModel):
+    """A PromQL query that yields one number."""
+
+    query: str = Field(
+        description="PromQL returning a single value. Template variables: "
+        + ", ".join(f"{{{{{name}}}}} ({meaning})" for name, meaning in TEMPLATE_VARIABLES.items())
+        + "."
+    )
+    address: str | None = Field(
+        default=None,
+        description="Prometheus base URL for this metric; defaults to spec.analysis.prometheus.address, "
+        "then to the operator's --prometheus-url.",
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        for variable in template_variables(query):
+            if variable not in TEMPLATE_VARIABLES:
+                allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
+                raise ValueError(f"unknown template variable {{{{{variable}}}}}; allowed: {allowed}")
+        return query
+
+
+class Metric(ApiModel):
+    """A metric the candidate is judged on."""
+
+    name: str = Field(description="Unique name, used by analysis steps and shown in status.")
+    prometheus: PrometheusQuery = Field(description="Where and how to measure.")
+    threshold: Threshold = Field(description="The values that pass.")
+    background: bool = Field(
+        default=True,
+        description="Also measure at spec.analysis.interval for the whole rollout, not only in analysis "
+        "steps that name it.",
+    )
+
+
+class PrometheusServer(ApiModel):
+    """The Prometheus the metrics are read from."""
+
+    address: str | None = Field(default=None, description="Base URL, e.g. http://prometheus.monitoring:9090.")
+
+
+class AnalysisSpec(ApiModel):
+    """Metrics and the limits that decide when a rollout is rolled back (as in Argo Rollouts)."""
+
+    interval: str = Field(default="30s", description=f"Time between background measurements, as {DURATION_HELP}.")
+    failure_limit: int = Field(default=0, description="A metric fails when more measurements than this have failed.")
+    inconclusive_limit: int = Field(
+        default=0,
+        description="When more measurements than this are inconclusive (no data, NaN), the rollout "
+        "pauses for a person to decide.",
+    )
+    consecutive_error_limit: int = Field(
+        default=4,
+        description="A metric fails when more consecutive measurements than this could not be taken "
+        "(Prometheus unreachable, bad query).",
+    )
+    prometheus: PrometheusServer = Field(
+        default_factory=PrometheusServer, description="Default Prometheus for every metric."
+    )
+    metrics: list[Metric] = Field(default_factory=list, description="The metrics the candidate is judged on.")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("failure_limit", "inconclusive_limit", "consecutive_error_limit")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, metrics: list[Metric]) -> list[Metric]:
+        seen: set[str] = set()
+        for index, metric in enumerate(metrics):
+            if metric.name in seen:
+                raise ValueError(f"metrics[{index}].name: {metric.name!r} is defined twice")
+            seen.add(metric.name)
+        return metrics
+
+    def metric(self, name: str) -> Metric:
+        return next(metric for metric in self.metrics if metric.name == name)
+
+
+class ModelRolloutSpec(ApiModel):
+    """What to deliver and how."""
+
+    replicas: int = Field(default=1, description="Total model-server replicas across stable and candidate.")
+    model: ModelRef = Field(description="The model version to deliver.")
+    template: dict[str, Any] = Field(
+        description="PodTemplateSpec of the model server. The operator adds its labels and injects "
+        "MODEL_NAME, MODEL_VERSION, MODEL_URI, ROLLOUT_NAME and ROLLOUT_NAMESPACE into every container.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    service: ServicePort = Field(default_factory=ServicePort, description="The Service in front of the model.")
+    strategy: Strategy = Field(default_factory=Strategy, description="How a new version is delivered.")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="How the candidate is judged.")
+    automation: Automation = Field(
+        default=Automation.AUTO,
+        description="manual: every step waits for `promote`; assisted: steps run on their own and the "
+        "final promotion waits for a person; auto: fully automatic.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        description="Roll back when the candidate's pods are not ready this long after a step asked for them.",
+    )
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("progress_deadline_seconds")
+    @classmethod
+    def _deadline_positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _has_containers(cls, template: dict[str, Any]) -> dict[str, Any]:
+        containers = (template.get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise ValueError("spec.containers must list at least one container")
+        return template
+
+    @model_validator(mode="after")
+    def _steps_name_known_metrics(self) -> ModelRolloutSpec:
+        known = {metric.name for metric in self.analysis.metrics}
+        for index, step in enumerate(self.strategy.canary.steps):
+            if step.analysis is None:
+                continue
+            for position, name in enumerate(step.analysis.metrics):
+                if name not in known:
+                    allowed = ", ".join(sorted(known)) or "none are defined"
+                    raise ValueError(
+                        f"strategy.canary.steps[{index}].analysis.metrics[{position}]: unknown metric "
+                        f"{name!r}; defined in spec.analysis.metrics: {allowed}"
+                    )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+# ---------------------------------------------------------------------------------------------
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Verdict(enum.StrEnum):
+    """The verdict on one measurement, and on a metric as a whole."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (kstatus conventions)."""
+
+    type: str = Field(description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word a program can match.")
+    message: str = Field(default="", description="What a person should know.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(default=None, description="The generation this judges.")
+
+
+class Measurement(ApiModel):
+    """One query result and its verdict."""
+
+    phase: Verdict = Field(description="Successful, Failed, Inconclusive or Error.")
+    value: float | None = Field(default=None, description="The value read, if any.")
+    at: str = Field(description="When it was taken (RFC 3339).")
+    message: str = Field(default="", description="Why this verdict.")
+
+
+MEASUREMENTS_KEPT = 10
+
+
+class MetricResult(ApiModel):
+    """The running tally of one metric in one analysis."""
+
+    name: str = Field(description="The metric's name.")
+    phase: Verdict = Field(default=Verdict.RUNNING, description="The metric's verdict so far.")
+    count: int = Field(default=0, description="Measurements taken.")
+    successful: int = Field(default=0, description="Successful measurements.")
+    failed: int = Field(default=0, description="Failed measurements.")
+    inconclusive: int = Field(default=0, description="Inconclusive measurements.")
+    error: int = Field(default=0, description="Measurements that could not be taken.")
+    consecutive_error: int = Field(default=0, description="Errors in a row, reset by any other verdict.")
+    message: str = Field(default="", description="Why the metric has its verdict.")
+    measurements: list[Measurement] = Field(
+        default_factory=list, description=f"The last {MEASUREMENTS_KEPT} measurements, oldest first."
+    )
+
+
+class AnalysisStatus(ApiModel):
+    """One analysis: the background one, or the one an analysis step runs."""
+
+    kind: Literal["background", "step"] = Field(description="background or step.")
+    step_index: int | None = Field(default=None, description="For a step analysis: the step's index.")
+    phase: Verdict = Field(default=Verdict.RUNNING, description="The analysis's verdict so far.")
+    started_at: str = Field(description="When it started.")
+    metrics: list[MetricResult] = Field(default_factory=list, description="One entry per metric.")
+
+    def result(self, name: str) -> MetricResult | None:
+        return next((result for result in self.metrics if result.name == name), None)
+
+
+class Weights(ApiModel):
+    """The share of traffic each version receives, in percent."""
+
+    stable: int = Field(default=100, description="Percent of traffic on the stable version.")
+    candidate: int = Field(default=0, description="Percent of traffic on the candidate.")
+
+
+class ModelRolloutStatus(ApiModel):
+    """Everything the operator needs to continue after a restart lives here, never only in memory."""
+
+    phase: Phase = Field(default=Phase.PENDING, description="Where the rollout is.")
+    message: str = Field(default="", description="What is happening, for a person.")
+    observed_generation: int | None = Field(default=None, description="The spec generation acted on.")
+    stable_version: str | None = Field(default=None, description="Model version serving as stable.")
+    stable_revision: str | None = Field(default=None, description="Hash of the stable model and template.")
+    candidate_version: str | None = Field(default=None, description="Model version being delivered.")
+    candidate_revision: str | None = Field(default=None, description="Hash of the candidate model and template.")
+    current_step_index: int | None = Field(default=None, description="Index of the step being run.")
+    step_started_at: str | None = Field(default=None, description="When the current step started.")
+    rollout_started_at: str | None = Field(default=None, description="When delivery of the candidate began.")
+    pause_reason: str | None = Field(
+        default=None, description="Why the rollout waits: PauseStep, ManualStep, Promotion, Inconclusive or User."
+    )
+    weights: Weights = Field(default_factory=Weights, description="Traffic split now in force.")
+    background_analysis: AnalysisStatus | None = Field(default=None, description="Analysis run at interval.")
+    step_analysis: AnalysisStatus | None = Field(default=None, description="Analysis of the current step.")
+    rolled_back_revision: str | None = Field(
+        default=None, description="A revision that was rolled back; not retried until the spec or `retry` says so."
+    )
+    last_command_id: str | None = Field(default=None, description="Id of the last command from a person handled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((condition for condition in self.conditions if condition.type == kind), None)
+
+
+class ModelRollout(ApiModel):
+    """Delivers a new version of a machine-learning model: canary steps judged on Prometheus metrics."""
+
+    api_version: str = Field(default="modelrollout.io/v1alpha1", description="modelrollout.io/v1alpha1")
+    kind: str = Field(default="ModelRollout", description="ModelRollout")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ModelRolloutSpec = Field(description="What to deliver and how.")
+    status: ModelRolloutStatus | None = Field(default=None, description="Observed state, written by the operator.")

@@ -1,0 +1,84 @@
+"""Read a ModelRollout spec and explain, field by field, what is wrong with it.
+
+The messages follow one shape, `spec.<path>: <what is wrong>; <what is allowed>`, because a person
+reads them in `kubectl describe` and a program matches the path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
+
+from modelrollout.api.models import ModelRolloutSpec
+
+# A message that starts with a relative path (`steps[2].setWeight: ...`) names a field below the one
+# pydantic reports; the two are joined so the user sees one complete path.
+_RELATIVE_PATH = re.compile(r"^([A-Za-z][\w]*(?:\[\d+\])?(?:\.[A-Za-z][\w]*(?:\[\d+\])?)*): (.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class SpecError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidSpec(Exception):
+    def __init__(self, errors: Sequence[SpecError]):
+        self.errors = list(errors)
+        super().__init__("; ".join(str(error) for error in self.errors))
+
+
+def _path(location: Sequence[int | str]) -> list[str]:
+    parts: list[str] = ["spec"]
+    for item in location:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]"
+        elif item.startswith("function-") or item in {"list", "dict"}:
+            continue
+        else:
+            parts.append(to_camel(item) if "_" in item else item)
+    return parts
+
+
+def _join(parts: list[str], relative: str) -> str:
+    """Join a path and a relative path whose first segment may repeat the path's last one."""
+    head = relative.split(".", 1)[0]
+    head_name = head.split("[", 1)[0]
+    if parts and parts[-1].split("[", 1)[0] == head_name:
+        parts = parts[:-1]
+    if relative.startswith("spec.") or relative == "spec":
+        return relative
+    return ".".join([*parts, relative])
+
+
+def _error(raw: dict[str, Any]) -> SpecError:
+    parts = _path(raw["loc"])
+    message = str(raw["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    match = _RELATIVE_PATH.match(message)
+    if match and raw["type"] == "value_error":
+        return SpecError(_join(parts, match.group(1)), match.group(2))
+    if raw["type"] == "missing":
+        return SpecError(".".join(parts), "is required")
+    given = raw.get("input")
+    if raw["type"].endswith("_type") or raw["type"] in {"enum", "literal_error"}:
+        return SpecError(".".join(parts), f"{message} (got {given!r})")
+    return SpecError(".".join(parts), message)
+
+
+def parse_spec(spec: dict[str, Any]) -> ModelRolloutSpec:
+    """The spec as a model, or InvalidSpec listing every field that is wrong."""
+    try:
+        return ModelRolloutSpec.model_validate(spec)
+    except ValidationError as error:
+        raise InvalidSpec([_error(dict(raw)) for raw in error.errors()]) from None
