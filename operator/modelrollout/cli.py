@@ -1,0 +1,230 @@
+"""`modelrollout` (also installed as `kubectl-modelrollout`): run the operator, render the CRD, and
+talk to rollouts: status, promote, abort, retry, pause, resume.
+
+Commands from people are written as an annotation, never into `spec`, so a GitOps tool that owns
+the manifest sees no drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelrollout import __version__
+from modelrollout.engine.types import CommandAction
+from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
+from modelrollout.kube.names import COMMAND_ANNOTATION
+from modelrollout.settings import OperatorOptions
+
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_API = 4
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MODELROLLOUT_{name}", default)
+
+
+def _add_kube_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)",
+    )
+    parser.add_argument("--context", default=None, help="kubeconfig context")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelrollout",
+        description="Progressive delivery of machine-learning models on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelrollout {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    _add_kube_flags(run)
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help="watch only this namespace (repeatable; env MODELROLLOUT_NAMESPACES, comma-separated); default: all",
+    )
+    run.add_argument(
+        "--prometheus-url",
+        default=_env("PROMETHEUS_URL"),
+        help="default Prometheus base URL (env MODELROLLOUT_PROMETHEUS_URL)",
+    )
+    run.add_argument(
+        "--prometheus-timeout",
+        type=float,
+        default=float(_env("PROMETHEUS_TIMEOUT", "10") or 10),
+        help="seconds per query",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=_env("LOG_FORMAT", "text"),
+        help="log format (env MODELROLLOUT_LOG_FORMAT)",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument("--peering", default=_env("PEERING"), help="kopf peering name: run several replicas, one active")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(_env("RESYNC_SECONDS", "60") or 60),
+        help="look at every rollout at least this often",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "8080") or 8080),
+        help="port of the operator's /metrics (0: off)",
+    )
+    run.add_argument(
+        "--metrics-host", default=_env("METRICS_HOST", "0.0.0.0"), help="address of the operator's /metrics"
+    )
+    run.add_argument(
+        "--health-endpoint",
+        default=_env("HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz"),
+        help="kopf liveness endpoint ('' to disable)",
+    )
+
+    crd = commands.add_parser("crd", help="render the CRD from the API models")
+    crd.add_argument("--output", type=Path, default=None, help="write the files into this directory (default: print)")
+    crd.add_argument(
+        "--check", type=Path, default=None, metavar="DIR", help="exit 1 if DIR's CRDs differ from the models"
+    )
+
+    status = commands.add_parser("status", help="show a rollout: steps, weights, last measurements")
+    _add_target(status)
+    status.add_argument("--watch", "-w", action="store_true", help="follow live")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    for action, text in [
+        ("promote", "go past the current pause or gate (--full: skip every remaining step)"),
+        ("abort", "roll back now"),
+        ("retry", "deliver a rolled-back version again"),
+        ("pause", "hold the rollout where it is"),
+        ("resume", "continue a paused rollout"),
+    ]:
+        sub = commands.add_parser(action, help=text)
+        _add_target(sub)
+        if action == "promote":
+            sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
+    return parser
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="ModelRollout name")
+    parser.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    _add_kube_flags(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_operator(args)
+    if args.command == "crd":
+        return crd_command(args)
+    if args.command == "status":
+        from modelrollout.status_view import show_status
+
+        return asyncio.run(show_status(args))
+    return asyncio.run(send_command(args))
+
+
+def crd_command(args: argparse.Namespace) -> int:
+    from modelrollout.api.crd import render_crds, write_crds
+
+    if args.check is not None:
+        stale = [
+            name
+            for name, text in render_crds().items()
+            if not (args.check / name).exists() or (args.check / name).read_text() != text
+        ]
+        if stale:
+            print(f"out of date: {', '.join(stale)}; run `modelrollout crd --output {args.check}`", file=sys.stderr)
+            return 1
+        print("CRDs match the models")
+        return 0
+    if args.output is not None:
+        for path in write_crds(args.output):
+            print(path)
+        return 0
+    for text in render_crds().values():
+        sys.stdout.write(text)
+    return 0
+
+
+async def send_command(args: argparse.Namespace) -> int:
+    action = CommandAction.PROMOTE_FULL if args.command == "promote" and args.full else CommandAction(args.command)
+    command = {"id": uuid.uuid4().hex[:12], "action": action.value, "at": datetime.now(UTC).isoformat()}
+    api = await KubeApi.connect(args.kubeconfig, args.context)
+    try:
+        await api.merge_patch(
+            MODELROLLOUTS,
+            args.namespace,
+            args.name,
+            {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command)}}},
+        )
+    except ApiError as error:
+        print(f"modelrollout {args.command}: {args.namespace}/{args.name}: {error.message}", file=sys.stderr)
+        return EXIT_NOT_FOUND if error.status == 404 else EXIT_API
+    finally:
+        await api.close()
+    print(f"{action.value} sent to {args.namespace}/{args.name} (command {command['id']})")
+    return 0
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from modelrollout import handlers  # registers the handlers with kopf
+    from modelrollout.operator_metrics import OPERATOR_METRICS
+
+    namespaces = args.namespace or [n for n in (_env("NAMESPACES") or "").split(",") if n]
+    options = OperatorOptions(
+        namespaces=namespaces,
+        prometheus_url=args.prometheus_url,
+        prometheus_timeout=args.prometheus_timeout,
+        kubeconfig=args.kubeconfig,
+        peering=args.peering,
+        resync_seconds=args.resync_seconds,
+        log_format=args.log_format,
+        metrics_port=args.metrics_port or None,
+        metrics_host=args.metrics_host,
+        liveness_endpoint=args.health_endpoint or None,
+    )
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
+    if options.metrics_port:
+        OPERATOR_METRICS.serve(options.metrics_port, options.metrics_host)
+    assert handlers.rollout_loop is not None
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=options.peering is None,
+        peering_name=options.peering,
+        liveness_endpoint=options.liveness_endpoint,
+        memo=kopf.Memo(options=options),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The kopf handlers: unpack kopf's arguments, run a pass, wait. Nothing else lives here.
+
+Each ModelRollout gets one daemon that runs passes one at a time, so a rollout never has two passes
+racing; any change to the rollout or to its Deployments wakes it at once, and otherwise it sleeps
+until the engine's next deadline (a pause ending, a measurement falling due).
+Deployments and Services are read from kopf indexes fed by watches, not fetched on every pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from modelrollout import GROUP, PLURAL, VERSION
+from modelrollout.engine.types import DeploymentState, EventRecord
+from modelrollout.kube.api import ApiError, KubeApi
+from modelrollout.kube.names import (
+    FINALIZER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    VERSION_LABEL,
+)
+from modelrollout.metrics.prometheus import PrometheusBackend
+from modelrollout.operator_metrics import OPERATOR_METRICS
+from modelrollout.reconcile import Runtime, deployment_states, newer, reconcile
+from modelrollout.settings import OperatorOptions
+
+logger = logging.getLogger(__name__)
+
+# The fastest a rollout is looked at again after an error: enough to ride out an API hiccup
+# without hammering the server.
+ERROR_RETRY_SECONDS = 2.0
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+class Wakers:
+    """One asyncio.Event per rollout, set by watch events, awaited by the rollout's daemon."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+
+    def get(self, namespace: str, name: str) -> asyncio.Event:
+        return self._events.setdefault((namespace, name), asyncio.Event())
+
+    def wake(self, namespace: str | None, name: str | None) -> None:
+        if namespace is not None and name is not None and (namespace, name) in self._events:
+            self._events[(namespace, name)].set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._events.pop((namespace, name), None)
+
+
+WAKERS = Wakers()
+
+
+def _post_event(body: Mapping[str, Any], record: EventRecord) -> None:
+    # kopf only reads the object's identity from the body; a plain mapping serves.
+    kopf.event(cast(kopf.Body, body), type=record.type, reason=record.reason, message=record.message[:1000])
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options: OperatorOptions = memo.options
+    # kopf's own bookkeeping goes under our API group, so users see one owner of these keys.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.peering.standalone = options.peering is None
+    if options.peering is not None:
+        settings.peering.name = options.peering
+        settings.peering.mandatory = True
+        settings.peering.clusterwide = not options.namespaces
+    api = await KubeApi.connect(options.kubeconfig)
+    memo.runtime = Runtime(
+        api=api,
+        backend=PrometheusBackend(timeout=options.prometheus_timeout),
+        default_prometheus=options.prometheus_url,
+        post_event=_post_event,
+    )
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        await runtime.api.close()
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def rollout_deployments(
+    namespace: str | None, labels: Mapping[str, str], spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], DeploymentState]:
+    rollout, revision = labels.get(ROLLOUT_LABEL), labels.get(REVISION_LABEL)
+    if not rollout or not revision or namespace is None:
+        return {}
+    state = DeploymentState(
+        revision=revision,
+        version=labels.get(VERSION_LABEL, ""),
+        replicas=int(spec.get("replicas", 1)),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+    )
+    return {(namespace, rollout): state}
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def rollout_services(
+    namespace: str | None, labels: Mapping[str, str], name: str, **_: Any
+) -> dict[tuple[str, str], str]:
+    rollout = labels.get(ROLLOUT_LABEL)
+    return {(namespace, rollout): name} if rollout and namespace else {}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def rollout_changed(namespace: str | None, name: str | None, **_: Any) -> None:
+    WAKERS.wake(namespace, name)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def rollout_loop(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    # kopf passes each index as a keyword named after its handler.
+    deployments_index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["rollout_deployments"]
+    services_index: kopf.Index[tuple[str, str], str] = kwargs["rollout_services"]
+    runtime: Runtime = memo.runtime
+    options: OperatorOptions = memo.options
+    assert namespace is not None  # ModelRollout is a namespaced resource
+    wake = WAKERS.get(namespace, name)
+    written: dict[str, Any] | None = None
+    try:
+        while not stopped:
+            wake.clear()
+            current = newer(body, written)
+            if current.get("metadata", {}).get("deletionTimestamp"):
+                return
+            key = (namespace, name)
+            deployments = deployment_states(list(deployments_index.get(key, [])))
+            started = asyncio.get_running_loop().time()
+            try:
+                result = await reconcile(runtime, current, deployments, key in services_index)
+                written = result.written or written
+                decision = result.decision
+                delay = min(
+                    decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
+                    options.resync_seconds,
+                )
+                elapsed = asyncio.get_running_loop().time() - started
+                OPERATOR_METRICS.observe_pass(namespace, name, decision, result.at, elapsed)
+            except ApiError as error:
+                logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
+                OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()
+                delay = ERROR_RETRY_SECONDS
+            except Exception:
+                # One rollout's surprise must not stop the others or kill this loop: log it with
+                # the traceback and look again shortly.
+                logger.exception("%s/%s: reconcile failed", namespace, name)
+                OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
+                delay = ERROR_RETRY_SECONDS
+            if delay > 0:
+                await _sleep(wake, stopped, delay)
+    finally:
+        WAKERS.forget(namespace, name)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Sleep until the deadline, a wake-up, or the daemon being stopped, whichever comes first."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,54 @@
+"""Carry out the engine's actions against the API: idempotent, so a replayed pass changes nothing."""
+
+from __future__ import annotations
+
+from modelrollout.api.models import ModelRolloutSpec
+from modelrollout.engine.types import (
+    Action,
+    DeleteDeployment,
+    DeploymentState,
+    EnsureDeployment,
+    EnsureService,
+    ScaleDeployment,
+)
+from modelrollout.kube import manifests
+from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
+from modelrollout.kube.names import deployment_name
+
+
+class Actuator:
+    def __init__(self, api: KubeApi, owner: manifests.Owner, spec: ModelRolloutSpec):
+        self._api = api
+        self._owner = owner
+        self._spec = spec
+
+    async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> None:
+        for action in actions:
+            if isinstance(action, EnsureService):
+                service = manifests.service(self._owner, self._spec)
+                await self._api.create_or_get(SERVICES, self._owner.namespace, service)
+            elif isinstance(action, EnsureDeployment):
+                await self._ensure(action.revision, action.replicas, deployments.get(action.revision))
+            elif isinstance(action, ScaleDeployment):
+                await self._scale(action.revision, action.replicas, deployments.get(action.revision))
+            elif isinstance(action, DeleteDeployment):
+                await self._api.delete(DEPLOYMENTS, self._owner.namespace, self._name(action.revision))
+
+    def _name(self, revision: str) -> str:
+        return deployment_name(self._owner.name, revision)
+
+    async def _ensure(self, revision: str, replicas: int, known: DeploymentState | None) -> None:
+        if known is not None:
+            await self._scale(revision, replicas, known)
+            return
+        body = manifests.deployment(self._owner, self._spec, revision, replicas)
+        existing = await self._api.create_or_get(DEPLOYMENTS, self._owner.namespace, body)
+        if existing.get("spec", {}).get("replicas") != replicas:
+            await self._scale(revision, replicas, None)
+
+    async def _scale(self, revision: str, replicas: int, known: DeploymentState | None) -> None:
+        if known is not None and known.replicas == replicas:
+            return
+        await self._api.merge_patch(
+            DEPLOYMENTS, self._owner.namespace, self._name(revision), {"spec": {"replicas": replicas}}
+        )

@@ -1,0 +1,216 @@
+"""A small async client for the few API calls the operator makes, written for a real API server.
+
+It sits on kubernetes_asyncio's ApiClient (which handles kubeconfig, in-cluster tokens and TLS) and
+speaks plain dicts for any resource, built-in or custom, so every call states its patch type
+explicitly: merge patches for custom resources (a real server refuses strategic merge on them),
+status written only through the `/status` subresource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from modelrollout import GROUP, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+# Answers worth another try: conflicts on writes that carry no precondition, throttling, and
+# server-side hiccups. Anything else is a real answer.
+RETRIABLE = {409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/api/{self.version}" if self.group == "" else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+        if subresource is not None:
+            base += f"/{subresource}"
+        return base
+
+
+MODELROLLOUTS = Resource(GROUP, VERSION, PLURAL)
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICES = Resource("", "v1", "services")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"{status} {reason}: {message}")
+
+
+class KubeApi:
+    """Plain-dict access to the API server with retries on transient answers."""
+
+    def __init__(self, api_client: client.ApiClient, attempts: int = 5, backoff: float = 0.2):
+        self._client = api_client
+        self._attempts = attempts
+        self._backoff = backoff
+        self.requests = 0
+        self.writes = 0
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeApi:
+        """Connect with the given kubeconfig, else the in-cluster account, else the default kubeconfig."""
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                await config.load_kube_config(client_configuration=configuration, context=context)
+        else:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration, context=context)
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        for attempt in range(self._attempts):
+            try:
+                return await self._once(method, path, body, content_type, query)
+            except ApiError as error:
+                last_try = attempt == self._attempts - 1
+                # A 409 on create means "already exists", a final answer, not a race to retry.
+                if error.status not in RETRIABLE or last_try or (error.status == 409 and method == "POST"):
+                    raise
+                delay = error.retry_after or self._backoff * (2**attempt) * (0.5 + random.random())
+                logger.debug("retrying %s %s after %s in %.2fs", method, path, error, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _once(
+        self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None
+    ) -> dict[str, Any]:
+        self.requests += 1
+        if method != "GET":
+            self.writes += 1
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        response = await self._client.call_api(
+            path,
+            method,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
+        async with response:
+            text = await response.text()
+            status = response.status
+            retry_after = response.headers.get("Retry-After")
+        data: dict[str, Any] = json.loads(text) if text.strip().startswith("{") else {}
+        if not 200 <= status <= 299:
+            raise ApiError(
+                status,
+                str(data.get("reason") or response.reason or ""),
+                str(data.get("message") or text[:500]),
+                float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None,
+            )
+        return data
+
+    # --- verbs -----------------------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", resource.path(namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, resource: Resource, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"labelSelector": label_selector} if label_selector else None
+        answer = await self.request("GET", resource.path(namespace), query=query)
+        items: list[dict[str, Any]] = answer.get("items", [])
+        return items
+
+    async def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", resource.path(namespace), body)
+
+    async def create_or_get(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """Create, or accept that it exists already (the watch that would have told us was late)."""
+        try:
+            return await self.create(resource, namespace, body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            existing = await self.get(resource, namespace, body["metadata"]["name"])
+            if existing is None:
+                raise
+            return existing
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        return await self.request("PATCH", resource.path(namespace, name, subresource), patch, MERGE_PATCH)
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
+        """Delete in the background (owned objects go with it); False if it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", resource.path(namespace, name), body)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+
+def merge_patch_between(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns `old` into `new` (None when nothing changes).
+
+    Keys that disappear become explicit nulls: a merge patch that simply omitted them would leave
+    them in place on the server.
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+            continue
+        inner = merge_patch_between(old[key], value)
+        if inner is not None or (value is None and old[key] is not None):
+            patch[key] = inner
+    return patch or None

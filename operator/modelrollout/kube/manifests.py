@@ -1,0 +1,106 @@
+"""Pure builders of the objects the operator owns: given the spec, return plain dicts."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from modelrollout import GROUP, KIND, VERSION
+from modelrollout.api.models import ModelRolloutSpec
+from modelrollout.kube.names import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    ROLLOUT_LABEL,
+    VERSION_LABEL,
+    deployment_name,
+    selector_for,
+    service_name,
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelRollout that owns an object, for ownerReferences and names."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _labels(owner: Owner) -> dict[str, str]:
+    return {ROLLOUT_LABEL: owner.name, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def _inject_env(container: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    env = [item for item in container.get("env", []) if item.get("name") not in values]
+    env.extend({"name": name, "value": value} for name, value in values.items())
+    return {**container, "env": env}
+
+
+def deployment(owner: Owner, spec: ModelRolloutSpec, revision: str, replicas: int) -> dict[str, Any]:
+    """The Deployment of one revision of the model server."""
+    template = copy.deepcopy(spec.template)
+    metadata = template.setdefault("metadata", {})
+    pod_labels = {
+        **metadata.get("labels", {}),
+        **_labels(owner),
+        REVISION_LABEL: revision,
+        VERSION_LABEL: spec.model.version,
+    }
+    metadata["labels"] = pod_labels
+    env = {
+        "MODEL_NAME": spec.model.name,
+        "MODEL_VERSION": spec.model.version,
+        "MODEL_URI": spec.model.uri or "",
+        "ROLLOUT_NAME": owner.name,
+        "ROLLOUT_NAMESPACE": owner.namespace,
+    }
+    pod_spec = template.setdefault("spec", {})
+    pod_spec["containers"] = [_inject_env(container, env) for container in pod_spec.get("containers", [])]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner.name, revision),
+            "namespace": owner.namespace,
+            "labels": {**_labels(owner), REVISION_LABEL: revision, VERSION_LABEL: spec.model.version},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {ROLLOUT_LABEL: owner.name, REVISION_LABEL: revision}},
+            "template": template,
+        },
+    }
+
+
+def service(owner: Owner, spec: ModelRolloutSpec) -> dict[str, Any]:
+    """The Service in front of every version: with no traffic router, replicas set the split."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": _labels(owner),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "selector": selector_for(owner.name),
+            "ports": [
+                {"name": "http", "port": spec.service.port, "targetPort": spec.service.target_port, "protocol": "TCP"}
+            ],
+        },
+    }

@@ -1,0 +1,29 @@
+"""Names and labels of what the operator creates; kept in one place so every reader agrees."""
+
+from __future__ import annotations
+
+from modelrollout import GROUP
+
+ROLLOUT_LABEL = f"{GROUP}/rollout"
+REVISION_LABEL = f"{GROUP}/revision"
+VERSION_LABEL = f"{GROUP}/version"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelrollout"
+COMMAND_ANNOTATION = f"{GROUP}/command"
+FINALIZER = f"{GROUP}/finalizer"
+
+
+def deployment_name(rollout: str, revision: str) -> str:
+    return f"{rollout}-{revision}"
+
+
+def service_name(rollout: str) -> str:
+    return rollout
+
+
+def selector_for(rollout: str) -> dict[str, str]:
+    return {ROLLOUT_LABEL: rollout}
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

@@ -1,0 +1,81 @@
+"""The operator's own Prometheus metrics (prometheus-client), documented in docs/operator-metrics.md."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from modelrollout.api.models import ModelRolloutStatus, Phase
+from modelrollout.engine.machine import timestamp
+from modelrollout.engine.types import Decision
+
+ROLLBACK_REASONS = {"AnalysisFailed", "AnalysisError", "ProgressDeadlineExceeded", "Aborted"}
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.phase = Gauge(
+            "modelrollout_rollout_phase",
+            "1 for the phase each ModelRollout is in, 0 for the others.",
+            ["namespace", "name", "phase"],
+            registry=self.registry,
+        )
+        self.weight = Gauge(
+            "modelrollout_rollout_weight_percent",
+            "Percent of traffic on each version of a ModelRollout.",
+            ["namespace", "name", "role"],
+            registry=self.registry,
+        )
+        self.measurements = Counter(
+            "modelrollout_analysis_measurements",
+            "Measurements taken, by metric and verdict.",
+            ["namespace", "name", "metric", "verdict"],
+            registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            "modelrollout_rollbacks",
+            "Rollbacks, by reason.",
+            ["namespace", "name", "reason"],
+            registry=self.registry,
+        )
+        self.reconcile_duration = Histogram(
+            "modelrollout_reconcile_duration_seconds",
+            "Time of one reconcile pass (read, decide, act, record).",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.reconcile_errors = Counter(
+            "modelrollout_reconcile_errors",
+            "Reconcile passes that failed, by kind (api: the API server answered an error; internal: a bug).",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def observe_pass(self, namespace: str, name: str, decision: Decision, now: datetime, seconds: float) -> None:
+        status: ModelRolloutStatus = decision.status
+        self.reconcile_duration.observe(seconds)
+        for phase in Phase:
+            self.phase.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
+        self.weight.labels(namespace, name, "stable").set(status.weights.stable)
+        self.weight.labels(namespace, name, "candidate").set(status.weights.candidate)
+        at = timestamp(now)
+        for analysis in (status.background_analysis, status.step_analysis):
+            for result in analysis.metrics if analysis is not None else []:
+                for measurement in result.measurements:
+                    if measurement.at == at:
+                        self.measurements.labels(namespace, name, result.name, measurement.phase.value).inc()
+        for event in decision.events:
+            if event.reason in ROLLBACK_REASONS:
+                self.rollbacks.labels(namespace, name, event.reason).inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        for phase in Phase:
+            self.phase.remove(namespace, name, phase.value)
+
+    def serve(self, port: int, host: str) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+
+OPERATOR_METRICS = OperatorMetrics()

@@ -1,0 +1,140 @@
+"""`modelrollout status`: a ModelRollout drawn for a person (rich), or as JSON for a program."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from modelrollout.api.models import AnalysisStatus, ModelRolloutStatus, Phase, Verdict
+from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
+
+PHASE_STYLE = {
+    Phase.SUCCEEDED: "bold green",
+    Phase.PROGRESSING: "bold cyan",
+    Phase.PAUSED: "bold yellow",
+    Phase.ROLLED_BACK: "bold red",
+    Phase.FAILED: "bold red",
+    Phase.PENDING: "dim",
+}
+VERDICT_STYLE = {
+    Verdict.SUCCESSFUL: "green",
+    Verdict.FAILED: "red",
+    Verdict.ERROR: "red",
+    Verdict.INCONCLUSIVE: "yellow",
+    Verdict.RUNNING: "cyan",
+    Verdict.PENDING: "dim",
+}
+
+
+def render(rollout: dict[str, Any]) -> Group:
+    """Everything a person asks of a rollout, in one screen."""
+    metadata = rollout.get("metadata", {})
+    status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("Name", f"{metadata.get('namespace')}/{metadata.get('name')}")
+    header.add_row("Phase", Text(status.phase.value, style=PHASE_STYLE[status.phase]))
+    header.add_row("Message", status.message or "-")
+    header.add_row("Stable", status.stable_version or "-")
+    header.add_row("Candidate", status.candidate_version or "-")
+    header.add_row("Weights", f"stable {status.weights.stable}%  candidate {status.weights.candidate}%")
+    parts: list[Any] = [header, _steps(rollout.get("spec") or {}, status)]
+    for analysis in (status.background_analysis, status.step_analysis):
+        if analysis is not None:
+            parts.append(_analysis(analysis))
+    conditions = Table(title="Conditions", title_justify="left")
+    for column in ("Type", "Status", "Reason", "Since"):
+        conditions.add_column(column)
+    for condition in status.conditions:
+        conditions.add_row(condition.type, condition.status, condition.reason, condition.last_transition_time or "")
+    parts.append(conditions)
+    return Group(*parts)
+
+
+def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
+    table = Table(title="Steps", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("Step")
+    table.add_column("State")
+    try:
+        steps = parse_spec(spec).strategy.canary.steps
+    except InvalidSpec as error:
+        table.add_row("", Text(str(error), style="red"), "")
+        return table
+    current = status.current_step_index
+    for index, step in enumerate(steps):
+        if current is None:
+            state = ""
+        elif index < current:
+            state = "done"
+        elif index == current:
+            state = Text(status.pause_reason or "running", style="bold cyan")  # type: ignore[assignment]
+        else:
+            state = ""
+        table.add_row(str(index), step.describe(), state)
+    return table
+
+
+def _analysis(analysis: AnalysisStatus) -> Table:
+    title = "Background analysis" if analysis.kind == "background" else f"Analysis of step {analysis.step_index}"
+    table = Table(title=f"{title}: {analysis.phase.value}", title_justify="left")
+    for column in ("Metric", "Verdict", "Last value", "Ok/Total", "Why"):
+        table.add_column(column)
+    for result in analysis.metrics:
+        last = result.measurements[-1] if result.measurements else None
+        value = "-" if last is None or last.value is None else f"{last.value:g}"
+        table.add_row(
+            result.name,
+            Text(result.phase.value, style=VERDICT_STYLE[result.phase]),
+            value,
+            f"{result.successful}/{result.count}",
+            result.message or (last.message if last else ""),
+        )
+    return table
+
+
+async def show_status(args: argparse.Namespace) -> int:
+    api = await KubeApi.connect(args.kubeconfig, args.context)
+    console = Console()
+    try:
+        rollout = await _fetch(api, args)
+        if rollout is None:
+            return 3
+        if args.output == "json":
+            print(json.dumps(rollout.get("status") or {}, indent=2))
+            return 0
+        if not args.watch:
+            console.print(render(rollout))
+            return 0
+        with Live(render(rollout), console=console, refresh_per_second=4) as live:
+            while True:
+                await asyncio.sleep(1)
+                fresh = await _fetch(api, args)
+                if fresh is None:
+                    return 3
+                live.update(render(fresh))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        await api.close()
+
+
+async def _fetch(api: KubeApi, args: argparse.Namespace) -> dict[str, Any] | None:
+    try:
+        rollout = await api.get(MODELROLLOUTS, args.namespace, args.name)
+    except ApiError as error:
+        print(f"modelrollout status: {error.message}", file=sys.stderr)
+        return None
+    if rollout is None:
+        print(f"modelrollout status: ModelRollout {args.namespace}/{args.name} not found", file=sys.stderr)
+    return rollout

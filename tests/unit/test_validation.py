@@ -1,0 +1,82 @@
+"""Specs valid in shape but wrong in meaning get a message naming the field and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.api.durations import format_duration, parse_duration
+from modelrollout.api.validation import InvalidSpec, parse_spec
+
+from .world import make_spec
+
+METRIC = {"name": "latency", "prometheus": {"query": "q"}, "threshold": {"max": 1}}
+
+
+def _steps(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"strategy": {"canary": {"steps": list(steps)}}}
+
+
+CASES = [
+    (
+        _steps({"setWeight": 40}, {"setWeight": 40}),
+        "spec.strategy.canary.steps[1].setWeight: must be greater than the previous weight (40), got 40",
+    ),
+    (_steps({"setWeight": 150}), "spec.strategy.canary.steps[0].setWeight: must be between 0 and 100, got 150"),
+    (
+        _steps({"analysis": {"metrics": ["latency", "drift"]}}) | {"analysis": {"metrics": [METRIC]}},
+        "spec.strategy.canary.steps[0].analysis.metrics[1]: unknown metric 'drift'; "
+        "defined in spec.analysis.metrics: latency",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "prometheus": {"query": "x{v='{{canary}}'}"}}]}},
+        "spec.analysis.metrics[0].prometheus.query: unknown template variable {{canary}}; "
+        "allowed: candidate, model, name, namespace, stable",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "threshold": {"min": 5, "max": 1}}]}},
+        "spec.analysis.metrics[0].threshold: min (5) must not be greater than max (1)",
+    ),
+    (
+        _steps({"pause": {"duration": "ten minutes"}}),
+        "spec.strategy.canary.steps[0].pause.duration: 'ten minutes' is not a duration; expected a duration such "
+        "as 30s, 5m, 1h30m or 250ms (units: ms, s, m, h)",
+    ),
+    (_steps({"setWeight": 10, "pause": {}}), "spec.strategy.canary.steps[0]: a step sets exactly one of"),
+    ({"replicas": 0}, "spec.replicas: must be at least 1, got 0"),
+    ({"automation": "yolo"}, "spec.automation: Input should be 'manual', 'assisted' or 'auto' (got 'yolo')"),
+    ({"model": {"name": "m"}}, "spec.model.version: is required"),
+    ({"analysis": {"interval": "0s"}}, "spec.analysis.interval: must be longer than 0s"),
+    (
+        {"analysis": {"metrics": [METRIC, METRIC]}},
+        "spec.analysis.metrics[1].name: 'latency' is defined twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[c[1].split(":")[0] for c in CASES])
+def test_each_meaningless_spec_is_refused_with_its_field_path(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec(make_spec(**overrides))
+    assert message in str(refused.value)
+
+
+def test_a_good_spec_reads_with_its_defaults() -> None:
+    spec = parse_spec(make_spec())
+    assert spec.automation.value == "auto"
+    assert spec.analysis.consecutive_error_limit == 4
+    assert spec.progress_deadline_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("2m", 120), ("1h30m", 5400), ("250ms", 0.25), ("1.5s", 1.5), ("0s", 0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_durations_format_for_people() -> None:
+    assert format_duration(90) == "1m30s"
+    assert format_duration(0.25) == "250ms"
+    assert format_duration(3600) == "1h"
