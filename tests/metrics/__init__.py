@@ -1,0 +1,1 @@
+"""Tests of the metric backends and of the Prometheus test support."""

@@ -1,0 +1,50 @@
+"""Fixtures: an API server (emulator or MODELROLLOUT_TEST_KUBECONFIG), a stand-in Deployment
+controller, a real Prometheus scraping an exporter whose values tests set, and the operator
+running as its own process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.cluster import Cluster, DeploymentController, test_cluster
+from tests.support.operator_process import OperatorProcess
+from tests.support.prometheus import PrometheusServer
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with test_cluster(tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def deployment_controller(cluster: Cluster) -> Iterator[DeploymentController]:
+    controller = DeploymentController(cluster).start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, prometheus_session: PrometheusServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    log = tmp_path / "operator.log"
+    process = OperatorProcess(cluster.kubeconfig, cluster.namespace, prometheus_session.address, log).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- operator log ---\n{process.logs()[-8000:]}")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)

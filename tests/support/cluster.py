@@ -1,0 +1,216 @@
+"""An API server for the operator tests: the emulator by default, any real one when asked.
+
+Set MODELROLLOUT_TEST_KUBECONFIG to a kubeconfig to run the operator and end-to-end suites against
+that API server (envtest-style control plane, kind, ...). Each test then gets a fresh namespace,
+deleted afterwards; the CRDs are installed if missing. Unset, an emulator is started in-process.
+Clients here are the official synchronous `kubernetes` package, as a user's tooling would be.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import yaml
+from kubernetes.client.rest import ApiException
+
+from modelrollout import GROUP, PLURAL, VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "crds"
+TEST_KUBECONFIG_ENV = "MODELROLLOUT_TEST_KUBECONFIG"
+T = TypeVar("T")
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    return [yaml.safe_load(path.read_text()) for path in sorted(CRD_DIR.glob("*.yaml"))]
+
+
+def external_kubeconfig() -> str | None:
+    return os.environ.get(TEST_KUBECONFIG_ENV) or None
+
+
+class Cluster:
+    """One namespace on an API server, with the clients a test needs."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, emulated: bool):
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.emulated = emulated
+        self.api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.apps = kubernetes.client.AppsV1Api(self.api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.extensions = kubernetes.client.ApiextensionsV1Api(self.api_client)
+
+    # --- ModelRollouts --------------------------------------------------------------------------------
+
+    def create_rollout(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRollout", "metadata": {"name": name}, "spec": spec}
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
+        return result
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return result
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.rollout(name).get("status") or {})
+
+    def patch_spec(self, name: str, spec_changes: dict[str, Any]) -> None:
+        """A merge patch of the spec, as `kubectl patch --type merge` sends it."""
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec_changes})
+
+    def delete_rollout(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def events(self, name: str) -> list[kubernetes.client.CoreV1Event]:
+        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+        return sorted(listed.items, key=lambda event: event.metadata.creation_timestamp or 0)
+
+    def event_reasons(self, name: str) -> list[str]:
+        return [event.reason for event in self.events(name)]
+
+    def deployments(self) -> dict[str, kubernetes.client.V1Deployment]:
+        listed = self.apps.list_namespaced_deployment(self.namespace)
+        return {item.metadata.name: item for item in listed.items}
+
+    def replicas_by_version(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for deployment in self.deployments().values():
+            version = deployment.metadata.labels.get(f"{GROUP}/version", "")
+            found[version] = found.get(version, 0) + (deployment.spec.replicas or 0)
+        return found
+
+    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
+        """Poll until `probe` returns something truthy; fail naming what was awaited."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = probe()
+            except ApiException as error:
+                last = error
+            if last:
+                return last  # type: ignore[no-any-return]
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+    def wait_for_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if status.get("phase") == phase else None
+
+        try:
+            return self.wait_for(f"{name} to reach {phase}", probe, timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nstatus: {self.status(name)}") from None
+
+
+class DeploymentController:
+    """Plays the Deployment controller and kubelet on a node-less API server: it reports every
+    Deployment's requested replicas as ready, except for the revisions a test marks as broken
+    (pods that never pass their readiness probe)."""
+
+    def __init__(self, cluster: Cluster, interval: float = 0.1):
+        self._cluster = cluster
+        self._interval = interval
+        self.broken_versions: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deployment-controller", daemon=True)
+
+    def start(self) -> DeploymentController:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.sync()
+            except ApiException:
+                continue  # the next round sees the newer state
+
+    def sync(self) -> None:
+        for deployment in self._cluster.deployments().values():
+            wanted = deployment.spec.replicas or 0
+            version = deployment.metadata.labels.get(f"{GROUP}/version", "")
+            ready = 0 if version in self.broken_versions else wanted
+            current = deployment.status
+            if (
+                current is not None
+                and (current.replicas or 0) == wanted
+                and (current.ready_replicas or 0) == ready
+                and current.observed_generation == deployment.metadata.generation
+            ):
+                continue
+            status = {
+                "observedGeneration": deployment.metadata.generation,
+                "replicas": wanted,
+                "updatedReplicas": wanted,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "unavailableReplicas": wanted - ready,
+            }
+            self._cluster.apps.patch_namespaced_deployment_status(
+                deployment.metadata.name, self._cluster.namespace, {"status": status}
+            )
+
+
+@contextmanager
+def test_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A namespace on the external API server if one is configured, else on a fresh emulator."""
+    namespace = f"mro-{uuid.uuid4().hex[:8]}"
+    given = external_kubeconfig()
+    if given is not None:
+        cluster = Cluster(Path(given), namespace, emulated=False)
+        _install_crds(cluster)
+        cluster.core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield cluster
+        finally:
+            cluster.core.delete_namespace(namespace)
+            cluster.api_client.close()
+        return
+    from modelrollout.emulator.server import EmulatorServer, ThreadedEmulator
+
+    emulator = ThreadedEmulator(EmulatorServer(crds=crd_documents()))
+    emulator.start()
+    try:
+        kubeconfig = emulator.server.write_kubeconfig(tmp_path / "kubeconfig")
+        cluster = Cluster(kubeconfig, namespace, emulated=True)
+        cluster.core.create_namespace({"metadata": {"name": namespace}})
+        yield cluster
+        cluster.api_client.close()
+    finally:
+        emulator.stop()
+
+
+def _install_crds(cluster: Cluster) -> None:
+    for document in crd_documents():
+        try:
+            cluster.extensions.create_custom_resource_definition(document)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+    cluster.wait_for(
+        "the ModelRollout CRD to be established",
+        lambda: any(
+            condition.type == "Established" and condition.status == "True"
+            for condition in (
+                cluster.extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}").status.conditions or []
+            )
+        ),
+    )
