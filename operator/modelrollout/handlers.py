@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -80,6 +81,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = options.peering is None
     if options.peering is not None:
         settings.peering.name = options.peering
+        # kopf pauses every peer whose priority equals another's; distinct random priorities make
+        # exactly one replica active, and another takes over when its peering record expires.
+        settings.peering.priority = random.randint(1, 1_000_000)
         settings.peering.mandatory = True
         settings.peering.clusterwide = not options.namespaces
     api = await KubeApi.connect(options.kubeconfig)
@@ -111,6 +115,7 @@ def rollout_deployments(
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
     )
+    WAKERS.wake(namespace, rollout)  # readiness changes move rollouts on
     return {(namespace, rollout): state}
 
 
@@ -122,14 +127,12 @@ def rollout_services(
     return {(namespace, rollout): name} if rollout and namespace else {}
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def rollout_changed(namespace: str | None, name: str | None, **_: Any) -> None:
+@kopf.index(GROUP, VERSION, PLURAL)
+def rollout_generations(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[tuple[str, str], int]:
+    # Indexing functions run on every watch event and, unlike event handlers, are not logged one
+    # by one: the place to wake the rollout's daemon on a spec or annotation change.
     WAKERS.wake(namespace, name)
+    return {(namespace or "", name): int(meta.get("generation") or 0)}
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
