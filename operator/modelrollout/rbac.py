@@ -1,0 +1,196 @@
+"""Every Kubernetes API permission the operator needs, with the reason for each, in one place.
+
+The Helm chart's ClusterRole / Roles (`charts/modelrollout-operator/templates/rbac.yaml`) are written
+by hand for readability, and `tests/chart/test_rbac.py` renders the chart in each install mode and
+checks that it grants exactly what `grants()` says: no rule missing, nothing extra, no wildcard.
+So a new API call starts here, then goes into the template; the test fails until both agree.
+
+Scopes:
+
+* `Scope.CLUSTER`: a cluster-scoped resource (CRDs, namespaces, ClusterKopfPeerings); always
+  granted by a ClusterRole, also when the operator watches only some namespaces.
+* `Scope.NAMESPACED`: a namespaced resource; granted by the ClusterRole when the operator watches
+  every namespace, and by one Role per watched namespace otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from modelrollout import GROUP, PLURAL
+
+READ = ("get", "list", "watch")
+
+
+class Scope(enum.StrEnum):
+    CLUSTER = "cluster"
+    NAMESPACED = "namespaced"
+
+
+class When(enum.StrEnum):
+    """Which installs need a rule."""
+
+    ALWAYS = "always"
+    # kopf keeps peering state in a ClusterKopfPeering when it watches the whole cluster, and in a
+    # KopfPeering per namespace when it watches named namespaces (kopf's `guess_selectors`).
+    PEERING_CLUSTERWIDE = "peering-clusterwide"
+    PEERING_NAMESPACED = "peering-namespaced"
+
+
+@dataclass(frozen=True)
+class Rule:
+    api_group: str  # "" is the core group
+    resource: str
+    verbs: tuple[str, ...]
+    scope: Scope
+    why: str
+    when: When = When.ALWAYS
+    # True for permissions granted ahead of the code that uses them (announced traffic routers,
+    # analysis jobs, Prometheus credentials), so that upgrading the operator image alone works.
+    planned: bool = False
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        GROUP,
+        PLURAL,
+        ("get", "list", "watch", "patch"),
+        Scope.NAMESPACED,
+        "kopf watches ModelRollouts and patches their finalizer and its own annotations; "
+        "commands from people arrive as an annotation on them",
+    ),
+    Rule(
+        GROUP,
+        f"{PLURAL}/status",
+        ("get", "patch", "update"),
+        Scope.NAMESPACED,
+        "all rollout state is written to status (the status subresource)",
+    ),
+    Rule(
+        "apps",
+        "deployments",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        Scope.NAMESPACED,
+        "one Deployment per model revision (stable, candidate); kopf indexes them by watch",
+    ),
+    Rule(
+        "",
+        "services",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        Scope.NAMESPACED,
+        "the Service in front of the model servers; traffic split by replica ratio uses its selector",
+    ),
+    Rule(
+        "",
+        "events",
+        ("create", "patch"),
+        Scope.NAMESPACED,
+        "kopf posts Events on ModelRollouts (core API), and patches them when an Event repeats",
+    ),
+    Rule(
+        "events.k8s.io",
+        "events",
+        ("create", "patch"),
+        Scope.NAMESPACED,
+        "the same Events through the events.k8s.io API, which newer clients use",
+    ),
+    Rule(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        READ,
+        Scope.CLUSTER,
+        "kopf reads the CRDs to discover the resources it serves; CRDs are cluster-scoped, so this "
+        "stays in the ClusterRole even when the operator watches only some namespaces",
+    ),
+    Rule(
+        "",
+        "namespaces",
+        READ,
+        Scope.CLUSTER,
+        "kopf lists and watches namespaces to resolve namespace patterns (-n 'team-*')",
+    ),
+    Rule(
+        "kopf.dev",
+        "clusterkopfpeerings",
+        ("get", "list", "watch", "patch"),
+        Scope.CLUSTER,
+        "kopf peering: replicas publish keep-alives so only the highest-priority one works",
+        when=When.PEERING_CLUSTERWIDE,
+    ),
+    Rule(
+        "kopf.dev",
+        "kopfpeerings",
+        ("get", "list", "watch", "patch"),
+        Scope.NAMESPACED,
+        "kopf peering when the operator watches named namespaces: one KopfPeering per namespace",
+        when=When.PEERING_NAMESPACED,
+    ),
+    # Coming with the traffic routers (traffic/gateway_api.py, traffic/istio.py): the operator sets
+    # backend weights and mirrors on routes that users own; it never creates or deletes them.
+    Rule(
+        "gateway.networking.k8s.io",
+        "httproutes",
+        ("get", "list", "watch", "patch", "update"),
+        Scope.NAMESPACED,
+        "Gateway API traffic routing: set the stable/candidate backend weights of an HTTPRoute",
+        planned=True,
+    ),
+    Rule(
+        "networking.istio.io",
+        "virtualservices",
+        ("get", "list", "watch", "patch", "update"),
+        Scope.NAMESPACED,
+        "Istio traffic routing: set the weights and mirror of a VirtualService",
+        planned=True,
+    ),
+    # Coming with job-based analysis: a measurement that runs as a Kubernetes Job, deleted after.
+    Rule(
+        "batch",
+        "jobs",
+        ("create", "get", "list", "watch", "delete"),
+        Scope.NAMESPACED,
+        "analysis measurements run as Jobs",
+        planned=True,
+    ),
+    # Coming with authenticated Prometheus: credentials referenced from spec.analysis.prometheus.
+    Rule(
+        "",
+        "secrets",
+        ("get",),
+        Scope.NAMESPACED,
+        "read the Prometheus credentials a ModelRollout names (get only: never list or watch)",
+        planned=True,
+    ),
+)
+
+# Never needed: kopf's peering, not Lease-based leader election, keeps replicas from working at once.
+NOT_USED = (("coordination.k8s.io", "leases"),)
+
+
+def rules(*, cluster_wide: bool, peering: bool) -> list[Rule]:
+    """The rules an install needs: watching every namespace or named ones, with or without peering."""
+    wanted = {When.ALWAYS}
+    if peering:
+        wanted.add(When.PEERING_CLUSTERWIDE if cluster_wide else When.PEERING_NAMESPACED)
+    return [rule for rule in RULES if rule.when in wanted]
+
+
+Grant = tuple[str, str, str, str]  # (where, apiGroup, resource, verb); where is "*cluster*" or a namespace
+
+CLUSTER = "*cluster*"
+
+
+def grants(*, namespaces: list[str], peering: bool) -> set[Grant]:
+    """Every (where, apiGroup, resource, verb) an install must grant.
+
+    `namespaces` empty means the operator watches the whole cluster: everything is cluster-wide.
+    Otherwise namespaced rules are granted in each listed namespace only.
+    """
+    cluster_wide = not namespaces
+    granted: set[Grant] = set()
+    for rule in rules(cluster_wide=cluster_wide, peering=peering):
+        places = [CLUSTER] if cluster_wide or rule.scope is Scope.CLUSTER else namespaces
+        for where in places:
+            granted.update((where, rule.api_group, rule.resource, verb) for verb in rule.verbs)
+    return granted

@@ -1,0 +1,86 @@
+"""The chart grants exactly the permissions operator/modelrollout/rbac.py lists, in every install mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout import rbac
+
+pytest.importorskip("helm_python", reason="helm-python-sdk is needed to render the chart")
+
+from tests.chart.conftest import EVERYTHING, NAMESPACE, NAMESPACED, SCENARIOS, Render, find
+
+SERVICE_ACCOUNT = {"kind": "ServiceAccount", "name": "modelrollout-modelrollout-operator", "namespace": NAMESPACE}
+
+
+def _rendered_grants(objects: list[dict[str, Any]]) -> set[rbac.Grant]:
+    """(where, apiGroup, resource, verb) for every rule bound to the operator's ServiceAccount."""
+    bound = {
+        (binding["roleRef"]["kind"], binding["roleRef"]["name"], binding["metadata"].get("namespace"))
+        for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding")
+        if SERVICE_ACCOUNT in binding["subjects"]
+    }
+    granted: set[rbac.Grant] = set()
+    for role in find(objects, "ClusterRole") + find(objects, "Role"):
+        namespace = role["metadata"].get("namespace")
+        if (role["kind"], role["metadata"]["name"], namespace) not in bound:
+            continue
+        where = rbac.CLUSTER if role["kind"] == "ClusterRole" else namespace
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.update((where, group, resource, verb) for verb in rule["verbs"])
+    return granted
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_chart_grants_exactly_what_rbac_py_lists(render: Render, scenario: str) -> None:
+    values = SCENARIOS[scenario]
+    objects = render(values)
+    peering = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
+    expected = rbac.grants(namespaces=values.get("watchNamespaces", []), peering=peering)
+    granted = _rendered_grants(objects)
+    assert expected - granted == set(), "missing from the chart"
+    assert granted - expected == set(), "granted by the chart but not in rbac.py"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_no_wildcards(render: Render, scenario: str) -> None:
+    for grant in _rendered_grants(render(SCENARIOS[scenario])):
+        assert "*" not in grant[1:], grant
+
+
+def test_namespaced_install_keeps_only_cluster_scoped_reads_cluster_wide(render: Render) -> None:
+    granted = _rendered_grants(render(NAMESPACED))
+    cluster = {(group, resource) for where, group, resource, _ in granted if where == rbac.CLUSTER}
+    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+    for namespace in NAMESPACED["watchNamespaces"]:
+        assert (namespace, "modelrollout.io", "modelrollouts", "watch") in granted
+    assert not any(where == "default" for where, *_ in granted)
+
+
+def test_every_rule_says_why_and_is_not_a_wildcard() -> None:
+    for rule in rbac.RULES:
+        assert rule.why.strip()
+        assert rule.verbs and "*" not in rule.verbs and rule.resource != "*"
+        assert (rule.api_group, rule.resource) not in rbac.NOT_USED
+
+
+def test_planned_permissions_are_granted_ahead() -> None:
+    planned = {(rule.api_group, rule.resource) for rule in rbac.RULES if rule.planned}
+    assert planned == {
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("networking.istio.io", "virtualservices"),
+        ("batch", "jobs"),
+        ("", "secrets"),
+    }
+
+
+def test_peering_grants_follow_the_scope(render: Render) -> None:
+    cluster_wide = _rendered_grants(render(EVERYTHING))
+    assert (rbac.CLUSTER, "kopf.dev", "clusterkopfpeerings", "patch") in cluster_wide
+    namespaced = _rendered_grants(render({**NAMESPACED, "leaderElection": {"enabled": True}}))
+    assert ("team-a", "kopf.dev", "kopfpeerings", "patch") in namespaced
+    assert not any(resource == "clusterkopfpeerings" for _, _, resource, _ in namespaced)
