@@ -187,6 +187,10 @@ async def send_command(args: argparse.Namespace) -> int:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before kopf (and the kubernetes client it logs in with) is imported: the client reads the
+        # default kubeconfig location once, at import time.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
     from modelrollout import handlers  # registers the handlers with kopf
@@ -210,8 +214,6 @@ def run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     if options.metrics_port:
         OPERATOR_METRICS.serve(options.metrics_port, options.metrics_host)
     assert handlers.rollout_loop is not None
