@@ -53,6 +53,8 @@ def test_first_version_becomes_stable_with_owned_deployment_and_service(
         "Ready": "True",
         "Progressing": "False",
         "Degraded": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
     }
     deployments = cluster.deployments()
     assert len(deployments) == 1

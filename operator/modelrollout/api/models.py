@@ -395,7 +395,7 @@ class Verdict(enum.StrEnum):
 class Condition(ApiModel):
     """A Kubernetes-style condition (kstatus conventions)."""
 
-    type: str = Field(description="Ready, Progressing or Degraded.")
+    type: str = Field(description="Ready, Progressing, Degraded, and kstatus's Reconciling and Stalled.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="One CamelCase word a program can match.")
     message: str = Field(default="", description="What a person should know.")
@@ -475,7 +475,9 @@ class ModelRolloutStatus(ApiModel):
         default=None, description="A revision that was rolled back; not retried until the spec or `retry` says so."
     )
     last_command_id: str | None = Field(default=None, description="Id of the last command from a person handled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded, Reconciling, Stalled."
+    )
 
     def condition(self, kind: str) -> Condition | None:
         return next((condition for condition in self.conditions if condition.type == kind), None)

@@ -250,9 +250,14 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, invalid: InvalidSpec, n
     status.message = message
     status.observed_generation = ref.generation
     at = timestamp(now)
-    _put_condition(status, Condition(type="Degraded", status="True", reason="InvalidSpec", message=message), at)
-    _put_condition(status, Condition(type="Ready", status="False", reason="InvalidSpec", message=message), at)
-    _put_condition(status, Condition(type="Progressing", status="False", reason="InvalidSpec", message=message), at)
+    for kind, value in (
+        ("Ready", "False"),
+        ("Progressing", "False"),
+        ("Degraded", "True"),
+        ("Reconciling", "False"),
+        ("Stalled", "True"),
+    ):
+        _put_condition(status, Condition(type=kind, status=value, reason="InvalidSpec", message=message), at)
     for condition in status.conditions:
         condition.observed_generation = ref.generation
     return Decision([], status, events, None)
@@ -749,6 +754,10 @@ def _set_conditions(run: _Pass) -> None:
         Condition(type="Ready", status="True" if settled else "False", reason=reason, message=message),
         Condition(type="Progressing", status="True" if moving else "False", reason=reason, message=message),
         Condition(type="Degraded", status="True" if degraded else "False", reason=reason, message=message),
+        # kstatus's abnormal-true pair, which Flux's and kpt's health checks read: Stalled makes a
+        # rolled-back rollout fail a GitOps health check at once instead of at its timeout.
+        Condition(type="Reconciling", status="True" if moving else "False", reason=reason, message=message),
+        Condition(type="Stalled", status="True" if degraded else "False", reason=reason, message=message),
     ]
     for condition in conditions:
         condition.observed_generation = run.ref.generation
