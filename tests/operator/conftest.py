@@ -37,6 +37,8 @@ def operator(
     try:
         yield process
     finally:
+        if process.alive:
+            cluster.delete_all_rollouts()  # through the operator, as a user would
         process.stop()
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:

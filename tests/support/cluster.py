@@ -73,6 +73,29 @@ class Cluster:
     def delete_rollout(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
+    def rollout_names(self) -> list[str]:
+        listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    def delete_all_rollouts(self, wait: float = 15.0) -> None:
+        """Delete every ModelRollout and wait for the operator to release its finalizer."""
+        for name in self.rollout_names():
+            try:
+                self.delete_rollout(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        deadline = time.monotonic() + wait
+        while self.rollout_names() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def release_finalizers(self) -> None:
+        """With no operator left to do it, drop the finalizers so the namespace can go."""
+        for name in self.rollout_names():
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"finalizers": None}}
+            )
+
     def events(self, name: str) -> list[kubernetes.client.CoreV1Event]:
         listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
         return sorted(listed.items, key=lambda event: event.metadata.creation_timestamp or 0)
@@ -181,6 +204,7 @@ def test_cluster(tmp_path: Path) -> Iterator[Cluster]:
         try:
             yield cluster
         finally:
+            cluster.release_finalizers()
             cluster.core.delete_namespace(namespace)
             cluster.api_client.close()
         return
