@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import kubernetes
-
 from tests.support.cluster import REPO, TEST_KUBECONFIG_ENV
 
 
