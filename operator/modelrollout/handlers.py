@@ -17,7 +17,7 @@ from typing import Any, cast
 import kopf
 
 from modelrollout import GROUP, PLURAL, VERSION
-from modelrollout.engine.types import DeploymentState, EventRecord
+from modelrollout.engine.types import DeploymentState, EventRecord, Selector
 from modelrollout.kube.api import ApiError, KubeApi
 from modelrollout.kube.names import (
     FINALIZER,
@@ -121,10 +121,14 @@ def rollout_deployments(
 
 @kopf.index("", "v1", "services", labels=MANAGED)
 def rollout_services(
-    namespace: str | None, labels: Mapping[str, str], name: str, **_: Any
-) -> dict[tuple[str, str], str]:
+    namespace: str | None, labels: Mapping[str, str], name: str, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], tuple[str, Selector]]:
     rollout = labels.get(ROLLOUT_LABEL)
-    return {(namespace, rollout): name} if rollout and namespace else {}
+    if not rollout or not namespace:
+        return {}
+    selector: Selector = tuple(sorted((spec.get("selector") or {}).items()))
+    WAKERS.wake(namespace, rollout)
+    return {(namespace, rollout): (name, selector)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -146,7 +150,7 @@ async def rollout_loop(
 ) -> None:
     # kopf passes each index as a keyword named after its handler.
     deployments_index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["rollout_deployments"]
-    services_index: kopf.Index[tuple[str, str], str] = kwargs["rollout_services"]
+    services_index: kopf.Index[tuple[str, str], tuple[str, Selector]] = kwargs["rollout_services"]
     runtime: Runtime = memo.runtime
     options: OperatorOptions = memo.options
     assert namespace is not None  # ModelRollout is a namespaced resource
@@ -162,7 +166,8 @@ async def rollout_loop(
             deployments = deployment_states(list(deployments_index.get(key, [])))
             started = asyncio.get_running_loop().time()
             try:
-                result = await reconcile(runtime, current, deployments, key in services_index)
+                services = dict(services_index.get(key, []))
+                result = await reconcile(runtime, current, deployments, services)
                 written = result.written or written
                 decision = result.decision
                 delay = min(

@@ -27,6 +27,7 @@ from modelrollout.engine.types import (
     MeasurementRequest,
     Observations,
     RolloutRef,
+    Selector,
 )
 from modelrollout.kube.actuator import Actuator
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi, merge_patch_between
@@ -112,7 +113,7 @@ async def reconcile(
     runtime: Runtime,
     body: Mapping[str, Any],
     deployments: dict[str, DeploymentState],
-    service_exists: bool,
+    services: dict[str, Selector],
 ) -> PassResult:
     """Run one pass: read, decide, act, record."""
     metadata = body.get("metadata", {})
@@ -128,7 +129,7 @@ async def reconcile(
     measurements = await measure(runtime, plan_measurements(ref, status, now))
     observations = Observations(
         deployments=deployments,
-        service_exists=service_exists,
+        services=services,
         measurements=measurements,
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
     )

@@ -67,7 +67,7 @@ def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
     table.add_column("Step")
     table.add_column("State")
     try:
-        steps = parse_spec(spec).strategy.canary.steps
+        steps = parse_spec(spec).strategy.steps
     except InvalidSpec as error:
         table.add_row("", Text(str(error), style="red"), "")
         return table

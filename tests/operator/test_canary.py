@@ -88,7 +88,7 @@ def test_canary_that_passes_is_promoted(
     status = cluster.wait_for_phase(name, "Succeeded", timeout=90)
     assert status["stableVersion"] == "2.0.0"
     assert "candidateVersion" not in status
-    assert status["weights"] == {"stable": 100, "candidate": 0}
+    assert status["weights"] == {"stable": 100, "candidate": 0, "mirror": 0, "headerRoute": False}
     assert cluster.replicas_by_version() == {"2.0.0": 4}
     reasons = cluster.event_reasons(name)
     for reason in ("RolloutStarted", "StepCompleted", "AnalysisSucceeded", "Promoted"):
@@ -111,7 +111,7 @@ def test_canary_whose_metric_breaches_is_rolled_back(
     cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "3.0.0"}})
     status = cluster.wait_for_phase(name, "RolledBack", timeout=60)
     assert "error-rate" in status["message"] and "0.3 is not at most 0.05" in status["message"]
-    assert status["weights"] == {"stable": 100, "candidate": 0}
+    assert status["weights"] == {"stable": 100, "candidate": 0, "mirror": 0, "headerRoute": False}
     assert status["stableVersion"] == "1.0.0"
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "RolledBack"

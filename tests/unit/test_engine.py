@@ -54,7 +54,7 @@ def test_first_version_is_deployed_as_stable_with_a_service_and_succeeds_when_re
     world = World(make_spec("1.0.0"))
     first = world.step()
     assert any(isinstance(a, EnsureDeployment) and a.replicas == 4 for a in first.actions)
-    assert world.service_exists
+    assert world.services == {"fraud-scorer": (("modelrollout.io/rollout", "fraud-scorer"),)}
     assert world.status.phase == Phase.PROGRESSING  # pods asked for, not ready yet
     world.step(1)
     assert world.status.phase == Phase.SUCCEEDED

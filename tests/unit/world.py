@@ -25,7 +25,11 @@ from modelrollout.engine.types import (
     EventRecord,
     Observations,
     RolloutRef,
+    RouteState,
+    RouteView,
     ScaleDeployment,
+    Selector,
+    SetRoute,
 )
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -61,7 +65,8 @@ class World:
     generation: int = 1
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    service_exists: bool = False
+    services: dict[str, Selector] = field(default_factory=dict)
+    route: RouteState | None = None  # None: no traffic router
     unready: set[str] = field(default_factory=set)
     metric_values: dict[str, Observation] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
@@ -89,7 +94,8 @@ class World:
             measurements[(request.kind, request.metric)] = outcome
         return Observations(
             deployments=dict(self.deployments),
-            service_exists=self.service_exists,
+            services=dict(self.services),
+            route=RouteView(state=self.route) if self.route is not None else None,
             measurements=measurements,
             command=self.pending_command,
         )
@@ -108,7 +114,9 @@ class World:
         version = self.spec["model"]["version"]
         for action in decision.actions:
             if isinstance(action, EnsureService):
-                self.service_exists = True
+                self.services[action.name] = action.selector
+            elif isinstance(action, SetRoute):
+                self.route = action.state
             elif isinstance(action, EnsureDeployment):
                 self.versions.setdefault(action.revision, version)
                 self._set(action.revision, action.replicas)

@@ -129,6 +129,25 @@ class AnalysisStep(ApiModel):
         return value
 
 
+class MirrorStep(ApiModel):
+    """Shadow traffic: copy a share of live requests to the candidate and discard its answers."""
+
+    percent: int = Field(
+        description="Percentage (0-100) of live requests copied to the candidate; 0 stops mirroring. Needs a "
+        "traffic router (spec.trafficRouting)."
+    )
+
+
+class HeaderRouteStep(ApiModel):
+    """Send requests that carry a header (e.g. internal testers) to the candidate, the rest to stable."""
+
+    name: str = Field(description="Header name, e.g. x-model-canary.")
+    value: str = Field(description="Exact header value that selects the candidate.")
+
+
+STEP_KINDS = ("set_weight", "pause", "analysis", "mirror", "set_header_route")
+
+
 class CanaryStep(ApiModel):
     """One step of a canary; exactly one of its fields is set."""
 
@@ -141,26 +160,31 @@ class CanaryStep(ApiModel):
     analysis: AnalysisStep | None = Field(
         default=None, description="Measure the named metrics now; the rollout goes on only if they pass."
     )
+    mirror: MirrorStep | None = Field(
+        default=None, description="Shadow: copy a share of live traffic to the candidate (its answers are discarded)."
+    )
+    set_header_route: HeaderRouteStep | None = Field(
+        default=None, description="Route requests with a given header to the candidate, everything else to stable."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CanaryStep:
-        chosen = [name for name in ("set_weight", "pause", "analysis") if getattr(self, name) is not None]
+        chosen = [name for name in STEP_KINDS if getattr(self, name) is not None]
         if len(chosen) != 1:
             found = ", ".join(to_camel(name) for name in chosen) or "none"
-            raise ValueError(f"a step sets exactly one of setWeight, pause, analysis (found: {found})")
+            allowed = ", ".join(to_camel(name) for name in STEP_KINDS)
+            raise ValueError(f"a step sets exactly one of {allowed} (found: {found})")
         return self
-
-    @property
-    def kind(self) -> str:
-        if self.set_weight is not None:
-            return "setWeight"
-        return "pause" if self.pause is not None else "analysis"
 
     def describe(self) -> str:
         if self.set_weight is not None:
             return f"setWeight {self.set_weight}"
         if self.pause is not None:
             return f"pause {self.pause.duration}" if self.pause.duration else "pause (until promoted)"
+        if self.mirror is not None:
+            return f"mirror {self.mirror.percent}%"
+        if self.set_header_route is not None:
+            return f"header route {self.set_header_route.name}: {self.set_header_route.value}"
         assert self.analysis is not None
         return f"analysis {', '.join(self.analysis.metrics)}"
 
@@ -179,6 +203,8 @@ class CanaryStrategy(ApiModel):
     def _weights_increase(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
         previous: int | None = None
         for index, step in enumerate(steps):
+            if step.mirror is not None and not 0 <= step.mirror.percent <= 100:
+                raise ValueError(f"steps[{index}].mirror.percent: must be between 0 and 100, got {step.mirror.percent}")
             weight = step.set_weight
             if weight is None:
                 continue
@@ -192,12 +218,91 @@ class CanaryStrategy(ApiModel):
         return steps
 
 
-class Strategy(ApiModel):
-    """How the candidate is delivered."""
+class BlueGreenStrategy(ApiModel):
+    """Bring the new version up at full size beside the old one, check it, and switch at once."""
 
-    canary: CanaryStrategy = Field(
-        default_factory=CanaryStrategy, description="Canary delivery: weights, pauses and analysis steps."
+    auto_promotion: bool = Field(
+        default=True, description="Switch on its own once the new version is ready (and pre-promotion analysis passed)."
     )
+    auto_promotion_seconds: int = Field(
+        default=0, description="With autoPromotion: wait this long after the new version is ready before switching."
+    )
+    pre_promotion_analysis: AnalysisStep | None = Field(
+        default=None, description="Metrics judged against the preview (the new version, before any user sees it)."
+    )
+    post_promotion_analysis: AnalysisStep | None = Field(
+        default=None,
+        description="Metrics judged after the switch; a failure switches back to the old version at once.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=30, description="Keep the old version running this long after the switch, for an instant way back."
+    )
+
+    @field_validator("auto_promotion_seconds", "scale_down_delay_seconds")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be 0 or more, got {value}")
+        return value
+
+
+class Strategy(ApiModel):
+    """How the candidate is delivered: canary (the default) or blue-green."""
+
+    canary: CanaryStrategy | None = Field(
+        default=None, description="Canary delivery: weights, mirrors, header routes, pauses and analysis steps."
+    )
+    blue_green: BlueGreenStrategy | None = Field(
+        default=None, description="Blue-green delivery: a full-size preview, then an instant switch."
+    )
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> Strategy:
+        if self.canary is not None and self.blue_green is not None:
+            raise ValueError("set canary or blueGreen, not both")
+        return self
+
+    @property
+    def steps(self) -> list[CanaryStep]:
+        """The canary's steps (none for blue-green)."""
+        return self.canary.steps if self.canary is not None else []
+
+
+class GatewayAPIRouting(ApiModel):
+    """Route traffic with a Gateway API HTTPRoute that the user owns."""
+
+    http_route: str = Field(
+        description="Name of an HTTPRoute in the rollout's namespace with a rule whose backendRef is the Service "
+        "<rollout>-stable; the operator manages that rule's weights, mirror filter and one header rule."
+    )
+    mirror_percent_supported: bool = Field(
+        default=True,
+        description="The installed Gateway API accepts RequestMirror's percent (v1.2+); false: mirror all or none.",
+    )
+
+
+class IstioRouting(ApiModel):
+    """Route traffic with an Istio VirtualService that the user owns."""
+
+    virtual_service: str = Field(
+        description="Name of a VirtualService in the rollout's namespace with an http route to the host "
+        "<rollout>-stable; the operator manages its weights, mirror and one header route."
+    )
+
+
+class TrafficRouting(ApiModel):
+    """Which router realises the weights; absent: replica ratio behind one Service."""
+
+    gateway_api: GatewayAPIRouting | None = Field(
+        default=None, alias="gatewayAPI", description="Gateway API HTTPRoute."
+    )
+    istio: IstioRouting | None = Field(default=None, description="Istio VirtualService.")
+
+    @model_validator(mode="after")
+    def _one_router(self) -> TrafficRouting:
+        if self.gateway_api is not None and self.istio is not None:
+            raise ValueError("set gatewayAPI or istio, not both")
+        return self
 
 
 class Threshold(ApiModel):
@@ -318,6 +423,10 @@ class ModelRolloutSpec(ApiModel):
     )
     service: ServicePort = Field(default_factory=ServicePort, description="The Service in front of the model.")
     strategy: Strategy = Field(default_factory=Strategy, description="How a new version is delivered.")
+    traffic_routing: TrafficRouting | None = Field(
+        default=None,
+        description="Gateway API or Istio; absent: weights are realised as a replica ratio behind one Service.",
+    )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="How the candidate is judged.")
     automation: Automation = Field(
         default=Automation.AUTO,
@@ -354,15 +463,40 @@ class ModelRolloutSpec(ApiModel):
     @model_validator(mode="after")
     def _steps_name_known_metrics(self) -> ModelRolloutSpec:
         known = {metric.name for metric in self.analysis.metrics}
-        for index, step in enumerate(self.strategy.canary.steps):
-            if step.analysis is None:
-                continue
-            for position, name in enumerate(step.analysis.metrics):
+        analyses: list[tuple[str, AnalysisStep]] = [
+            (f"strategy.canary.steps[{index}].analysis", step.analysis)
+            for index, step in enumerate(self.strategy.steps)
+            if step.analysis is not None
+        ]
+        blue_green = self.strategy.blue_green
+        if blue_green is not None:
+            for field_name, gate in (
+                ("prePromotionAnalysis", blue_green.pre_promotion_analysis),
+                ("postPromotionAnalysis", blue_green.post_promotion_analysis),
+            ):
+                if gate is not None:
+                    analyses.append((f"strategy.blueGreen.{field_name}", gate))
+        for path, analysis in analyses:
+            for position, name in enumerate(analysis.metrics):
                 if name not in known:
                     allowed = ", ".join(sorted(known)) or "none are defined"
                     raise ValueError(
-                        f"strategy.canary.steps[{index}].analysis.metrics[{position}]: unknown metric "
-                        f"{name!r}; defined in spec.analysis.metrics: {allowed}"
+                        f"{path}.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: "
+                        f"{allowed}"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _router_for_mirrors_and_headers(self) -> ModelRolloutSpec:
+        if self.traffic_routing is not None and (self.traffic_routing.gateway_api or self.traffic_routing.istio):
+            return self
+        for index, step in enumerate(self.strategy.steps):
+            for kind in ("mirror", "set_header_route"):
+                if getattr(step, kind) is not None:
+                    raise ValueError(
+                        f"strategy.canary.steps[{index}].{to_camel(kind)}: needs a traffic router "
+                        "(spec.trafficRouting.gatewayAPI or spec.trafficRouting.istio); a replica ratio cannot "
+                        "copy or route single requests"
                     )
         return self
 
@@ -450,6 +584,10 @@ class Weights(ApiModel):
 
     stable: int = Field(default=100, description="Percent of traffic on the stable version.")
     candidate: int = Field(default=0, description="Percent of traffic on the candidate.")
+    mirror: int = Field(default=0, description="Percent of traffic copied to the candidate (answers discarded).")
+    header_route: bool = Field(
+        default=False, description="Whether requests with the step's header go to the candidate."
+    )
 
 
 class ModelRolloutStatus(ApiModel):
@@ -471,6 +609,9 @@ class ModelRolloutStatus(ApiModel):
     weights: Weights = Field(default_factory=Weights, description="Traffic split now in force.")
     background_analysis: AnalysisStatus | None = Field(default=None, description="Analysis run at interval.")
     step_analysis: AnalysisStatus | None = Field(default=None, description="Analysis of the current step.")
+    switched_at: str | None = Field(
+        default=None, description="Blue-green: when traffic switched to the new version (for scaleDownDelaySeconds)."
+    )
     rolled_back_revision: str | None = Field(
         default=None, description="A revision that was rolled back; not retried until the spec or `retry` says so."
     )

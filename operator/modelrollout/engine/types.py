@@ -57,9 +57,30 @@ class Command:
 
 
 @dataclass(frozen=True)
+class RouteState:
+    """What a traffic router sends to the candidate: a weight, a mirrored share, a header route."""
+
+    candidate_weight: int = 0
+    mirror_percent: int = 0
+    header: tuple[str, str] | None = None  # (name, exact value)
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """The route object as observed: its managed part read back, or why it cannot be used."""
+
+    error: str | None = None
+    state: RouteState | None = None
+
+
+Selector = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Observations:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
-    service_exists: bool = True
+    services: dict[str, Selector] = field(default_factory=dict)
+    route: RouteView | None = None  # None: no traffic router configured
     measurements: dict[tuple[str, str], Observation] = field(default_factory=dict)
     command: Command | None = None
 
@@ -79,7 +100,17 @@ class MeasurementRequest:
 
 @dataclass(frozen=True)
 class EnsureService:
-    """Create the rollout's Service if it is missing."""
+    """Create the Service, or set its selector."""
+
+    name: str
+    selector: Selector
+
+
+@dataclass(frozen=True)
+class SetRoute:
+    """Make the traffic router send this to the candidate (and the rest to stable)."""
+
+    state: RouteState
 
 
 @dataclass(frozen=True)
@@ -101,7 +132,7 @@ class DeleteDeployment:
     revision: str
 
 
-Action = EnsureService | EnsureDeployment | ScaleDeployment | DeleteDeployment
+Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,22 @@ class Actuator:
     async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> None:
         for action in actions:
             if isinstance(action, EnsureService):
-                service = manifests.service(self._owner, self._spec)
-                await self._api.create_or_get(SERVICES, self._owner.namespace, service)
+                await self._ensure_service(action.name, dict(action.selector))
             elif isinstance(action, EnsureDeployment):
                 await self._ensure(action.revision, action.replicas, deployments.get(action.revision))
             elif isinstance(action, ScaleDeployment):
                 await self._scale(action.revision, action.replicas, deployments.get(action.revision))
             elif isinstance(action, DeleteDeployment):
                 await self._api.delete(DEPLOYMENTS, self._owner.namespace, self._name(action.revision))
+
+    async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:
+        body = manifests.service(self._owner, self._spec, name, selector)
+        existing = await self._api.create_or_get(SERVICES, self._owner.namespace, body)
+        current = existing.get("spec", {}).get("selector") or {}
+        if current != selector:
+            # A merge patch merges maps: keys we no longer select on must be nulled explicitly.
+            patch = {key: None for key in current if key not in selector} | selector
+            await self._api.merge_patch(SERVICES, self._owner.namespace, name, {"spec": {"selector": patch}})
 
     def _name(self, revision: str) -> str:
         return deployment_name(self._owner.name, revision)

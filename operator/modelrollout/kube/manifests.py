@@ -15,8 +15,6 @@ from modelrollout.kube.names import (
     ROLLOUT_LABEL,
     VERSION_LABEL,
     deployment_name,
-    selector_for,
-    service_name,
 )
 
 
@@ -86,19 +84,19 @@ def deployment(owner: Owner, spec: ModelRolloutSpec, revision: str, replicas: in
     }
 
 
-def service(owner: Owner, spec: ModelRolloutSpec) -> dict[str, Any]:
-    """The Service in front of every version: with no traffic router, replicas set the split."""
+def service(owner: Owner, spec: ModelRolloutSpec, name: str, selector: dict[str, str]) -> dict[str, Any]:
+    """One of the rollout's Services; the engine decides which versions it selects."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": service_name(owner.name),
+            "name": name,
             "namespace": owner.namespace,
             "labels": _labels(owner),
             "ownerReferences": [owner.reference()],
         },
         "spec": {
-            "selector": selector_for(owner.name),
+            "selector": selector,
             "ports": [
                 {"name": "http", "port": spec.service.port, "targetPort": spec.service.target_port, "protocol": "TCP"}
             ],

@@ -27,3 +27,12 @@ def selector_for(rollout: str) -> dict[str, str]:
 
 def label_selector(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def stable_service_name(rollout: str) -> str:
+    """The Service a user's HTTPRoute or VirtualService sends stable traffic to."""
+    return f"{rollout}-stable"
+
+
+def candidate_service_name(rollout: str, blue_green: bool = False) -> str:
+    return f"{rollout}-preview" if blue_green else f"{rollout}-canary"

@@ -1,0 +1,258 @@
+"""Canary: weights, mirrors and header routes step by step, with pauses and analysis gates.
+
+Without a traffic router the weight is a replica ratio behind one Service. With a router (Gateway
+API, Istio) the stable version keeps its full size, the candidate gets the replicas its share of
+traffic needs, and a step counts as done only once the router reports the state it was asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from modelrollout.api.durations import parse_duration
+from modelrollout.api.models import Automation, CanaryStep, ModelRolloutStatus, Phase, Verdict, Weights
+from modelrollout.engine.common import (
+    PAUSE_INCONCLUSIVE,
+    PAUSE_MANUAL_STEP,
+    PAUSE_PROMOTION,
+    PAUSE_STEP,
+    PAUSE_USER,
+    PROMOTING,
+    Pass,
+    check_deadline,
+    clear_candidate,
+    finish_promotion,
+    new_analysis,
+    parse_time,
+    replica_split,
+    run_background_analysis,
+    run_gate_analysis,
+    start_background_analysis,
+    timestamp,
+    uses_router,
+)
+from modelrollout.engine.types import DeleteDeployment, EnsureDeployment, RouteState, ScaleDeployment
+
+
+def route_at(steps: list[CanaryStep], index: int) -> RouteState:
+    """What the router should do at a step: the last weight, mirror and header route set up to it."""
+    weight, mirror, header = 0, 0, None
+    for step in steps[: index + 1]:
+        if step.set_weight is not None:
+            weight = step.set_weight
+        if step.mirror is not None:
+            mirror = step.mirror.percent
+        if step.set_header_route is not None:
+            header = (step.set_header_route.name, step.set_header_route.value)
+    return RouteState(candidate_weight=weight, mirror_percent=mirror, header=header)
+
+
+def start(run: Pass) -> None:
+    status = run.status
+    if status.candidate_revision is not None and status.candidate_revision != run.revision:
+        run.event(
+            "CandidateReplaced",
+            f"{status.candidate_version} is replaced by {run.spec.model.version} before it finished",
+        )
+        run.actions.append(DeleteDeployment(status.candidate_revision))
+    clear_candidate(status)
+    status.rolled_back_revision = None
+    status.candidate_revision = run.revision
+    status.candidate_version = run.spec.model.version
+    status.current_step_index = 0
+    status.step_started_at = run.at
+    status.rollout_started_at = run.at
+    status.phase = Phase.PROGRESSING
+    kind = "blue-green" if run.spec.strategy.blue_green is not None else "canary"
+    status.message = f"delivering {run.spec.model.version} by {kind}"
+    run.event("RolloutStarted", f"{kind} of {run.spec.model.version} started (stable: {status.stable_version})")
+
+
+def ended(status: ModelRolloutStatus) -> bool:
+    """The candidate is out of the picture: rolled back, or promoted in this pass."""
+    return status.phase == Phase.ROLLED_BACK or status.candidate_revision is None
+
+
+def resume(run: Pass, fresh_step_analysis: bool = True) -> None:
+    """Go on after a pause; an inconclusive background analysis starts afresh.
+
+    A person who looked at inconclusive metrics and said go on should not see the rollout stop
+    again on the same tally. `resume` also re-measures an inconclusive analysis step, while
+    `promote` lets that step pass.
+    """
+    status = run.status
+    if status.background_analysis is not None and status.background_analysis.phase == Verdict.INCONCLUSIVE:
+        status.background_analysis = new_analysis(run, "background", None)
+    step = status.step_analysis
+    if fresh_step_analysis and step is not None and step.phase == Verdict.INCONCLUSIVE:
+        status.step_analysis = None
+    status.pause_reason = None
+    status.phase = Phase.PROGRESSING
+    run.event("Resumed", "rollout resumed")
+
+
+def run_canary(run: Pass) -> None:
+    status, spec = run.status, run.spec
+    if status.candidate_revision != run.revision:
+        start(run)
+    steps = spec.strategy.steps
+    # Each pass may finish several steps that need no waiting (a pause of 0s, an analysis step
+    # whose results are in); the bound keeps a malformed status from looping.
+    for _ in range(len(steps) + 2):
+        if ended(status):
+            return
+        run_background_analysis(run)
+        if ended(status):
+            return
+        index = status.current_step_index if status.current_step_index is not None else 0
+        promoting = status.pause_reason == PROMOTING
+        target = RouteState(candidate_weight=100) if promoting else route_at(steps, min(index, len(steps) - 1))
+        apply_route(run, target, promoting)
+        if status.phase == Phase.PAUSED and status.pause_reason in (PAUSE_USER, PAUSE_INCONCLUSIVE):
+            if not run.promote_requested:
+                return
+            resume(run, fresh_step_analysis=False)
+        if index >= len(steps):
+            promote(run)
+            return
+        if not step_done(run, steps[index], index):
+            return
+        if spec.automation == Automation.MANUAL and not run.promote_requested:
+            if status.pause_reason != PAUSE_MANUAL_STEP:
+                status.pause_reason = PAUSE_MANUAL_STEP
+                status.phase = Phase.PAUSED
+                status.message = f"step {index} ({steps[index].describe()}) done; waiting for `promote`"
+                run.event("WaitingForPromote", status.message)
+            return
+        run.promote_requested = run.promote_full
+        advance(run, index, len(steps) if run.promote_full else index + 1)
+
+
+def advance(run: Pass, index: int, to: int) -> None:
+    status = run.status
+    steps = run.spec.strategy.steps
+    run.event("StepCompleted", f"step {index} ({steps[index].describe()}) completed")
+    status.current_step_index = to
+    status.step_started_at = run.at
+    status.step_analysis = None
+    status.pause_reason = None
+    status.phase = Phase.PROGRESSING
+    status.message = f"step {to}: {steps[to].describe()}" if to < len(steps) else "all steps completed; promoting"
+
+
+def _candidate_replicas(run: Pass, target: RouteState) -> int:
+    total = run.spec.replicas
+    if not uses_router(run.spec):
+        return replica_split(total, target.candidate_weight)[1]
+    share = max(target.candidate_weight, target.mirror_percent)
+    wanted = math.ceil(total * share / 100)
+    # A header route needs at least one pod behind it, even at weight 0.
+    return max(wanted, 1) if target.header is not None or share > 0 else wanted
+
+
+def apply_route(run: Pass, target: RouteState, promoting: bool) -> None:
+    """Ask for the replicas and routing of a target; report the weights actually in force."""
+    status, spec = run.status, run.spec
+    assert status.candidate_revision is not None and status.stable_revision is not None
+    candidate_replicas = _candidate_replicas(run, target)
+    run.actions.append(EnsureDeployment(status.candidate_revision, candidate_replicas))
+    candidate_ready = run.ready(status.candidate_revision)
+    ready_for_target = candidate_ready >= candidate_replicas
+    if uses_router(spec):
+        # The router moves traffic only to pods that are ready; stable keeps its full size.
+        run.route = target if ready_for_target else _route_now(run, target)
+        run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
+        observed = run.observed.route.state if run.observed.route is not None else None
+        realised = observed or RouteState()
+        status.weights = Weights(
+            stable=100 - realised.candidate_weight,
+            candidate=realised.candidate_weight,
+            mirror=realised.mirror_percent,
+            header_route=realised.header is not None,
+        )
+        candidate_sees_traffic = realised != RouteState()
+    else:
+        stable_replicas = replica_split(spec.replicas, target.candidate_weight)[0]
+        # Stable keeps the replicas it has until the candidate's pods are ready to take the traffic
+        # over, so capacity never dips while the candidate starts.
+        stable_now = run.replicas_now(status.stable_revision, spec.replicas)
+        stable_target = stable_replicas if ready_for_target else max(stable_replicas, stable_now)
+        if promoting and ready_for_target:
+            stable_target = 0
+        run.actions.append(ScaleDeployment(status.stable_revision, stable_target))
+        stable_ready = min(run.ready(status.stable_revision), stable_target)
+        serving = candidate_ready + stable_ready
+        share = round(100 * candidate_ready / serving) if serving else 0
+        status.weights = Weights(stable=100 - share, candidate=share)
+        candidate_sees_traffic = share > 0
+    if candidate_sees_traffic:
+        start_background_analysis(run)
+
+
+def _route_now(run: Pass, target: RouteState) -> RouteState:
+    """While the candidate's pods start, keep what the router already does (never more)."""
+    observed = run.observed.route.state if run.observed.route is not None else None
+    current = observed or RouteState()
+    return RouteState(
+        candidate_weight=min(current.candidate_weight, target.candidate_weight),
+        mirror_percent=min(current.mirror_percent, target.mirror_percent),
+        header=current.header if current.header == target.header else None,
+    )
+
+
+def step_done(run: Pass, step: CanaryStep, index: int) -> bool:
+    status, spec = run.status, run.spec
+    assert status.step_started_at is not None
+    target = route_at(spec.strategy.steps, index)
+    if run.ready(status.candidate_revision) < _candidate_replicas(run, target):
+        check_deadline(run)
+        return False
+    if not run.route_in_place():
+        status.message = f"step {index}: waiting for the traffic router to apply {step.describe()}"
+        check_deadline(run)
+        return False
+    if step.set_weight is not None or step.mirror is not None or step.set_header_route is not None:
+        return True
+    if step.pause is not None:
+        if step.pause.duration is None:
+            if run.promote_requested:
+                return True
+            if status.pause_reason != PAUSE_STEP:
+                status.pause_reason = PAUSE_STEP
+                status.phase = Phase.PAUSED
+                status.message = f"step {index}: paused until `promote`"
+                run.event("Paused", status.message)
+            return False
+        ends = parse_time(status.step_started_at) + timedelta(seconds=parse_duration(step.pause.duration))
+        if run.now >= ends or run.promote_requested:
+            return True
+        status.message = f"step {index}: pausing {step.pause.duration} (until {timestamp(ends)})"
+        run.again_in((ends - run.now).total_seconds())
+        return False
+    assert step.analysis is not None
+    return run_gate_analysis(run, step.analysis, index, f"step {index}") == Verdict.SUCCESSFUL
+
+
+def promote(run: Pass) -> None:
+    status, spec = run.status, run.spec
+    if spec.automation != Automation.AUTO and not run.promote_requested and status.pause_reason != PROMOTING:
+        if status.pause_reason != PAUSE_PROMOTION:
+            status.pause_reason = PAUSE_PROMOTION
+            status.phase = Phase.PAUSED
+            status.message = f"all steps done; `promote` to make {status.candidate_version} stable"
+            run.event("WaitingForPromote", status.message)
+        return
+    if status.pause_reason != PROMOTING:
+        # Remembered in status, so the decision holds across passes (and restarts) while pods scale.
+        status.pause_reason = PROMOTING
+        status.phase = Phase.PROGRESSING
+        status.step_started_at = run.at
+        run.event("Promoting", f"promoting {status.candidate_version}: scaling it to {spec.replicas} replicas")
+        apply_route(run, RouteState(candidate_weight=100), promoting=True)
+    candidate_ready = run.ready(status.candidate_revision)
+    if candidate_ready < spec.replicas:
+        status.message = f"promoting {status.candidate_version}: {candidate_ready}/{spec.replicas} replicas ready"
+        check_deadline(run)
+        return
+    finish_promotion(run)

@@ -1,0 +1,322 @@
+"""What every strategy shares: the working state of a pass, time, replicas, analyses, rollback.
+
+Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from modelrollout.analysis.evaluate import Limits, judge, overall, record, worst
+from modelrollout.api.durations import format_duration, parse_duration
+from modelrollout.api.models import (
+    AnalysisStatus,
+    AnalysisStep,
+    MetricResult,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    Verdict,
+    Weights,
+)
+from modelrollout.engine.types import (
+    Action,
+    DeleteDeployment,
+    EnsureDeployment,
+    EventRecord,
+    Observations,
+    RolloutRef,
+    RouteState,
+    ScaleDeployment,
+)
+
+# How soon to look again while pods are starting: readiness changes also wake the loop, this is
+# only the fallback.
+READINESS_POLL_SECONDS = 5.0
+# How often a settled rollout is looked at again, as a safety net for missed watch events.
+IDLE_RESYNC_SECONDS = 300.0
+
+PAUSE_STEP = "PauseStep"
+PAUSE_MANUAL_STEP = "ManualStep"
+PAUSE_PROMOTION = "Promotion"
+PAUSE_INCONCLUSIVE = "Inconclusive"
+PAUSE_USER = "User"
+PROMOTING = "Promoting"
+
+# Blue-green stages, kept in status.currentStepIndex so a restart resumes the right one.
+BG_PREVIEW = 0
+BG_PRE_ANALYSIS = 1
+BG_GATE = 2
+BG_SWITCHED = 3
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def revision_of(spec: ModelRolloutSpec) -> str:
+    """Identify a deliverable version: the model and the pod template, nothing else."""
+    payload = json.dumps({"model": spec.model.wire(), "template": spec.template}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def replica_split(total: int, weight: int) -> tuple[int, int]:
+    """(stable, candidate) replicas that realise a weight behind one Service.
+
+    The candidate gets ceil(total x weight / 100); stable keeps the rest and never drops below one
+    replica while it still serves traffic (weight under 100).
+    """
+    candidate = math.ceil(total * weight / 100)
+    stable = total - candidate
+    if weight < 100:
+        stable = max(stable, 1)
+    return stable, candidate
+
+
+def uses_router(spec: ModelRolloutSpec) -> bool:
+    routing = spec.traffic_routing
+    return routing is not None and (routing.gateway_api is not None or routing.istio is not None)
+
+
+def step_analysis_spec(spec: ModelRolloutSpec, index: int | None) -> AnalysisStep | None:
+    """The analysis that the step (or blue-green stage) at `index` runs, if any."""
+    if index is None:
+        return None
+    blue_green = spec.strategy.blue_green
+    if blue_green is not None:
+        if index == BG_PRE_ANALYSIS:
+            return blue_green.pre_promotion_analysis
+        if index == BG_SWITCHED:
+            return blue_green.post_promotion_analysis
+        return None
+    steps = spec.strategy.steps
+    return steps[index].analysis if 0 <= index < len(steps) else None
+
+
+def next_due_in(result: MetricResult | None, started_at: str, interval: float, now: datetime, immediate: bool) -> float:
+    """Seconds until a metric's next measurement falls due (0 when it is due now)."""
+    if result is None or not result.measurements:
+        start = parse_time(started_at)
+        due = start if immediate else start + timedelta(seconds=interval)
+    else:
+        due = parse_time(result.measurements[-1].at) + timedelta(seconds=interval)
+    return max((due - now).total_seconds(), 0.0)
+
+
+@dataclass
+class Pass:
+    """The working state of one decision; mutated while deciding, returned as a Decision."""
+
+    ref: RolloutRef
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    observed: Observations
+    now: datetime
+    revision: str
+    actions: list[Action] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    requeue: list[float] = field(default_factory=list)
+    promote_requested: bool = False
+    promote_full: bool = False
+    route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
+
+    @property
+    def at(self) -> str:
+        return timestamp(self.now)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
+
+    def again_in(self, seconds: float) -> None:
+        self.requeue.append(max(seconds, 0.0))
+
+    def replicas_now(self, revision: str, default: int) -> int:
+        """Replicas a Deployment has: as set earlier in this pass, else as observed."""
+        for action in reversed(self.actions):
+            if isinstance(action, (EnsureDeployment, ScaleDeployment)) and action.revision == revision:
+                return action.replicas
+        state = self.observed.deployments.get(revision)
+        return state.replicas if state is not None else default
+
+    def ready(self, revision: str | None) -> int:
+        state = self.observed.deployments.get(revision or "")
+        return state.ready if state is not None else 0
+
+    def route_in_place(self) -> bool:
+        """The router reports what this pass asks of it (always true without a router)."""
+        view = self.observed.route
+        return view is None or view.state == self.route
+
+
+def new_analysis(run: Pass, kind: str, step_index: int | None) -> AnalysisStatus:
+    return AnalysisStatus.model_validate({"kind": kind, "stepIndex": step_index, "startedAt": run.at})
+
+
+def clear_candidate(status: ModelRolloutStatus) -> None:
+    status.candidate_revision = None
+    status.candidate_version = None
+    status.current_step_index = None
+    status.step_started_at = None
+    status.rollout_started_at = None
+    status.pause_reason = None
+    status.background_analysis = None
+    status.step_analysis = None
+    status.switched_at = None
+
+
+def roll_back(run: Pass, reason: str, message: str) -> None:
+    """Everything back on stable in this very pass: route, replicas, and (blue-green) selectors."""
+    status, spec = run.status, run.spec
+    run.route = RouteState()
+    if status.candidate_revision is not None:
+        run.actions.append(ScaleDeployment(status.candidate_revision, 0))
+    if status.stable_revision is not None:
+        run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
+    status.rolled_back_revision = status.candidate_revision
+    status.weights = Weights(stable=100, candidate=0)
+    status.phase = Phase.ROLLED_BACK
+    status.pause_reason = None
+    status.switched_at = None
+    status.message = f"rolled back {status.candidate_version}: {message}"
+    if status.background_analysis is not None and status.background_analysis.phase == Verdict.RUNNING:
+        status.background_analysis.phase = Verdict.PENDING
+    run.event(reason, status.message, warning=True)
+
+
+def finish_promotion(run: Pass) -> None:
+    """The candidate becomes stable; the old version goes."""
+    status = run.status
+    assert status.stable_revision is not None
+    run.actions.append(DeleteDeployment(status.stable_revision))
+    previous = status.stable_version
+    status.stable_revision = status.candidate_revision
+    status.stable_version = status.candidate_version
+    clear_candidate(status)
+    run.route = RouteState()
+    status.weights = Weights(stable=100, candidate=0)
+    status.phase = Phase.SUCCEEDED
+    status.message = f"{status.stable_version} promoted to stable (was {previous})"
+    run.event("Promoted", status.message)
+
+
+def check_deadline(run: Pass) -> bool:
+    """Roll back when the candidate's pods are not ready in time; True if it did."""
+    status, spec = run.status, run.spec
+    assert status.step_started_at is not None
+    waited = (run.now - parse_time(status.step_started_at)).total_seconds()
+    if waited <= spec.progress_deadline_seconds:
+        run.again_in(min(READINESS_POLL_SECONDS, spec.progress_deadline_seconds - waited + 0.01))
+        return False
+    state = run.observed.deployments.get(status.candidate_revision or "")
+    ready = state.ready if state else 0
+    wanted = state.replicas if state else 0
+    roll_back(
+        run,
+        "ProgressDeadlineExceeded",
+        f"candidate {status.candidate_version} had {ready}/{wanted} replicas ready after "
+        f"{format_duration(waited)} (progressDeadlineSeconds {spec.progress_deadline_seconds})",
+    )
+    return True
+
+
+def tally(analysis: AnalysisStatus) -> str:
+    return ", ".join(f"{result.name} {result.successful}/{result.count} ok" for result in analysis.metrics)
+
+
+def run_gate_analysis(run: Pass, gate: AnalysisStep, index: int, label: str) -> Verdict:
+    """Run (or continue) the analysis of a step or blue-green stage; act on Failed/Error/Inconclusive.
+
+    Returns Successful when the gate is passed (or a person promoted past an inconclusive one).
+    """
+    status, spec = run.status, run.spec
+    if status.step_analysis is None or status.step_analysis.step_index != index:
+        status.step_analysis = new_analysis(run, "step", index)
+        status.step_analysis.metrics = [MetricResult(name=name) for name in gate.metrics]
+        run.event("AnalysisStarted", f"{label}: measuring {', '.join(gate.metrics)}")
+        run.again_in(0)
+    analysis = status.step_analysis
+    before = analysis.phase
+    limits = Limits.of(spec.analysis)
+    for position, result in enumerate(analysis.metrics):
+        observation = run.observed.measurements.get(("step", result.name))
+        if observation is not None and result.phase == Verdict.RUNNING:
+            threshold = spec.analysis.metric(result.name).threshold
+            analysis.metrics[position] = record(result, judge(observation, threshold, run.at), limits, gate.count)
+    analysis.phase = overall(analysis)
+    if analysis.phase == Verdict.SUCCESSFUL:
+        if before != Verdict.SUCCESSFUL:
+            run.event("AnalysisSucceeded", f"{label}: every metric passed ({tally(analysis)})")
+        return Verdict.SUCCESSFUL
+    if analysis.phase == Verdict.RUNNING:
+        status.message = f"{label}: analysis running ({tally(analysis)})"
+        interval = parse_duration(gate.interval)
+        waiting = [result for result in analysis.metrics if result.phase == Verdict.RUNNING]
+        run.again_in(min(next_due_in(result, analysis.started_at, interval, run.now, True) for result in waiting))
+        return Verdict.RUNNING
+    if run.promote_requested and analysis.phase == Verdict.INCONCLUSIVE:
+        return Verdict.SUCCESSFUL
+    if before == Verdict.RUNNING:
+        judge_analysis_outcome(run, analysis, f"{label} analysis")
+    return analysis.phase
+
+
+def judge_analysis_outcome(run: Pass, analysis: AnalysisStatus, what: str) -> None:
+    culprit = worst(analysis)
+    reason = f"{what}: metric {culprit.name!r} {culprit.message}" if culprit else what
+    if analysis.phase in (Verdict.FAILED, Verdict.ERROR):
+        roll_back(run, "AnalysisFailed" if analysis.phase == Verdict.FAILED else "AnalysisError", reason)
+    elif analysis.phase == Verdict.INCONCLUSIVE and run.status.pause_reason != PAUSE_INCONCLUSIVE:
+        status = run.status
+        status.pause_reason = PAUSE_INCONCLUSIVE
+        status.phase = Phase.PAUSED
+        status.message = f"{reason}; waiting for a person (`promote` to go on, `abort` to roll back)"
+        run.event("AnalysisInconclusive", status.message, warning=True)
+
+
+def run_background_analysis(run: Pass) -> None:
+    status, spec = run.status, run.spec
+    analysis = status.background_analysis
+    if analysis is None or analysis.phase != Verdict.RUNNING:
+        return
+    limits = Limits.of(spec.analysis)
+    for metric in spec.analysis.metrics:
+        observation = run.observed.measurements.get(("background", metric.name))
+        if not metric.background or observation is None:
+            continue
+        result = analysis.result(metric.name)
+        if result is None:
+            result = MetricResult(name=metric.name)
+            analysis.metrics.append(result)
+        updated = record(result, judge(observation, metric.threshold, run.at), limits, None)
+        analysis.metrics[analysis.metrics.index(result)] = updated
+    analysis.phase = overall(analysis)
+    if analysis.phase == Verdict.RUNNING:
+        interval = parse_duration(spec.analysis.interval)
+        run.again_in(
+            min(
+                (
+                    next_due_in(analysis.result(metric.name), analysis.started_at, interval, run.now, False)
+                    for metric in spec.analysis.metrics
+                    if metric.background
+                ),
+                default=interval,
+            )
+        )
+    else:
+        judge_analysis_outcome(run, analysis, "background analysis")
+
+
+def start_background_analysis(run: Pass) -> None:
+    """Background analysis begins once the candidate sees traffic (served, mirrored or header-routed)."""
+    status, spec = run.status, run.spec
+    if status.background_analysis is None and any(metric.background for metric in spec.analysis.metrics):
+        status.background_analysis = new_analysis(run, "background", None)
+        run.again_in(parse_duration(spec.analysis.interval))
