@@ -1,0 +1,291 @@
+"""Istio `VirtualService` (networking.istio.io v1beta1, or v1 from Istio 1.22): route weights,
+`mirror` + `mirrorPercentage` for shadow traffic, one added http route for header-routed steps.
+
+What the operator owns in a user's VirtualService, and nothing else:
+
+* every `http` route with a destination whose host is the rollout's stable Service, by short name
+  or any qualified form (`svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`): its `route`
+  becomes the stable destination (weight 100-w) and, when w > 0, the candidate (weight w, host in
+  the same form as the stable one, same port, no subset: a subset names a DestinationRule entry of
+  the stable host, which the candidate host does not have); its `mirror` / `mirrorPercentage` when
+  the mirror is the candidate;
+* one http route named `modelrollout-header-route`, placed just before the first managed route
+  (Istio takes the first route that matches, so before the routes it derives from, and after the
+  user's routes that come earlier and send elsewhere).
+
+Istio's `mirror` holds one target: a managed route that already mirrors somewhere else is reported
+as bad input rather than overwritten. The newer `mirrors` list is left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from modelrollout.kube.api import Resource
+from modelrollout.traffic.base import (
+    HEADER_ROUTE_NAME,
+    HeaderMatch,
+    JsonDict,
+    NotVerified,
+    ObjectRouter,
+    RouteError,
+    RouteState,
+    Verification,
+    Verified,
+    clone,
+    same_percent,
+    share,
+)
+
+GROUP = "networking.istio.io"
+VERSIONS = ("v1beta1", "v1")
+_MIRROR_KEYS = ("mirror", "mirrorPercentage")
+
+
+def _namespace(route: JsonDict) -> str:
+    return str((route.get("metadata") or {}).get("namespace") or "default")
+
+
+def _title(route: JsonDict) -> str:
+    return f"VirtualService {_namespace(route)}/{(route.get('metadata') or {}).get('name', '?')}"
+
+
+def _is_host(host: Any, service: str, namespace: str) -> bool:
+    """Whether a destination host names `service` in the VirtualService's namespace, where Istio
+    resolves short names (any cluster domain after `.svc.`)."""
+    if not isinstance(host, str):
+        return False
+    qualified = f"{service}.{namespace}.svc"
+    return host in (service, f"{service}.{namespace}", qualified) or host.startswith(qualified + ".")
+
+
+def _host_like(stable_host: str, stable: str, candidate: str) -> str:
+    """The candidate's host written the way the user wrote the stable one (short, or qualified)."""
+    return candidate + stable_host[len(stable) :]
+
+
+def _destination_host(entry: Any) -> Any:
+    return ((entry or {}).get("destination") or {}).get("host") if isinstance(entry, dict) else None
+
+
+def _weights(entries: list[JsonDict]) -> list[float]:
+    # A lone destination takes all traffic whatever its weight; otherwise an absent weight is 0.
+    if len(entries) == 1:
+        return [100.0]
+    return [float(entry.get("weight", 0)) for entry in entries]
+
+
+@dataclass(frozen=True)
+class IstioRouter(ObjectRouter):
+    route_name: str
+    version: str = "v1beta1"
+
+    kind: ClassVar[str] = "VirtualService"
+
+    def __post_init__(self) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f"networking.istio.io version must be one of {', '.join(VERSIONS)}, got {self.version}")
+
+    @property
+    def resource(self) -> Resource:
+        return Resource(GROUP, self.version, "virtualservices")
+
+    # --- recognising what is ours ------------------------------------------------------------------
+
+    @staticmethod
+    def _is_header_route(http: JsonDict) -> bool:
+        return http.get("name") == HEADER_ROUTE_NAME
+
+    def _managed(self, route: JsonDict, state: RouteState) -> list[tuple[int, JsonDict, JsonDict]]:
+        """(index, http route, its first stable route entry) for every managed http route."""
+        namespace = _namespace(route)
+        found = []
+        for index, http in enumerate((route.get("spec") or {}).get("http") or []):
+            if self._is_header_route(http):
+                continue
+            stable = next(
+                (e for e in http.get("route") or [] if _is_host(_destination_host(e), state.stable_service, namespace)),
+                None,
+            )
+            if stable is not None:
+                found.append((index, http, stable))
+        return found
+
+    def _error(self, route: JsonDict, message: str) -> RouteError:
+        return RouteError(self.kind, _namespace(route), str((route.get("metadata") or {}).get("name", "")), message)
+
+    def _no_route(self, route: JsonDict, state: RouteState) -> RouteError:
+        return self._error(
+            route,
+            f'{_title(route)} has no http route with a destination host "{state.stable_service}"; add one, '
+            "the operator manages its weights",
+        )
+
+    def _problem(self, route: JsonDict, index: int, http: JsonDict, state: RouteState) -> str | None:
+        """Parts of a managed route we would have to overwrite to do our job."""
+        namespace = _namespace(route)
+        where = f"{_title(route)} http[{index}]"
+        for entry in http.get("route") or []:
+            host = _destination_host(entry)
+            if not (
+                _is_host(host, state.stable_service, namespace) or _is_host(host, state.candidate_service, namespace)
+            ):
+                return (
+                    f'{where} sends traffic to "{host}" besides "{state.stable_service}"; the operator sets every '
+                    f'destination of a route it manages, so move "{host}" to an http route of its own'
+                )
+        mirror_host = (http.get("mirror") or {}).get("host")
+        if (
+            mirror_host is not None
+            and state.mirror_percent > 0
+            and not _is_host(mirror_host, state.candidate_service, namespace)
+        ):
+            return (
+                f'{where} already mirrors to "{mirror_host}" and Istio\'s mirror holds one target; remove it to '
+                "shadow the candidate"
+            )
+        return None
+
+    # --- the edit ----------------------------------------------------------------------------------
+
+    def _candidate_entry(self, stable: JsonDict, state: RouteState) -> JsonDict:
+        entry = clone(stable)
+        destination = entry["destination"]
+        destination["host"] = _host_like(destination["host"], state.stable_service, state.candidate_service)
+        destination.pop("subset", None)
+        return entry
+
+    def _edit_http(self, http: JsonDict, stable: JsonDict, state: RouteState, namespace: str) -> JsonDict:
+        edited = clone(http)
+        weight = state.candidate_weight
+        # Stable stays listed even at weight 0: it is how the next pass finds this route again.
+        entries = [{**clone(stable), "weight": 100 - weight}]
+        if weight > 0:
+            entries.append({**self._candidate_entry(stable, state), "weight": weight})
+        edited["route"] = entries
+
+        ours = _is_host((http.get("mirror") or {}).get("host"), state.candidate_service, namespace)
+        if state.mirror_percent > 0:
+            candidate = self._candidate_entry(stable, state)["destination"]
+            edited["mirror"] = {key: candidate[key] for key in ("host", "port") if key in candidate}
+            edited["mirrorPercentage"] = {"value": float(state.mirror_percent)}
+        elif ours:
+            for key in _MIRROR_KEYS:
+                edited.pop(key, None)
+        return edited
+
+    def _header_route(
+        self, managed: list[tuple[JsonDict, JsonDict]], header: HeaderMatch, state: RouteState
+    ) -> JsonDict:
+        """The managed routes' match conditions, each with the header added (or just the header for
+        a route that matches everything), sent whole to the candidate; the first managed route's
+        rewrites, timeouts and retries come along so the candidate gets requests as stable does."""
+        first, stable = managed[0]
+        name = header.name.lower()  # Istio requires lower-case header names in matches
+        matches: list[JsonDict] = []
+        for source, _ in managed:
+            for match in source.get("match") or [{}]:
+                condition = clone(match)
+                condition["headers"] = {**(condition.get("headers") or {}), name: {"exact": header.value}}
+                if condition not in matches:
+                    matches.append(condition)
+        http: JsonDict = {"name": HEADER_ROUTE_NAME, "match": matches}
+        http.update(
+            {
+                key: clone(value)
+                for key, value in first.items()
+                if key not in ("name", "match", "route", "mirrors", *_MIRROR_KEYS)
+            }
+        )
+        http["route"] = [{**self._candidate_entry(stable, state), "weight": 100}]
+        return http
+
+    def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
+        namespace = _namespace(route)
+        managed = self._managed(route, state)
+        if not managed:
+            return self._no_route(route, state)
+        for index, http, _ in managed:
+            problem = self._problem(route, index, http, state)
+            if problem is not None:
+                return self._error(route, problem)
+
+        edits = {index: self._edit_http(http, stable, state, namespace) for index, http, stable in managed}
+        routes: list[JsonDict] = []
+        for index, http in enumerate(route["spec"].get("http") or []):
+            if index == managed[0][0] and state.header_route is not None:
+                sources = [(edits[i], stable) for i, _, stable in managed]
+                routes.append(self._header_route(sources, state.header_route, state))
+            if index in edits:
+                routes.append(edits[index])
+            elif not self._is_header_route(http):
+                routes.append(clone(http))
+        result = clone(route)
+        result["spec"]["http"] = routes
+        return result
+
+    # --- verification ------------------------------------------------------------------------------
+
+    def verify(self, route: JsonDict, state: RouteState) -> Verification:
+        namespace = _namespace(route)
+        managed = self._managed(route, state)
+        if not managed:
+            return NotVerified(self._no_route(route, state).message)
+        title = _title(route)
+        for index, http, _ in managed:
+            problem = self._problem(route, index, http, state)
+            if problem is not None:
+                return NotVerified(problem)
+            entries = http.get("route") or []
+            weights = _weights(entries)
+            candidate = sum(
+                w
+                for w, e in zip(weights, entries, strict=True)
+                if _is_host(_destination_host(e), state.candidate_service, namespace)
+            )
+            sent = share(candidate, sum(weights))
+            if not same_percent(sent, state.candidate_weight):
+                return NotVerified(
+                    f'{title} http[{index}] sends {sent:g}% to "{state.candidate_service}", '
+                    f"want {state.candidate_weight}%"
+                )
+            mirrored = _is_host((http.get("mirror") or {}).get("host"), state.candidate_service, namespace)
+            if state.mirror_percent == 0 and mirrored:
+                return NotVerified(f'{title} http[{index}] still mirrors to "{state.candidate_service}"')
+            if state.mirror_percent > 0:
+                if not mirrored:
+                    return NotVerified(f'{title} http[{index}] does not mirror to "{state.candidate_service}"')
+                # Istio mirrors everything when mirrorPercentage is absent.
+                got = float((http.get("mirrorPercentage") or {}).get("value", 100.0))
+                if not same_percent(got, state.mirror_percent):
+                    return NotVerified(
+                        f'{title} http[{index}] mirrors {got:g}% to "{state.candidate_service}", '
+                        f"want {state.mirror_percent}%"
+                    )
+        problem = self._verify_header(route, state, namespace)
+        return Verified() if problem is None else NotVerified(problem)
+
+    def _verify_header(self, route: JsonDict, state: RouteState, namespace: str) -> str | None:
+        title = _title(route)
+        https = (route.get("spec") or {}).get("http") or []
+        header_routes = [(index, http) for index, http in enumerate(https) if self._is_header_route(http)]
+        header = state.header_route
+        if header is None:
+            return f'{title} still has the http route "{HEADER_ROUTE_NAME}"' if header_routes else None
+        if len(header_routes) != 1:
+            return f'{title} has {len(header_routes)} http routes "{HEADER_ROUTE_NAME}", want 1'
+        index, http = header_routes[0]
+        entries = http.get("route") or []
+        if not entries or not all(_is_host(_destination_host(e), state.candidate_service, namespace) for e in entries):
+            return f'{title} http[{index}] does not send only to "{state.candidate_service}"'
+        name = header.name.lower()
+        matches = http.get("match") or []
+        if not matches or not all(
+            ((m.get("headers") or {}).get(name) or {}).get("exact") == header.value for m in matches
+        ):
+            return f'{title} http[{index}] does not match header "{name}: {header.value}"'
+        first_managed = min(index for index, _, _ in self._managed(route, state))
+        if index > first_managed:
+            return f"{title} http[{index}] comes after http[{first_managed}], which catches its requests first"
+        return None
