@@ -1,0 +1,482 @@
+"""Distribution drift between a candidate's histogram and a reference's: the statistics and the verdict.
+
+Pure: inputs are aligned count vectors (the same bins, in the same order, for both sides), as built by
+:mod:`modelrollout.analysis.histograms`; nothing here does I/O. The statistics (formulas in
+``docs/analysis.md``), with ``c`` the candidate's counts, ``r`` the reference's, ``p = c / sum(c)`` and
+``q = r / sum(r)``:
+
+* PSI, population stability index: ``sum((p' - q') * ln(p' / q'))`` over smoothed proportions (see
+  :data:`PSI_EPSILON` for the rule for empty bins);
+* Jensen-Shannon distance, base 2: ``sqrt((KL(p || m) + KL(q || m)) / 2)`` with ``m = (p + q) / 2``, in [0, 1];
+  equal to ``scipy.spatial.distance.jensenshannon(p, q, base=2)``;
+* binned two-sample Kolmogorov-Smirnov: ``D = max_i |P_i - Q_i|`` over the cumulative proportions at the
+  bucket edges, p-value ``kstwobign.sf(sqrt(n_e) * D)`` with ``n_e = n1 * n2 / (n1 + n2)``;
+* chi-square test of homogeneity on the 2 x K table ``[c; r]`` (``scipy.stats.chi2_contingency``), for
+  categories (classes, categorical features) and usable on bins too.
+
+A feature with fewer than ``min_count`` observations on either side is Inconclusive, never a pass: a
+distance over a handful of requests is noise, and "no evidence of drift" is not evidence of no drift.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special, stats
+
+from modelrollout.analysis.histograms import Histogram, align_categories, check_same_edges
+from modelrollout.api.models import Measurement, Verdict
+
+#: The floor for PSI's proportions. PSI has ``ln(p / q)``: one empty bin on one side makes it infinite.
+#: The usual practice (Evidently's binning, the widely copied credit-scoring implementations) is to replace
+#: such a proportion by 0.0001; here every proportion is floored at this value and each side is then renormalised
+#: to sum to 1. Flooring (not only exact zeros) keeps the rule monotonic (a bin with 1 observation in 10^6 is
+#: not treated as rarer than an empty one), and renormalising keeps both sides probability distributions, so
+#: PSI stays the symmetrised Kullback-Leibler divergence ``KL(p'||q') + KL(q'||p')``. One one-sided empty bin
+#: then contributes at most about ``q ln(q / 1e-4)`` (<= ln(10^4) ~ 9.2) instead of infinity. Bins empty on
+#: *both* sides are dropped first: they carry no information, and flooring them would add a spurious term
+#: of the order of 1e-12 whenever the two sides had different numbers of floored bins.
+PSI_EPSILON: Final = 1e-4
+#: Below this many observations on either side a feature is Inconclusive (about 10 per bin for deciles).
+DEFAULT_MIN_COUNT: Final = 100.0
+
+FloatVector = npt.NDArray[np.float64]
+
+
+class Statistic(enum.StrEnum):
+    """A distribution distance or test; the values are what a spec names."""
+
+    PSI = "psi"
+    JENSEN_SHANNON = "jensenShannon"
+    KS = "ks"
+    CHI_SQUARE = "chiSquare"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def has_pvalue(self) -> bool:
+        return self in (Statistic.KS, Statistic.CHI_SQUARE)
+
+
+_LABELS: Final = {
+    Statistic.PSI: "PSI",
+    Statistic.JENSEN_SHANNON: "Jensen-Shannon distance",
+    Statistic.KS: "KS statistic",
+    Statistic.CHI_SQUARE: "chi-square",
+}
+
+
+class DriftInputError(ValueError):
+    """Count vectors that cannot be compared: different lengths, negative or non-finite counts, no bins."""
+
+
+def _vectors(
+    candidate: Sequence[float] | FloatVector, reference: Sequence[float] | FloatVector
+) -> tuple[FloatVector, FloatVector]:
+    c = np.asarray(candidate, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if c.ndim != 1 or r.ndim != 1 or c.shape != r.shape:
+        raise DriftInputError(f"count vectors must be one-dimensional and aligned: {c.shape} vs {r.shape}")
+    if c.size == 0:
+        raise DriftInputError("count vectors have no bins")
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r))):
+        raise DriftInputError("counts must be finite")
+    if np.any(c < 0) or np.any(r < 0):
+        raise DriftInputError("counts must not be negative")
+    if c.sum() <= 0 or r.sum() <= 0:
+        raise DriftInputError(
+            f"no observations on the {'candidate' if c.sum() <= 0 else 'reference'} side: the statistic is undefined"
+        )
+    return c, r
+
+
+def psi(
+    candidate: Sequence[float] | FloatVector, reference: Sequence[float] | FloatVector, *, epsilon: float = PSI_EPSILON
+) -> float:
+    """Population stability index of two aligned count vectors (see :data:`PSI_EPSILON` for empty bins).
+
+    ``sum((p'_i - q'_i) * ln(p'_i / q'_i))`` where ``p'`` and ``q'`` are the proportions floored at
+    ``epsilon`` and renormalised, after dropping bins empty on both sides. Symmetric, >= 0, 0 iff equal.
+    """
+    if not 0 < epsilon < 1:
+        raise DriftInputError(f"epsilon must be between 0 and 1, got {epsilon}")
+    c, r = _vectors(candidate, reference)
+    keep = (c > 0) | (r > 0)
+    p = _floored(c[keep] / c.sum(), epsilon)
+    q = _floored(r[keep] / r.sum(), epsilon)
+    # Each term is >= 0 on its own ((x - y) and ln(x / y) share their sign), so the sum is too.
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def _floored(proportions: FloatVector, epsilon: float) -> FloatVector:
+    floored = np.maximum(proportions, epsilon)
+    return np.asarray(floored / floored.sum(), dtype=np.float64)
+
+
+def jensen_shannon(candidate: Sequence[float] | FloatVector, reference: Sequence[float] | FloatVector) -> float:
+    """Jensen-Shannon distance, base 2 (in [0, 1]): ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
+
+    Empty bins need no rule: ``0 * log(0)`` is 0 (``rel_entr``), and ``m`` is positive wherever either is.
+    """
+    c, r = _vectors(candidate, reference)
+    p, q = c / c.sum(), r / r.sum()
+    m = (p + q) / 2
+    divergence = (float(np.sum(special.rel_entr(p, m))) + float(np.sum(special.rel_entr(q, m)))) / 2
+    # Rounding can leave -1e-17 for equal inputs (sqrt would give NaN) or 1 + 1e-16 for disjoint ones.
+    return math.sqrt(min(max(divergence / math.log(2), 0.0), 1.0))
+
+
+@dataclass(frozen=True)
+class StatisticResult:
+    """A statistic with its p-value; ``dof`` for chi-square."""
+
+    statistic: float
+    pvalue: float
+    dof: int | None = None
+
+
+def ks_binned(candidate: Sequence[float] | FloatVector, reference: Sequence[float] | FloatVector) -> StatisticResult:
+    """Two-sample Kolmogorov-Smirnov on binned data: ``D = max |P_i - Q_i|`` over cumulative proportions.
+
+    The empirical CDFs are only known at the bucket edges, so D is the continuous statistic's value at
+    those points: a lower bound of what the raw samples would give, and the test is conservative. The
+    p-value is asymptotic, ``kstwobign.sf(sqrt(n_e) * D)`` with ``n_e = n1 n2 / (n1 + n2)``: the counts are
+    ``increase()`` results, rarely integers, so an exact small-sample distribution (which needs integer n)
+    does not apply, and below the minimum sample size the verdict is Inconclusive anyway.
+    """
+    c, r = _vectors(candidate, reference)
+    n1, n2 = float(c.sum()), float(r.sum())
+    statistic = float(np.max(np.abs(np.cumsum(c) / n1 - np.cumsum(r) / n2)))
+    effective_n = n1 * n2 / (n1 + n2)
+    pvalue = float(stats.kstwobign.sf(math.sqrt(effective_n) * statistic))
+    return StatisticResult(statistic, min(max(pvalue, 0.0), 1.0))
+
+
+def chi_square(
+    candidate: Sequence[float] | FloatVector, reference: Sequence[float] | FloatVector, *, correction: bool = True
+) -> StatisticResult:
+    """Chi-square test of homogeneity on the 2 x K table ``[candidate; reference]`` (``chi2_contingency``).
+
+    Columns empty on both sides are dropped (their expected count would be 0: the test is undefined with
+    them and they carry nothing). With one column left the sides cannot differ: statistic 0, p 1, dof 0.
+    ``correction`` is scipy's default Yates continuity correction, applied only when dof is 1 (two classes).
+    """
+    c, r = _vectors(candidate, reference)
+    keep = (c > 0) | (r > 0)
+    table = np.vstack([c[keep], r[keep]])
+    if table.shape[1] < 2:
+        return StatisticResult(0.0, 1.0, 0)
+    try:
+        result = stats.chi2_contingency(table, correction=correction)
+    except ValueError as exc:  # an expected frequency that underflows to 0 (counts like 1e-300)
+        raise DriftInputError(f"chi-square is undefined for these counts: {exc}") from None
+    return StatisticResult(float(result.statistic), min(max(float(result.pvalue), 0.0), 1.0), int(result.dof))
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftCriteria:
+    """What drift fails a feature: the statistic above ``max`` and/or its p-value below ``min_pvalue``."""
+
+    statistic: Statistic
+    max: float | None = None
+    min_pvalue: float | None = None
+    min_count: float = DEFAULT_MIN_COUNT
+    epsilon: float = PSI_EPSILON
+    correction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max is None and self.min_pvalue is None:
+            raise ValueError("set max, minPValue or both")
+        if self.min_pvalue is not None and not self.statistic.has_pvalue:
+            raise ValueError(f"minPValue applies to ks and chiSquare, not {self.statistic.value}")
+        if self.statistic in (Statistic.PSI, Statistic.JENSEN_SHANNON) and self.max is None:
+            raise ValueError(f"{self.statistic.value} needs max")
+        if self.max is not None and not (math.isfinite(self.max) and self.max >= 0):
+            raise ValueError(f"max must be a number >= 0, got {self.max}")
+        if self.min_pvalue is not None and not 0 <= self.min_pvalue <= 1:
+            raise ValueError(f"minPValue must be between 0 and 1, got {self.min_pvalue}")
+        if not (math.isfinite(self.min_count) and self.min_count >= 0):
+            raise ValueError(f"minCount must be a number >= 0, got {self.min_count}")
+        if not 0 < self.epsilon < 1:
+            raise ValueError(f"epsilon must be between 0 and 1, got {self.epsilon}")
+
+    @property
+    def judged_on_pvalue(self) -> bool:
+        """Whether the verdict-ready value is the p-value (only ``min_pvalue`` set) rather than the statistic."""
+        return self.max is None
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's (or one distribution's) drift and verdict."""
+
+    feature: str
+    statistic: Statistic
+    verdict: Verdict
+    value: float | None
+    """The statistic (PSI, distance, D, chi-square); None when Inconclusive."""
+    pvalue: float | None
+    candidate_n: float
+    reference_n: float
+    message: str
+    notes: tuple[str, ...] = field(default=())
+    severity: float = 0.0
+    """How far past its limits (>1 means failed): ranks features for "worst"."""
+
+
+def _n(count: float) -> str:
+    return f"{count:,.0f}" if count >= 1 or count == 0 else f"{count:.2g}"
+
+
+def _sizes(candidate_n: float, reference_n: float) -> str:
+    return f"candidate n={_n(candidate_n)}, reference n={_n(reference_n)}"
+
+
+def feature_drift(
+    feature: str,
+    candidate: Sequence[float] | FloatVector,
+    reference: Sequence[float] | FloatVector,
+    criteria: DriftCriteria,
+    *,
+    notes: Iterable[str] = (),
+) -> FeatureDrift:
+    """Judge one aligned pair of count vectors: Inconclusive below the minimum sample size, else the limits."""
+    c, r = np.asarray(candidate, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if c.shape != r.shape or c.ndim != 1 or c.size == 0:
+        raise DriftInputError(
+            f"feature {feature!r}: count vectors must be aligned and non-empty: {c.shape} vs {r.shape}"
+        )
+    candidate_n, reference_n = float(c.sum()), float(r.sum())
+    kept_notes = tuple(notes)
+    sizes = _sizes(candidate_n, reference_n)
+    # `<=` 0 as well as `<` min_count: with min_count 0 an empty side still has no distribution to compare.
+    short = [
+        f"{side} n={_n(n)}"
+        for side, n in (("candidate", candidate_n), ("reference", reference_n))
+        if n < criteria.min_count or n <= 0
+    ]
+    if short:
+        verb = "are" if len(short) > 1 else "is"
+        message = f"{feature!r}: {' and '.join(short)} {verb} below the minimum sample size {_n(criteria.min_count)}"
+        return FeatureDrift(
+            feature, criteria.statistic, Verdict.INCONCLUSIVE, None, None, candidate_n, reference_n, message, kept_notes
+        )
+    try:
+        value, pvalue, dof = _compute(criteria, c, r)
+    except DriftInputError as exc:
+        raise DriftInputError(f"feature {feature!r}: {exc}") from None
+    label = criteria.statistic.label
+    failures: list[str] = []
+    severity = 0.0
+    if criteria.max is not None:
+        severity = max(severity, value / criteria.max if criteria.max > 0 else (math.inf if value > 0 else 0.0))
+        if value > criteria.max:
+            failures.append(f"{label} {value:.3g} > {criteria.max:g}")
+    if criteria.min_pvalue is not None and pvalue is not None:
+        severity = max(severity, criteria.min_pvalue / pvalue if pvalue > 0 else math.inf)
+        if pvalue < criteria.min_pvalue:
+            failures.append(f"{_short_label(criteria.statistic)} p={pvalue:.3g} < {criteria.min_pvalue:g}")
+    passed: list[str] = []
+    if criteria.max is not None and value <= criteria.max:
+        passed.append(f"{label} {value:.3g} <= {criteria.max:g}")
+    if criteria.min_pvalue is not None and pvalue is not None and pvalue >= criteria.min_pvalue:
+        passed.append(f"{_short_label(criteria.statistic)} p={pvalue:.3g} >= {criteria.min_pvalue:g}")
+    verdict = Verdict.FAILED if failures else Verdict.SUCCESSFUL
+    # A failure shows only what failed; with both limits set a pass shows both.
+    shown = " and ".join(failures or passed)
+    details = [sizes]
+    if dof is not None:
+        details.insert(0, f"dof {dof}")
+    # The part of the result the limits do not already show.
+    if criteria.max is None:
+        details.insert(0, f"statistic {value:.3g}")
+    elif pvalue is not None and criteria.min_pvalue is None:
+        details.insert(0, f"p={pvalue:.3g}")
+    message = f"{feature!r} {shown} ({', '.join(details)})"
+    return FeatureDrift(
+        feature, criteria.statistic, verdict, value, pvalue, candidate_n, reference_n, message, kept_notes, severity
+    )
+
+
+def _short_label(statistic: Statistic) -> str:
+    return "KS" if statistic == Statistic.KS else statistic.label
+
+
+def _compute(criteria: DriftCriteria, c: FloatVector, r: FloatVector) -> tuple[float, float | None, int | None]:
+    if criteria.statistic == Statistic.PSI:
+        return psi(c, r, epsilon=criteria.epsilon), None, None
+    if criteria.statistic == Statistic.JENSEN_SHANNON:
+        return jensen_shannon(c, r), None, None
+    if criteria.statistic == Statistic.KS:
+        ks = ks_binned(c, r)
+        return ks.statistic, ks.pvalue, None
+    chi = chi_square(c, r, correction=criteria.correction)
+    return chi.statistic, chi.pvalue, chi.dof
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The verdict over every compared feature, decided by the worst; ready to record as a measurement."""
+
+    subject: str
+    verdict: Verdict
+    value: float | None
+    """The worst feature's judged value: its statistic, or its p-value when only ``min_pvalue`` is set."""
+    message: str
+    worst: FeatureDrift | None
+    features: tuple[FeatureDrift, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def measurement(self, at: str) -> Measurement:
+        return Measurement(phase=self.verdict, value=self.value, at=at, message=self.message)
+
+    def feature(self, name: str) -> FeatureDrift:
+        return next(result for result in self.features if result.feature == name)
+
+
+_LISTED: Final = 3
+
+
+def _names(results: Sequence[FeatureDrift]) -> str:
+    names = [repr(result.feature) for result in results[:_LISTED]]
+    more = len(results) - _LISTED
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def summarize(
+    subject: str, results: Sequence[FeatureDrift], criteria: DriftCriteria, notes: Iterable[str] = ()
+) -> DriftResult:
+    """The overall verdict: Failed if any feature failed (the worst named), else Inconclusive if any is,
+    else Successful (the closest to its limit named). No feature at all is Inconclusive."""
+    kept_notes = tuple(notes)
+    if not results:
+        return DriftResult(
+            subject, Verdict.INCONCLUSIVE, None, f"{subject}: no feature has data on both sides", None, (), kept_notes
+        )
+    failed = [result for result in results if result.verdict == Verdict.FAILED]
+    inconclusive = [result for result in results if result.verdict == Verdict.INCONCLUSIVE]
+    conclusive = [result for result in results if result.verdict != Verdict.INCONCLUSIVE]
+    # max() keeps the first of equals: the caller's feature order breaks ties reproducibly.
+    worst = max(conclusive, key=lambda result: result.severity) if conclusive else None
+    many = len(results) > 1
+    prefix = f"{subject}: worst feature " if many else f"{subject}: "
+    if failed:
+        assert worst is not None and worst.verdict == Verdict.FAILED
+        message = prefix + worst.message
+        if many:
+            message += f"; {len(failed)} of {len(results)} features drifted"
+        if inconclusive:
+            message += f"; {len(inconclusive)} inconclusive"
+        verdict = Verdict.FAILED
+    elif inconclusive:
+        if many:
+            message = (
+                f"{subject}: {len(inconclusive)} of {len(results)} features below the minimum sample size "
+                f"{_n(criteria.min_count)}: {_names(inconclusive)}; first: {inconclusive[0].message}"
+            )
+        else:
+            message = f"{subject}: {inconclusive[0].message}"
+        return DriftResult(subject, Verdict.INCONCLUSIVE, None, message, worst, tuple(results), kept_notes)
+    else:
+        assert worst is not None
+        message = prefix + worst.message
+        if many:
+            message += f"; all {len(results)} features within limits"
+        verdict = Verdict.SUCCESSFUL
+    value = worst.pvalue if criteria.judged_on_pvalue else worst.value
+    return DriftResult(subject, verdict, value, message, worst, tuple(results), kept_notes)
+
+
+def _feature_order(candidate: Mapping[str, object], reference: Mapping[str, object]) -> list[str]:
+    # The reference's order first (a feature-edges file lists features as the model reads them).
+    return [*reference, *(name for name in candidate if name not in reference)]
+
+
+def _one_sided(
+    candidate: Mapping[str, object], reference: Mapping[str, object], features: Collection[str] | None
+) -> tuple[list[str], list[str]]:
+    """The features to compare, and notes on those skipped because only one side has them."""
+    if features is not None:
+        return list(features), []
+    order = _feature_order(candidate, reference)
+    both = [name for name in order if name in candidate and name in reference]
+    notes: list[str] = []
+    only_candidate = [name for name in order if name not in reference]
+    only_reference = [name for name in order if name not in candidate]
+    if only_candidate:
+        notes.append(f"not compared, no reference series: {', '.join(map(repr, only_candidate))}")
+    if only_reference:
+        notes.append(f"not compared, no candidate series: {', '.join(map(repr, only_reference))}")
+    return both, notes
+
+
+def _no_series(name: str, criteria: DriftCriteria) -> FeatureDrift:
+    message = f"{name!r}: no series on either side"
+    return FeatureDrift(name, criteria.statistic, Verdict.INCONCLUSIVE, None, None, 0.0, 0.0, message)
+
+
+def histogram_drift(
+    candidate: Mapping[str, Histogram],
+    reference: Mapping[str, Histogram],
+    criteria: DriftCriteria,
+    *,
+    subject: str = "input drift",
+    features: Collection[str] | None = None,
+) -> DriftResult:
+    """Drift of each numeric feature's histogram against the reference's, and the overall verdict.
+
+    ``features`` None compares every feature both sides have; a feature only one side has is skipped
+    with a note (a new model version may add or drop a feature). A feature named in ``features`` that a
+    side lacks is compared as empty there, hence Inconclusive. Edges that differ raise
+    :class:`~modelrollout.analysis.histograms.EdgeMismatchError`: a configuration error, not a measurement.
+    """
+    names, notes = _one_sided(candidate, reference, features)
+    results: list[FeatureDrift] = []
+    for name in names:
+        cand, ref = candidate.get(name), reference.get(name)
+        if cand is None and ref is None:
+            results.append(_no_series(name, criteria))
+            continue
+        cand = cand if cand is not None else Histogram.empty(ref.edges if ref is not None else ())
+        ref = ref if ref is not None else Histogram.empty(cand.edges)
+        check_same_edges(name, cand.edges, ref.edges)
+        results.append(feature_drift(name, cand.counts, ref.counts, criteria, notes=(*cand.notes, *ref.notes)))
+    return summarize(subject, results, criteria, notes)
+
+
+def categorical_drift(
+    candidate: Mapping[str, Mapping[str, float]],
+    reference: Mapping[str, Mapping[str, float]],
+    criteria: DriftCriteria,
+    *,
+    subject: str = "output drift",
+    features: Collection[str] | None = None,
+) -> DriftResult:
+    """Drift of category counts per feature (``{feature: {category: count}}``) over the union of categories.
+
+    For predicted classes pass ``{"class": counts}``. KS is refused: categories have no order.
+    """
+    if criteria.statistic == Statistic.KS:
+        raise ValueError("ks needs ordered bins; use chiSquare, psi or jensenShannon for categories")
+    names, notes = _one_sided(candidate, reference, features)
+    results: list[FeatureDrift] = []
+    for name in names:
+        aligned = align_categories(candidate.get(name, {}), reference.get(name, {}))
+        if not aligned.categories:
+            results.append(_no_series(name, criteria))
+            continue
+        results.append(feature_drift(name, aligned.candidate, aligned.reference, criteria))
+    return summarize(subject, results, criteria, notes)
