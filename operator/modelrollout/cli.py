@@ -22,6 +22,7 @@ from modelrollout import __version__
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
 from modelrollout.kube.names import COMMAND_ANNOTATION
+from modelrollout.sandbox.cli import add_sandbox_commands
 from modelrollout.settings import OperatorOptions
 
 EXIT_USAGE = 2
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_target(sub)
         if action == "promote":
             sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
+    add_sandbox_commands(commands)
     return parser
 
 
@@ -132,6 +134,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "sandbox":
+        return int(args.sandbox_handler(args))
     if args.command == "run":
         return run_operator(args)
     if args.command == "crd":

@@ -102,8 +102,15 @@ class KubeApi:
                 return await self._once(method, path, body, content_type, query)
             except ApiError as error:
                 last_try = attempt == self._attempts - 1
-                # A 409 on create means "already exists", a final answer, not a race to retry.
-                if error.status not in RETRIABLE or last_try or (error.status == 409 and method == "POST"):
+                # A 409 on create means "already exists", and on a write that carries a
+                # resourceVersion it means "you read a stale object": final answers for the caller,
+                # which must re-read, not a race to retry with the same body.
+                preconditioned = isinstance(body, dict) and bool((body.get("metadata") or {}).get("resourceVersion"))
+                if (
+                    error.status not in RETRIABLE
+                    or last_try
+                    or (error.status == 409 and (method == "POST" or preconditioned))
+                ):
                     raise
                 delay = error.retry_after or self._backoff * (2**attempt) * (0.5 + random.random())
                 logger.debug("retrying %s %s after %s in %.2fs", method, path, error, delay)

@@ -1,0 +1,362 @@
+"""The sandbox's data plane: one HTTP entry point that routes as the cluster's routing objects say.
+
+``http://127.0.0.1:8000/<namespace>/<service>/<path...>`` is a request to Service ``<service>`` in
+``<namespace>`` for ``/<path...>``. Routing is two stages, so that Gateway API and Istio can be added
+without touching the proxy:
+
+1. **Route resolvers** (:class:`RouteResolver`), asked in order, turn the request into a
+   :class:`RouteDecision`: weighted backend Services and mirror targets. The first that answers wins;
+   :class:`ServiceResolver`, last, sends everything to the Service named in the URL. An HTTPRoute
+   resolver would answer with its rule's ``backendRefs`` weights and ``RequestMirror`` filters, an
+   Istio one with a VirtualService's route weights and ``mirror``/``mirrorPercentage``.
+2. **Endpoints**: a backend Service becomes its READY pods whose labels match ``spec.selector``
+   (from the workload simulator's registry), one picked uniformly at random, as kube-proxy does: the
+   split across versions behind one Service follows the replica ratio.
+
+The request (method, path, query, headers, body) goes to the pod; its answer comes back as is. No
+ready endpoint: 503 with a JSON error; the pod does not answer: 502.
+
+Counters: requests answered per (namespace, service, version of the pod that answered, status code),
+mirrored copies separately; ``GET /_dataplane/stats`` (JSON, with the time each version last served)
+and ``GET /_dataplane/metrics`` (Prometheus: ``sandbox_dataplane_requests_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelrollout.kube.api import SERVICES, KubeApi
+from modelrollout.sandbox.kube import Informer, Obj, cancel_and_wait, connect
+from modelrollout.sandbox.registry import Pod, PodRegistry
+
+log = logging.getLogger("modelrollout.sandbox.dataplane")
+
+#: Headers that belong to one connection, not to the request (RFC 9110 7.6.1), plus the ones aiohttp
+#: recomputes for the body it sends.
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
+    }
+)
+STATS_PATH = "/_dataplane/stats"
+METRICS_PATH = "/_dataplane/metrics"
+#: Response header naming the pod that answered (for people debugging a split).
+POD_HEADER = "X-Sandbox-Pod"
+
+
+# --- routing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What a resolver may look at."""
+
+    namespace: str
+    service: str
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A Service to send a share of the traffic to (weights are relative, as in backendRefs)."""
+
+    namespace: str
+    service: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A Service that gets a copy of ``percent`` % of the requests; its answers are dropped."""
+
+    namespace: str
+    service: str
+    percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    backends: tuple[Backend, ...]
+    mirrors: tuple[Mirror, ...] = ()
+    #: Which resolver decided, for the stats (e.g. "service", "httproute/ns/name").
+    source: str = "service"
+
+
+class RouteResolver(Protocol):
+    """Turns a request into backends and mirrors, or None to let the next resolver decide."""
+
+    def resolve(self, request: RouteRequest) -> RouteDecision | None: ...
+
+
+class ServiceResolver:
+    """The default: the Service named in the URL gets every request."""
+
+    def resolve(self, request: RouteRequest) -> RouteDecision | None:
+        return RouteDecision(backends=(Backend(request.namespace, request.service),))
+
+
+def pick_backend(backends: Sequence[Backend], rng: random.Random) -> Backend | None:
+    """A backend chosen with probability proportional to its weight (None when all weights are 0)."""
+    total = sum(max(0, b.weight) for b in backends)
+    if total <= 0:
+        return None
+    point = rng.uniform(0, total)
+    for backend in backends:
+        point -= max(0, backend.weight)
+        if point <= 0:
+            return backend
+    return backends[-1]
+
+
+# --- counters ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    count: int = 0
+    last_at: float = 0.0
+
+
+@dataclass
+class DataPlaneStats:
+    """Requests by (namespace, service, version, code); mirrored copies apart."""
+
+    served: dict[tuple[str, str, str, int], _Tally] = field(default_factory=dict)
+    mirrored: dict[tuple[str, str, str, int], _Tally] = field(default_factory=dict)
+
+    def record(self, namespace: str, service: str, version: str, code: int, *, mirror: bool = False) -> None:
+        table = self.mirrored if mirror else self.served
+        tally = table.setdefault((namespace, service, version, code), _Tally())
+        tally.count += 1
+        tally.last_at = time.time()
+
+    @staticmethod
+    def _rows(table: dict[tuple[str, str, str, int], _Tally]) -> list[dict[str, Any]]:
+        return [
+            {"namespace": ns, "service": svc, "version": ver, "code": code, "count": t.count, "last_at": t.last_at}
+            for (ns, svc, ver, code), t in sorted(table.items())
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        by_version: dict[str, dict[str, Any]] = {}
+        for (ns, svc, ver, _code), tally in self.served.items():
+            entry = by_version.setdefault(f"{ns}/{svc}/{ver}", {"count": 0, "last_at": 0.0})
+            entry["count"] += tally.count
+            entry["last_at"] = max(entry["last_at"], tally.last_at)
+        return {
+            "now": time.time(),
+            "requests": self._rows(self.served),
+            "mirrored": self._rows(self.mirrored),
+            "by_version": by_version,
+        }
+
+
+def count_for(stats: Mapping[str, Any], namespace: str, service: str, version: str) -> int:
+    """Requests answered by ``version`` behind a Service, from a ``/_dataplane/stats`` document."""
+    entry = (stats.get("by_version") or {}).get(f"{namespace}/{service}/{version}") or {}
+    return int(entry.get("count", 0))
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+class DataPlane:
+    """The entry point: ``await start()`` serves on ``host:port`` (0 picks one), ``await stop()``."""
+
+    def __init__(
+        self,
+        kubeconfig: str,
+        registry: PodRegistry,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        resolvers: Sequence[RouteResolver] = (),
+        upstream_timeout: float = 30.0,
+        seed: int | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.registry = registry
+        self.host = host
+        self._requested_port = port
+        self.resolvers: list[RouteResolver] = [*resolvers, ServiceResolver()]
+        self.stats = DataPlaneStats()
+        self._rng = random.Random(seed)
+        self._timeout = aiohttp.ClientTimeout(total=upstream_timeout)
+        self._services: Informer | None = None
+        self._api: KubeApi | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._port: int | None = None
+        self._metrics = CollectorRegistry(auto_describe=True)
+        self._requests_total = Counter(
+            "sandbox_dataplane_requests_total",
+            "Requests the sandbox data plane answered, by the version of the pod that answered.",
+            ["namespace", "service", "version", "code"],
+            registry=self._metrics,
+        )
+        self._mirrored_total = Counter(
+            "sandbox_dataplane_mirrored_requests_total",
+            "Mirrored copies of requests, by the version of the pod that got them.",
+            ["namespace", "service", "version", "code"],
+            registry=self._metrics,
+        )
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the data plane is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._api, raw = await connect(self.kubeconfig)
+        self._services = Informer(self._api, raw, SERVICES, self._on_service, name="services")
+        self._tasks.append(asyncio.create_task(self._services.run(), name="service informer"))
+        await asyncio.wait_for(self._services.synced.wait(), timeout)
+        # No connection reuse limits: the pods are local and come and go; a pooled connection to a
+        # stopped pod fails once and is dropped.
+        self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get(STATS_PATH, self._handle_stats)
+        app.router.add_get(METRICS_PATH, self._handle_metrics)
+        app.router.add_route("*", "/{namespace}/{service}/{tail:.*}", self._handle_proxy)
+        app.router.add_route("*", "/{namespace}/{service}", self._handle_proxy)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await cancel_and_wait([*self._tasks, *self._background])
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+        if self._api is not None:
+            await self._api.close()
+
+    async def _on_service(self, kind: str, obj: Obj) -> None:
+        """The informer keeps the cache; nothing else to do on a change."""
+
+    def service_selector(self, namespace: str, service: str) -> dict[str, str] | None:
+        """The Service's ``spec.selector`` (None: no such Service)."""
+        assert self._services is not None
+        obj = self._services.objects.get((namespace, service))
+        if obj is None:
+            return None
+        return {str(k): str(v) for k, v in ((obj.get("spec") or {}).get("selector") or {}).items()}
+
+    def endpoints(self, namespace: str, service: str) -> list[Pod]:
+        selector = self.service_selector(namespace, service)
+        return self.registry.ready_endpoints(namespace, selector) if selector else []
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.to_dict())
+
+    async def _handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _decide(self, route: RouteRequest) -> RouteDecision:
+        for resolver in self.resolvers:
+            decision = resolver.resolve(route)
+            if decision is not None:
+                return decision
+        raise AssertionError("ServiceResolver always decides")
+
+    async def _handle_proxy(self, request: web.Request) -> web.StreamResponse:
+        namespace, service = request.match_info["namespace"], request.match_info["service"]
+        path = "/" + request.match_info.get("tail", "")
+        route = RouteRequest(namespace, service, request.method, path, request.headers)
+        decision = self._decide(route)
+        body = await request.read()
+        for mirror in decision.mirrors:
+            if mirror.percent >= 100 or self._rng.uniform(0, 100) < mirror.percent:
+                task = asyncio.create_task(self._mirror(mirror, request, path, body))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        backend = pick_backend(decision.backends, self._rng)
+        if backend is None:
+            return self._error(namespace, service, 503, "the route has no backend with a weight above 0")
+        if self.service_selector(backend.namespace, backend.service) is None:
+            return self._error(backend.namespace, backend.service, 503,
+                               f"no Service {backend.namespace}/{backend.service}")
+        pods = self.endpoints(backend.namespace, backend.service)
+        if not pods:
+            return self._error(backend.namespace, backend.service, 503,
+                               f"no ready endpoints for Service {backend.namespace}/{backend.service}")
+        pod = self._rng.choice(pods)
+        try:
+            status, headers, payload = await self._forward(pod, request, path, body)
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            self._count(backend, pod.version, 502)
+            return web.json_response(
+                {"error": f"pod {pod.name} did not answer: {error.__class__.__name__}: {error}"},
+                status=502, headers={POD_HEADER: pod.name},
+            )
+        self._count(backend, pod.version, status)
+        response = web.Response(status=status, body=payload)
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                response.headers.add(name, value)
+        response.headers[POD_HEADER] = pod.name
+        return response
+
+    async def _forward(
+        self, pod: Pod, request: web.Request, path: str, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert self._session is not None
+        url = f"http://{pod.address}{path}"
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        async with self._session.request(
+            request.method, url, params=request.rel_url.query, headers=headers, data=body or None
+        ) as upstream:
+            payload = await upstream.read()
+            return upstream.status, list(upstream.headers.items()), payload
+
+    async def _mirror(self, mirror: Mirror, request: web.Request, path: str, body: bytes) -> None:
+        """Fire and forget: the caller never waits for, nor sees, the shadow's answer."""
+        pods = self.endpoints(mirror.namespace, mirror.service)
+        if not pods:
+            return
+        pod = self._rng.choice(pods)
+        try:
+            status, _headers, _payload = await self._forward(pod, request, path, body)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            status = 502
+        self.stats.record(mirror.namespace, mirror.service, pod.version, status, mirror=True)
+        self._mirrored_total.labels(mirror.namespace, mirror.service, pod.version, str(status)).inc()
+
+    def _count(self, backend: Backend, version: str, code: int) -> None:
+        self.stats.record(backend.namespace, backend.service, version, code)
+        self._requests_total.labels(backend.namespace, backend.service, version, str(code)).inc()
+
+    def _error(self, namespace: str, service: str, code: int, message: str) -> web.Response:
+        # Counted under version "none": what callers saw matters, even when no pod answered.
+        self.stats.record(namespace, service, "none", code)
+        self._requests_total.labels(namespace, service, "none", str(code)).inc()
+        return web.json_response({"error": message, "namespace": namespace, "service": service}, status=code)
+
