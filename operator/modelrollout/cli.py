@@ -23,6 +23,7 @@ from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
 from modelrollout.kube.names import COMMAND_ANNOTATION
 from modelrollout.sandbox.cli import add_sandbox_commands
+from modelrollout.sandbox.demo import add_demo_command
 from modelrollout.settings import OperatorOptions
 
 EXIT_USAGE = 2
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "promote":
             sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
     add_sandbox_commands(commands)
+    add_demo_command(commands)
     return parser
 
 
@@ -136,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sandbox":
         return int(args.sandbox_handler(args))
+    if args.command == "demo":
+        return int(args.demo_handler(args))
     if args.command == "run":
         return run_operator(args)
     if args.command == "crd":
@@ -191,10 +195,6 @@ async def send_command(args: argparse.Namespace) -> int:
 
 
 def run_operator(args: argparse.Namespace) -> int:
-    if args.kubeconfig:
-        # Before kopf (and the kubernetes client it logs in with) is imported: the client reads the
-        # default kubeconfig location once, at import time.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
     from modelrollout import handlers  # registers the handlers with kopf

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
+import kubernetes
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, EventRecord, Selector
@@ -63,6 +64,38 @@ WAKERS = Wakers()
 def _post_event(body: Mapping[str, Any], record: EventRecord) -> None:
     # kopf only reads the object's identity from the body; a plain mapping serves.
     kopf.event(cast(kopf.Body, body), type=record.type, reason=record.reason, message=record.message[:1000])
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in with the kubeconfig named by --kubeconfig, else as kopf does (in-cluster, $KUBECONFIG).
+
+    kopf's own client login reads the default kubeconfig location fixed when the kubernetes
+    package was first imported, so an explicit file is loaded here instead.
+    """
+    options: OperatorOptions = memo.options
+    if options.kubeconfig is None:
+        return kopf.login_via_client(logger=logger, **kwargs)
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=options.kubeconfig, client_configuration=configuration
+    )
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 @kopf.on.startup()
