@@ -126,15 +126,14 @@ RULES: tuple[Rule, ...] = (
         "kopf peering when the operator watches named namespaces: one KopfPeering per namespace",
         when=When.PEERING_NAMESPACED,
     ),
-    # Coming with the traffic routers (traffic/gateway_api.py, traffic/istio.py): the operator sets
-    # backend weights and mirrors on routes that users own; it never creates or deletes them.
+    # The traffic routers (traffic/gateway_api.py, traffic/istio.py) set backend weights, mirrors
+    # and one header rule on routes that users own; they never create or delete them.
     Rule(
         "gateway.networking.k8s.io",
         "httproutes",
         ("get", "list", "watch", "patch", "update"),
         Scope.NAMESPACED,
         "Gateway API traffic routing: set the stable/candidate backend weights of an HTTPRoute",
-        planned=True,
     ),
     Rule(
         "networking.istio.io",
@@ -142,7 +141,6 @@ RULES: tuple[Rule, ...] = (
         ("get", "list", "watch", "patch", "update"),
         Scope.NAMESPACED,
         "Istio traffic routing: set the weights and mirror of a VirtualService",
-        planned=True,
     ),
     # Coming with job-based analysis: a measurement that runs as a Kubernetes Job, deleted after.
     Rule(

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutStatus
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.machine import command_of, decide, plan_measurements
 from modelrollout.engine.types import (
@@ -33,6 +33,7 @@ from modelrollout.kube.actuator import Actuator
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi, merge_patch_between
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
+from modelrollout.kube.routing import observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 
 logger = logging.getLogger(__name__)
@@ -127,20 +128,24 @@ async def reconcile(
     status = read_status(stored)
     now = runtime.clock()
     measurements = await measure(runtime, plan_measurements(ref, status, now))
+    try:
+        spec: ModelRolloutSpec | None = parse_spec(ref.spec)
+    except InvalidSpec:
+        spec = None
+    target = route_target(spec, ref.name, ref.namespace) if spec is not None else None
+    route = await observe_route(runtime.api, target) if target is not None else None
     observations = Observations(
         deployments=deployments,
         services=services,
+        route=route,
         measurements=measurements,
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
     )
     decision = decide(ref, status, observations, now)
     if decision.actions:
-        try:
-            spec = parse_spec(ref.spec)
-        except InvalidSpec:  # pragma: no cover - decide() returns no actions for an invalid spec
-            raise
+        assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
-        await Actuator(runtime.api, owner, spec).apply(decision.actions, deployments)
+        await Actuator(runtime.api, owner, spec, target).apply(decision.actions, deployments)
     written = await record(runtime, body, stored, decision)
     return PassResult(decision, written, now)
 

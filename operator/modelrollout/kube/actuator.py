@@ -10,22 +10,28 @@ from modelrollout.engine.types import (
     EnsureDeployment,
     EnsureService,
     ScaleDeployment,
+    SetRoute,
 )
 from modelrollout.kube import manifests
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.names import deployment_name
+from modelrollout.kube.routing import RouteTarget, apply_route
 
 
 class Actuator:
-    def __init__(self, api: KubeApi, owner: manifests.Owner, spec: ModelRolloutSpec):
+    def __init__(self, api: KubeApi, owner: manifests.Owner, spec: ModelRolloutSpec, route: RouteTarget | None):
         self._api = api
         self._owner = owner
         self._spec = spec
+        self._route = route
 
     async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> None:
         for action in actions:
             if isinstance(action, EnsureService):
                 await self._ensure_service(action.name, dict(action.selector))
+            elif isinstance(action, SetRoute):
+                if self._route is not None:
+                    await apply_route(self._api, self._route, action.state)
             elif isinstance(action, EnsureDeployment):
                 await self._ensure(action.revision, action.replicas, deployments.get(action.revision))
             elif isinstance(action, ScaleDeployment):

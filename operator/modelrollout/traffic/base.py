@@ -147,6 +147,10 @@ class Router(Protocol):
         """100% stable, no mirror to the candidate, no managed header rule."""
         ...
 
+    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+        """What the route does now: the candidate's weight, mirrored share and header route."""
+        ...
+
     async def apply(self, api: KubeApi, namespace: str, name: str, state: RouteState) -> Applied | RouteError:
         """Read the route, edit it to carry `state`, and write it if that changes anything."""
         ...

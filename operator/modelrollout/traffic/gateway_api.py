@@ -183,6 +183,44 @@ class GatewayApiRouter(ObjectRouter):
                 )
         return None
 
+    # --- reading it back ---------------------------------------------------------------------------
+
+    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+        """What the route does now for the managed rules: the candidate's share of traffic, the share
+        mirrored to it, and the header rule, read from the first managed rule (the edit keeps them
+        all alike)."""
+        at_rest = RouteState.at_rest(stable_service, candidate_service)
+        namespace = _namespace(route)
+        managed = list(self._managed(route, at_rest))
+        if not managed:
+            return self._no_rule(route, at_rest)
+        for index, rule, _ in managed:
+            problem = self._foreign(route, index, rule, at_rest)
+            if problem is not None:
+                return self._error(route, problem)
+        _, rule, _ = managed[0]
+        stable_weight = candidate_weight = 0
+        for ref in rule.get("backendRefs") or []:
+            if _refers_to(ref, candidate_service, namespace):
+                candidate_weight += _weight(ref)
+            else:
+                stable_weight += _weight(ref)
+        total = stable_weight + candidate_weight
+        weight = round(100 * candidate_weight / total) if total else 0
+        mirror = 0
+        for item in rule.get("filters") or []:
+            target = _mirror_target(item)
+            if target is not None and _refers_to(target, candidate_service, namespace):
+                mirror = round(_mirrored_percent(item))
+        header: HeaderMatch | None = None
+        for other in (route.get("spec") or {}).get("rules") or []:
+            if self._is_header_rule(other, at_rest, namespace):
+                for match in other.get("matches") or []:
+                    for item in match.get("headers") or []:
+                        if item.get("type", "Exact") == "Exact" and header is None:
+                            header = HeaderMatch(str(item.get("name")), str(item.get("value")))
+        return RouteState(stable_service, candidate_service, weight, mirror, header)
+
     # --- the edit ----------------------------------------------------------------------------------
 
     def _candidate_ref(self, stable: JsonDict, state: RouteState) -> JsonDict:

@@ -149,6 +149,40 @@ class IstioRouter(ObjectRouter):
 
     # --- the edit ----------------------------------------------------------------------------------
 
+    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+        """What the managed http routes do now: the candidate's weight, the mirrored share and the
+        managed header route, read from the first managed route (the edit keeps them all alike)."""
+        at_rest = RouteState.at_rest(stable_service, candidate_service)
+        namespace = _namespace(route)
+        managed = self._managed(route, at_rest)
+        if not managed:
+            return self._no_route(route, at_rest)
+        for index, http, _ in managed:
+            problem = self._problem(route, index, http, at_rest)
+            if problem is not None:
+                return self._error(route, problem)
+        _, http, _ = managed[0]
+        entries = http.get("route") or []
+        weights = _weights(entries)
+        total = sum(weights)
+        candidate = sum(
+            weight
+            for entry, weight in zip(entries, weights, strict=True)
+            if _is_host(_destination_host(entry), candidate_service, namespace)
+        )
+        weight = round(100 * candidate / total) if total else 0
+        mirror = 0
+        if _is_host((http.get("mirror") or {}).get("host"), candidate_service, namespace):
+            mirror = round(float((http.get("mirrorPercentage") or {}).get("value", 100)))
+        header: HeaderMatch | None = None
+        for other in (route.get("spec") or {}).get("http") or []:
+            if self._is_header_route(other):
+                for match in other.get("match") or []:
+                    for name, condition in (match.get("headers") or {}).items():
+                        if isinstance(condition, dict) and "exact" in condition and header is None:
+                            header = HeaderMatch(str(name), str(condition["exact"]))
+        return RouteState(stable_service, candidate_service, weight, mirror, header)
+
     def _candidate_entry(self, stable: JsonDict, state: RouteState) -> JsonDict:
         entry = clone(stable)
         destination = entry["destination"]

@@ -28,6 +28,10 @@ class ReplicaRouter:
     def restore(self, route: JsonDict, stable_service: str, candidate_service: str) -> JsonDict | RouteError:
         return clone(route)
 
+    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+        # No route: the Service sends traffic by replica count, which the engine reads itself.
+        return RouteState.at_rest(stable_service, candidate_service)
+
     async def apply(self, api: KubeApi, namespace: str, name: str, state: RouteState) -> Applied | RouteError:
         return Applied(changed=False, attempts=0)
 
