@@ -142,14 +142,33 @@ RULES: tuple[Rule, ...] = (
         Scope.NAMESPACED,
         "Istio traffic routing: set the weights and mirror of a VirtualService",
     ),
-    # Coming with job-based analysis: a measurement that runs as a Kubernetes Job, deleted after.
     Rule(
         "batch",
         "jobs",
         ("create", "get", "list", "watch", "delete"),
         Scope.NAMESPACED,
-        "analysis measurements run as Jobs",
-        planned=True,
+        "the retraining hook creates a Job (spec.monitoring.hook.job) once per drift episode",
+    ),
+    Rule(
+        "",
+        "configmaps",
+        ("get",),
+        Scope.NAMESPACED,
+        "drift against a training reference reads the SDK's feature-edges JSON from a ConfigMap (get only)",
+    ),
+    Rule(
+        GROUP,
+        "modelanalysistemplates",
+        ("get",),
+        Scope.NAMESPACED,
+        "metrics that name a ModelAnalysisTemplate are resolved from it on every pass",
+    ),
+    Rule(
+        GROUP,
+        "clustermodelanalysistemplates",
+        ("get",),
+        Scope.CLUSTER,
+        "metrics that name a ClusterModelAnalysisTemplate (cluster-scoped) are resolved from it",
     ),
     # Coming with authenticated Prometheus: credentials referenced from spec.analysis.prometheus.
     Rule(

@@ -8,6 +8,7 @@ and a rollback reaches the cluster as early as possible.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from pydantic import ValidationError
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.machine import command_of, decide, plan_measurements
+from modelrollout.engine.monitoring import record_hook_result
 from modelrollout.engine.types import (
     Decision,
     DeploymentState,
@@ -30,7 +33,16 @@ from modelrollout.engine.types import (
     Selector,
 )
 from modelrollout.kube.actuator import Actuator
-from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi, merge_patch_between
+from modelrollout.kube.api import (
+    CLUSTER_TEMPLATES,
+    CONFIGMAPS,
+    MODELROLLOUTS,
+    TEMPLATES,
+    ApiError,
+    KubeApi,
+    merge_patch_between,
+)
+from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
 from modelrollout.kube.routing import observe_route, route_target
@@ -51,6 +63,7 @@ class Runtime:
     backend: MetricBackend
     default_prometheus: str | None
     post_event: EventSink
+    hooks: HookRunner = field(default_factory=HookRunner)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -58,7 +71,11 @@ def deployment_states(items: list[DeploymentState]) -> dict[str, DeploymentState
     return {state.revision: state for state in items}
 
 
-async def measure(runtime: Runtime, requests: list[MeasurementRequest]) -> dict[tuple[str, str], Observation]:
+async def measure(
+    runtime: Runtime, namespace: str, requests: list[MeasurementRequest]
+) -> dict[tuple[str, str], Observation]:
+    """Run every due query (concurrently) and gather each metric's numbers or series."""
+
     async def one(request: MeasurementRequest) -> Observation:
         address = request.address or runtime.default_prometheus
         if not address:
@@ -66,15 +83,64 @@ async def measure(runtime: Runtime, requests: list[MeasurementRequest]) -> dict[
                 value=None,
                 error="no Prometheus address: set spec.analysis.prometheus.address or the operator's --prometheus-url",
             )
-        outcome = await runtime.backend.query_scalar(address, request.query)
-        if outcome.status == QueryStatus.ERROR:
-            return Observation(value=None, error=outcome.message)
-        if outcome.status == QueryStatus.EMPTY:
-            return Observation(value=None, note=outcome.message)
-        return Observation(value=outcome.value)
+        roles = list(request.queries)
+        if request.vector:
+            vectors = await asyncio.gather(*(runtime.backend.query_vector(address, request.queries[r]) for r in roles))
+            for role, vector in zip(roles, vectors, strict=True):
+                if vector.status == QueryStatus.ERROR:
+                    return Observation(value=None, error=f"{role} query: {vector.message}")
+            reference = await _training_reference(runtime, namespace, request.training) if request.training else None
+            if isinstance(reference, str):
+                return Observation(value=None, error=reference)
+            return Observation(
+                value=None,
+                vectors={role: vector.samples for role, vector in zip(roles, vectors, strict=True)},
+                reference=reference,
+            )
+        outcomes = await asyncio.gather(*(runtime.backend.query_scalar(address, request.queries[r]) for r in roles))
+        values: dict[str, float | None] = {}
+        notes: list[str] = []
+        for role, outcome in zip(roles, outcomes, strict=True):
+            if outcome.status == QueryStatus.ERROR:
+                label = "query" if role == "value" else f"{role} query"
+                return Observation(
+                    value=None, error=f"{label}: {outcome.message}" if role != "value" else outcome.message
+                )
+            values[role] = outcome.value if outcome.status == QueryStatus.VALUE else None
+            if outcome.status == QueryStatus.EMPTY and role in ("value", "candidate"):
+                notes.append(outcome.message)
+        return Observation(value=values.get("value"), values=values, note="; ".join(notes))
 
     results = await asyncio.gather(*(one(request) for request in requests))
     return {(request.kind, request.metric): result for request, result in zip(requests, results, strict=True)}
+
+
+async def _training_reference(runtime: Runtime, namespace: str, where: tuple[str, str]) -> dict[str, Any] | str:
+    """The training-time reference document from a ConfigMap, or what is wrong with it."""
+    name, key = where
+    config_map = await runtime.api.get(CONFIGMAPS, namespace, name)
+    if config_map is None:
+        return f"training reference: ConfigMap {namespace}/{name} not found"
+    text = (config_map.get("data") or {}).get(key)
+    if text is None:
+        return f"training reference: ConfigMap {namespace}/{name} has no key {key!r}"
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        return f"training reference: ConfigMap {namespace}/{name} key {key!r} is not JSON: {error}"
+    return document if isinstance(document, dict) else f"training reference: {name}/{key} is not a JSON object"
+
+
+async def fetch_templates(runtime: Runtime, namespace: str, spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The analysis templates a spec names: namespaced first, then cluster-scoped (built-ins need none)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in referenced_templates(spec):
+        template = await runtime.api.get(TEMPLATES, namespace, name) or await runtime.api.get(
+            CLUSTER_TEMPLATES, None, name
+        )
+        if template is not None:
+            found[name] = dict(template.get("spec") or {})
+    return found
 
 
 def read_status(raw: Mapping[str, Any] | None) -> ModelRolloutStatus:
@@ -118,18 +184,20 @@ async def reconcile(
 ) -> PassResult:
     """Run one pass: read, decide, act, record."""
     metadata = body.get("metadata", {})
+    raw_spec = dict(body.get("spec") or {})
     ref = RolloutRef(
         name=metadata["name"],
         namespace=metadata["namespace"],
         generation=int(metadata.get("generation", 1)),
-        spec=dict(body.get("spec") or {}),
+        spec=raw_spec,
+        templates=await fetch_templates(runtime, metadata["namespace"], raw_spec),
     )
     stored = dict(body.get("status") or {})
     status = read_status(stored)
     now = runtime.clock()
-    measurements = await measure(runtime, plan_measurements(ref, status, now))
+    measurements = await measure(runtime, ref.namespace, plan_measurements(ref, status, now))
     try:
-        spec: ModelRolloutSpec | None = parse_spec(ref.spec)
+        spec: ModelRolloutSpec | None = parse_spec(ref.spec, ref.templates)
     except InvalidSpec:
         spec = None
     target = route_target(spec, ref.name, ref.namespace) if spec is not None else None
@@ -145,7 +213,12 @@ async def reconcile(
     if decision.actions:
         assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
-        await Actuator(runtime.api, owner, spec, target).apply(decision.actions, deployments)
+        hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks).apply(
+            decision.actions, deployments
+        )
+        for result in hook_results:
+            for reason, message, warning in record_hook_result(decision.status, result):
+                decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
     written = await record(runtime, body, stored, decision)
     return PassResult(decision, written, now)
 

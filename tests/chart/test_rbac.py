@@ -55,7 +55,11 @@ def test_no_wildcards(render: Render, scenario: str) -> None:
 def test_namespaced_install_keeps_only_cluster_scoped_reads_cluster_wide(render: Render) -> None:
     granted = _rendered_grants(render(NAMESPACED))
     cluster = {(group, resource) for where, group, resource, _ in granted if where == rbac.CLUSTER}
-    assert cluster == {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
+    assert cluster == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+        ("modelrollout.io", "clustermodelanalysistemplates"),
+    }
     for namespace in NAMESPACED["watchNamespaces"]:
         assert (namespace, "modelrollout.io", "modelrollouts", "watch") in granted
     assert not any(where == "default" for where, *_ in granted)
@@ -71,7 +75,6 @@ def test_every_rule_says_why_and_is_not_a_wildcard() -> None:
 def test_planned_permissions_are_granted_ahead() -> None:
     planned = {(rule.api_group, rule.resource) for rule in rbac.RULES if rule.planned}
     assert planned == {
-        ("batch", "jobs"),
         ("", "secrets"),
     }
 

@@ -89,7 +89,7 @@ class World:
     def observations(self) -> Observations:
         measurements = {}
         for request in plan_measurements(self.ref(), self.status, self.now):
-            self.queries.append(request.query)
+            self.queries.extend(request.queries.values())
             outcome = self.metric_values.get(request.metric, Observation(value=0.0))
             measurements[(request.kind, request.metric)] = outcome
         return Observations(

@@ -8,7 +8,9 @@ inconclusive when inconclusive measurements exceed `inconclusiveLimit`. Nothing 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from modelrollout.api.models import (
     MEASUREMENTS_KEPT,
@@ -19,6 +21,7 @@ from modelrollout.api.models import (
     Threshold,
     Verdict,
 )
+from modelrollout.metrics.base import Sample
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,19 @@ class Limits:
 
 @dataclass(frozen=True)
 class Observation:
-    """What a backend returned for one query: a number, nothing, or an error message."""
+    """What the backends returned for one metric: numbers, series, or an error message.
+
+    `value` is the judged number (threshold); `values` holds the other named numbers a kind needs
+    (compare: candidate and stable; counts for the minimum sample size), `vectors` the series of a
+    drift metric (candidate and reference), `reference` a training-time reference document.
+    """
 
     value: float | None
     error: str | None = None
     note: str = ""
+    values: Mapping[str, float | None] = field(default_factory=dict)
+    vectors: Mapping[str, tuple[Sample, ...]] = field(default_factory=dict)
+    reference: Mapping[str, Any] | None = None
 
 
 def _bounds(threshold: Threshold) -> str:

@@ -320,13 +320,38 @@ class Threshold(ApiModel):
         return self
 
 
+_VARIABLES_HELP = ", ".join(f"{{{{{name}}}}} ({meaning})" for name, meaning in TEMPLATE_VARIABLES.items())
+
+
+def _check_variables(query: str | None) -> str | None:
+    for variable in template_variables(query or ""):
+        if variable not in TEMPLATE_VARIABLES:
+            allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
+            raise ValueError(f"unknown template variable {{{{{variable}}}}}; allowed: {allowed}")
+    return query
+
+
 class PrometheusQuery(ApiModel):
-    """A PromQL query that yields one number."""
+    """PromQL queries for one metric; which ones are needed depends on how the metric is judged."""
 
     query: str = Field(
-        description="PromQL returning a single value. Template variables: "
-        + ", ".join(f"{{{{{name}}}}} ({meaning})" for name, meaning in TEMPLATE_VARIABLES.items())
+        description="threshold: PromQL returning one number for the candidate. compare: the candidate's side. "
+        "drift: the candidate's counts (histogram buckets by `le`, or counts by category). Template variables: "
+        + _VARIABLES_HELP
         + "."
+    )
+    stable_query: str | None = Field(
+        default=None,
+        description="compare and drift against stable: the stable version's side; default: `query` with "
+        "{{candidate}} replaced by {{stable}}.",
+    )
+    count_query: str | None = Field(
+        default=None,
+        description="The candidate's sample size in the window (e.g. requests); below minCount a measurement is "
+        "Inconclusive, never a pass.",
+    )
+    stable_count_query: str | None = Field(
+        default=None, description="compare: the stable version's sample size; default: countQuery for {{stable}}."
     )
     address: str | None = Field(
         default=None,
@@ -334,27 +359,135 @@ class PrometheusQuery(ApiModel):
         "then to the operator's --prometheus-url.",
     )
 
-    @field_validator("query")
+    @field_validator("query", "stable_query", "count_query", "stable_count_query")
     @classmethod
-    def _known_variables(cls, query: str) -> str:
-        for variable in template_variables(query):
-            if variable not in TEMPLATE_VARIABLES:
-                allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
-                raise ValueError(f"unknown template variable {{{{{variable}}}}}; allowed: {allowed}")
-        return query
+    def _known_variables(cls, query: str | None) -> str | None:
+        return _check_variables(query)
+
+    def for_stable(self, text: str | None) -> str | None:
+        return text.replace("{{candidate}}", "{{stable}}") if text is not None else None
+
+
+class Compare(ApiModel):
+    """Judge the candidate against the stable version on the same query, over the same window."""
+
+    direction: Literal["lowerIsBetter", "higherIsBetter"] = Field(
+        default="lowerIsBetter", description="lowerIsBetter (latency, errors) or higherIsBetter (accuracy)."
+    )
+    max_ratio: float | None = Field(default=None, description="The candidate may be at most this many times worse.")
+    max_difference: float | None = Field(default=None, description="The candidate may be at most this much worse.")
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> Compare:
+        if self.max_ratio is None and self.max_difference is None:
+            raise ValueError("set maxRatio, maxDifference or both")
+        if self.max_ratio is not None and self.max_ratio <= 0:
+            raise ValueError(f"maxRatio must be greater than 0, got {self.max_ratio:g}")
+        if self.max_difference is not None and self.max_difference < 0:
+            raise ValueError(f"maxDifference must be 0 or more, got {self.max_difference:g}")
+        return self
+
+
+class TrainingReference(ApiModel):
+    """A training-time reference distribution: the SDK's feature-edges JSON, kept in a ConfigMap."""
+
+    config_map: str = Field(description="ConfigMap in the rollout's namespace.")
+    key: str = Field(default="feature-edges.json", description="Key of the JSON document in the ConfigMap.")
+
+
+class Drift(ApiModel):
+    """Judge a distribution: the candidate's histogram (or category counts) against a reference's."""
+
+    statistic: Literal["psi", "jensenShannon", "ks", "chiSquare"] = Field(
+        default="psi",
+        description="psi, jensenShannon (distance, base 2), ks (binned two-sample Kolmogorov-Smirnov) or chiSquare "
+        "(categorical).",
+    )
+    max: float | None = Field(default=None, description="Fail when the statistic of the worst group exceeds it.")
+    min_p_value: float | None = Field(
+        default=None, description="ks and chiSquare: fail when the p-value of the worst group is below it."
+    )
+    shape: Literal["histogram", "categorical"] = Field(
+        default="histogram",
+        description="histogram: cumulative buckets by `le`; categorical: counts by the `label` label.",
+    )
+    group_by: str | None = Field(
+        default=None, description="One distribution per value of this label (e.g. `feature`); none: one distribution."
+    )
+    label: str = Field(default="class", description="categorical: the label that names the category.")
+    reference: Literal["stable", "training"] = Field(
+        default="stable", description="stable: the stable version over the same window; training: trainingReference."
+    )
+    training_reference: TrainingReference | None = Field(
+        default=None, description="Where the training-time histograms are (reference: training)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Drift:
+        if self.max is None and self.min_p_value is None:
+            raise ValueError("set max, minPValue or both")
+        if self.statistic in ("psi", "jensenShannon") and self.max is None:
+            raise ValueError(f"{self.statistic} needs max")
+        if self.min_p_value is not None and self.statistic not in ("ks", "chiSquare"):
+            raise ValueError(f"minPValue applies to ks and chiSquare, not {self.statistic}")
+        if self.statistic == "ks" and self.shape == "categorical":
+            raise ValueError("ks compares ordered buckets; use chiSquare, psi or jensenShannon for categories")
+        if self.statistic == "chiSquare" and self.shape != "categorical":
+            raise ValueError("chiSquare is for categorical counts (shape: categorical)")
+        if self.reference == "training" and self.training_reference is None:
+            raise ValueError("reference: training needs trainingReference (a ConfigMap with the SDK's edges JSON)")
+        return self
+
+
+class TemplateRef(ApiModel):
+    """Take the metric from a template: a ModelAnalysisTemplate, a ClusterModelAnalysisTemplate or a built-in."""
+
+    name: str = Field(
+        description="Template name: looked up as a ModelAnalysisTemplate in the rollout's namespace, then a "
+        "ClusterModelAnalysisTemplate, then the built-ins (latency-p99, error-rate, input-drift, output-drift, ...)."
+    )
+    args: dict[str, str] = Field(default_factory=dict, description="Values for the template's arguments.")
 
 
 class Metric(ApiModel):
-    """A metric the candidate is judged on."""
+    """A metric the candidate is judged on: a query and how to judge it, or a template."""
 
     name: str = Field(description="Unique name, used by analysis steps and shown in status.")
-    prometheus: PrometheusQuery = Field(description="Where and how to measure.")
-    threshold: Threshold = Field(description="The values that pass.")
+    template: TemplateRef | None = Field(default=None, description="Take query and judgement from a template.")
+    prometheus: PrometheusQuery | None = Field(default=None, description="Where and how to measure.")
+    threshold: Threshold | None = Field(default=None, description="The values that pass.")
+    compare: Compare | None = Field(default=None, description="How much worse than stable the candidate may be.")
+    drift: Drift | None = Field(default=None, description="How far the candidate's distribution may drift.")
+    min_count: float | None = Field(
+        default=None,
+        description="Minimum sample size (countQuery's value; for drift, observations per group) below which a "
+        "measurement is Inconclusive.",
+    )
     background: bool = Field(
         default=True,
         description="Also measure at spec.analysis.interval for the whole rollout, not only in analysis "
         "steps that name it.",
     )
+
+    @model_validator(mode="after")
+    def _one_judgement(self) -> Metric:
+        if self.template is not None:
+            return self  # resolved into the fields below before the spec is judged
+        if self.prometheus is None:
+            raise ValueError("set prometheus (the query) or template")
+        chosen = [kind for kind in ("threshold", "compare", "drift") if getattr(self, kind) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of threshold, compare, drift (found: {', '.join(chosen) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "compare" if self.compare is not None else "drift" if self.drift is not None else "threshold"
+
+    @property
+    def query(self) -> PrometheusQuery:
+        assert self.prometheus is not None, "templates are resolved before metrics are used"
+        return self.prometheus
 
 
 class PrometheusServer(ApiModel):
@@ -411,6 +544,48 @@ class AnalysisSpec(ApiModel):
         return next(metric for metric in self.metrics if metric.name == name)
 
 
+class WebhookHook(ApiModel):
+    """POST a JSON description of the drift to a URL (e.g. a retraining pipeline's trigger)."""
+
+    url: str = Field(description="http(s) URL that receives the POST.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+
+
+class RetrainingHook(ApiModel):
+    """What to do when a promoted model drifts; off unless set (retraining stays manual)."""
+
+    job: dict[str, Any] | None = Field(
+        default=None,
+        description="A Job spec (batch/v1 JobSpec) created once per drift episode; it gets DRIFT_* variables.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    webhook: WebhookHook | None = Field(default=None, description="A URL to POST a JSON payload to.")
+
+    @model_validator(mode="after")
+    def _one(self) -> RetrainingHook:
+        if (self.job is None) == (self.webhook is None):
+            raise ValueError("set exactly one of job, webhook")
+        return self
+
+
+class Monitoring(ApiModel):
+    """Keep watching the promoted model: drift of its live inputs and outputs, at a slow interval."""
+
+    interval: str = Field(default="5m", description=f"Time between measurements, as {DURATION_HELP}.")
+    metrics: list[str] = Field(
+        description="Names from spec.analysis.metrics, measured on the stable version (its {{candidate}} is the "
+        "stable version); typically drift against a training reference."
+    )
+    hook: RetrainingHook | None = Field(default=None, description="Retraining hook fired once per drift episode.")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class ModelRolloutSpec(ApiModel):
     """What to deliver and how."""
 
@@ -432,6 +607,9 @@ class ModelRolloutSpec(ApiModel):
         default=Automation.AUTO,
         description="manual: every step waits for `promote`; assisted: steps run on their own and the "
         "final promotion waits for a person; auto: fully automatic.",
+    )
+    monitoring: Monitoring | None = Field(
+        default=None, description="After promotion: watch the stable model for drift, and fire a retraining hook."
     )
     progress_deadline_seconds: int = Field(
         default=600,
@@ -484,6 +662,20 @@ class ModelRolloutSpec(ApiModel):
                         f"{path}.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: "
                         f"{allowed}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_names_known_metrics(self) -> ModelRolloutSpec:
+        if self.monitoring is None:
+            return self
+        known = {metric.name for metric in self.analysis.metrics}
+        for position, name in enumerate(self.monitoring.metrics):
+            if name not in known:
+                allowed = ", ".join(sorted(known)) or "none are defined"
+                raise ValueError(
+                    f"monitoring.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: "
+                    f"{allowed}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -579,6 +771,25 @@ class AnalysisStatus(ApiModel):
         return next((result for result in self.metrics if result.name == name), None)
 
 
+class HookStatus(ApiModel):
+    """The retraining hook of one drift episode."""
+
+    episode: str = Field(description="Id of the drift episode the hook is for (when it started).")
+    state: Literal["Pending", "Delivered", "Failed"] = Field(description="Pending (retrying), Delivered or Failed.")
+    attempts: int = Field(default=0, description="Attempts so far.")
+    next_attempt_at: str | None = Field(default=None, description="When the next attempt is due.")
+    last_error: str = Field(default="", description="Why the last attempt failed.")
+
+
+class MonitoringStatus(ApiModel):
+    """What watching the promoted model has found."""
+
+    version: str = Field(description="The stable version being watched.")
+    analysis: AnalysisStatus = Field(description="The measurements of the monitoring metrics.")
+    drifted_since: str | None = Field(default=None, description="When the current drift episode began.")
+    hook: HookStatus | None = Field(default=None, description="The retraining hook of the current episode.")
+
+
 class Weights(ApiModel):
     """The share of traffic each version receives, in percent."""
 
@@ -615,6 +826,7 @@ class ModelRolloutStatus(ApiModel):
     rolled_back_revision: str | None = Field(
         default=None, description="A revision that was rolled back; not retried until the spec or `retry` says so."
     )
+    monitoring: MonitoringStatus | None = Field(default=None, description="Watching the promoted model.")
     last_command_id: str | None = Field(default=None, description="Id of the last command from a person handled.")
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, Degraded, Reconciling, Stalled."
@@ -632,3 +844,39 @@ class ModelRollout(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: ModelRolloutSpec = Field(description="What to deliver and how.")
     status: ModelRolloutStatus | None = Field(default=None, description="Observed state, written by the operator.")
+
+
+class TemplateArgument(ApiModel):
+    """An argument of an analysis template, written {{name}} in its queries."""
+
+    name: str = Field(description="Argument name.")
+    default: str | None = Field(default=None, description="Value when the rollout gives none; none: required.")
+    description: str = Field(default="", description="What it means.")
+
+
+class TemplateQuery(ApiModel):
+    """A template's queries: like a metric's, and they may use the template's {{arguments}}."""
+
+    query: str = Field(description="The candidate's query (see ModelRollout spec.analysis.metrics[].prometheus).")
+    stable_query: str | None = Field(default=None, description="The stable version's query.")
+    count_query: str | None = Field(default=None, description="The candidate's sample size.")
+    stable_count_query: str | None = Field(default=None, description="The stable version's sample size.")
+    address: str | None = Field(default=None, description="Prometheus base URL.")
+
+
+class ModelAnalysisTemplateSpec(ApiModel):
+    """A reusable analysis metric that rollouts name in spec.analysis.metrics[].template."""
+
+    args: list[TemplateArgument] = Field(default_factory=list, description="The template's arguments.")
+    prometheus: TemplateQuery = Field(description="The queries.")
+    threshold: Threshold | None = Field(default=None, description="Judge one number against bounds.")
+    compare: Compare | None = Field(default=None, description="Judge the candidate against stable.")
+    drift: Drift | None = Field(default=None, description="Judge a distribution against a reference.")
+    min_count: float | None = Field(default=None, description="Minimum sample size; below it: Inconclusive.")
+
+    @model_validator(mode="after")
+    def _one_judgement(self) -> ModelAnalysisTemplateSpec:
+        chosen = [kind for kind in ("threshold", "compare", "drift") if getattr(self, kind) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of threshold, compare, drift (found: {', '.join(chosen) or 'none'})")
+        return self

@@ -7,7 +7,7 @@ reads them in `kubectl describe` and a program matches the path.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.models import ModelRolloutSpec
+from modelrollout.api.templates import UnresolvedTemplate, resolve
 
 # A message that starts with a relative path (`steps[2].setWeight: ...`) names a field below the one
 # pydantic reports; the two are joined so the user sees one complete path.
@@ -76,9 +77,17 @@ def _error(raw: dict[str, Any]) -> SpecError:
     return SpecError(".".join(parts), message)
 
 
-def parse_spec(spec: dict[str, Any]) -> ModelRolloutSpec:
-    """The spec as a model, or InvalidSpec listing every field that is wrong."""
+def parse_spec(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]] | None = None) -> ModelRolloutSpec:
+    """The spec as a model, its metric templates resolved, or InvalidSpec listing every field that is wrong.
+
+    `templates` are the ModelAnalysisTemplates the spec names, as fetched (name to their spec);
+    built-in templates need none.
+    """
     try:
-        return ModelRolloutSpec.model_validate(spec)
+        resolved = resolve(spec, templates or {})
+    except UnresolvedTemplate as error:
+        raise InvalidSpec([SpecError(error.path, error.message)]) from None
+    try:
+        return ModelRolloutSpec.model_validate(resolved)
     except ValidationError as error:
         raise InvalidSpec([_error(dict(raw)) for raw in error.errors()]) from None

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from modelrollout.analysis.evaluate import Limits, judge, overall, record, worst
+from modelrollout.analysis.evaluate import Limits, overall, record, worst
+from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     AnalysisStatus,
@@ -248,8 +249,8 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, index: int, label: str) -> 
     for position, result in enumerate(analysis.metrics):
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
-            threshold = spec.analysis.metric(result.name).threshold
-            analysis.metrics[position] = record(result, judge(observation, threshold, run.at), limits, gate.count)
+            measurement = judge_metric(spec.analysis.metric(result.name), observation, run.at)
+            analysis.metrics[position] = record(result, measurement, limits, gate.count)
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.SUCCESSFUL:
         if before != Verdict.SUCCESSFUL:
@@ -295,7 +296,7 @@ def run_background_analysis(run: Pass) -> None:
         if result is None:
             result = MetricResult(name=metric.name)
             analysis.metrics.append(result)
-        updated = record(result, judge(observation, metric.threshold, run.at), limits, None)
+        updated = record(result, judge_metric(metric, observation, run.at), limits, None)
         analysis.metrics[analysis.metrics.index(result)] = updated
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.RUNNING:

@@ -43,6 +43,7 @@ from modelrollout.engine.common import (
     timestamp,
     uses_router,
 )
+from modelrollout.engine.monitoring import monitor
 from modelrollout.engine.types import (
     Action,
     Command,
@@ -52,6 +53,7 @@ from modelrollout.engine.types import (
     EnsureDeployment,
     EnsureService,
     EventRecord,
+    FireHook,
     MeasurementRequest,
     Observations,
     RolloutRef,
@@ -70,13 +72,17 @@ from modelrollout.kube.names import (
 __all__ = ["command_of", "decide", "parse_time", "plan_measurements", "replica_split", "revision_of", "timestamp"]
 
 
-def template_values(ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus) -> dict[str, str]:
+def template_values(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, watching_stable: bool = False
+) -> dict[str, str]:
+    """What `{{variables}}` stand for; monitoring a promoted model measures the stable version as candidate."""
+    candidate = status.candidate_version or spec.model.version
     values = {
         "name": ref.name,
         "namespace": ref.namespace,
         "model": spec.model.name,
         "stable": status.stable_version or "",
-        "candidate": status.candidate_version or spec.model.version,
+        "candidate": (status.stable_version or candidate) if watching_stable else candidate,
     }
     assert set(values) == set(TEMPLATE_VARIABLES)
     return values
@@ -92,9 +98,11 @@ def _running(analysis: AnalysisStatus | None) -> bool:
 def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime) -> list[MeasurementRequest]:
     """The queries that fall due in this pass, for the handler to run before `decide`."""
     try:
-        spec = parse_spec(ref.spec)
+        spec = parse_spec(ref.spec, ref.templates)
     except InvalidSpec:
         return []
+    if status.phase == Phase.SUCCEEDED and spec.monitoring is not None and status.monitoring is not None:
+        return _plan_monitoring(ref, spec, status, now)
     if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or status.candidate_revision != revision_of(spec):
         return []
     values = template_values(ref, spec, status)
@@ -119,10 +127,49 @@ def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime
     return requests
 
 
+def _plan_monitoring(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
+) -> list[MeasurementRequest]:
+    assert spec.monitoring is not None and status.monitoring is not None
+    if status.monitoring.version != status.stable_version:
+        return []
+    analysis = status.monitoring.analysis
+    interval = parse_duration(spec.monitoring.interval)
+    values = template_values(ref, spec, status, watching_stable=True)
+    return [
+        _request("monitor", name, spec, values)
+        for name in spec.monitoring.metrics
+        if next_due_in(analysis.result(name), analysis.started_at, interval, now, False) <= 0
+    ]
+
+
 def _request(kind: str, name: str, spec: ModelRolloutSpec, values: dict[str, str]) -> MeasurementRequest:
+    """The rendered queries a metric needs, by role."""
     metric = spec.analysis.metric(name)
-    address = metric.prometheus.address or spec.analysis.prometheus.address
-    return MeasurementRequest(kind, name, render_template(metric.prometheus.query, values), address)
+    prometheus = metric.query
+    address = prometheus.address or spec.analysis.prometheus.address
+    raw: dict[str, str | None] = {}
+    if metric.kind == "threshold":
+        raw = {"value": prometheus.query, "count": prometheus.count_query}
+    else:
+        stable = prometheus.stable_query or prometheus.for_stable(prometheus.query)
+        reference_needed = metric.kind == "compare" or (metric.drift is not None and metric.drift.reference == "stable")
+        raw = {
+            "candidate": prometheus.query,
+            ("stable" if metric.kind == "compare" else "reference"): (stable if reference_needed else None),
+        }
+        if metric.kind == "compare":
+            raw["count"] = prometheus.count_query
+            raw["stableCount"] = prometheus.stable_count_query or prometheus.for_stable(prometheus.count_query)
+    queries = {role: render_template(query, values) for role, query in raw.items() if query}
+    training = None
+    if (
+        metric.drift is not None
+        and metric.drift.training_reference is not None
+        and metric.drift.reference == "training"
+    ):
+        training = (metric.drift.training_reference.config_map, metric.drift.training_reference.key)
+    return MeasurementRequest(kind, name, queries, address, vector=metric.kind == "drift", training=training)
 
 
 # --- the decision ------------------------------------------------------------------------------
@@ -131,7 +178,7 @@ def _request(kind: str, name: str, spec: ModelRolloutSpec, values: dict[str, str
 def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, now: datetime) -> Decision:
     working = status.model_copy(deep=True)
     try:
-        spec = parse_spec(ref.spec)
+        spec = parse_spec(ref.spec, ref.templates)
     except InvalidSpec as invalid:
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
     route_error = observed.route.error if observed.route is not None else None
@@ -210,8 +257,12 @@ def compact(actions: list[Action]) -> list[Action]:
     then rolled back never creates pods it no longer wants."""
     final: dict[str, Action] = {}
     ensured: set[str] = set()
+    others: list[Action] = []
     for action in actions:
         if isinstance(action, (EnsureService, SetRoute)):
+            continue
+        if isinstance(action, FireHook):
+            others.append(action)
             continue
         if isinstance(action, EnsureDeployment):
             ensured.add(action.revision)
@@ -221,7 +272,7 @@ def compact(actions: list[Action]) -> list[Action]:
         if isinstance(action, ScaleDeployment) and revision in ensured:
             action = EnsureDeployment(revision, action.replicas)
         result.append(action)
-    return result
+    return result + others
 
 
 def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: str, now: datetime) -> Decision:
@@ -352,6 +403,7 @@ def _settle_on_stable(run: Pass) -> None:
     status.message = f"{status.stable_version} is stable with {ready}/{spec.replicas} ready replica(s)"
     if ready < spec.replicas:
         run.again_in(READINESS_POLL_SECONDS)
+    monitor(run)
 
 
 def _hold_rolled_back(run: Pass) -> None:
@@ -397,6 +449,20 @@ def _set_conditions(run: Pass) -> None:
         Condition(type="Reconciling", status="True" if moving else "False", reason=reason, message=message),
         Condition(type="Stalled", status="True" if degraded else "False", reason=reason, message=message),
     ]
+    if run.spec.monitoring is not None:
+        drifted = status.monitoring is not None and status.monitoring.drifted_since is not None
+        conditions.append(
+            Condition(
+                type="Drifted",
+                status="True" if drifted else "False",
+                reason="Drifted" if drifted else "WithinLimits",
+                message=status.monitoring.analysis.metrics[0].message
+                if drifted and status.monitoring is not None and status.monitoring.analysis.metrics
+                else "",
+            )
+        )
+    else:
+        status.conditions = [c for c in status.conditions if c.type != "Drifted"]
     for condition in conditions:
         condition.observed_generation = run.ref.generation
         _put_condition(status, condition, run.at)

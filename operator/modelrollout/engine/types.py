@@ -21,6 +21,7 @@ class RolloutRef:
     namespace: str
     generation: int
     spec: dict[str, Any]
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)  # ModelAnalysisTemplates it names
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,40 @@ Selector = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
+class HookResult:
+    """What the last attempt to fire the retraining hook of an episode gave."""
+
+    episode: str
+    delivered: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Observations:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     services: dict[str, Selector] = field(default_factory=dict)
     route: RouteView | None = None  # None: no traffic router configured
+    hook_result: HookResult | None = None
     measurements: dict[tuple[str, str], Observation] = field(default_factory=dict)
     command: Command | None = None
 
 
 @dataclass(frozen=True)
 class MeasurementRequest:
-    """A metric the handler must query before calling `decide` (kind: background or step)."""
+    """A metric the handler must query before calling `decide`.
+
+    `kind` says which analysis it is for (background, step or monitor); `queries` maps a role
+    (value, candidate, stable, count, stableCount, reference) to rendered PromQL; `vector` asks for
+    every series (drift) instead of one number; `training` names the ConfigMap and key of a
+    training-time reference to read.
+    """
 
     kind: str
     metric: str
-    query: str
+    queries: dict[str, str]
     address: str | None
+    vector: bool = False
+    training: tuple[str, str] | None = None
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -132,7 +151,16 @@ class DeleteDeployment:
     revision: str
 
 
-Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment
+@dataclass(frozen=True)
+class FireHook:
+    """Fire the retraining hook for a drift episode (a Job of a stable name, or a webhook POST)."""
+
+    episode: str
+    version: str
+    reason: str
+
+
+Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment | FireHook
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,36 @@ from modelrollout.engine.types import (
     DeploymentState,
     EnsureDeployment,
     EnsureService,
+    FireHook,
+    HookResult,
     ScaleDeployment,
     SetRoute,
 )
 from modelrollout.kube import manifests
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
+from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.names import deployment_name
 from modelrollout.kube.routing import RouteTarget, apply_route
 
 
 class Actuator:
-    def __init__(self, api: KubeApi, owner: manifests.Owner, spec: ModelRolloutSpec, route: RouteTarget | None):
+    def __init__(
+        self,
+        api: KubeApi,
+        owner: manifests.Owner,
+        spec: ModelRolloutSpec,
+        route: RouteTarget | None,
+        hooks: HookRunner | None = None,
+    ):
         self._api = api
         self._owner = owner
         self._spec = spec
         self._route = route
+        self._hooks = hooks or HookRunner()
 
-    async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> None:
+    async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> list[HookResult]:
+        """Carry out the actions in order; return what the hooks fired in this pass gave."""
+        hook_results: list[HookResult] = []
         for action in actions:
             if isinstance(action, EnsureService):
                 await self._ensure_service(action.name, dict(action.selector))
@@ -38,6 +51,9 @@ class Actuator:
                 await self._scale(action.revision, action.replicas, deployments.get(action.revision))
             elif isinstance(action, DeleteDeployment):
                 await self._api.delete(DEPLOYMENTS, self._owner.namespace, self._name(action.revision))
+            elif isinstance(action, FireHook):
+                hook_results.append(await self._hooks.fire(self._api, self._owner, self._spec, action))
+        return hook_results
 
     async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:
         body = manifests.service(self._owner, self._spec, name, selector)

@@ -52,6 +52,10 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICES = Resource("", "v1", "services")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
+CONFIGMAPS = Resource("", "v1", "configmaps")
+JOBS = Resource("batch", "v1", "jobs")
+TEMPLATES = Resource(GROUP, VERSION, "modelanalysistemplates")
+CLUSTER_TEMPLATES = Resource(GROUP, VERSION, "clustermodelanalysistemplates", namespaced=False)
 
 
 class ApiError(Exception):

@@ -1,0 +1,109 @@
+"""After promotion: keep measuring the stable model's drift and fire the retraining hook once per episode.
+
+A drift episode starts at the first measurement that fails and ends when every monitoring metric
+passes again. The hook of an episode is retried with exponential backoff until it is delivered;
+each attempt and its error are in status, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from modelrollout.analysis.evaluate import Limits, record
+from modelrollout.analysis.judgement import judge_metric
+from modelrollout.api.durations import parse_duration
+from modelrollout.api.models import (
+    AnalysisStatus,
+    HookStatus,
+    MetricResult,
+    ModelRolloutStatus,
+    MonitoringStatus,
+    Verdict,
+)
+from modelrollout.engine.common import Pass, next_due_in, parse_time, timestamp
+from modelrollout.engine.types import FireHook, HookResult
+
+HOOK_FIRST_RETRY_SECONDS = 10.0
+HOOK_MAX_RETRY_SECONDS = 600.0
+# Monitoring keeps every verdict of its own: the tally only bounds the history kept in status.
+_NO_LIMITS = Limits(failure=10**9, inconclusive=10**9, consecutive_error=10**9)
+
+
+def hook_backoff(attempts: int) -> float:
+    return float(min(HOOK_FIRST_RETRY_SECONDS * 2.0 ** max(attempts - 1, 0), HOOK_MAX_RETRY_SECONDS))
+
+
+def monitor(run: Pass) -> None:
+    status, spec = run.status, run.spec
+    watch = spec.monitoring
+    if watch is None or status.stable_version is None:
+        status.monitoring = None
+        return
+    current = status.monitoring
+    if current is None or current.version != status.stable_version:
+        analysis = AnalysisStatus.model_validate({"kind": "background", "startedAt": run.at})
+        current = MonitoringStatus(version=status.stable_version, analysis=analysis)
+        status.monitoring = current
+    analysis = current.analysis
+    interval = parse_duration(watch.interval)
+    for name in watch.metrics:
+        result = analysis.result(name)
+        if result is None:
+            result = MetricResult(name=name)
+            analysis.metrics.append(result)
+        observation = run.observed.measurements.get(("monitor", name))
+        if observation is not None:
+            measurement = judge_metric(spec.analysis.metric(name), observation, run.at)
+            updated = record(result, measurement, _NO_LIMITS, None)
+            updated.phase = measurement.phase
+            updated.message = measurement.message
+            analysis.metrics[analysis.metrics.index(result)] = updated
+    for result in analysis.metrics:
+        run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False))
+    drifted = [result for result in analysis.metrics if result.phase == Verdict.FAILED]
+    clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
+    if drifted and current.drifted_since is None:
+        current.drifted_since = run.at
+        message = f"{status.stable_version} drifted: " + "; ".join(f"{r.name}: {r.message}" for r in drifted)
+        run.event("Drifted", message, warning=True)
+        if watch.hook is not None:
+            current.hook = HookStatus(episode=run.at, state="Pending", next_attempt_at=run.at)
+    elif clean and current.drifted_since is not None:
+        current.drifted_since = None
+        run.event("DriftCleared", f"{status.stable_version}: every monitoring metric passes again")
+    _fire(run, current)
+
+
+def _fire(run: Pass, current: MonitoringStatus) -> None:
+    hook = current.hook
+    if hook is None or hook.state != "Pending" or hook.next_attempt_at is None:
+        return
+    due = parse_time(hook.next_attempt_at)
+    if run.now < due:
+        run.again_in((due - run.now).total_seconds())
+        return
+    hook.attempts += 1
+    hook.next_attempt_at = timestamp(run.now + timedelta(seconds=hook_backoff(hook.attempts)))
+    reasons = "; ".join(f"{r.name}: {r.message}" for r in current.analysis.metrics if r.phase == Verdict.FAILED)
+    run.actions.append(FireHook(hook.episode, current.version, reasons or "drift"))
+    run.again_in(hook_backoff(hook.attempts))
+
+
+def record_hook_result(status: ModelRolloutStatus, result: HookResult) -> list[tuple[str, str, bool]]:
+    """Fold an attempt's outcome into status; returns Events to post as (reason, message, warning)."""
+    hook = status.monitoring.hook if status.monitoring is not None else None
+    if hook is None or hook.episode != result.episode:
+        return []
+    if result.delivered:
+        hook.state = "Delivered"
+        hook.next_attempt_at = None
+        hook.last_error = ""
+        return [("RetrainingHookFired", f"retraining hook delivered for the drift episode of {hook.episode}", False)]
+    hook.last_error = result.error
+    return [
+        (
+            "RetrainingHookFailed",
+            f"retraining hook attempt {hook.attempts} failed: {result.error}; next attempt at {hook.next_attempt_at}",
+            True,
+        )
+    ]
