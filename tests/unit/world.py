@@ -73,10 +73,11 @@ class World:
     decisions: list[Decision] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
     pending_command: Command | None = None
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     command_counter: int = 0
 
     def ref(self) -> RolloutRef:
-        return RolloutRef("fraud-scorer", "ml", self.generation, copy.deepcopy(self.spec))
+        return RolloutRef("fraud-scorer", "ml", self.generation, copy.deepcopy(self.spec), dict(self.templates))
 
     def change_spec(self, **changes: Any) -> None:
         self.spec = {**self.spec, **changes}
