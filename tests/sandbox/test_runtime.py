@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from pathlib import Path
@@ -70,19 +69,14 @@ def _ready_count(runtime: Runtime, name: str) -> int:
 async def test_crash_looping_version_never_ready_and_backs_off(runtime: Runtime) -> None:
     await runtime.create(deployment("scorer-crash", "6.6.6", 1, FAULT_CRASH_ON_START="true", FAULT_CRASH_DELAY_S="0.1"))
     pod = (await runtime.wait_for("a pod", lambda: runtime.registry.of_deployment("default", "scorer-crash")))[0]
-    restarts_at: list[float] = []
     started = time.monotonic()
-    seen = 0
-    while time.monotonic() - started < 7:
+    while time.monotonic() - started < 20 and pod.restarts < 3:
         assert not pod.ready, "a crash-looping pod must never be ready"
-        if pod.restarts > seen:
-            seen = pod.restarts
-            restarts_at.append(time.monotonic())
         await asyncio.sleep(0.05)
     assert pod.restarts >= 3
-    # Back-off base 0.5 s doubling: the gaps between restarts grow.
-    gaps = [b - a for a, b in itertools.pairwise(restarts_at)]
-    assert gaps[-1] > gaps[0] + 0.4, gaps
+    # Back-off base 0.5 s, doubling after each crash (what waited, not wall-clock gaps: process
+    # start-up time varies with the machine's load).
+    assert pod.backoffs[:3] == [0.5, 1.0, 2.0]
     status = await runtime.status("scorer-crash")
     assert status.get("readyReplicas", 0) == 0 and status["unavailableReplicas"] == 1
     assert {c["type"]: c["status"] for c in status["conditions"]}["Available"] == "False"

@@ -25,6 +25,8 @@ class Pod:
     ready: bool = False
     pid: int | None = None
     restarts: int = 0
+    #: the back-off delays before each restart, as a kubelet's CrashLoopBackOff would wait
+    backoffs: list[float] = field(default_factory=list)
     #: starting | running | backoff | terminating
     state: str = "starting"
     template_hash: str = ""

@@ -142,9 +142,15 @@ class _PodRunner:
             while not self.stopping.is_set():
                 if crashes:
                     delay = min(opts.backoff_cap, opts.backoff_base * 2 ** (crashes - 1))
+                    self.pod.backoffs.append(delay)
                     self._set(state="backoff")
-                    log.info("pod %s/%s: back-off %.1fs (restart %d)", self.pod.namespace, self.pod.name,
-                             delay, self.pod.restarts)
+                    log.info(
+                        "pod %s/%s: back-off %.1fs (restart %d)",
+                        self.pod.namespace,
+                        self.pod.name,
+                        delay,
+                        self.pod.restarts,
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), delay)
                     if self.stopping.is_set():
