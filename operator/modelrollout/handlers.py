@@ -30,7 +30,7 @@ from modelrollout.kube.names import (
 )
 from modelrollout.metrics.prometheus import PrometheusBackend
 from modelrollout.operator_metrics import OPERATOR_METRICS
-from modelrollout.reconcile import Runtime, deployment_states, newer, reconcile
+from modelrollout.reconcile import Runtime, deployment_states, newer, reconcile, release_route
 from modelrollout.settings import OperatorOptions
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,16 @@ def rollout_generations(namespace: str | None, name: str, meta: kopf.Meta, **_: 
     # by one: the place to wake the rollout's daemon on a spec or annotation change.
     WAKERS.wake(namespace, name)
     return {(namespace or "", name): int(meta.get("generation") or 0)}
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def rollout_deleted(name: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    """Leave the user's route as it was before the rollout: all traffic to the stable Service, which
+    is kept (orphaned), so the route never points at a deleted Service. Deployments and the other
+    Services go with the ModelRollout through their ownerReferences."""
+    runtime: Runtime = memo.runtime
+    assert namespace is not None
+    await release_route(runtime.api, name, namespace, dict(spec))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)

@@ -30,6 +30,7 @@ from modelrollout.engine.types import (
     MeasurementRequest,
     Observations,
     RolloutRef,
+    RouteState,
     Selector,
 )
 from modelrollout.kube.actuator import Actuator
@@ -37,6 +38,7 @@ from modelrollout.kube.api import (
     CLUSTER_TEMPLATES,
     CONFIGMAPS,
     MODELROLLOUTS,
+    SERVICES,
     TEMPLATES,
     ApiError,
     KubeApi,
@@ -45,7 +47,7 @@ from modelrollout.kube.api import (
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
-from modelrollout.kube.routing import observe_route, route_target
+from modelrollout.kube.routing import apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 
 logger = logging.getLogger(__name__)
@@ -245,3 +247,20 @@ async def record(
         log = logger.warning if event.type == "Warning" else logger.info
         log("%s/%s %s: %s", metadata["namespace"], metadata["name"], event.reason, event.message)
     return written
+
+
+async def release_route(api: KubeApi, name: str, namespace: str, raw_spec: dict[str, Any]) -> None:
+    """On deletion: restore the user's route to 100% stable and keep the stable Service it names."""
+    try:
+        spec = parse_spec(raw_spec)
+    except InvalidSpec:
+        return  # an invalid spec never moved traffic
+    target = route_target(spec, name, namespace)
+    if target is None:
+        return
+    route = await observe_route(api, target)
+    if route.error is None:
+        await apply_route(api, target, RouteState())
+    service = await api.get(SERVICES, namespace, target.stable_service)
+    if service is not None and service.get("metadata", {}).get("ownerReferences"):
+        await api.merge_patch(SERVICES, namespace, target.stable_service, {"metadata": {"ownerReferences": None}})

@@ -52,9 +52,19 @@ def template_variables(text: str) -> list[str]:
     return [match.group(1) for match in _VARIABLE.finditer(text)]
 
 
+def promql_string(value: str) -> str:
+    """Escape a value for the inside of a PromQL double-quoted string (label matchers)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def render_template(text: str, values: dict[str, str]) -> str:
-    """Substitute `{{variable}}`s; unknown names were refused when the spec was read."""
-    return _VARIABLE.sub(lambda match: values[match.group(1)], text)
+    """Substitute `{{variable}}`s; unknown names were refused when the spec was read.
+
+    Values are escaped as PromQL string contents: they stand inside label matchers
+    (`version="{{candidate}}"`), and a model version is free text that must not be able to end the
+    string and add query syntax of its own.
+    """
+    return _VARIABLE.sub(lambda match: promql_string(values[match.group(1)]), text)
 
 
 class Automation(enum.StrEnum):

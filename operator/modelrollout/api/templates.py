@@ -18,6 +18,9 @@ from modelrollout.analysis.builtin_templates import BUILTIN_TEMPLATES, TemplateE
 from modelrollout.api.models import TEMPLATE_VARIABLES, ModelAnalysisTemplateSpec
 
 _ARGUMENT = re.compile(r"\{\{\s*([A-Za-z][\w-]*)\s*\}\}")
+# Arguments are pasted into PromQL as they are: a window, a number, a label value. Anything that
+# could close a string, a bracket or a selector is refused, so no argument can add query syntax.
+_SAFE_ARGUMENT = re.compile(r"^[A-Za-z0-9_.:/+-]*$")
 _QUERY_KEYS = ("query", "stableQuery", "countQuery", "stableCountQuery")
 
 
@@ -107,6 +110,12 @@ def _custom(path: str, template: Mapping[str, Any], args: Mapping[str, str]) -> 
         value = args.get(argument.name, argument.default)
         if value is None:
             raise UnresolvedTemplate(f"{path}.args", f"missing argument {argument.name!r} (no default)")
+        if not _SAFE_ARGUMENT.match(value):
+            raise UnresolvedTemplate(
+                f"{path}.args.{argument.name}",
+                f"{value!r} is not allowed: arguments may hold letters, digits and _ . : / + - only "
+                "(they are pasted into PromQL)",
+            )
         values[argument.name] = value
     body = spec.wire()
     body.pop("args", None)
