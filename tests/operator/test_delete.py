@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.rest import ApiException
-
 from tests.operator.test_canary import rollout_spec, unique
 from tests.support.cluster import Cluster, DeploymentController
 from tests.support.operator_process import OperatorProcess
