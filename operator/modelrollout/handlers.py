@@ -148,7 +148,6 @@ def rollout_deployments(
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
     )
-    WAKERS.wake(namespace, rollout)  # readiness changes move rollouts on
     return {(namespace, rollout): state}
 
 
@@ -160,16 +159,40 @@ def rollout_services(
     if not rollout or not namespace:
         return {}
     selector: Selector = tuple(sorted((spec.get("selector") or {}).items()))
-    WAKERS.wake(namespace, rollout)
     return {(namespace, rollout): (name, selector)}
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def rollout_generations(namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> dict[tuple[str, str], int]:
-    # Indexing functions run on every watch event and, unlike event handlers, are not logged one
-    # by one: the place to wake the rollout's daemon on a spec or annotation change.
+# Wake-ups come from async event handlers: kopf runs them in the event loop after it has indexed
+# the same event, so the woken daemon reads fresh indexes. (Waking from a sync index function ran
+# in a worker thread before the index was updated: the daemon saw the old readiness and slept 5 s.)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+
+
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+async def service_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def rollout_changed(namespace: str | None, name: str | None, **_: Any) -> None:
     WAKERS.wake(namespace, name)
-    return {(namespace or "", name): int(meta.get("generation") or 0)}
+
+
+class _QuietWakeups(logging.Filter):
+    """The wake-up handlers run on every watch event; a log line for each would drown the rest."""
+
+    NAMES = ("deployment_changed", "service_changed", "rollout_changed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Handler '") and any(f"'{name}'" in message for name in self.NAMES))
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWakeups())
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -233,6 +256,12 @@ async def rollout_loop(
                 await _sleep(wake, stopped, delay)
     finally:
         WAKERS.forget(namespace, name)
+        if current_object_deleted(body):
+            OPERATOR_METRICS.forget(namespace, name)
+
+
+def current_object_deleted(body: kopf.Body) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:

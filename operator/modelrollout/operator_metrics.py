@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -40,6 +41,12 @@ class OperatorMetrics:
             ["namespace", "name", "reason"],
             registry=self.registry,
         )
+        self.drifted = Gauge(
+            "modelrollout_model_drifted",
+            "1 while the promoted model of a ModelRollout with spec.monitoring is in a drift episode.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
         self.reconcile_duration = Histogram(
             "modelrollout_reconcile_duration_seconds",
             "Time of one reconcile pass (read, decide, act, record).",
@@ -60,19 +67,32 @@ class OperatorMetrics:
             self.phase.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
         self.weight.labels(namespace, name, "stable").set(status.weights.stable)
         self.weight.labels(namespace, name, "candidate").set(status.weights.candidate)
+        self.weight.labels(namespace, name, "mirror").set(status.weights.mirror)
+        if status.monitoring is not None:
+            self.drifted.labels(namespace, name).set(1 if status.monitoring.drifted_since else 0)
         at = timestamp(now)
         for analysis in (status.background_analysis, status.step_analysis):
             for result in analysis.metrics if analysis is not None else []:
                 for measurement in result.measurements:
                     if measurement.at == at:
                         self.measurements.labels(namespace, name, result.name, measurement.phase.value).inc()
-        for event in decision.events:
-            if event.reason in ROLLBACK_REASONS:
-                self.rollbacks.labels(namespace, name, event.reason).inc()
+        if status.phase == Phase.ROLLED_BACK:
+            # Only events of the pass that rolled back count (a first deployment that misses its
+            # deadline reports the same reason without rolling anything back).
+            for event in decision.events:
+                if event.reason in ROLLBACK_REASONS:
+                    self.rollbacks.labels(namespace, name, event.reason).inc()
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted rollout's gauges (counters stay: they are totals over the operator's life)."""
         for phase in Phase:
-            self.phase.remove(namespace, name, phase.value)
+            with contextlib.suppress(KeyError):
+                self.phase.remove(namespace, name, phase.value)
+        for role in ("stable", "candidate", "mirror"):
+            with contextlib.suppress(KeyError):
+                self.weight.remove(namespace, name, role)
+        with contextlib.suppress(KeyError):
+            self.drifted.remove(namespace, name)
 
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)

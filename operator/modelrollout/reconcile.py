@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from modelrollout.engine.types import (
     Observations,
     RolloutRef,
     RouteState,
+    RouteView,
     Selector,
 )
 from modelrollout.kube.actuator import Actuator
@@ -47,7 +48,7 @@ from modelrollout.kube.api import (
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
-from modelrollout.kube.routing import apply_route, observe_route, route_target
+from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Runtime:
     default_prometheus: str | None
     post_event: EventSink
     hooks: HookRunner = field(default_factory=HookRunner)
+    gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -202,7 +204,9 @@ async def reconcile(
         spec: ModelRolloutSpec | None = parse_spec(ref.spec, ref.templates)
     except InvalidSpec:
         spec = None
-    target = route_target(spec, ref.name, ref.namespace) if spec is not None else None
+    uses_gateway = spec is not None and spec.traffic_routing is not None and spec.traffic_routing.gateway_api
+    features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
+    target = route_target(spec, ref.name, ref.namespace, features) if spec is not None else None
     route = await observe_route(runtime.api, target) if target is not None else None
     observations = Observations(
         deployments=deployments,
@@ -215,9 +219,17 @@ async def reconcile(
     if decision.actions:
         assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
-        hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks).apply(
-            decision.actions, deployments
-        )
+        try:
+            hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks).apply(
+                decision.actions, deployments
+            )
+        except RouteWriteError as refused:
+            # The route changed shape so that the router may not edit it (e.g. an Istio route that
+            # already mirrors elsewhere): decide again knowing that, which freezes the rollout with the
+            # router's message instead of retrying the same write for ever.
+            observations = replace(observations, route=RouteView(error=str(refused)))
+            decision = decide(ref, status, observations, now)
+            hook_results = []
         for result in hook_results:
             for reason, message, warning in record_hook_result(decision.status, result):
                 decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))

@@ -468,3 +468,25 @@ def test_rollback_scales_the_candidate_to_zero_in_the_same_pass() -> None:
 def test_no_observations_means_no_crash_on_empty_status() -> None:
     decision = decide(World(make_spec()).ref(), ModelRolloutStatus(), Observations(), T0)
     assert decision.status.phase == Phase.PROGRESSING
+
+
+def test_a_promote_sent_while_pods_start_waits_for_the_gate_it_can_open() -> None:
+    world = deployed(
+        strategy={"canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 75}, {"pause": {}}]}}
+    )
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    candidate = revision_of(parse_spec(world.spec))
+    world.unready.add(candidate)
+    world.step(1)  # the canary starts; the candidate's pods are not ready yet
+    world.command(CommandAction.PROMOTE)
+    world.step(1)
+    world.step(1)
+    assert world.status.current_step_index == 0
+    assert world.status.promotion_requested == "step"  # kept, not lost
+    world.unready.clear()
+    world.run(Phase.PAUSED)
+    # The held promote opened the first gate; the rollout now waits at the second one.
+    assert world.status.current_step_index == 3
+    assert world.status.promotion_requested is None
+    world.command(CommandAction.PROMOTE)
+    world.run(Phase.SUCCEEDED)

@@ -830,6 +830,10 @@ class ModelRolloutStatus(ApiModel):
     weights: Weights = Field(default_factory=Weights, description="Traffic split now in force.")
     background_analysis: AnalysisStatus | None = Field(default=None, description="Analysis run at interval.")
     step_analysis: AnalysisStatus | None = Field(default=None, description="Analysis of the current step.")
+    promotion_requested: Literal["step", "full"] | None = Field(
+        default=None,
+        description="A `promote` (step) or `promote --full` waiting to take effect at the next gate it can open.",
+    )
     switched_at: str | None = Field(
         default=None, description="Blue-green: when traffic switched to the new version (for scaleDownDelaySeconds)."
     )

@@ -68,16 +68,16 @@ from modelrollout.emulator.server import (
 from modelrollout.emulator.store import Store
 
 __all__ = [
-    'CONTEXT_NAME',
-    'ApiError',
-    'EmulatorServer',
-    'FaultRule',
-    'KubernetesApiEmulator',
-    'Registry',
-    'RequestRecord',
-    'ResourceType',
-    'Store',
-    'ThreadedEmulator',
-    'kubeconfig',
-    'start_in_thread',
+    "CONTEXT_NAME",
+    "ApiError",
+    "EmulatorServer",
+    "FaultRule",
+    "KubernetesApiEmulator",
+    "Registry",
+    "RequestRecord",
+    "ResourceType",
+    "Store",
+    "ThreadedEmulator",
+    "kubeconfig",
+    "start_in_thread",
 ]

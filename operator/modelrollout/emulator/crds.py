@@ -10,81 +10,120 @@ from modelrollout.emulator.schema import structural_errors
 
 JsonDict = dict[str, Any]
 
-CLEANUP_FINALIZER = 'customresourcecleanup.apiextensions.k8s.io'
-_DNS_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
+CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def apply_defaults(crd: JsonDict) -> None:
-    spec = crd.get('spec')
+    spec = crd.get("spec")
     if not isinstance(spec, dict):
         return
-    names = spec.get('names')
-    if isinstance(names, dict) and isinstance(names.get('kind'), str):
-        names.setdefault('singular', names['kind'].lower())
-        names.setdefault('listKind', f'{names["kind"]}List')
-    spec.setdefault('conversion', {'strategy': 'None'})
-    spec.setdefault('scope', 'Namespaced')
+    names = spec.get("names")
+    if isinstance(names, dict) and isinstance(names.get("kind"), str):
+        names.setdefault("singular", names["kind"].lower())
+        names.setdefault("listKind", f"{names['kind']}List")
+    spec.setdefault("conversion", {"strategy": "None"})
+    spec.setdefault("scope", "Namespaced")
 
 
 def validate(crd: JsonDict) -> list[Cause]:
     causes: list[Cause] = []
-    spec = crd.get('spec') or {}
-    names = spec.get('names') or {}
-    group = spec.get('group') or ''
-    plural = names.get('plural') or ''
-    name = (crd.get('metadata') or {}).get('name', '')
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group") or ""
+    plural = names.get("plural") or ""
+    name = (crd.get("metadata") or {}).get("name", "")
     if not group:
-        causes.append(Cause('spec.group', 'FieldValueRequired', 'Required value'))
-    elif '.' not in group:
-        causes.append(Cause('spec.group', 'FieldValueInvalid',
-                            f'Invalid value: {invalid_value(group)}: should be a domain with at least one dot'))
+        causes.append(Cause("spec.group", "FieldValueRequired", "Required value"))
+    elif "." not in group:
+        causes.append(
+            Cause(
+                "spec.group",
+                "FieldValueInvalid",
+                f"Invalid value: {invalid_value(group)}: should be a domain with at least one dot",
+            )
+        )
     if not plural:
-        causes.append(Cause('spec.names.plural', 'FieldValueRequired', 'Required value'))
+        causes.append(Cause("spec.names.plural", "FieldValueRequired", "Required value"))
     elif not _DNS_LABEL.match(plural):
-        causes.append(Cause('spec.names.plural', 'FieldValueInvalid',
-                            f'Invalid value: {invalid_value(plural)}: a lowercase RFC 1123 label must consist of'
-                            " lower case alphanumeric characters or '-'"))
-    if not names.get('kind'):
-        causes.append(Cause('spec.names.kind', 'FieldValueRequired', 'Required value'))
-    if group and plural and name != f'{plural}.{group}':
-        causes.append(Cause('metadata.name', 'FieldValueInvalid',
-                            f'Invalid value: {invalid_value(name)}: must be spec.names.plural+"."+spec.group'))
-    if spec.get('scope') not in ('Namespaced', 'Cluster'):
-        causes.append(Cause('spec.scope', 'FieldValueNotSupported',
-                            f'Unsupported value: {invalid_value(spec.get("scope"))}: supported values:'
-                            ' "Cluster", "Namespaced"'))
-    versions = spec.get('versions') or []
+        causes.append(
+            Cause(
+                "spec.names.plural",
+                "FieldValueInvalid",
+                f"Invalid value: {invalid_value(plural)}: a lowercase RFC 1123 label must consist of"
+                " lower case alphanumeric characters or '-'",
+            )
+        )
+    if not names.get("kind"):
+        causes.append(Cause("spec.names.kind", "FieldValueRequired", "Required value"))
+    if group and plural and name != f"{plural}.{group}":
+        causes.append(
+            Cause(
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: {invalid_value(name)}: must be spec.names.plural+"."+spec.group',
+            )
+        )
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        causes.append(
+            Cause(
+                "spec.scope",
+                "FieldValueNotSupported",
+                f'Unsupported value: {invalid_value(spec.get("scope"))}: supported values: "Cluster", "Namespaced"',
+            )
+        )
+    versions = spec.get("versions") or []
     if not versions:
-        causes.append(Cause('spec.versions', 'FieldValueInvalid', 'Invalid value: "null": must have exactly one'
-                                                                  ' version marked as storage version'))
-    elif sum(1 for v in versions if v.get('storage')) != 1:
-        causes.append(Cause('spec.versions', 'FieldValueInvalid',
-                            'Invalid value: "array": must have exactly one version marked as storage version'))
+        causes.append(
+            Cause(
+                "spec.versions",
+                "FieldValueInvalid",
+                'Invalid value: "null": must have exactly one version marked as storage version',
+            )
+        )
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        causes.append(
+            Cause(
+                "spec.versions",
+                "FieldValueInvalid",
+                'Invalid value: "array": must have exactly one version marked as storage version',
+            )
+        )
     seen: set[str] = set()
     for index, version in enumerate(versions):
-        where = f'spec.versions[{index}]'
-        vname = version.get('name') or ''
+        where = f"spec.versions[{index}]"
+        vname = version.get("name") or ""
         if not vname:
-            causes.append(Cause(f'{where}.name', 'FieldValueRequired', 'Required value'))
+            causes.append(Cause(f"{where}.name", "FieldValueRequired", "Required value"))
         elif vname in seen:
-            causes.append(Cause(f'{where}.name', 'FieldValueDuplicate', f'Duplicate value: {invalid_value(vname)}'))
+            causes.append(Cause(f"{where}.name", "FieldValueDuplicate", f"Duplicate value: {invalid_value(vname)}"))
         seen.add(vname)
-        schema = (version.get('schema') or {}).get('openAPIV3Schema')
-        causes.extend(structural_errors(schema, f'{where}.schema.openAPIV3Schema'))
+        schema = (version.get("schema") or {}).get("openAPIV3Schema")
+        causes.extend(structural_errors(schema, f"{where}.schema.openAPIV3Schema"))
     return causes
 
 
 def established_status(crd: JsonDict, now: str, previous: JsonDict | None) -> JsonDict:
-    spec = crd['spec']
-    storage = next(v['name'] for v in spec['versions'] if v.get('storage'))
-    stored = list((previous or {}).get('storedVersions') or [])
+    spec = crd["spec"]
+    storage = next(v["name"] for v in spec["versions"] if v.get("storage"))
+    stored = list((previous or {}).get("storedVersions") or [])
     return {
-        'acceptedNames': dict(spec['names']),
-        'storedVersions': [*stored, storage] if storage not in stored else stored,
-        'conditions': [
-            {'type': 'NamesAccepted', 'status': 'True', 'reason': 'NoConflicts',
-             'message': 'no conflicts found', 'lastTransitionTime': now},
-            {'type': 'Established', 'status': 'True', 'reason': 'InitialNamesAccepted',
-             'message': 'the initial names have been accepted', 'lastTransitionTime': now},
+        "acceptedNames": dict(spec["names"]),
+        "storedVersions": [*stored, storage] if storage not in stored else stored,
+        "conditions": [
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": now,
+            },
         ],
     }

@@ -12,42 +12,46 @@ from modelrollout.emulator.errors import ApiError, bad_request
 
 JsonDict = dict[str, Any]
 
-JSON_PATCH = 'application/json-patch+json'
-MERGE_PATCH = 'application/merge-patch+json'
-STRATEGIC_MERGE_PATCH = 'application/strategic-merge-patch+json'
-APPLY_PATCH = 'application/apply-patch+yaml'
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 # patchMergeKey of the list fields in the compiled-in types (k8s.io/api), by field name.
 # "ports" is resolved by content: container ports merge on containerPort, service ports on port.
 _MERGE_KEYS = {
-    'containers': 'name',
-    'initContainers': 'name',
-    'ephemeralContainers': 'name',
-    'volumes': 'name',
-    'env': 'name',
-    'volumeMounts': 'mountPath',
-    'volumeDevices': 'devicePath',
-    'imagePullSecrets': 'name',
-    'ownerReferences': 'uid',
-    'conditions': 'type',
-    'hostAliases': 'ip',
-    'topologySpreadConstraints': 'topologyKey',
-    'resourceClaims': 'name',
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "ownerReferences": "uid",
+    "conditions": "type",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "resourceClaims": "name",
 }
 # Lists of scalars with patchStrategy=merge: merged as sets.
-_PRIMITIVE_MERGE = frozenset({'finalizers'})
+_PRIMITIVE_MERGE = frozenset({"finalizers"})
 
 
 def _rejected(err: Exception) -> ApiError:
     # The apiserver answers a failed patch application with a generic 422 and the cause inside.
-    return ApiError(422, 'the server rejected our request due to an error in our request', 'Invalid',
-                    {'causes': [{'reason': 'FieldValueInvalid', 'message': str(err), 'field': ''}]})
+    return ApiError(
+        422,
+        "the server rejected our request due to an error in our request",
+        "Invalid",
+        {"causes": [{"reason": "FieldValueInvalid", "message": str(err), "field": ""}]},
+    )
 
 
 def json_patch(document: JsonDict, patch: Any) -> JsonDict:
     """RFC 6902, including ``test``; a failed operation is a 422 as in the apiserver."""
     if not isinstance(patch, list):
-        raise bad_request('json: cannot unmarshal object into Go value of type jsonpatch.Patch')
+        raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     try:
         result = jsonpatch.JsonPatch(patch).apply(document)
     except jsonpatch.InvalidJsonPatch as err:
@@ -55,7 +59,7 @@ def json_patch(document: JsonDict, patch: Any) -> JsonDict:
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as err:
         raise _rejected(err) from err
     if not isinstance(result, dict):
-        raise _rejected(ValueError('the patch replaced the whole object with a non-object'))
+        raise _rejected(ValueError("the patch replaced the whole object with a non-object"))
     return result
 
 
@@ -75,7 +79,7 @@ def merge_patch(document: Any, patch: Any) -> Any:
 def strategic_merge_patch(document: JsonDict, patch: Any) -> JsonDict:
     """Strategic merge patch with the merge keys and directives of the common built-in types."""
     if not isinstance(patch, dict):
-        raise bad_request('json: cannot unmarshal array into Go value of type map[string]interface {}')
+        raise bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
     try:
         result = _merge_map(document, patch)
     except _PatchFormatError as err:
@@ -88,25 +92,25 @@ class _PatchFormatError(Exception):
 
 
 def _merge_map(original: Any, patch: JsonDict) -> JsonDict | None:
-    directive = patch.get('$patch')
-    if directive == 'delete':
+    directive = patch.get("$patch")
+    if directive == "delete":
         return None
-    if directive == 'replace':
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != '$patch'}
-    if directive not in (None, 'merge'):
-        raise _PatchFormatError(f'Unknown patch type: {directive}')
+    if directive == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if directive not in (None, "merge"):
+        raise _PatchFormatError(f"Unknown patch type: {directive}")
     result: JsonDict = dict(original) if isinstance(original, dict) else {}
     orders: dict[str, list[Any]] = {}
     retain: list[str] | None = None
     for key, value in patch.items():
-        if key == '$patch':
+        if key == "$patch":
             continue
-        if key == '$retainKeys':
+        if key == "$retainKeys":
             retain = list(value or [])
-        elif key.startswith('$setElementOrder/'):
-            orders[key.split('/', 1)[1]] = list(value or [])
-        elif key.startswith('$deleteFromPrimitiveList/'):
-            field = key.split('/', 1)[1]
+        elif key.startswith("$setElementOrder/"):
+            orders[key.split("/", 1)[1]] = list(value or [])
+        elif key.startswith("$deleteFromPrimitiveList/"):
+            field = key.split("/", 1)[1]
             result[field] = [item for item in result.get(field) or [] if item not in (value or [])]
         elif value is None:
             result.pop(key, None)
@@ -129,8 +133,8 @@ def _merge_map(original: Any, patch: JsonDict) -> JsonDict | None:
 
 
 def _merge_key(field: str, items: list[Any]) -> str | None:
-    if field == 'ports':
-        return 'containerPort' if any(isinstance(i, dict) and 'containerPort' in i for i in items) else 'port'
+    if field == "ports":
+        return "containerPort" if any(isinstance(i, dict) and "containerPort" in i for i in items) else "port"
     return _MERGE_KEYS.get(field)
 
 
@@ -141,15 +145,14 @@ def _merge_list(field: str, original: Any, patch: list[Any]) -> list[Any]:
     key = _merge_key(field, current + patch)
     if key is None:
         # Lists without a patch strategy are replaced (the "$patch: replace" marker is moot then).
-        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and i.get('$patch') == 'replace')]
-    if any(isinstance(item, dict) and item.get('$patch') == 'replace' for item in patch):
-        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and '$patch' in i)]
+        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and i.get("$patch") == "replace")]
+    if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
+        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
     for item in patch:
         if not isinstance(item, dict) or key not in item:
-            raise _PatchFormatError(f'map: {item} does not contain declared merge key: {key}')
-        index = next((n for n, old in enumerate(current) if isinstance(old, dict) and old.get(key) == item[key]),
-                     None)
-        if item.get('$patch') == 'delete':
+            raise _PatchFormatError(f"map: {item} does not contain declared merge key: {key}")
+        index = next((n for n, old in enumerate(current) if isinstance(old, dict) and old.get(key) == item[key]), None)
+        if item.get("$patch") == "delete":
             if index is not None:
                 del current[index]
         elif index is None:

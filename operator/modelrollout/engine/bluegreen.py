@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from modelrollout.api.models import Phase, Verdict, Weights
+from modelrollout.api.models import Automation, Phase, Verdict, Weights
 from modelrollout.engine.canary import ended, resume, start
 from modelrollout.engine.common import (
     BG_GATE,
@@ -106,8 +106,9 @@ def _may_switch(run: Pass) -> bool:
     blue_green = spec.strategy.blue_green
     assert blue_green is not None and status.step_started_at is not None
     if run.promote_requested:
+        run.promote_requested = run.promote_full = False
         return True
-    if not blue_green.auto_promotion:
+    if not blue_green.auto_promotion or spec.automation != Automation.AUTO:
         if status.pause_reason != PAUSE_PROMOTION:
             status.pause_reason = PAUSE_PROMOTION
             status.phase = Phase.PAUSED

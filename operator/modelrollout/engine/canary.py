@@ -125,8 +125,14 @@ def run_canary(run: Pass) -> None:
                 status.message = f"step {index} ({steps[index].describe()}) done; waiting for `promote`"
                 run.event("WaitingForPromote", status.message)
             return
-        run.promote_requested = run.promote_full
-        advance(run, index, len(steps) if run.promote_full else index + 1)
+        full = run.promote_full
+        step = steps[index]
+        opened_a_gate = step.pause is not None or step.analysis is not None or spec.automation == Automation.MANUAL
+        if opened_a_gate and not full:
+            # A plain promote opens one gate: a pause, an analysis a person let through, a manual
+            # step. A promote sent while a weight was being set waits for the next gate.
+            run.promote_requested = False
+        advance(run, index, len(steps) if full else index + 1)
 
 
 def advance(run: Pass, index: int, to: int) -> None:
@@ -245,6 +251,7 @@ def promote(run: Pass) -> None:
         return
     if status.pause_reason != PROMOTING:
         # Remembered in status, so the decision holds across passes (and restarts) while pods scale.
+        run.promote_requested = run.promote_full = False
         status.pause_reason = PROMOTING
         status.phase = Phase.PROGRESSING
         status.step_started_at = run.at

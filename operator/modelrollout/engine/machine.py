@@ -195,6 +195,11 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         working.message = "spec and traffic routing are valid again"
         run.event("SpecValid", "the spec and traffic routing are valid again; resuming")
     _apply_command(run)
+    # A promote waits in status until a gate can use it: sent while an analysis runs or pods start,
+    # it must not be lost.
+    if working.promotion_requested is not None:
+        run.promote_requested = True
+        run.promote_full = run.promote_full or working.promotion_requested == "full"
     if working.stable_revision is None:
         _first_deploy(run)
     elif run.revision == working.stable_revision:
@@ -205,6 +210,10 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         run_blue_green(run)
     else:
         run_canary(run)
+    in_flight = working.candidate_revision is not None and working.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    working.promotion_requested = (
+        ("full" if run.promote_full else "step") if run.promote_requested and in_flight else None
+    )
     working.observed_generation = ref.generation
     _set_conditions(run)
     requeue = min(run.requeue) if run.requeue else IDLE_RESYNC_SECONDS

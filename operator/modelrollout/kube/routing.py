@@ -14,7 +14,7 @@ from modelrollout.kube.api import KubeApi
 from modelrollout.kube.names import candidate_service_name, stable_service_name
 from modelrollout.traffic import base as traffic
 from modelrollout.traffic.factory import router_for
-from modelrollout.traffic.gateway_api import GatewayApiRouter
+from modelrollout.traffic.gateway_api import GatewayApiFeatures, GatewayApiRouter, detect_features
 from modelrollout.traffic.istio import IstioRouter
 
 
@@ -36,11 +36,13 @@ class RouteTarget:
         )
 
 
-def route_target(spec: ModelRolloutSpec, rollout: str, namespace: str) -> RouteTarget | None:
+def route_target(
+    spec: ModelRolloutSpec, rollout: str, namespace: str, gateway_api: GatewayApiFeatures | None = None
+) -> RouteTarget | None:
     """The route this rollout's canary steers, if it has one."""
     if spec.strategy.blue_green is not None or spec.traffic_routing is None:
         return None
-    router = router_for(spec.traffic_routing)
+    router = router_for(spec.traffic_routing, gateway_api=gateway_api)
     if not isinstance(router, GatewayApiRouter | IstioRouter):
         return None
     return RouteTarget(router, namespace, stable_service_name(rollout), candidate_service_name(rollout))
@@ -65,3 +67,19 @@ async def apply_route(api: KubeApi, target: RouteTarget, state: RouteState) -> N
     result = await target.router.apply(api, target.namespace, target.name, target.to_router(state))
     if isinstance(result, traffic.RouteError):
         raise RouteWriteError(str(result))
+
+
+class GatewayFeatures:
+    """What the installed Gateway API accepts (RequestMirror percent, rule names), read once.
+
+    Reading the CRD needs no extra permission (kopf already reads CRDs); the answer is kept for the
+    operator's life, as CRDs change only with an upgrade of the Gateway API.
+    """
+
+    def __init__(self) -> None:
+        self._features: GatewayApiFeatures | None = None
+
+    async def get(self, api: KubeApi) -> GatewayApiFeatures:
+        if self._features is None:
+            self._features = await detect_features(api)
+        return self._features

@@ -125,9 +125,7 @@ def _normalise_address(address: str) -> str:
 
 def _address_problem(address: str) -> str | None:
     if not address:
-        return (
-            "no Prometheus address is configured (set spec.analysis.prometheus.address or --prometheus-url)"
-        )
+        return "no Prometheus address is configured (set spec.analysis.prometheus.address or --prometheus-url)"
     try:
         parts = urlsplit(address)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -135,8 +133,7 @@ def _address_problem(address: str) -> str | None:
         return f"invalid Prometheus address {_display_address(address)!r}: {exc}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return (
-            f"invalid Prometheus address {_display_address(address)!r}: expected "
-            "http://host:port or https://host:port"
+            f"invalid Prometheus address {_display_address(address)!r}: expected http://host:port or https://host:port"
         )
     return None
 

@@ -62,15 +62,25 @@ def parse_duration_s(text: str) -> float:
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, default=Path(".sandbox"), help="state, logs and data (default .sandbox)")
-    parser.add_argument("--kubeconfig", type=Path, default=None,
-                        help="use this API server (a node-less control plane) instead of starting the emulator")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="use this API server (a node-less control plane) instead of starting the emulator",
+    )
     parser.add_argument("--api-port", type=int, default=0, help="port of the emulated API server (0: any free)")
     parser.add_argument("--dataplane-port", type=int, default=8000, help="port of the data plane (default 8000)")
     parser.add_argument("--prometheus-port", type=int, default=9090, help="port of Prometheus (default 9090)")
-    parser.add_argument("--scrape-interval", type=parse_duration_s, default=1.0, metavar="DURATION",
-                        help="Prometheus scrape interval (default 1s)")
-    parser.add_argument("--operator", action=argparse.BooleanOptionalAction, default=True,
-                        help="run the operator (default: yes)")
+    parser.add_argument(
+        "--scrape-interval",
+        type=parse_duration_s,
+        default=1.0,
+        metavar="DURATION",
+        help="Prometheus scrape interval (default 1s)",
+    )
+    parser.add_argument(
+        "--operator", action=argparse.BooleanOptionalAction, default=True, help="run the operator (default: yes)"
+    )
 
 
 def _err(message: str) -> None:
@@ -150,7 +160,9 @@ def _up_daemon(config: Any, timeout: float) -> int:
     with log_path.open("ab") as log:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "modelrollout.sandbox.supervisor", *config.to_argv()],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             # Its own session: it outlives this command and the terminal's Ctrl-C.
             start_new_session=True,

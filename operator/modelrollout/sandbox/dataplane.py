@@ -6,15 +6,21 @@ without touching the proxy:
 
 1. **Route resolvers** (:class:`RouteResolver`), asked in order, turn the request into a
    :class:`RouteDecision`: weighted backend Services and mirror targets. The first that answers wins;
-   :class:`ServiceResolver`, last, sends everything to the Service named in the URL. An HTTPRoute
-   resolver would answer with its rule's ``backendRefs`` weights and ``RequestMirror`` filters, an
-   Istio one with a VirtualService's route weights and ``mirror``/``mirrorPercentage``.
+   :class:`ServiceResolver`, last, sends everything to the Service named in the URL. The HTTPRoute
+   and VirtualService resolvers (``modelrollout.sandbox.routes``) answer with a rule's ``backendRefs``
+   weights and ``RequestMirror`` filters, or a VirtualService's route weights and
+   ``mirror``/``mirrorPercentage``. A resolver that has objects to watch (:class:`WatchingResolver`)
+   gets an informer per resource, started with the data plane.
 2. **Endpoints**: a backend Service becomes its READY pods whose labels match ``spec.selector``
    (from the workload simulator's registry), one picked uniformly at random, as kube-proxy does: the
    split across versions behind one Service follows the replica ratio.
 
 The request (method, path, query, headers, body) goes to the pod; its answer comes back as is. No
 ready endpoint: 503 with a JSON error; the pod does not answer: 502.
+
+Mirrored copies are fire and forget: sent on a session of their own (so that slow shadows cannot
+take the primary requests' connections), at most :data:`MAX_MIRRORS_IN_FLIGHT` at a time (copies
+beyond that are dropped and counted, as an overloaded mesh would shed them), with answers discarded.
 
 Counters: requests answered per (namespace, service, version of the pod that answered, status code),
 mirrored copies separately; ``GET /_dataplane/stats`` (JSON, with the time each version last served)
@@ -29,14 +35,14 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelrollout.kube.api import SERVICES, KubeApi
+from modelrollout.kube.api import SERVICES, KubeApi, Resource
 from modelrollout.sandbox.kube import Informer, Obj, cancel_and_wait, connect
 from modelrollout.sandbox.registry import Pod, PodRegistry
 
@@ -46,14 +52,29 @@ log = logging.getLogger("modelrollout.sandbox.dataplane")
 #: recomputes for the body it sends.
 HOP_BY_HOP = frozenset(
     {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
     }
 )
 STATS_PATH = "/_dataplane/stats"
 METRICS_PATH = "/_dataplane/metrics"
 #: Response header naming the pod that answered (for people debugging a split).
 POD_HEADER = "X-Sandbox-Pod"
+#: Response header naming the route (resolver and rule) that decided.
+ROUTE_HEADER = "X-Sandbox-Route"
+#: Mirrored copies in flight at once; more are dropped, so a slow shadow cannot pile up work.
+MAX_MIRRORS_IN_FLIGHT = 64
+#: A mirrored copy is abandoned after this long (its answer is never used anyway).
+MIRROR_TIMEOUT_S = 10.0
 
 
 # --- routing -------------------------------------------------------------------------------------
@@ -68,6 +89,7 @@ class RouteRequest:
     method: str
     path: str
     headers: Mapping[str, str]
+    query: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,12 +116,28 @@ class RouteDecision:
     mirrors: tuple[Mirror, ...] = ()
     #: Which resolver decided, for the stats (e.g. "service", "httproute/ns/name").
     source: str = "service"
+    #: With no backends: the status and message to answer with (a route that matches nothing is a 404
+    #: at a gateway; the default, 503, is for "there are backends but none takes traffic").
+    status: int = 503
+    message: str = ""
 
 
 class RouteResolver(Protocol):
     """Turns a request into backends and mirrors, or None to let the next resolver decide."""
 
     def resolve(self, request: RouteRequest) -> RouteDecision | None: ...
+
+
+@runtime_checkable
+class WatchingResolver(Protocol):
+    """A resolver that keeps cluster objects: the data plane runs an informer for each of ``watches``
+    and hands every event to ``on_event``, on the data plane's loop (so no locking is needed)."""
+
+    watches: tuple[Resource, ...]
+
+    def resolve(self, request: RouteRequest) -> RouteDecision | None: ...
+
+    async def on_event(self, kind: str, obj: Obj) -> None: ...
 
 
 class ServiceResolver:
@@ -137,6 +175,10 @@ class DataPlaneStats:
 
     served: dict[tuple[str, str, str, int], _Tally] = field(default_factory=dict)
     mirrored: dict[tuple[str, str, str, int], _Tally] = field(default_factory=dict)
+    #: Requests by the route that decided them (RouteDecision.source).
+    routes: dict[str, int] = field(default_factory=dict)
+    #: Mirrored copies not sent because MAX_MIRRORS_IN_FLIGHT were already in flight.
+    mirrors_dropped: int = 0
 
     def record(self, namespace: str, service: str, version: str, code: int, *, mirror: bool = False) -> None:
         table = self.mirrored if mirror else self.served
@@ -162,6 +204,8 @@ class DataPlaneStats:
             "requests": self._rows(self.served),
             "mirrored": self._rows(self.mirrored),
             "by_version": by_version,
+            "routes": dict(sorted(self.routes.items())),
+            "mirrors_dropped": self.mirrors_dropped,
         }
 
 
@@ -169,6 +213,24 @@ def count_for(stats: Mapping[str, Any], namespace: str, service: str, version: s
     """Requests answered by ``version`` behind a Service, from a ``/_dataplane/stats`` document."""
     entry = (stats.get("by_version") or {}).get(f"{namespace}/{service}/{version}") or {}
     return int(entry.get("count", 0))
+
+
+def served_in_namespace(stats: Mapping[str, Any], namespace: str, version: str) -> int:
+    """Responses callers got from ``version`` in a namespace, whichever Service (or route) led there."""
+    return sum(
+        int(row["count"])
+        for row in stats.get("requests") or []
+        if row["namespace"] == namespace and row["version"] == version
+    )
+
+
+def mirrored_in_namespace(stats: Mapping[str, Any], namespace: str, version: str) -> int:
+    """Mirrored copies ``version`` received in a namespace (answers nobody saw)."""
+    return sum(
+        int(row["count"])
+        for row in stats.get("mirrored") or []
+        if row["namespace"] == namespace and row["version"] == version
+    )
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -197,11 +259,13 @@ class DataPlane:
         self._rng = random.Random(seed)
         self._timeout = aiohttp.ClientTimeout(total=upstream_timeout)
         self._services: Informer | None = None
+        self._route_informers: list[tuple[Resource, Informer]] = []
         self._api: KubeApi | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._mirror_session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._background: set[asyncio.Task[Any]] = set()
+        self._mirrors_in_flight: set[asyncio.Task[Any]] = set()
         self._port: int | None = None
         self._metrics = CollectorRegistry(auto_describe=True)
         self._requests_total = Counter(
@@ -232,9 +296,29 @@ class DataPlane:
         self._services = Informer(self._api, raw, SERVICES, self._on_service, name="services")
         self._tasks.append(asyncio.create_task(self._services.run(), name="service informer"))
         await asyncio.wait_for(self._services.synced.wait(), timeout)
+        for resolver in self.resolvers:
+            if isinstance(resolver, WatchingResolver):
+                for resource in resolver.watches:
+                    informer = Informer(self._api, raw, resource, resolver.on_event, name=resource.plural)
+                    self._route_informers.append((resource, informer))
+                    self._tasks.append(asyncio.create_task(informer.run(), name=f"{resource.plural} informer"))
+        for resource, informer in self._route_informers:
+            try:
+                await asyncio.wait_for(informer.synced.wait(), timeout)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the data plane could not list {resource.plural}.{resource.group}: is its CRD installed?"
+                ) from None
         # No connection reuse limits: the pods are local and come and go; a pooled connection to a
         # stopped pod fails once and is dropped.
         self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
+        # Mirrors get their own pool, no larger than the copies allowed in flight, so that a slow
+        # shadow never holds a connection a caller's request is waiting for.
+        self._mirror_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=MIRROR_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=MAX_MIRRORS_IN_FLIGHT),
+            auto_decompress=False,
+        )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get(STATS_PATH, self._handle_stats)
         app.router.add_get(METRICS_PATH, self._handle_metrics)
@@ -250,10 +334,11 @@ class DataPlane:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await cancel_and_wait([*self._tasks, *self._background])
+        await cancel_and_wait([*self._tasks, *self._mirrors_in_flight])
         self._tasks.clear()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._mirror_session):
+            if session is not None:
+                await session.close()
         if self._api is not None:
             await self._api.close()
 
@@ -290,32 +375,52 @@ class DataPlane:
     async def _handle_proxy(self, request: web.Request) -> web.StreamResponse:
         namespace, service = request.match_info["namespace"], request.match_info["service"]
         path = "/" + request.match_info.get("tail", "")
-        route = RouteRequest(namespace, service, request.method, path, request.headers)
+        route = RouteRequest(namespace, service, request.method, path, request.headers, request.rel_url.query)
         decision = self._decide(route)
+        self.stats.routes[decision.source] = self.stats.routes.get(decision.source, 0) + 1
         body = await request.read()
+        # Copied now: the mirror tasks outlive this handler, and with it aiohttp's request object.
+        upstream = _Upstream(
+            request.method,
+            path,
+            list(request.rel_url.query.items()),
+            [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP],
+            body,
+        )
         for mirror in decision.mirrors:
             if mirror.percent >= 100 or self._rng.uniform(0, 100) < mirror.percent:
-                task = asyncio.create_task(self._mirror(mirror, request, path, body))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._send_mirror(mirror, upstream)
         backend = pick_backend(decision.backends, self._rng)
         if backend is None:
-            return self._error(namespace, service, 503, "the route has no backend with a weight above 0")
+            message = decision.message or "the route has no backend with a weight above 0"
+            return self._error(namespace, service, decision.status, message, decision.source)
         if self.service_selector(backend.namespace, backend.service) is None:
-            return self._error(backend.namespace, backend.service, 503,
-                               f"no Service {backend.namespace}/{backend.service}")
+            return self._error(
+                backend.namespace,
+                backend.service,
+                503,
+                f"no Service {backend.namespace}/{backend.service}",
+                decision.source,
+            )
         pods = self.endpoints(backend.namespace, backend.service)
         if not pods:
-            return self._error(backend.namespace, backend.service, 503,
-                               f"no ready endpoints for Service {backend.namespace}/{backend.service}")
+            return self._error(
+                backend.namespace,
+                backend.service,
+                503,
+                f"no ready endpoints for Service {backend.namespace}/{backend.service}",
+                decision.source,
+            )
         pod = self._rng.choice(pods)
+        assert self._session is not None
         try:
-            status, headers, payload = await self._forward(pod, request, path, body)
+            status, headers, payload = await self._forward(self._session, pod, upstream)
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._count(backend, pod.version, 502)
             return web.json_response(
                 {"error": f"pod {pod.name} did not answer: {error.__class__.__name__}: {error}"},
-                status=502, headers={POD_HEADER: pod.name},
+                status=502,
+                headers={POD_HEADER: pod.name, ROUTE_HEADER: decision.source},
             )
         self._count(backend, pod.version, status)
         response = web.Response(status=status, body=payload)
@@ -323,29 +428,41 @@ class DataPlane:
             if name.lower() not in HOP_BY_HOP:
                 response.headers.add(name, value)
         response.headers[POD_HEADER] = pod.name
+        response.headers[ROUTE_HEADER] = decision.source
         return response
 
+    @staticmethod
     async def _forward(
-        self, pod: Pod, request: web.Request, path: str, body: bytes
+        session: aiohttp.ClientSession, pod: Pod, upstream: _Upstream
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        assert self._session is not None
-        url = f"http://{pod.address}{path}"
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
-        async with self._session.request(
-            request.method, url, params=request.rel_url.query, headers=headers, data=body or None
-        ) as upstream:
-            payload = await upstream.read()
-            return upstream.status, list(upstream.headers.items()), payload
+        url = f"http://{pod.address}{upstream.path}"
+        async with session.request(
+            upstream.method, url, params=upstream.query, headers=upstream.headers, data=upstream.body or None
+        ) as answer:
+            payload = await answer.read()
+            return answer.status, list(answer.headers.items()), payload
 
-    async def _mirror(self, mirror: Mirror, request: web.Request, path: str, body: bytes) -> None:
+    def _send_mirror(self, mirror: Mirror, upstream: _Upstream) -> None:
+        """Start a mirrored copy without waiting for it; drop it when too many are in flight."""
+        if len(self._mirrors_in_flight) >= MAX_MIRRORS_IN_FLIGHT:
+            self.stats.mirrors_dropped += 1
+            return
+        task = asyncio.create_task(self._mirror(mirror, upstream))
+        self._mirrors_in_flight.add(task)
+        task.add_done_callback(self._mirrors_in_flight.discard)
+
+    async def _mirror(self, mirror: Mirror, upstream: _Upstream) -> None:
         """Fire and forget: the caller never waits for, nor sees, the shadow's answer."""
         pods = self.endpoints(mirror.namespace, mirror.service)
-        if not pods:
+        if not pods or self._mirror_session is None:
             return
         pod = self._rng.choice(pods)
         try:
-            status, _headers, _payload = await self._forward(pod, request, path, body)
+            status, _headers, _payload = await self._forward(self._mirror_session, pod, upstream)
         except (aiohttp.ClientError, TimeoutError, OSError):
+            status = 502
+        except Exception:  # a background task's error would only be logged as "never retrieved"
+            log.exception("mirroring to %s/%s failed", mirror.namespace, mirror.service)
             status = 502
         self.stats.record(mirror.namespace, mirror.service, pod.version, status, mirror=True)
         self._mirrored_total.labels(mirror.namespace, mirror.service, pod.version, str(status)).inc()
@@ -354,9 +471,23 @@ class DataPlane:
         self.stats.record(backend.namespace, backend.service, version, code)
         self._requests_total.labels(backend.namespace, backend.service, version, str(code)).inc()
 
-    def _error(self, namespace: str, service: str, code: int, message: str) -> web.Response:
+    def _error(self, namespace: str, service: str, code: int, message: str, source: str) -> web.Response:
         # Counted under version "none": what callers saw matters, even when no pod answered.
         self.stats.record(namespace, service, "none", code)
         self._requests_total.labels(namespace, service, "none", str(code)).inc()
-        return web.json_response({"error": message, "namespace": namespace, "service": service}, status=code)
+        return web.json_response(
+            {"error": message, "namespace": namespace, "service": service, "route": source},
+            status=code,
+            headers={ROUTE_HEADER: source},
+        )
 
+
+@dataclass(frozen=True)
+class _Upstream:
+    """What is sent to a pod: the caller's request without its hop-by-hop headers."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: list[tuple[str, str]]
+    body: bytes

@@ -44,8 +44,14 @@ from modelrollout.sandbox.model_server import Dataset, load_dataset
 PRESETS: Final[Mapping[str, Mapping[str, float]]] = {
     "baseline": {},
     "drifted": {
-        "mean radius": 2.0, "mean perimeter": 2.0, "mean area": 2.0, "mean texture": 1.5,
-        "worst radius": 2.0, "worst perimeter": 2.0, "worst area": 2.0, "worst texture": 1.5,
+        "mean radius": 2.0,
+        "mean perimeter": 2.0,
+        "mean area": 2.0,
+        "mean texture": 1.5,
+        "worst radius": 2.0,
+        "worst perimeter": 2.0,
+        "worst area": 2.0,
+        "worst texture": 1.5,
     },
 }
 #: Where a response carries no version (connection errors, bodies that are not JSON).
@@ -118,9 +124,13 @@ class LoadStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "sent": self.sent, "completed": self.completed, "ok": self.ok,
-            "connection_errors": self.connection_errors, "late": self.late,
-            "elapsed_s": round(self.elapsed_s, 3), "achieved_rate": round(self.achieved_rate, 2),
+            "sent": self.sent,
+            "completed": self.completed,
+            "ok": self.ok,
+            "connection_errors": self.connection_errors,
+            "late": self.late,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "achieved_rate": round(self.achieved_rate, 2),
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "by_version": dict(sorted(self.by_version.items())),
             "by_prediction": dict(sorted(self.by_prediction.items())),
@@ -334,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds to run")
     parser.add_argument("--count", type=int, help="requests to send")
     parser.add_argument(
-        "--shift", action="append", default=[],
+        "--shift",
+        action="append",
+        default=[],
         help="feature shift in training standard deviations, 'mean radius=3' (repeatable, comma-separated)",
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named input distribution")
@@ -351,9 +363,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     shift = ",".join([*([args.preset] if args.preset else []), *args.shift])
     try:
         gen = LoadGenerator(
-            args.url, args.rate, duration=args.duration, count=args.count, shift=shift or None,
-            noise=args.noise, missing_rate=args.missing_rate, headers=dict(args.header), path=args.path,
-            timeout=args.timeout, concurrency=args.concurrency, seed=args.seed,
+            args.url,
+            args.rate,
+            duration=args.duration,
+            count=args.count,
+            shift=shift or None,
+            noise=args.noise,
+            missing_rate=args.missing_rate,
+            headers=dict(args.header),
+            path=args.path,
+            timeout=args.timeout,
+            concurrency=args.concurrency,
+            seed=args.seed,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -47,12 +47,22 @@ from modelrollout.sdk import FeatureEdges, ModelMonitor
 log = logging.getLogger("modelrollout.model_server")
 
 _BASES: Final = (
-    "radius", "texture", "perimeter", "area", "smoothness",
-    "compactness", "concavity", "concave points", "symmetry", "fractal dimension",
+    "radius",
+    "texture",
+    "perimeter",
+    "area",
+    "smoothness",
+    "compactness",
+    "concavity",
+    "concave points",
+    "symmetry",
+    "fractal dimension",
 )
 #: The column order of ``sklearn.datasets.load_breast_cancer`` (checked against it by a test).
 FEATURE_NAMES: Final[tuple[str, ...]] = (
-    *(f"mean {b}" for b in _BASES), *(f"{b} error" for b in _BASES), *(f"worst {b}" for b in _BASES)
+    *(f"mean {b}" for b in _BASES),
+    *(f"{b} error" for b in _BASES),
+    *(f"worst {b}" for b in _BASES),
 )
 #: Target 0 is malignant, 1 benign, as in scikit-learn.
 CLASS_NAMES: Final = ("malignant", "benign")
@@ -161,9 +171,14 @@ class LinearModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": MODEL_FORMAT, "variant": self.variant, "intercept": self.intercept,
-            "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
-            "impute": self.impute.tolist(), "feature_names": list(self.feature_names),
+            "format": MODEL_FORMAT,
+            "variant": self.variant,
+            "intercept": self.intercept,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "impute": self.impute.tolist(),
+            "feature_names": list(self.feature_names),
             "class_names": list(self.class_names),
         }
 
@@ -172,10 +187,14 @@ class LinearModel:
         if data.get("format") != MODEL_FORMAT:
             raise ValueError(f"model format {data.get('format')!r} is not {MODEL_FORMAT}")
         return cls(
-            variant=str(data["variant"]), intercept=float(data["intercept"]),
-            mean=np.asarray(data["mean"], dtype=float), scale=np.asarray(data["scale"], dtype=float),
-            coef=np.asarray(data["coef"], dtype=float), impute=np.asarray(data["impute"], dtype=float),
-            feature_names=tuple(data["feature_names"]), class_names=tuple(data["class_names"]),
+            variant=str(data["variant"]),
+            intercept=float(data["intercept"]),
+            mean=np.asarray(data["mean"], dtype=float),
+            scale=np.asarray(data["scale"], dtype=float),
+            coef=np.asarray(data["coef"], dtype=float),
+            impute=np.asarray(data["impute"], dtype=float),
+            feature_names=tuple(data["feature_names"]),
+            class_names=tuple(data["class_names"]),
         )
 
 
@@ -397,8 +416,11 @@ class ModelServer:
     def __init__(self, config: ServerConfig, *, monitor: ModelMonitor | None = None) -> None:
         self.config = config
         self.monitor = monitor or ModelMonitor(
-            rollout=config.rollout_name, version=config.model_version, model=config.model_name,
-            feature_edges=load_feature_edges(), classes=CLASS_NAMES,
+            rollout=config.rollout_name,
+            version=config.model_version,
+            model=config.model_name,
+            feature_edges=load_feature_edges(),
+            classes=CLASS_NAMES,
         )
         self.model: LinearModel | None = None
         self.ready = False
@@ -408,12 +430,14 @@ class ModelServer:
         self._runner: web.AppRunner | None = None
         self._load_task: asyncio.Task[None] | None = None
         self.app = web.Application()
-        self.app.add_routes([
-            web.post("/predict", self.handle_predict),
-            web.get("/healthz", self.handle_healthz),
-            web.get("/ready", self.handle_ready),
-            web.get("/metrics", self.handle_metrics),
-        ])
+        self.app.add_routes(
+            [
+                web.post("/predict", self.handle_predict),
+                web.get("/healthz", self.handle_healthz),
+                web.get("/ready", self.handle_ready),
+                web.get("/metrics", self.handle_metrics),
+            ]
+        )
 
     @property
     def port(self) -> int:
@@ -451,8 +475,12 @@ class ModelServer:
     def _info(self) -> dict[str, Any]:
         c = self.config
         return {
-            "model": c.model_name, "version": c.model_version, "rollout": c.rollout_name,
-            "namespace": c.rollout_namespace, "variant": c.variant, "uri": c.model_uri,
+            "model": c.model_name,
+            "version": c.model_version,
+            "rollout": c.rollout_name,
+            "namespace": c.rollout_namespace,
+            "variant": c.variant,
+            "uri": c.model_uri,
         }
 
     async def handle_healthz(self, request: web.Request) -> web.Response:
@@ -515,7 +543,11 @@ async def serve(config: ServerConfig) -> int:
     await server.start()
     log.info(
         "serving %s version %s (variant %s) on http://%s:%d",
-        config.model_name, config.model_version, config.variant, config.host, server.port,
+        config.model_name,
+        config.model_version,
+        config.variant,
+        config.host,
+        server.port,
     )
     if config.crash_on_start:
         # A crash-looping version: alive for a moment, never ready, then a non-zero exit.
@@ -541,11 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="overrides PORT")
     parser.add_argument("--host", help="overrides HOST")
     parser.add_argument(
-        "--write-reference", metavar="PATH", nargs="?", const=str(REFERENCE_PATH),
+        "--write-reference",
+        metavar="PATH",
+        nargs="?",
+        const=str(REFERENCE_PATH),
         help="write the feature edges / reference histogram JSON (default: the shipped file) and exit",
     )
     parser.add_argument(
-        "--warm-cache", action="store_true",
+        "--warm-cache",
+        action="store_true",
         help="train every variant into MODEL_CACHE_DIR and exit (then servers start in well under a second)",
     )
     args = parser.parse_args(argv)

@@ -51,6 +51,7 @@ from modelrollout.sandbox.prometheus import (
     find_prometheus,
 )
 from modelrollout.sandbox.registry import PodRegistry
+from modelrollout.sandbox.routes import default_resolvers, route_crd_documents
 from modelrollout.sandbox.workloads import SimulatorOptions, WorkloadSimulator
 
 log = logging.getLogger("modelrollout.sandbox")
@@ -103,11 +104,16 @@ class SandboxConfig:
     def to_argv(self) -> list[str]:
         """The supervisor command-line flags that recreate this config (for the daemon)."""
         argv = [
-            "--dir", str(self.dir),
-            "--api-port", str(self.api_port),
-            "--dataplane-port", str(self.dataplane_port),
-            "--prometheus-port", str(self.prometheus_port),
-            "--scrape-interval", f"{self.scrape_interval}s",
+            "--dir",
+            str(self.dir),
+            "--api-port",
+            str(self.api_port),
+            "--dataplane-port",
+            str(self.dataplane_port),
+            "--prometheus-port",
+            str(self.prometheus_port),
+            "--scrape-interval",
+            f"{self.scrape_interval}s",
             "--operator" if self.operator else "--no-operator",
         ]
         if self.kubeconfig is not None:
@@ -187,7 +193,12 @@ class OperatorHandle:
     """
 
     def __init__(
-        self, kubeconfig: Path, prometheus_url: str, log_path: Path, *, resync_seconds: float = 10.0,
+        self,
+        kubeconfig: Path,
+        prometheus_url: str,
+        log_path: Path,
+        *,
+        resync_seconds: float = 10.0,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
@@ -219,13 +230,22 @@ class OperatorHandle:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "modelrollout.cli", "run",
-            "--kubeconfig", str(self.kubeconfig),
-            "--prometheus-url", self.prometheus_url,
-            "--metrics-port", str(self.metrics_port),
-            "--metrics-host", "127.0.0.1",
-            "--health-endpoint", self.health_url,
-            "--resync-seconds", f"{self.resync_seconds:g}",
+            sys.executable,
+            "-m",
+            "modelrollout.cli",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--prometheus-url",
+            self.prometheus_url,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--health-endpoint",
+            self.health_url,
+            "--resync-seconds",
+            f"{self.resync_seconds:g}",
             *self.extra_args,
         ]
 
@@ -241,8 +261,12 @@ class OperatorHandle:
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 env.pop("KUBECONFIG", None)  # --kubeconfig says which API server, nothing else
                 self.process = subprocess.Popen(
-                    self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=env, start_new_session=True,
+                    self.command(),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
                     preexec_fn=procs._die_with_parent,
                 )
 
@@ -374,29 +398,39 @@ class Sandbox:
         self.write_state("starting")
         if cfg.kubeconfig is None:
             crds = [yaml.safe_load(text) for text in render_crds().values()]
-            self.emulator = EmulatorServer(port=cfg.api_port, crds=crds)
+            # HTTPRoute and VirtualService too, so that routes can be applied and the data plane honours them.
+            self.emulator = EmulatorServer(port=cfg.api_port, crds=[*crds, *route_crd_documents()])
             await self.emulator.__aenter__()
             self.emulator.write_kubeconfig(self.kubeconfig)
         else:
             self.kubeconfig = cfg.kubeconfig.resolve()
             await install_crds(str(self.kubeconfig))
+            await install_route_crds(str(self.kubeconfig))
         self.simulator = WorkloadSimulator(self.kubeconfig, self.registry, self.dir, cfg.simulator)
         await self.simulator.start()
-        self.dataplane = DataPlane(str(self.kubeconfig), self.registry, port=cfg.dataplane_port)
+        self.dataplane = DataPlane(
+            str(self.kubeconfig), self.registry, port=cfg.dataplane_port, resolvers=default_resolvers()
+        )
         await self.dataplane.start()
         prometheus_url = f"http://127.0.0.1:{prometheus_port}"
         if cfg.operator:
             self.operator = OperatorHandle(
-                self.kubeconfig, prometheus_url, self.dir / "logs" / "operator.log",
-                resync_seconds=cfg.resync_seconds, extra_args=cfg.operator_args,
+                self.kubeconfig,
+                prometheus_url,
+                self.dir / "logs" / "operator.log",
+                resync_seconds=cfg.resync_seconds,
+                extra_args=cfg.operator_args,
             )
             self.operator.start()
         static_jobs = {DATAPLANE_JOB: [f"127.0.0.1:{self.dataplane.port}"]}
         if self.operator is not None:
             static_jobs[OPERATOR_JOB] = [f"127.0.0.1:{self.operator.metrics_port}"]
         self.prometheus = SandboxPrometheus(
-            self.dir / "prometheus", port=prometheus_port, scrape_interval=cfg.scrape_interval,
-            static_jobs=static_jobs, binary=cfg.prometheus_binary,
+            self.dir / "prometheus",
+            port=prometheus_port,
+            scrape_interval=cfg.scrape_interval,
+            static_jobs=static_jobs,
+            binary=cfg.prometheus_binary,
         )
         self.prometheus.set_pods(self.registry.all())
         self.registry.subscribe(self._registry_changed)
@@ -511,9 +545,13 @@ class Sandbox:
             "dataplane_url": self.dataplane.url if self.dataplane is not None and self.dataplane._port else None,
             "prometheus_url": self.prometheus.url if self.prometheus is not None else None,
             "operator": entry(
-                self.operator.pid, metrics_url=self.operator.metrics_url, health_url=self.operator.health_url,
+                self.operator.pid,
+                metrics_url=self.operator.metrics_url,
+                health_url=self.operator.health_url,
                 log=str(self.operator.log_path),
-            ) if self.operator is not None else None,
+            )
+            if self.operator is not None
+            else None,
             "prometheus": entry(self.prometheus.pid) if self.prometheus is not None else None,
             "pods": [
                 {**pod.to_dict(), "start_time": procs.process_start_time(pod.pid) if pod.pid else None}
@@ -608,6 +646,43 @@ async def install_crds(kubeconfig: str, timeout: float = 30.0) -> None:
         await api.close()
 
 
+async def install_route_crds(kubeconfig: str, timeout: float = 30.0) -> None:
+    """Create the sandbox's HTTPRoute and VirtualService CRDs where none exist, and wait until Established.
+
+    An existing CRD is left alone whatever it serves: it is the real Gateway API's or Istio's (or an
+    earlier sandbox's), and the cluster's own is the one routes must be written against.
+    """
+    api, _raw = await connect(kubeconfig)
+    try:
+        names = []
+        for document in route_crd_documents():
+            name = document["metadata"]["name"]
+            names.append(name)
+            if await api.get(CRDS, None, name) is None:
+                try:
+                    await api.create(CRDS, None, document)
+                    log.info("installed CRD %s", name)
+                except ApiError as error:
+                    if error.status != 409:  # created meanwhile by someone else: theirs stands
+                        raise
+        deadline = asyncio.get_running_loop().time() + timeout
+        for name in names:
+            while True:
+                crd = await api.get(CRDS, None, name) or {}
+                conditions = (crd.get("status") or {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise SandboxError(f"CRD {name} not Established after {timeout:g}s")
+                await asyncio.sleep(0.2)
+    except ApiError as error:
+        raise SandboxError(f"installing the route CRDs: {error}") from None
+    except aiohttp.ClientError as error:
+        raise SandboxError(f"cannot reach the API server of {kubeconfig}: {error}") from None
+    finally:
+        await api.close()
+
+
 # --- the supervisor process ----------------------------------------------------------------------
 
 
@@ -652,9 +727,7 @@ def _report_failure(directory: Path, message: str, code: int) -> None:
     """Leave the reason where ``sandbox up`` (our parent, waiting) reads it."""
     with contextlib.suppress(OSError):
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "failure.json").write_text(
-            json.dumps({"pid": os.getpid(), "error": message, "exit_code": code})
-        )
+        (directory / "failure.json").write_text(json.dumps({"pid": os.getpid(), "error": message, "exit_code": code}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

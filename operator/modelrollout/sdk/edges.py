@@ -139,9 +139,7 @@ class CategoricalFeature:
         )
 
 
-def numeric_feature_from_column(
-    column: npt.ArrayLike, quantiles: Sequence[float] = DECILES
-) -> NumericFeature:
+def numeric_feature_from_column(column: npt.ArrayLike, quantiles: Sequence[float] = DECILES) -> NumericFeature:
     """Edges at the given quantiles of one training column, with the column's reference histogram."""
     values = np.asarray(column, dtype=float)
     values = values[np.isfinite(values)]

@@ -275,12 +275,15 @@ class ModelMonitor:
         self._requests = Counter(
             names.REQUESTS_TOTAL.removesuffix("_total"),
             "Prediction requests by outcome (success, error, invalid_input).",
-            [*labels, names.LABEL_OUTCOME], registry=reg,
+            [*labels, names.LABEL_OUTCOME],
+            registry=reg,
         )
         self._duration = Histogram(
             names.REQUEST_DURATION_SECONDS,
             "Time to handle a prediction request, in seconds.",
-            labels, buckets=tuple(duration_buckets), registry=reg,
+            labels,
+            buckets=tuple(duration_buckets),
+            registry=reg,
         )
         self._feature_values = _FeatureValueHistograms(
             common, {name: feat.edges for name, feat in self.edges.numeric.items()}
@@ -289,32 +292,40 @@ class ModelMonitor:
         self._category = Counter(
             names.INPUT_CATEGORY_TOTAL.removesuffix("_total"),
             "Values of categorical input features, by category.",
-            [*labels, names.LABEL_FEATURE, names.LABEL_CATEGORY], registry=reg,
+            [*labels, names.LABEL_FEATURE, names.LABEL_CATEGORY],
+            registry=reg,
         )
         self._missing = Counter(
             names.INPUT_MISSING_TOTAL.removesuffix("_total"),
             "Missing input feature values (absent, null, NaN or infinite).",
-            [*labels, names.LABEL_FEATURE], registry=reg,
+            [*labels, names.LABEL_FEATURE],
+            registry=reg,
         )
         self._input_size = Histogram(
             names.INPUT_SIZE,
             "Number of features present in one input.",
-            labels, buckets=names.INPUT_SIZE_BUCKETS, registry=reg,
+            labels,
+            buckets=names.INPUT_SIZE_BUCKETS,
+            registry=reg,
         )
         self._predictions = Counter(
             names.PREDICTIONS_TOTAL.removesuffix("_total"),
             "Predictions by predicted class.",
-            [*labels, names.LABEL_CLASS], registry=reg,
+            [*labels, names.LABEL_CLASS],
+            registry=reg,
         )
         self._score = Histogram(
             names.PREDICTION_SCORE,
             "Prediction score: probability of the positive class (binary) or of the top class.",
-            labels, buckets=names.SCORE_BUCKETS, registry=reg,
+            labels,
+            buckets=names.SCORE_BUCKETS,
+            registry=reg,
         )
         self._null = Counter(
             names.NULL_PREDICTIONS_TOTAL.removesuffix("_total"),
             "Null, NaN or otherwise invalid predictions.",
-            labels, registry=reg,
+            labels,
+            registry=reg,
         )
 
         # Bind the children once: label lookups are the costly part of an observation.

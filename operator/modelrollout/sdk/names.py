@@ -49,7 +49,23 @@ INPUT_FEATURE_VALUE_BUCKET: Final = INPUT_FEATURE_VALUE + "_bucket"
 
 #: 5 ms .. 10 s: model servers answer from milliseconds (a linear model) to seconds (a large one).
 DURATION_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 #: Tenths: fine enough for a drift statistic on the score distribution, few enough series.
 SCORE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
