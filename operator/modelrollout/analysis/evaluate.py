@@ -97,11 +97,22 @@ def assess(result: MetricResult, limits: Limits) -> tuple[Verdict, str]:
     return Verdict.RUNNING, ""
 
 
-def record(result: MetricResult, measurement: Measurement, limits: Limits, count: int | None) -> MetricResult:
+# Kubernetes keeps an object under about 1.5 MiB; the measurements of many metrics share a budget.
+MEASUREMENTS_BUDGET = 1000
+
+
+def measurements_kept(metrics: int) -> int:
+    """How many measurements of each metric status keeps when an analysis has `metrics` metrics."""
+    return max(1, min(MEASUREMENTS_KEPT, MEASUREMENTS_BUDGET // max(metrics, 1)))
+
+
+def record(
+    result: MetricResult, measurement: Measurement, limits: Limits, count: int | None, keep: int = MEASUREMENTS_KEPT
+) -> MetricResult:
     """Add a measurement to a metric's tally and judge it; `count` None means it runs until stopped."""
     tally = result.model_copy(deep=True)
     tally.count += 1
-    tally.measurements = [*tally.measurements, measurement][-MEASUREMENTS_KEPT:]
+    tally.measurements = [*tally.measurements, measurement][-keep:]
     if measurement.phase == Verdict.ERROR:
         tally.error += 1
         tally.consecutive_error += 1

@@ -764,7 +764,9 @@ class MetricResult(ApiModel):
     consecutive_error: int = Field(default=0, description="Errors in a row, reset by any other verdict.")
     message: str = Field(default="", description="Why the metric has its verdict.")
     measurements: list[Measurement] = Field(
-        default_factory=list, description=f"The last {MEASUREMENTS_KEPT} measurements, oldest first."
+        default_factory=list,
+        description=f"The last measurements, oldest first: {MEASUREMENTS_KEPT}, fewer when an analysis has more "
+        "than 100 metrics (status stays small).",
     )
 
 

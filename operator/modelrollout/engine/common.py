@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from modelrollout.analysis.evaluate import Limits, overall, record, worst
+from modelrollout.analysis.evaluate import Limits, measurements_kept, overall, record, worst
 from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
@@ -250,7 +250,8 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, index: int, label: str) -> 
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
             measurement = judge_metric(spec.analysis.metric(result.name), observation, run.at)
-            analysis.metrics[position] = record(result, measurement, limits, gate.count)
+            keep = measurements_kept(len(analysis.metrics))
+            analysis.metrics[position] = record(result, measurement, limits, gate.count, keep)
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.SUCCESSFUL:
         if before != Verdict.SUCCESSFUL:
@@ -296,7 +297,8 @@ def run_background_analysis(run: Pass) -> None:
         if result is None:
             result = MetricResult(name=metric.name)
             analysis.metrics.append(result)
-        updated = record(result, judge_metric(metric, observation, run.at), limits, None)
+        keep = measurements_kept(len(spec.analysis.metrics))
+        updated = record(result, judge_metric(metric, observation, run.at), limits, None, keep)
         analysis.metrics[analysis.metrics.index(result)] = updated
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.RUNNING:
