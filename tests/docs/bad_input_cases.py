@@ -1,0 +1,426 @@
+"""The bad-input cases of docs/bad-input.md, and the messages the operator really gives for them.
+
+`python -m tests.docs.bad_input_cases` prints the table between the markers of docs/bad-input.md;
+`tests/docs/test_bad_input_table.py` fails while the page and the code disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.traffic.base import RouteError, missing_route
+from modelrollout.traffic.gateway_api import GatewayApiRouter
+from modelrollout.traffic.istio import IstioRouter
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m tests.docs.bad_input_cases -->"
+END = "<!-- END GENERATED -->"
+
+Spec = dict[str, Any]
+
+ERROR_RATE = (
+    'sum(rate(model_requests_total{rollout="{{name}}",version="{{candidate}}",outcome="error"}[1m]))'
+    ' / sum(rate(model_requests_total{rollout="{{name}}",version="{{candidate}}"}[1m]))'
+)
+
+
+def base_spec() -> Spec:
+    """A valid spec every case breaks in one place."""
+    return {
+        "replicas": 4,
+        "model": {"name": "fraud-scorer", "version": "1.1.0"},
+        "template": {"spec": {"containers": [{"name": "server", "image": "reference-model-server"}]}},
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {"setWeight": 10},
+                    {"pause": {"duration": "2m"}},
+                    {"analysis": {"metrics": ["error-rate"]}},
+                    {"setWeight": 50},
+                ]
+            }
+        },
+        "analysis": {
+            "metrics": [{"name": "error-rate", "prometheus": {"query": ERROR_RATE}, "threshold": {"max": 0.01}}]
+        },
+    }
+
+
+def steps(spec: Spec) -> list[dict[str, Any]]:
+    return spec["strategy"]["canary"]["steps"]  # type: ignore[no-any-return]
+
+
+def metric(spec: Spec) -> dict[str, Any]:
+    return spec["analysis"]["metrics"][0]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class SpecCase:
+    """A spec with one thing wrong: `what` says what, `change` (in YAML-ish words) how."""
+
+    what: str
+    change: str
+    edit: Callable[[Spec], None]
+
+    def spec(self) -> Spec:
+        spec = copy.deepcopy(base_spec())
+        self.edit(spec)
+        return spec
+
+    def messages(self) -> list[str]:
+        try:
+            parse_spec(self.spec())
+        except InvalidSpec as invalid:
+            return [str(error) for error in invalid.errors]
+        raise AssertionError(f"{self.what}: the validator accepted it")
+
+
+def _set(path: str, value: Any) -> Callable[[Spec], None]:
+    """An edit that sets a dotted path (list indexes as numbers) to `value`."""
+
+    def edit(spec: Spec) -> None:
+        parts = path.split(".")
+        node: Any = spec
+        for part in parts[:-1]:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        last = parts[-1]
+        if last.isdigit() and int(last) == len(node):
+            node.append(value)
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return edit
+
+
+def _delete(path: str) -> Callable[[Spec], None]:
+    def edit(spec: Spec) -> None:
+        parts = path.split(".")
+        node: Any = spec
+        for part in parts[:-1]:
+            node = node[int(part)] if part.isdigit() else node[part]
+        del node[parts[-1]]
+
+    return edit
+
+
+def _both(*edits: Callable[[Spec], None]) -> Callable[[Spec], None]:
+    def edit(spec: Spec) -> None:
+        for one in edits:
+            one(spec)
+
+    return edit
+
+
+def _duplicate_metric(spec: Spec) -> None:
+    spec["analysis"]["metrics"].append(copy.deepcopy(metric(spec)))
+
+
+SPEC_CASES: list[SpecCase] = [
+    SpecCase(
+        "weights not increasing",
+        "steps `setWeight: 10`, ..., `setWeight: 10`",
+        _set("strategy.canary.steps.3", {"setWeight": 10}),
+    ),
+    SpecCase("a weight over 100", "`setWeight: 150`", _set("strategy.canary.steps.3", {"setWeight": 150})),
+    SpecCase("a negative weight", "`setWeight: -5`", _set("strategy.canary.steps.0", {"setWeight": -5})),
+    SpecCase(
+        "a mirror percent over 100",
+        "`mirror: {percent: 120}` (with a router)",
+        _both(
+            _set("trafficRouting", {"gatewayAPI": {"httpRoute": "fraud-scorer"}}),
+            _set("strategy.canary.steps.0", {"mirror": {"percent": 120}}),
+        ),
+    ),
+    SpecCase(
+        "an analysis step naming an unknown metric",
+        "`analysis: {metrics: [latency]}`",
+        _set("strategy.canary.steps.2", {"analysis": {"metrics": ["latency"]}}),
+    ),
+    SpecCase(
+        "an analysis step naming no metric",
+        "`analysis: {metrics: []}`",
+        _set("strategy.canary.steps.2", {"analysis": {"metrics": []}}),
+    ),
+    SpecCase(
+        "an analysis step with count 0",
+        "`analysis: {metrics: [error-rate], count: 0}`",
+        _set("strategy.canary.steps.2", {"analysis": {"metrics": ["error-rate"], "count": 0}}),
+    ),
+    SpecCase(
+        "a blue-green gate naming an unknown metric",
+        "`blueGreen: {prePromotionAnalysis: {metrics: [latency]}}`",
+        _set("strategy", {"blueGreen": {"prePromotionAnalysis": {"metrics": ["latency"]}}}),
+    ),
+    SpecCase(
+        "an unknown template variable",
+        '`query: ...version="{{version}}"...`',
+        _set(
+            "analysis.metrics.0.prometheus.query",
+            'sum(rate(model_requests_total{version="{{version}}"}[1m]))',
+        ),
+    ),
+    SpecCase(
+        "a threshold with min > max",
+        "`threshold: {min: 0.5, max: 0.1}`",
+        _set("analysis.metrics.0.threshold", {"min": 0.5, "max": 0.1}),
+    ),
+    SpecCase("a threshold with no bound", "`threshold: {}`", _set("analysis.metrics.0.threshold", {})),
+    SpecCase("a metric with no judgement", "`threshold` left out", _delete("analysis.metrics.0.threshold")),
+    SpecCase(
+        "a metric with two judgements",
+        "`threshold: {max: 0.01}` and `compare: {maxRatio: 1.2}`",
+        _set("analysis.metrics.0.compare", {"maxRatio": 1.2}),
+    ),
+    SpecCase(
+        "a compare with no limit",
+        "`compare: {}` instead of `threshold`",
+        _both(_delete("analysis.metrics.0.threshold"), _set("analysis.metrics.0.compare", {})),
+    ),
+    SpecCase(
+        "an unknown metric template",
+        "`template: {name: no-such-template}`",
+        _set("analysis.metrics.1", {"name": "latency", "template": {"name": "no-such-template"}}),
+    ),
+    SpecCase(
+        "an unknown template argument",
+        '`template: {name: error-rate, args: {bogus: "1"}}`',
+        _set("analysis.metrics.1", {"name": "errors", "template": {"name": "error-rate", "args": {"bogus": "1"}}}),
+    ),
+    SpecCase(
+        "monitoring naming an unknown metric",
+        "`monitoring: {metrics: [drift]}`",
+        _set("monitoring", {"metrics": ["drift"]}),
+    ),
+    SpecCase(
+        "a pause duration that does not parse",
+        "`pause: {duration: 2 minutes}`",
+        _set("strategy.canary.steps.1", {"pause": {"duration": "2 minutes"}}),
+    ),
+    SpecCase(
+        "an analysis step interval that does not parse",
+        "`analysis: {metrics: [error-rate], interval: 30}`",
+        _set("strategy.canary.steps.2", {"analysis": {"metrics": ["error-rate"], "interval": "30"}}),
+    ),
+    SpecCase("an analysis interval that does not parse", "`analysis: {interval: 1d}`", _set("analysis.interval", "1d")),
+    SpecCase("an analysis interval of zero", "`analysis: {interval: 0s}`", _set("analysis.interval", "0s")),
+    SpecCase(
+        "a step with two kinds",
+        "`- {setWeight: 20, pause: {duration: 1m}}`",
+        _set("strategy.canary.steps.0", {"setWeight": 20, "pause": {"duration": "1m"}}),
+    ),
+    SpecCase("a step with no kind", "`- {}`", _set("strategy.canary.steps.0", {})),
+    SpecCase(
+        "a mirror step without a traffic router",
+        "`mirror: {percent: 100}`, no `trafficRouting`",
+        _set("strategy.canary.steps.0", {"mirror": {"percent": 100}}),
+    ),
+    SpecCase(
+        "a header-routed step without a traffic router",
+        '`setHeaderRoute: {name: x-model-canary, value: "true"}`, no `trafficRouting`',
+        _set("strategy.canary.steps.0", {"setHeaderRoute": {"name": "x-model-canary", "value": "true"}}),
+    ),
+    SpecCase(
+        "both canary and blueGreen",
+        "`strategy: {canary: {...}, blueGreen: {}}`",
+        _set("strategy.blueGreen", {}),
+    ),
+    SpecCase(
+        "both gatewayAPI and istio",
+        "`trafficRouting: {gatewayAPI: {...}, istio: {...}}`",
+        _set(
+            "trafficRouting",
+            {"gatewayAPI": {"httpRoute": "fraud-scorer"}, "istio": {"virtualService": "fraud-scorer"}},
+        ),
+    ),
+    SpecCase("replicas 0", "`replicas: 0`", _set("replicas", 0)),
+    SpecCase("progressDeadlineSeconds 0", "`progressDeadlineSeconds: 0`", _set("progressDeadlineSeconds", 0)),
+    SpecCase("a negative failureLimit", "`analysis: {failureLimit: -1}`", _set("analysis.failureLimit", -1)),
+    SpecCase(
+        "a negative inconclusiveLimit", "`analysis: {inconclusiveLimit: -1}`", _set("analysis.inconclusiveLimit", -1)
+    ),
+    SpecCase(
+        "a negative consecutiveErrorLimit",
+        "`analysis: {consecutiveErrorLimit: -1}`",
+        _set("analysis.consecutiveErrorLimit", -1),
+    ),
+    SpecCase(
+        "a negative blue-green delay",
+        "`blueGreen: {scaleDownDelaySeconds: -1}`",
+        _both(_delete("strategy.canary"), _set("strategy.blueGreen", {"scaleDownDelaySeconds": -1})),
+    ),
+    SpecCase("two metrics with the same name", "`error-rate` defined twice", _duplicate_metric),
+    SpecCase("no model.version", "`model: {name: fraud-scorer}`", _delete("model.version")),
+    SpecCase("no model", "`model` left out", _delete("model")),
+    SpecCase("an empty containers list", "`template: {spec: {containers: []}}`", _set("template.spec.containers", [])),
+    SpecCase("no template", "`template` left out", _delete("template")),
+    SpecCase("a wrong type", "`replicas: four`", _set("replicas", "four")),
+    SpecCase("an unknown automation", "`automation: yolo`", _set("automation", "yolo")),
+]
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteCase:
+    what: str
+    router: str
+    message: Callable[[], str]
+
+
+def _httproute_without_stable_rule() -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "fraud-scorer", "namespace": "ml"},
+        "spec": {
+            "parentRefs": [{"name": "ml-gateway"}],
+            "rules": [{"backendRefs": [{"name": "fraud-scorer", "port": 80}]}],
+        },
+    }
+
+
+def _httproute_with_foreign_backend() -> dict[str, Any]:
+    route = _httproute_without_stable_rule()
+    route["spec"]["rules"] = [
+        {"backendRefs": [{"name": "fraud-scorer-stable", "port": 80}, {"name": "legacy-scorer", "port": 80}]}
+    ]
+    return route
+
+
+def _virtualservice_without_stable_route() -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "fraud-scorer", "namespace": "ml"},
+        "spec": {
+            "hosts": ["fraud-scorer.ml.svc.cluster.local"],
+            "http": [{"route": [{"destination": {"host": "fraud-scorer", "port": {"number": 80}}}]}],
+        },
+    }
+
+
+def _virtualservice_with_foreign_destination() -> dict[str, Any]:
+    route = _virtualservice_without_stable_route()
+    route["spec"]["http"] = [
+        {
+            "route": [
+                {"destination": {"host": "fraud-scorer-stable"}, "weight": 90},
+                {"destination": {"host": "legacy-scorer"}, "weight": 10},
+            ]
+        }
+    ]
+    return route
+
+
+def _virtualservice_mirroring_elsewhere() -> dict[str, Any]:
+    """Observed at rest this is fine; the message comes when a mirror step asks for the candidate."""
+    route = _virtualservice_without_stable_route()
+    route["spec"]["http"] = [
+        {"route": [{"destination": {"host": "fraud-scorer-stable"}}], "mirror": {"host": "traffic-recorder"}}
+    ]
+    return route
+
+
+def _observe(router: GatewayApiRouter | IstioRouter, route: dict[str, Any]) -> str:
+    seen = router.observe(route, "fraud-scorer-stable", "fraud-scorer-canary")
+    assert isinstance(seen, RouteError), seen
+    return seen.message
+
+
+def _istio_mirror_elsewhere() -> str:
+    from modelrollout.traffic.base import RouteState
+
+    edited = IstioRouter("fraud-scorer").desired(
+        _virtualservice_mirroring_elsewhere(),
+        RouteState("fraud-scorer-stable", "fraud-scorer-canary", mirror_percent=100),
+    )
+    assert isinstance(edited, RouteError), edited
+    return edited.message
+
+
+ROUTE_CASES: list[RouteCase] = [
+    RouteCase(
+        "`trafficRouting.gatewayAPI.httpRoute` names an HTTPRoute that does not exist",
+        "Gateway API",
+        lambda: str(missing_route("HTTPRoute", "ml", "fraud-scorer")),
+    ),
+    RouteCase(
+        "the HTTPRoute has no rule with a backendRef to `<name>-stable` (here it points at `fraud-scorer`)",
+        "Gateway API",
+        lambda: _observe(GatewayApiRouter("fraud-scorer"), _httproute_without_stable_rule()),
+    ),
+    RouteCase(
+        "the rule to `<name>-stable` also sends to another backend",
+        "Gateway API",
+        lambda: _observe(GatewayApiRouter("fraud-scorer"), _httproute_with_foreign_backend()),
+    ),
+    RouteCase(
+        "`trafficRouting.istio.virtualService` names a VirtualService that does not exist",
+        "Istio",
+        lambda: str(missing_route("VirtualService", "ml", "fraud-scorer")),
+    ),
+    RouteCase(
+        "the VirtualService has no http route with a destination host `<name>-stable`",
+        "Istio",
+        lambda: _observe(IstioRouter("fraud-scorer"), _virtualservice_without_stable_route()),
+    ),
+    RouteCase(
+        "the http route to `<name>-stable` also sends to another host",
+        "Istio",
+        lambda: _observe(IstioRouter("fraud-scorer"), _virtualservice_with_foreign_destination()),
+    ),
+    RouteCase(
+        "a mirror step, and the http route to `<name>-stable` already mirrors elsewhere",
+        "Istio",
+        _istio_mirror_elsewhere,
+    ),
+]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_tables() -> str:
+    lines = [
+        "### Spec cases: `phase: Failed`, reason `InvalidSpec`",
+        "",
+        "The rollout's `status.message` (and the Event) is `invalid spec: ` followed by these messages, "
+        "joined by `; ` when there are several.",
+        "",
+        "| # | what is wrong | example | message |",
+        "|---|---|---|---|",
+    ]
+    for number, case in enumerate(SPEC_CASES, 1):
+        message = "<br>".join(f"`{_cell(m)}`" for m in case.messages())
+        lines.append(f"| {number} | {case.what} | {_cell(case.change)} | {message} |")
+    lines += [
+        "",
+        "### Route cases: `phase: Failed`, reason `TrafficRoutingInvalid`",
+        "",
+        "For a rollout `fraud-scorer` in namespace `ml` (stable Service `fraud-scorer-stable`, candidate "
+        "`fraud-scorer-canary`). The message is the rollout's `status.message` as is.",
+        "",
+        "| # | what is wrong | router | message |",
+        "|---|---|---|---|",
+    ]
+    for number, case in enumerate(ROUTE_CASES, 1):
+        lines.append(f"| {number} | {case.what} | {case.router} | `{_cell(case.message())}` |")
+    return "\n".join(lines) + "\n"
+
+
+def generated_part(text: str) -> str:
+    start = text.index(BEGIN) + len(BEGIN)
+    return text[start : text.index(END)].strip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(render_tables(), end="")
