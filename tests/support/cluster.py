@@ -40,8 +40,9 @@ def external_kubeconfig() -> str | None:
 class Cluster:
     """One namespace on an API server, with the clients a test needs."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, emulated: bool):
+    def __init__(self, kubeconfig: Path, namespace: str, emulated: bool, api_url: str | None = None):
         self.kubeconfig = kubeconfig
+        self.api_url = api_url
         self.namespace = namespace
         self.emulated = emulated
         self.api_client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
@@ -214,7 +215,7 @@ def test_cluster(tmp_path: Path) -> Iterator[Cluster]:
     emulator.start()
     try:
         kubeconfig = emulator.server.write_kubeconfig(tmp_path / "kubeconfig")
-        cluster = Cluster(kubeconfig, namespace, emulated=True)
+        cluster = Cluster(kubeconfig, namespace, emulated=True, api_url=emulator.url)
         cluster.core.create_namespace({"metadata": {"name": namespace}})
         yield cluster
         cluster.api_client.close()
