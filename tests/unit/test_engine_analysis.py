@@ -165,3 +165,22 @@ def test_monitoring_after_promotion_fires_the_hook_once_per_drift_episode() -> N
 def test_hook_backoff_doubles_and_is_capped() -> None:
     assert [hook_backoff(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
     assert hook_backoff(30) == 600.0
+
+
+def test_a_template_keeps_its_values_when_the_api_server_fills_schema_defaults() -> None:
+    """The API server defaults a partial drift block (reference: stable...); the template's choice stands."""
+    from modelrollout.api.validation import parse_spec
+
+    defaulted = {
+        "reference": "stable",
+        "statistic": "psi",
+        "shape": "histogram",
+        "label": "class",
+        "trainingReference": {"configMap": "edges", "key": "feature-edges.json"},
+    }
+    spec = make_spec(
+        analysis={"metrics": [{"name": "inputs", "template": {"name": "input-drift-vs-training"}, "drift": defaulted}]}
+    )
+    drift = parse_spec(spec).analysis.metrics[0].drift
+    assert drift is not None and drift.reference == "training" and drift.group_by == "feature"
+    assert drift.training_reference is not None and drift.training_reference.config_map == "edges"

@@ -231,3 +231,12 @@ def test_blue_green_abort_after_the_switch_switches_back() -> None:
         in decision.actions
     )
     assert world.status.phase == Phase.ROLLED_BACK
+
+
+def test_a_first_deployment_naming_a_missing_route_waits_for_it() -> None:
+    world = World(make_spec("1.0.0", trafficRouting=GATEWAY))
+    observed = Observations(route=RouteView(error="HTTPRoute ml/fraud-scorer does not exist"))
+    decision = decide(world.ref(), world.status, observed, world.now)
+    assert decision.actions == []
+    assert decision.status.phase == Phase.FAILED
+    assert "HTTPRoute ml/fraud-scorer does not exist" in decision.status.message

@@ -64,9 +64,12 @@ def resolve(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]])
                 f"unknown template {name!r}: no ModelAnalysisTemplate or ClusterModelAnalysisTemplate of that name, "
                 f"and not a built-in ({known})",
             )
-        # What the rollout writes beside the reference refines the template (e.g. a drift metric's
-        # trainingReference, a different minCount).
-        metrics[index] = _merged(body, {key: value for key, value in metric.items() if key != "template"})
+        # What the rollout writes beside the reference fills in what the template leaves open (e.g. a
+        # drift metric's trainingReference); the template's own values win, because the API server
+        # fills a partial block with schema defaults (`drift.reference: stable`) that would
+        # otherwise silently replace the template's choices.
+        extra = {key: value for key, value in metric.items() if key != "template"}
+        metrics[index] = _merged(extra, body)
     return resolved
 
 

@@ -182,8 +182,9 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     except InvalidSpec as invalid:
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
     route_error = observed.route.error if observed.route is not None else None
-    if route_error is not None and working.stable_revision is not None:
-        # Without a usable route nothing may move: traffic stays where the route sends it now.
+    if route_error is not None:
+        # Without a usable route nothing may move: traffic stays where the route sends it now, and a
+        # first deployment waits for the route the spec names.
         return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now)
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
     if working.phase == Phase.FAILED and _condition_reason(working, "Degraded") in (

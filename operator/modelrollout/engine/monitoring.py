@@ -64,7 +64,7 @@ def monitor(run: Pass) -> None:
     clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
     if drifted and current.drifted_since is None:
         current.drifted_since = run.at
-        message = f"{status.stable_version} drifted: " + "; ".join(f"{r.name}: {r.message}" for r in drifted)
+        message = f"{status.stable_version} drifted: " + "; ".join(_named(r) for r in drifted)
         run.event("Drifted", message, warning=True)
         if watch.hook is not None:
             current.hook = HookStatus(episode=run.at, state="Pending", next_attempt_at=run.at)
@@ -84,9 +84,14 @@ def _fire(run: Pass, current: MonitoringStatus) -> None:
         return
     hook.attempts += 1
     hook.next_attempt_at = timestamp(run.now + timedelta(seconds=hook_backoff(hook.attempts)))
-    reasons = "; ".join(f"{r.name}: {r.message}" for r in current.analysis.metrics if r.phase == Verdict.FAILED)
+    reasons = "; ".join(_named(r) for r in current.analysis.metrics if r.phase == Verdict.FAILED)
     run.actions.append(FireHook(hook.episode, current.version, reasons or "drift"))
     run.again_in(hook_backoff(hook.attempts))
+
+
+def _named(result: MetricResult) -> str:
+    """The metric's message, prefixed with its name unless the message starts with it already."""
+    return result.message if result.message.startswith(result.name) else f"{result.name}: {result.message}"
 
 
 def record_hook_result(status: ModelRolloutStatus, result: HookResult) -> list[tuple[str, str, bool]]:
