@@ -42,7 +42,7 @@ from kubernetes.client import V1ConfigMap, V1Namespace, V1ObjectMeta
 from modelrollout.sandbox.dataplane import count_for
 from modelrollout.sandbox.model_server import REFERENCE_PATH
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, release_namespace
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -215,6 +215,7 @@ def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
         made.stop_load()
         # The test's model servers go away, so that they do not load the sandbox for the next tests.
         cluster.delete_all_rollouts(wait=10)
+        release_namespace(cluster)
         cluster.api_client.close()
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from modelrollout.sandbox.dataplane import count_for
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, release_namespace
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,6 +188,7 @@ def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
         operator = sandbox.operator
         if operator is not None and sys.exc_info()[0] is not None:
             print(f"--- operator log ---\n{operator.logs()[-6000:]}")
+        release_namespace(cluster)
         cluster.api_client.close()
 
 

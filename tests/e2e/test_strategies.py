@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 from modelrollout.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
 from modelrollout.sandbox.loadgen import LoadGenerator
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, release_namespace
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
 pytestmark = pytest.mark.timeout(240)
@@ -292,6 +292,7 @@ def story(sandbox: Sandbox, prefix: str) -> Iterator[Story]:
         # The sandbox is shared: the model servers of a finished story must not eat the others' CPU.
         with suppress(ApiException):
             cluster.delete_all_rollouts(wait=10)
+        release_namespace(cluster)
         cluster.api_client.close()
 
 

@@ -1,0 +1,827 @@
+"""Scale: N active ModelRollouts stepping through a canary in one operator (issue 7, "Scale").
+
+    python bench/scale.py --sizes 100,1000,10000 [--analysis-interval 30s] [--pause 60s]
+
+For each size, every component runs as its own process, so each one's CPU and memory are its own:
+
+* the API emulator (``python -m modelrollout.emulator``), with the CRDs installed;
+* a counting reverse proxy in front of it (``bench/scale_proxy.py``): the operator's kubeconfig
+  points at the proxy, so every request the operator makes is counted by method and resource;
+  the benchmark's own clients (creating rollouts, the Deployment controller) talk to the emulator
+  directly and are not counted;
+* a real Prometheus scraping (every ``--scrape-interval``) a tiny exporter that publishes one gauge,
+  ``bench_error_ratio{rollout="..."}``, per rollout, with a second counting proxy in front of it
+  (the operator's ``--prometheus-url``), so queries are counted exactly;
+* a stand-in Deployment controller (``bench/scale_controller.py``): watches Deployments and
+  merge-patches ``/status`` so readyReplicas = replicas, from 32 concurrent workers;
+* the operator (``python -m modelrollout.cli run``).
+
+Then: create N ModelRollouts (replicas 2; steps setWeight 50, pause ``--pause``, setWeight 100;
+one threshold metric, analysis every ``--analysis-interval``), wait until every one is Succeeded on
+version 1, change every one's ``spec.model.version`` to 2 and wait until every one is Succeeded on
+version 2. The benchmark watches the ModelRollouts itself (directly on the emulator) and samples
+/proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime+stime) of every process twice a second.
+
+Measured over the canary phase (from the version change to the last promotion):
+
+* operator RSS: peak (whole run) and steady (median over the canary phase);
+* operator CPU seconds per rollout-step (a step is one of the 3 canary steps; the canary's start
+  and promotion passes are included in the total and not counted as steps, so this is conservative);
+* API requests and writes (non-GET) per step, as the proxy counted them, with a breakdown;
+* Prometheus queries per analysis (measurement): proxy-counted queries / measurements taken
+  (the ``count`` of the background metric in each rollout's status);
+* step lag: pause end -> next step. Due: ``stepStartedAt`` of the pause step + its duration;
+  decided: the next step's ``stepStartedAt`` (the operator's clock at the start of the pass that
+  moved on); applied: when the benchmark's watch saw the status naming the next step (the status is
+  written after the Deployments were scaled, so the step is in force by then). Also the readiness
+  lag: the stand-in controller reporting the candidate's pods ready -> the next step's
+  ``stepStartedAt`` (event driven rather than deadline driven).
+
+Targets (issue 7): 10,000 rollouts under 2 GiB RSS, p99 step lag under 2 s, at most 3 API writes per
+step. Raw numbers go to ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from modelrollout import GROUP, PLURAL, VERSION  # noqa: E402
+from modelrollout.api.durations import parse_duration  # noqa: E402
+from modelrollout.kube.names import deployment_name  # noqa: E402
+from tests.support.exporter import Exporter, free_port  # noqa: E402
+from tests.support.prometheus import PrometheusServer  # noqa: E402
+
+NAMESPACE = "scale"
+METRIC = "bench_error_ratio"
+STEPS = 3  # setWeight 50, pause, setWeight 100
+GIB = 1024**3
+TARGET_RSS = 2 * GIB
+TARGET_LAG = 2.0
+TARGET_WRITES = 3.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+console = Console(width=max(200, shutil.get_terminal_size().columns))
+
+
+def rollout_spec(name: str, version: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "replicas": 2,
+        "model": {"name": "scorer", "version": version},
+        "template": {"spec": {"containers": [{"name": "server", "image": "bench/model-server:1"}]}},
+        "strategy": {
+            "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": args.pause}}, {"setWeight": 100}]}
+        },
+        "analysis": {
+            "interval": args.analysis_interval,
+            "metrics": [
+                {
+                    "name": "error-ratio",
+                    "prometheus": {"query": f'{METRIC}{{rollout="{{{{name}}}}"}}'},
+                    "threshold": {"max": 0.05},
+                }
+            ],
+        },
+    }
+
+
+def ts(text: str | None) -> float | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process whose first stdout line is its readiness signal (a URL, usually)."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("wb"),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def first_line(self, timeout: float = 60.0) -> str:
+        assert self.popen.stdout is not None
+        os.set_blocking(self.popen.stdout.fileno(), True)
+        line = self.popen.stdout.readline().decode().strip()
+        if not line:
+            raise RuntimeError(f"{self.name} exited before it was ready; see {self.log}")
+        return line
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def proc_sample(pid: int) -> tuple[int, float] | None:
+    """(RSS bytes, CPU seconds) of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return rss, (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, StopIteration):
+        return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    size: int
+    completed: bool = False
+    note: str = ""
+    create_seconds: float | None = None
+    stable_seconds: float | None = None
+    canary_seconds: float | None = None
+    rss_peak: int | None = None
+    rss_steady: int | None = None
+    rss_idle_before_canary: int | None = None
+    cpu_canary: float | None = None
+    cpu_stable_phase: float | None = None
+    steps_done: int = 0
+    promoted: int = 0
+    api_requests: int = 0
+    api_writes: int = 0
+    api_breakdown: dict[str, int] = field(default_factory=dict)
+    api_breakdown_stable: dict[str, int] = field(default_factory=dict)
+    prom_queries: int = 0
+    measurements: int = 0
+    measurements_counted: int = 0  # the sum of status `count`s (inflated by double-recorded measurements)
+    pause_lag_decided: list[float] = field(default_factory=list)
+    pause_lag_applied: list[float] = field(default_factory=list)
+    ready_lag: list[float] = field(default_factory=list)
+    other_cpu: dict[str, float] = field(default_factory=dict)
+    other_rss_peak: dict[str, int] = field(default_factory=dict)
+    passes: dict[str, float] = field(default_factory=dict)
+    prom_breakdown: dict[str, int] = field(default_factory=dict)
+    foreign_cpu_share: float | None = None  # share of the machine's cores busy with processes not ours
+    sample_analysis: dict[str, Any] = field(default_factory=dict)
+    workdir: str = ""
+
+    @property
+    def cpu_per_step(self) -> float | None:
+        return self.cpu_canary / self.steps_done if self.cpu_canary is not None and self.steps_done else None
+
+    @property
+    def requests_per_step(self) -> float | None:
+        return self.api_requests / self.steps_done if self.steps_done else None
+
+    @property
+    def writes_per_step(self) -> float | None:
+        return self.api_writes / self.steps_done if self.steps_done else None
+
+    @property
+    def queries_per_analysis(self) -> float | None:
+        return self.prom_queries / self.measurements if self.measurements else None
+
+
+# --- the driver ---------------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Lists and watches the ModelRollouts (on the emulator, not through the counting proxy)."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.status: dict[str, dict[str, Any]] = {}
+        # name -> [(received at, currentStepIndex, stepStartedAt, phase, candidateVersion)]
+        self.history: dict[str, list[tuple[float, Any, Any, Any, Any]]] = {}
+        self.measured: dict[str, set[tuple[Any, Any]]] = {}  # name -> distinct background measurements
+        self.counted: dict[str, int] = {}  # name -> highest background `count` seen in the canary
+        self.last_analysis: dict[str, Any] = {}
+
+    def see(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        status = obj.get("status") or {}
+        self.status[name] = status
+        key = (
+            status.get("currentStepIndex"),
+            status.get("stepStartedAt"),
+            status.get("phase"),
+            status.get("candidateVersion"),
+        )
+        seen = self.history.setdefault(name, [])
+        if not seen or seen[-1][1:] != key:
+            seen.append((time.time(), *key))
+        background = status.get("backgroundAnalysis") or {}
+        if status.get("candidateVersion") == "2":
+            if background:
+                self.last_analysis[name] = background
+            for metric in background.get("metrics") or []:
+                # Distinct measurement times, not `count`: a pass that measures and also advances a
+                # step records its measurement twice (same `at`), which would inflate `count`.
+                self.measured.setdefault(name, set()).update(
+                    (metric.get("name"), m.get("at")) for m in metric.get("measurements") or []
+                )
+                self.counted[name] = max(self.counted.get(name, 0), int(metric.get("count") or 0))
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        url = f"{self.server}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+        while True:
+            try:
+                async with session.get(url) as answer:
+                    listed = await answer.json()
+                for item in listed.get("items", []):
+                    self.see(item)
+                params = {"watch": "true", "resourceVersion": listed["metadata"]["resourceVersion"]}
+                async with session.get(url, params=params) as stream:
+                    async for line in stream.content:
+                        if line.strip():
+                            event = json.loads(line)
+                            if event.get("type") in ("ADDED", "MODIFIED"):
+                                self.see(event["object"])
+                            elif event.get("type") == "ERROR":
+                                break
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                await asyncio.sleep(0.2)
+
+    def count(self, phase: str, stable_version: str) -> int:
+        return sum(
+            1 for s in self.status.values() if s.get("phase") == phase and s.get("stableVersion") == stable_version
+        )
+
+
+class Sampler:
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, tuple[int, float]]]] = []
+
+    def take(self) -> dict[str, tuple[int, float]]:
+        now = {name: s for name, pid in self.pids.items() if (s := proc_sample(pid)) is not None}
+        now["machine"] = (0, machine_busy_seconds())
+        self.samples.append((time.time(), now))
+        return now
+
+    async def run(self) -> None:
+        while True:
+            self.take()
+            await asyncio.sleep(0.5)
+
+    def rss_between(self, name: str, start: float, end: float) -> list[int]:
+        return [s[name][0] for t, s in self.samples if start <= t <= end and name in s]
+
+    def peak(self, name: str) -> int | None:
+        values = [s[name][0] for _, s in self.samples if name in s]
+        return max(values) if values else None
+
+
+async def gather_limited(coros: list[Any], limit: int) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def stats(session: aiohttp.ClientSession, proxy: str) -> dict[str, int]:
+    async with session.get(f"{proxy}/__scale_stats") as answer:
+        data: dict[str, int] = await answer.json()
+        return data
+
+
+def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+async def wait_until(what: str, probe: Any, timeout: float, progress: Any = None) -> bool:
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        if progress is not None and time.monotonic() - last_report > 15:
+            last_report = time.monotonic()
+            console.log(f"  waiting for {what}: {progress()}")
+        await asyncio.sleep(0.5)
+    console.log(f"  [red]timed out waiting for {what}[/]: {progress() if progress else ''}")
+    return False
+
+
+async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[str, float]:
+    """The operator's reconcile-duration histogram sum and count."""
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+            text = await answer.text()
+    except aiohttp.ClientError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("modelrollout_reconcile_duration_seconds_sum", "modelrollout_reconcile_duration_seconds_count"):
+            if line.startswith(key + " "):
+                found[key.rsplit("_", 1)[1]] = float(line.split()[1])
+    return found
+
+
+async def drive(
+    args: argparse.Namespace,
+    result: SizeResult,
+    emulator_url: str,
+    api_proxy: str,
+    prom_proxy: str,
+    sampler: Sampler,
+    exporter: Exporter,
+    controller: Proc,
+    metrics_port: int,
+) -> None:
+    n = result.size
+    names = [f"r-{i:05d}" for i in range(n)]
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=None), read_bufsize=2**22
+    ) as session:
+        sampler_task = asyncio.ensure_future(sampler.run())
+        watcher = Watcher(emulator_url)
+        watch_task = asyncio.ensure_future(watcher.run(session))
+        base = f"{emulator_url}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+
+        async def create(name: str) -> None:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelRollout",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": rollout_spec(name, "1", args),
+            }
+            async with session.post(base, json=body) as answer:
+                if answer.status >= 300:
+                    raise RuntimeError(f"create {name}: {answer.status} {await answer.text()}")
+
+        async def change_version(name: str) -> None:
+            patch = {"spec": {"model": {"version": "2"}}}
+            async with session.patch(
+                f"{base}/{name}", data=json.dumps(patch), headers={"Content-Type": "application/merge-patch+json"}
+            ) as answer:
+                if answer.status >= 300:
+                    raise RuntimeError(f"patch {name}: {answer.status} {await answer.text()}")
+
+        try:
+            # Phase 1: N rollouts deployed as stable.
+            before_stable = await stats(session, api_proxy)
+            cpu0 = sampler.take()["operator"][1]
+            started = time.time()
+            await gather_limited([create(name) for name in names], 32)
+            result.create_seconds = time.time() - started
+            console.log(f"  {n} created in {result.create_seconds:.1f}s")
+            ok = await wait_until(
+                f"{n} rollouts Succeeded on version 1",
+                lambda: watcher.count("Succeeded", "1") >= n,
+                args.phase_timeout,
+                lambda: f"{watcher.count('Succeeded', '1')}/{n} stable",
+            )
+            result.stable_seconds = time.time() - started
+            result.cpu_stable_phase = sampler.take()["operator"][1] - cpu0
+            result.api_breakdown_stable = diff(await stats(session, api_proxy), before_stable)
+            if not ok:
+                result.note = f"only {watcher.count('Succeeded', '1')}/{n} reached stable in {args.phase_timeout:.0f}s"
+                return
+            console.log(f"  all stable after {result.stable_seconds:.1f}s")
+            await asyncio.sleep(3)  # let the last status writes' echoes settle
+            result.rss_idle_before_canary = sampler.take()["operator"][0]
+
+            # Phase 2: the canary, every rollout at once.
+            api_before = await stats(session, api_proxy)
+            prom_before = await stats(session, prom_proxy)
+            passes_before = await operator_metrics(session, metrics_port)
+            cpu_before = sampler.take()
+            canary_started = time.time()
+            await gather_limited([change_version(name) for name in names], 32)
+            console.log(f"  version changed on {n} in {time.time() - canary_started:.1f}s")
+            ok = await wait_until(
+                f"{n} rollouts Succeeded on version 2",
+                lambda: watcher.count("Succeeded", "2") >= n,
+                args.phase_timeout + parse_duration(args.pause),
+                lambda: (
+                    f"{watcher.count('Succeeded', '2')}/{n} promoted; steps: "
+                    + str(
+                        sorted(
+                            {
+                                (s.get("currentStepIndex"), s.get("phase")): 0 for s in watcher.status.values()
+                            }.keys(),
+                            key=str,
+                        )
+                    )
+                ),
+            )
+            canary_ended = time.time()
+            result.canary_seconds = canary_ended - canary_started
+            cpu_after = sampler.take()
+            api_after = await stats(session, api_proxy)
+            prom_after = await stats(session, prom_proxy)
+            passes_after = await operator_metrics(session, metrics_port)
+            result.promoted = watcher.count("Succeeded", "2")
+            result.completed = ok
+            if not ok:
+                result.note = f"only {result.promoted}/{n} promoted within the timeout"
+            result.cpu_canary = cpu_after["operator"][1] - cpu_before["operator"][1]
+            result.other_cpu = {
+                name: round(cpu_after[name][1] - cpu_before[name][1], 2)
+                for name in cpu_after
+                if name != "operator" and name in cpu_before
+            }
+            ours = sum(v for k, v in result.other_cpu.items() if k != "machine") + result.cpu_canary
+            result.foreign_cpu_share = round(
+                (result.other_cpu.get("machine", 0) - ours) / (result.canary_seconds * (os.cpu_count() or 1)), 3
+            )
+            result.rss_steady = int(statistics.median(sampler.rss_between("operator", canary_started, canary_ended)))
+            result.api_breakdown = diff(api_after, api_before)
+            result.api_requests = sum(result.api_breakdown.values())
+            result.api_writes = sum(v for k, v in result.api_breakdown.items() if not k.startswith("GET "))
+            result.prom_breakdown = diff(prom_after, prom_before)
+            result.prom_queries = sum(v for k, v in result.prom_breakdown.items() if k.split()[-1] in ("query", "query_range"))
+            result.sample_analysis = watcher.last_analysis.get(names[0], {})
+            result.measurements = sum(len(seen) for seen in watcher.measured.values())
+            result.measurements_counted = sum(watcher.counted.values())
+            if passes_after and passes_before:
+                count = passes_after["count"] - passes_before.get("count", 0)
+                result.passes = {
+                    "count": count,
+                    "seconds": passes_after["sum"] - passes_before.get("sum", 0),
+                }
+
+            # Lags, from the watch history and the controller's readiness times.
+            controller.stop()
+            times = json.loads(Path(controller.log.parent / "controller-times.json").read_text())["ready_times"]
+            pause = parse_duration(args.pause)
+            steps_done = 0
+            for name in names:
+                history = watcher.history.get(name, [])
+                canary = [h for h in history if h[4] == "2" and h[1] is not None]
+                started_at: dict[int, float] = {}
+                seen_at: dict[int, float] = {}
+                for received, index, step_started, _phase, _version in canary:
+                    if index not in started_at and step_started:
+                        started_at[index] = ts(step_started)  # type: ignore[assignment]
+                        seen_at[index] = received
+                # Step 2 (setWeight 100) completes in the pass that also promotes: currentStepIndex
+                # then goes from 2 straight to none, so its completion is the promotion.
+                promoted_at = next(
+                    (h[0] for h in history if h[3] == "Succeeded" and seen_at and h[0] >= max(seen_at.values())),
+                    None,
+                )
+                if promoted_at is not None and 2 in seen_at:
+                    seen_at[3] = promoted_at
+                steps_done += sum(1 for i in (1, 2, 3) if i in seen_at)
+                if 1 in started_at and 2 in started_at:
+                    due = started_at[1] + pause
+                    result.pause_lag_decided.append(started_at[2] - due)
+                    result.pause_lag_applied.append(seen_at[2] - due)
+                revision = (watcher.status.get(name) or {}).get("stableRevision")
+                ready = times.get(f"{NAMESPACE}/{deployment_name(name, revision)}", []) if revision else []
+                for index, replicas in ((1, 1), (3, 2)):
+                    when = next((t for t, r in ready if r == replicas), None)
+                    if when is not None and index in seen_at:
+                        result.ready_lag.append(seen_at[index] - when)
+            result.steps_done = steps_done
+            await asyncio.sleep(2)
+        finally:
+            watch_task.cancel()
+            sampler_task.cancel()
+            result.rss_peak = sampler.peak("operator")
+            result.other_rss_peak = {
+                name: peak
+                for name in sampler.pids
+                if name not in ("operator", "machine") and (peak := sampler.peak(name))
+            }
+
+
+def run_size(args: argparse.Namespace, n: int) -> SizeResult:
+    result = SizeResult(size=n)
+    workdir = Path(tempfile.mkdtemp(prefix=f"modelrollout-scale-{n}-"))
+    result.workdir = str(workdir)
+    python = sys.executable
+    procs: list[Proc] = []
+    exporter: Exporter | None = None
+    prometheus: PrometheusServer | None = None
+    console.rule(f"{n} rollouts (logs in {workdir})")
+    try:
+        crds = sorted((REPO / "crds").glob("*.yaml"))
+        emulator = Proc(
+            "emulator",
+            [
+                python,
+                "-m",
+                "modelrollout.emulator",
+                "--port",
+                "0",
+                "--kubeconfig",
+                str(workdir / "emulator.kubeconfig"),
+                "--event-window",
+                str(max(10_000, 40 * n)),
+                *[arg for crd in crds for arg in ("--crd", str(crd))],
+            ],
+            workdir,
+        )
+        procs.append(emulator)
+        emulator_url = emulator.first_line()
+        api_proxy_proc = Proc("api-proxy", [python, str(REPO / "bench/scale_proxy.py"), "--upstream", emulator_url], workdir)
+        procs.append(api_proxy_proc)
+        api_proxy = api_proxy_proc.first_line()
+        kubeconfig = yaml.safe_load((workdir / "emulator.kubeconfig").read_text())
+        for cluster in kubeconfig["clusters"]:
+            cluster["cluster"]["server"] = api_proxy
+        (workdir / "operator.kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        # The namespace, directly on the emulator.
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{emulator_url}/api/v1/namespaces",
+            data=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+
+        exporter = Exporter().start()
+        for i in range(n):
+            exporter.set(METRIC, 0.01, rollout=f"r-{i:05d}")
+        prometheus = PrometheusServer(
+            [exporter.target], scrape_interval=parse_duration(args.scrape_interval), workdir=workdir / "prometheus"
+        )
+        (workdir / "prometheus").mkdir()
+        prometheus.start(timeout=60)
+        prom_proxy_proc = Proc(
+            "prom-proxy", [python, str(REPO / "bench/scale_proxy.py"), "--upstream", prometheus.address], workdir
+        )
+        procs.append(prom_proxy_proc)
+        prom_proxy = prom_proxy_proc.first_line()
+
+        controller = Proc(
+            "controller",
+            [
+                python,
+                str(REPO / "bench/scale_controller.py"),
+                "--server",
+                emulator_url,
+                "--times-file",
+                str(workdir / "controller-times.json"),
+            ],
+            workdir,
+        )
+        procs.append(controller)
+        controller.first_line()
+
+        metrics_port = free_port()
+        operator = Proc(
+            "operator",
+            [
+                python,
+                "-m",
+                "modelrollout.cli",
+                "run",
+                "--kubeconfig",
+                str(workdir / "operator.kubeconfig"),
+                "--prometheus-url",
+                prom_proxy,
+                "--metrics-port",
+                str(metrics_port),
+                "--metrics-host",
+                "127.0.0.1",
+                "--health-endpoint",
+                "",
+                "--resync-seconds",
+                "300",
+            ],
+            workdir,
+        )
+        procs.append(operator)
+        # Ready when its /metrics answers and kopf has logged its start.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(2)
+        sampler = Sampler(
+            {
+                "operator": operator.pid,
+                "emulator": emulator.pid,
+                "api-proxy": api_proxy_proc.pid,
+                "prom-proxy": prom_proxy_proc.pid,
+                "controller": controller.pid,
+                "prometheus": prometheus._process.pid if prometheus._process else 0,  # noqa: SLF001
+                "bench": os.getpid(),
+            }
+        )
+        if args.profile:
+            procs.append(
+                Proc(
+                    "py-spy",
+                    [
+                        shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(operator.pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "50",
+                        "--output",
+                        str(workdir / "operator.pyspy.txt"),
+                    ],
+                    workdir,
+                )
+            )
+        asyncio.run(
+            drive(args, result, emulator_url, api_proxy, prom_proxy, sampler, exporter, controller, metrics_port)
+        )
+    except Exception as error:  # report what we have, and go on with the next size
+        console.print_exception()
+        result.note = result.note or f"failed: {error!r}"
+    finally:
+        for proc in reversed(procs):
+            if proc.name == "py-spy":
+                proc.popen.send_signal(signal.SIGINT)
+                try:
+                    proc.popen.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.popen.kill()
+            else:
+                proc.stop()
+        if prometheus is not None:
+            prometheus.stop()
+        if exporter is not None:
+            exporter.stop()
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def mark(ok: bool | None) -> str:
+    return "" if ok is None else (" [green]met[/]" if ok else " [red]missed[/]")
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def report(results: list[SizeResult], extrapolated: SizeResult | None) -> None:
+    table = Table(title="ModelRollout operator at scale (canary phase; targets from issue 7)")
+    for column in (
+        "rollouts",
+        "done",
+        "RSS peak",
+        "RSS steady",
+        "CPU s / step",
+        "API req / step",
+        "API writes / step (<=3)",
+        "Prom queries / analysis",
+        "pause lag p50 / p99 (decided)",
+        "pause lag p50 / p99 (applied) (<2 s)",
+        "ready->step lag p50 / p99 (applied)",
+        "canary wall",
+    ):
+        table.add_column(column, justify="right")
+    for r in [*results, *([extrapolated] if extrapolated else [])]:
+        big = r.size >= 10_000
+        rss_ok = (r.rss_peak < TARGET_RSS) if (big and r.rss_peak) else None
+        p99 = pct(r.pause_lag_applied, 0.99)
+        table.add_row(
+            f"{r.size:,}" + (" (extrapolated)" if r is extrapolated else ""),
+            "yes" if r.completed else ("-" if r is extrapolated else f"no ({r.promoted})"),
+            fmt(r.rss_peak and r.rss_peak / 2**20, ",.0f", " MiB") + mark(rss_ok),
+            fmt(r.rss_steady and r.rss_steady / 2**20, ",.0f", " MiB"),
+            fmt(r.cpu_per_step, ".4f"),
+            fmt(r.requests_per_step, ".2f"),
+            fmt(r.writes_per_step, ".2f") + mark(None if r.writes_per_step is None else r.writes_per_step <= TARGET_WRITES),
+            fmt(r.queries_per_analysis, ".2f"),
+            f"{fmt(pct(r.pause_lag_decided, 0.5), '.2f')} / {fmt(pct(r.pause_lag_decided, 0.99), '.2f')} s",
+            f"{fmt(pct(r.pause_lag_applied, 0.5), '.2f')} / {fmt(p99, '.2f')} s"
+            + mark(None if p99 is None else p99 < TARGET_LAG),
+            f"{fmt(pct(r.ready_lag, 0.5), '.2f')} / {fmt(pct(r.ready_lag, 0.99), '.2f')} s",
+            fmt(r.canary_seconds, ".0f", " s"),
+        )
+    console.print(table)
+    for r in results:
+        console.print(f"[bold]{r.size:,}[/]: {r.note or 'ok'}; logs {r.workdir}")
+        console.print(
+            f"  stable phase: create {fmt(r.create_seconds, '.1f')} s, all Succeeded after "
+            f"{fmt(r.stable_seconds, '.1f')} s, operator CPU {fmt(r.cpu_stable_phase, '.1f')} s; "
+            f"RSS idle before canary {fmt(r.rss_idle_before_canary and r.rss_idle_before_canary / 2**20, '.0f')} MiB"
+        )
+        console.print(
+            f"  canary: {r.steps_done} steps, {r.measurements} measurements, operator CPU {fmt(r.cpu_canary, '.1f')} s, "
+            f"passes {r.passes}; other processes' CPU {r.other_cpu}; "
+            f"machine busy with processes outside the benchmark: {fmt(r.foreign_cpu_share and r.foreign_cpu_share * 100, '.0f')} % of the cores"
+        )
+        writes = {k: v for k, v in sorted(r.api_breakdown.items(), key=lambda kv: -kv[1])}
+        console.print(f"  API calls in the canary phase: {writes}")
+
+
+def extrapolate(results: list[SizeResult], size: int) -> SizeResult | None:
+    """A straight line through the two largest completed sizes (RSS, CPU): labelled as such."""
+    done = [r for r in results if r.completed and r.rss_peak and r.rss_steady]
+    if len(done) < 2 or any(r.size >= size for r in done):
+        return None
+    a, b = done[-2], done[-1]
+
+    def line(va: float, vb: float) -> float:
+        return vb + (vb - va) / (b.size - a.size) * (size - b.size)
+
+    out = SizeResult(size=size, note="extrapolated linearly from the two largest completed sizes")
+    out.rss_peak = int(line(a.rss_peak or 0, b.rss_peak or 0))
+    out.rss_steady = int(line(a.rss_steady or 0, b.rss_steady or 0))
+    out.cpu_canary = b.cpu_per_step * size * STEPS if b.cpu_per_step else None
+    out.steps_done = size * STEPS
+    out.api_requests = int((b.requests_per_step or 0) * size * STEPS)
+    out.api_writes = int((b.writes_per_step or 0) * size * STEPS)
+    out.prom_queries, out.measurements = b.prom_queries, b.measurements
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--analysis-interval", default="30s")
+    parser.add_argument("--pause", default="60s", help="the canary's pause step")
+    parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
+    parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
+    parser.add_argument("--profile", action="store_true", help="py-spy record the operator (raw collapsed stacks)")
+    parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "modelrollout-scale.json")
+    args = parser.parse_args()
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    results: list[SizeResult] = []
+    for n in sizes:
+        results.append(run_size(args, n))
+        args.json.write_text(
+            json.dumps(
+                [
+                    asdict(r)
+                    | {
+                        "cpu_per_step": r.cpu_per_step,
+                        "writes_per_step": r.writes_per_step,
+                        "requests_per_step": r.requests_per_step,
+                        "queries_per_analysis": r.queries_per_analysis,
+                    }
+                    for r in results
+                ],
+                indent=1,
+            )
+        )
+    largest = max(sizes)
+    extrapolated = None
+    if not any(r.size == largest and r.completed for r in results):
+        extrapolated = extrapolate(results, largest)
+    report(results, extrapolated)
+    console.print(f"raw data: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""A counting reverse proxy (aiohttp) for the scale benchmark: counts requests by method and kind.
+
+    python bench/scale_proxy.py --upstream http://127.0.0.1:PORT [--port 0]
+
+Prints its URL on stdout once it listens (the readiness signal). ``GET /__scale_stats`` answers the
+counts so far as JSON: ``{"METHOD kind": n}``, where kind is the resource plural (with ``/status``
+for the status subresource, ``?watch`` for watches) or, for other URLs, the path itself
+(``/api/v1/query`` for Prometheus). Watch streams are relayed chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import signal
+import sys
+
+import aiohttp
+import aiohttp.web
+
+# content-encoding is kept: bodies are relayed as they came (compressed or not).
+HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+def kind_of(path: str, query: str) -> str:
+    parts = [part for part in path.split("/") if part]
+    rest: list[str] = []
+    if len(parts) >= 3 and parts[0] == "api":
+        rest = parts[2:]
+    elif len(parts) >= 4 and parts[0] == "apis":
+        rest = parts[3:]
+    if not rest:
+        return path
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    kind = rest[0]
+    if len(rest) > 2:
+        kind += "/" + "/".join(rest[2:])
+    if "watch=true" in query or "watch=1" in query:
+        kind += "?watch"
+    return kind
+
+
+class Proxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        if request.path == "/__scale_stats":
+            return aiohttp.web.json_response(dict(self.counts))
+        self.counts[f"{request.method} {kind_of(request.path, request.query_string)}"] += 1
+        assert self.session is not None
+        body = await request.read() if request.can_read_body else None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+        url = self.upstream + request.path_qs
+        watch = "watch=true" in request.query_string or "watch=1" in request.query_string
+        async with self.session.request(
+            request.method, url, data=body, headers=headers, allow_redirects=False
+        ) as upstream:
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
+            if not watch:
+                data = await upstream.read()
+                return aiohttp.web.Response(body=data, status=upstream.status, headers=out_headers)
+            response = aiohttp.web.StreamResponse(status=upstream.status, headers=out_headers)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError):
+                pass
+            return response
+
+
+async def serve(args: argparse.Namespace) -> None:
+    proxy = Proxy(args.upstream)
+    proxy.session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        auto_decompress=False,
+    )
+    server = aiohttp.web.Server(proxy.handle, handler_cancellation=True)
+    runner = aiohttp.web.ServerRunner(server)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    if args.stats_file:
+        with open(args.stats_file, "w") as out:
+            json.dump(dict(proxy.counts), out)
+    await runner.cleanup()
+    await proxy.session.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stats-file", default=None)
+    asyncio.run(serve(parser.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
