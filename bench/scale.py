@@ -67,11 +67,12 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.exporter import Exporter, free_port  # noqa: E402
+from tests.support.prometheus import PrometheusServer  # noqa: E402
+
 from modelrollout import GROUP, PLURAL, VERSION  # noqa: E402
 from modelrollout.api.durations import parse_duration  # noqa: E402
 from modelrollout.kube.names import deployment_name  # noqa: E402
-from tests.support.exporter import Exporter, free_port  # noqa: E402
-from tests.support.prometheus import PrometheusServer  # noqa: E402
 
 NAMESPACE = "scale"
 METRIC = "bench_error_ratio"
@@ -89,9 +90,7 @@ def rollout_spec(name: str, version: str, args: argparse.Namespace) -> dict[str,
         "replicas": 2,
         "model": {"name": "scorer", "version": version},
         "template": {"spec": {"containers": [{"name": "server", "image": "bench/model-server:1"}]}},
-        "strategy": {
-            "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": args.pause}}, {"setWeight": 100}]}
-        },
+        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": args.pause}}, {"setWeight": 100}]}},
         "analysis": {
             "interval": args.analysis_interval,
             "metrics": [
@@ -285,7 +284,7 @@ class Watcher:
                                 self.see(event["object"])
                             elif event.get("type") == "ERROR":
                                 break
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 await asyncio.sleep(0.2)
 
     def count(self, phase: str, stable_version: str) -> int:
@@ -448,9 +447,7 @@ async def drive(
                     f"{watcher.count('Succeeded', '2')}/{n} promoted; steps: "
                     + str(
                         sorted(
-                            {
-                                (s.get("currentStepIndex"), s.get("phase")): 0 for s in watcher.status.values()
-                            }.keys(),
+                            {(s.get("currentStepIndex"), s.get("phase")): 0 for s in watcher.status.values()}.keys(),
                             key=str,
                         )
                     )
@@ -481,7 +478,9 @@ async def drive(
             result.api_requests = sum(result.api_breakdown.values())
             result.api_writes = sum(v for k, v in result.api_breakdown.items() if not k.startswith("GET "))
             result.prom_breakdown = diff(prom_after, prom_before)
-            result.prom_queries = sum(v for k, v in result.prom_breakdown.items() if k.split()[-1] in ("query", "query_range"))
+            result.prom_queries = sum(
+                v for k, v in result.prom_breakdown.items() if k.split()[-1] in ("query", "query_range")
+            )
             result.sample_analysis = watcher.last_analysis.get(names[0], {})
             result.measurements = sum(len(seen) for seen in watcher.measured.values())
             result.measurements_counted = sum(watcher.counted.values())
@@ -567,7 +566,9 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
         )
         procs.append(emulator)
         emulator_url = emulator.first_line()
-        api_proxy_proc = Proc("api-proxy", [python, str(REPO / "bench/scale_proxy.py"), "--upstream", emulator_url], workdir)
+        api_proxy_proc = Proc(
+            "api-proxy", [python, str(REPO / "bench/scale_proxy.py"), "--upstream", emulator_url], workdir
+        )
         procs.append(api_proxy_proc)
         api_proxy = api_proxy_proc.first_line()
         kubeconfig = yaml.safe_load((workdir / "emulator.kubeconfig").read_text())
@@ -654,7 +655,7 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
                 "api-proxy": api_proxy_proc.pid,
                 "prom-proxy": prom_proxy_proc.pid,
                 "controller": controller.pid,
-                "prometheus": prometheus._process.pid if prometheus._process else 0,  # noqa: SLF001
+                "prometheus": prometheus._process.pid if prometheus._process else 0,
                 "bench": os.getpid(),
             }
         )
@@ -739,7 +740,8 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None) -> None:
             fmt(r.rss_steady and r.rss_steady / 2**20, ",.0f", " MiB"),
             fmt(r.cpu_per_step, ".4f"),
             fmt(r.requests_per_step, ".2f"),
-            fmt(r.writes_per_step, ".2f") + mark(None if r.writes_per_step is None else r.writes_per_step <= TARGET_WRITES),
+            fmt(r.writes_per_step, ".2f")
+            + mark(None if r.writes_per_step is None else r.writes_per_step <= TARGET_WRITES),
             fmt(r.queries_per_analysis, ".2f"),
             f"{fmt(pct(r.pause_lag_decided, 0.5), '.2f')} / {fmt(pct(r.pause_lag_decided, 0.99), '.2f')} s",
             f"{fmt(pct(r.pause_lag_applied, 0.5), '.2f')} / {fmt(p99, '.2f')} s"
@@ -756,9 +758,11 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None) -> None:
             f"RSS idle before canary {fmt(r.rss_idle_before_canary and r.rss_idle_before_canary / 2**20, '.0f')} MiB"
         )
         console.print(
-            f"  canary: {r.steps_done} steps, {r.measurements} measurements, operator CPU {fmt(r.cpu_canary, '.1f')} s, "
+            f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
+            f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
             f"passes {r.passes}; other processes' CPU {r.other_cpu}; "
-            f"machine busy with processes outside the benchmark: {fmt(r.foreign_cpu_share and r.foreign_cpu_share * 100, '.0f')} % of the cores"
+            "machine busy with processes outside the benchmark: "
+            f"{fmt(r.foreign_cpu_share and r.foreign_cpu_share * 100, '.0f')} % of the cores"
         )
         writes = {k: v for k, v in sorted(r.api_breakdown.items(), key=lambda kv: -kv[1])}
         console.print(f"  API calls in the canary phase: {writes}")

@@ -47,6 +47,7 @@ class Controller:
     def __init__(self, server: str, workers: int) -> None:
         self.server = server.rstrip("/")
         self.workers = workers
+        self._tasks: list[asyncio.Future[None]] = []  # kept so the workers are not garbage-collected
         self.pending: dict[tuple[str, str], dict[str, Any]] = {}
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.ready_times: dict[str, list[tuple[float, int]]] = {}
@@ -93,7 +94,7 @@ class Controller:
             read_bufsize=2**22,
         )
         for _ in range(self.workers):
-            asyncio.ensure_future(self.worker())
+            self._tasks.append(asyncio.ensure_future(self.worker()))
         while True:
             try:
                 async with self.session.get(self.server + DEPLOYMENTS) as answer:
@@ -112,7 +113,7 @@ class Controller:
                             self.offer(event["object"])
                         elif event.get("type") == "ERROR":
                             break
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 await asyncio.sleep(0.2)
 
 
