@@ -21,6 +21,7 @@ from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, EventRecord, Selector
 from modelrollout.kube.api import ApiError, KubeApi
 from modelrollout.kube.names import (
+    COMMAND_ANNOTATION,
     FINALIZER,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -46,6 +47,7 @@ class Wakers:
 
     def __init__(self) -> None:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self._seen: dict[tuple[str, str | None, str | None], tuple[Any, ...]] = {}
 
     def get(self, namespace: str, name: str) -> asyncio.Event:
         return self._events.setdefault((namespace, name), asyncio.Event())
@@ -56,6 +58,16 @@ class Wakers:
 
     def forget(self, namespace: str, name: str) -> None:
         self._events.pop((namespace, name), None)
+
+    def changed(self, key: tuple[str, str | None, str | None], seen: tuple[Any, ...]) -> bool:
+        """Whether what matters of an object differs from what the last event showed."""
+        if self._seen.get(key) == seen:
+            return False
+        self._seen[key] = seen
+        return True
+
+    def forget_seen(self, namespace: str, name: str) -> None:
+        self._seen.pop(("rollout", namespace, name), None)
 
 
 WAKERS = Wakers()
@@ -137,7 +149,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 def rollout_deployments(
-    namespace: str | None, labels: Mapping[str, str], spec: kopf.Spec, status: kopf.Status, **_: Any
+    namespace: str | None, labels: Mapping[str, str], spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> dict[tuple[str, str], DeploymentState]:
     rollout, revision = labels.get(ROLLOUT_LABEL), labels.get(REVISION_LABEL)
     if not rollout or not revision or namespace is None:
@@ -147,19 +159,27 @@ def rollout_deployments(
         version=labels.get(VERSION_LABEL, ""),
         replicas=int(spec.get("replicas", 1)),
         ready_replicas=int(status.get("readyReplicas") or 0),
+        resource_version=_resource_version(meta),
     )
     return {(namespace, rollout): state}
 
 
+def _resource_version(meta: Mapping[str, Any]) -> int:
+    try:
+        return int(meta.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 @kopf.index("", "v1", "services", labels=MANAGED)
 def rollout_services(
-    namespace: str | None, labels: Mapping[str, str], name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str, str], tuple[str, Selector]]:
+    namespace: str | None, labels: Mapping[str, str], name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[tuple[str, str], tuple[str, tuple[int, Selector]]]:
     rollout = labels.get(ROLLOUT_LABEL)
     if not rollout or not namespace:
         return {}
     selector: Selector = tuple(sorted((spec.get("selector") or {}).items()))
-    return {(namespace, rollout): (name, selector)}
+    return {(namespace, rollout): (name, (_resource_version(meta), selector))}
 
 
 # Wake-ups come from async event handlers: kopf runs them in the event loop after it has indexed
@@ -167,19 +187,34 @@ def rollout_services(
 # in a worker thread before the index was updated: the daemon saw the old readiness and slept 5 s.)
 
 
+# Only changes that can move a rollout wake it: most watch events are the echoes of its own
+# writes (status, replicas), and a pass for each was most of the operator's work at scale.
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+async def deployment_changed(
+    type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    seen = (body.get("spec", {}).get("replicas"), (body.get("status") or {}).get("readyReplicas"), type == "DELETED")
+    if WAKERS.changed(("deployment", namespace, name), seen):
+        WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
 
 
 @kopf.on.event("", "v1", "services", labels=MANAGED)
-async def service_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+async def service_changed(
+    type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> None:
+    seen = (str(body.get("spec", {}).get("selector")), type == "DELETED")
+    if WAKERS.changed(("service", namespace, name), seen):
+        WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def rollout_changed(namespace: str | None, name: str | None, **_: Any) -> None:
-    WAKERS.wake(namespace, name)
+async def rollout_changed(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
+    annotations = meta.get("annotations") or {}
+    seen = (meta.get("generation"), annotations.get(COMMAND_ANNOTATION), meta.get("deletionTimestamp"))
+    if WAKERS.changed(("rollout", namespace, name), seen):
+        WAKERS.wake(namespace, name)
 
 
 class _QuietWakeups(logging.Filter):
@@ -216,7 +251,7 @@ async def rollout_loop(
 ) -> None:
     # kopf passes each index as a keyword named after its handler.
     deployments_index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["rollout_deployments"]
-    services_index: kopf.Index[tuple[str, str], tuple[str, Selector]] = kwargs["rollout_services"]
+    services_index: kopf.Index[tuple[str, str], tuple[str, tuple[int, Selector]]] = kwargs["rollout_services"]
     runtime: Runtime = memo.runtime
     options: OperatorOptions = memo.options
     assert namespace is not None  # ModelRollout is a namespaced resource
@@ -229,10 +264,11 @@ async def rollout_loop(
             if current.get("metadata", {}).get("deletionTimestamp"):
                 return
             key = (namespace, name)
-            deployments = deployment_states(list(deployments_index.get(key, [])))
             started = asyncio.get_running_loop().time()
             try:
-                services = dict(services_index.get(key, []))
+                indexed = deployment_states(list(deployments_index.get(key, [])))
+                deployments = runtime.written.merged_deployments(key, indexed)
+                services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
                 result = await reconcile(runtime, current, deployments, services)
                 written = result.written or written
                 decision = result.decision
@@ -258,6 +294,8 @@ async def rollout_loop(
         WAKERS.forget(namespace, name)
         if current_object_deleted(body):
             OPERATOR_METRICS.forget(namespace, name)
+            runtime.written.forget((namespace, name))
+            WAKERS.forget_seen(namespace, name)
 
 
 def current_object_deleted(body: kopf.Body) -> bool:

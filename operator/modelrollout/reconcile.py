@@ -34,7 +34,7 @@ from modelrollout.engine.types import (
     RouteView,
     Selector,
 )
-from modelrollout.kube.actuator import Actuator
+from modelrollout.kube.actuator import Actuator, WrittenObjects
 from modelrollout.kube.api import (
     CLUSTER_TEMPLATES,
     CONFIGMAPS,
@@ -68,6 +68,7 @@ class Runtime:
     post_event: EventSink
     hooks: HookRunner = field(default_factory=HookRunner)
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
+    written: WrittenObjects = field(default_factory=WrittenObjects)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -220,7 +221,7 @@ async def reconcile(
         assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
         try:
-            hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks).apply(
+            hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks, runtime.written).apply(
                 decision.actions, deployments
             )
         except RouteWriteError as refused:

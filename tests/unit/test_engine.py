@@ -490,3 +490,21 @@ def test_a_promote_sent_while_pods_start_waits_for_the_gate_it_can_open() -> Non
     assert world.status.promotion_requested is None
     world.command(CommandAction.PROMOTE)
     world.run(Phase.SUCCEEDED)
+
+
+def test_a_pass_that_measures_and_completes_steps_counts_each_measurement_once() -> None:
+    steps = [
+        {"setWeight": 25},
+        {"pause": {"duration": "10s"}},
+        {"pause": {"duration": "0s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "1h"}},
+    ]
+    world = deployed(strategy={"canary": {"steps": steps}})
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    for _ in range(12):
+        world.step(5)
+    background = world.status.background_analysis
+    assert background is not None
+    result = background.metrics[0]
+    assert result.count == len({m.at for m in result.measurements}) == len(world.queries)

@@ -6,6 +6,8 @@ reads them in `kubectl describe` and a program matches the path.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,8 +83,20 @@ def parse_spec(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any
     """The spec as a model, its metric templates resolved, or InvalidSpec listing every field that is wrong.
 
     `templates` are the ModelAnalysisTemplates the spec names, as fetched (name to their spec);
-    built-in templates need none.
+    built-in templates need none. A pass reads the same spec several times, and a rollout keeps its
+    spec for many passes: the result is remembered by content (the models are never modified).
     """
+    key = json.dumps([spec, templates or {}], sort_keys=True, default=str)
+    return _parse_cached(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(key: str) -> ModelRolloutSpec:
+    spec, templates = json.loads(key)
+    return _parse(spec, templates)
+
+
+def _parse(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]]) -> ModelRolloutSpec:
     try:
         resolved = resolve(spec, templates or {})
     except UnresolvedTemplate as error:

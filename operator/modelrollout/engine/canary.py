@@ -97,12 +97,12 @@ def run_canary(run: Pass) -> None:
     if status.candidate_revision != run.revision:
         start(run)
     steps = spec.strategy.steps
+    # This pass's measurements are recorded once, before the steps: the loop below may go through
+    # several steps, and each must not count the same measurement again.
+    run_background_analysis(run)
     # Each pass may finish several steps that need no waiting (a pause of 0s, an analysis step
     # whose results are in); the bound keeps a malformed status from looping.
     for _ in range(len(steps) + 2):
-        if ended(status):
-            return
-        run_background_analysis(run)
         if ended(status):
             return
         index = status.current_step_index if status.current_step_index is not None else 0

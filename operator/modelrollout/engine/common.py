@@ -128,6 +128,7 @@ class Pass:
     promote_requested: bool = False
     promote_full: bool = False
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
+    background_recorded: bool = False
 
     @property
     def at(self) -> str:
@@ -286,8 +287,9 @@ def judge_analysis_outcome(run: Pass, analysis: AnalysisStatus, what: str) -> No
 def run_background_analysis(run: Pass) -> None:
     status, spec = run.status, run.spec
     analysis = status.background_analysis
-    if analysis is None or analysis.phase != Verdict.RUNNING:
+    if analysis is None or analysis.phase != Verdict.RUNNING or run.background_recorded:
         return
+    run.background_recorded = True  # a measurement counts once, however many steps this pass runs
     limits = Limits.of(spec.analysis)
     for metric in spec.analysis.metrics:
         observation = run.observed.measurements.get(("background", metric.name))

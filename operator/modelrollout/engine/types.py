@@ -32,6 +32,7 @@ class DeploymentState:
     version: str
     replicas: int
     ready_replicas: int = 0
+    resource_version: int = 0  # to tell the index's view from the answer to our own newer write
 
     @property
     def ready(self) -> int:
