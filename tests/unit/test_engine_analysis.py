@@ -184,3 +184,26 @@ def test_a_template_keeps_its_values_when_the_api_server_fills_schema_defaults()
     drift = parse_spec(spec).analysis.metrics[0].drift
     assert drift is not None and drift.reference == "training" and drift.group_by == "feature"
     assert drift.training_reference is not None and drift.training_reference.config_map == "edges"
+
+
+def test_a_pipeline_metric_judges_the_upstream_candidate_on_the_downstream_models_inputs() -> None:
+    """The VAD's rollout is judged on the ASR's input-size histogram: now against an hour ago."""
+    query = 'sum by (le) (increase(model_input_size_bucket{rollout="asr",namespace="{{namespace}}"}[5m]))'
+    reference = query.replace("[5m]))", "[5m] offset 1h))")
+    pipeline = {
+        "name": "asr-input-length",
+        "prometheus": {"query": query, "stableQuery": reference},
+        "drift": {"statistic": "psi", "max": 0.2},
+        "minCount": 100,
+    }
+    world = world_with(pipeline)
+    edges = [1.0, 2.0, 4.0]
+    shorter = tuple(Sample({"le": s.labels["le"]}, s.value) for s in cumulative("x", edges, [400, 50, 30, 20]))
+    before = tuple(Sample({"le": s.labels["le"]}, s.value) for s in cumulative("x", edges, [125, 125, 125, 125]))
+    world.metric_values["asr-input-length"] = Observation(
+        value=None, vectors={"candidate": shorter, "reference": before}
+    )
+    world.run(Phase.ROLLED_BACK, seconds=5)
+    assert "asr-input-length" in world.status.message and "PSI" in world.status.message
+    assert 'rollout="asr",namespace="ml"' in " ".join(world.queries)
+    assert any("offset 1h" in q for q in world.queries)
