@@ -508,3 +508,23 @@ def test_a_pass_that_measures_and_completes_steps_counts_each_measurement_once()
     assert background is not None
     result = background.metrics[0]
     assert result.count == len({m.at for m in result.measurements}) == len(world.queries)
+
+
+def test_errors_do_not_count_towards_an_analysis_steps_count() -> None:
+    """An outage neither completes a step's analysis nor makes it inconclusive: the step waits."""
+    steps = [{"setWeight": 50}, {"analysis": {"metrics": ["error-rate"], "count": 3, "interval": "5s"}}]
+    world = deployed(
+        strategy={"canary": {"steps": steps}}, analysis={**make_spec()["analysis"], "consecutiveErrorLimit": 50}
+    )
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.metric_values["error-rate"] = GOOD
+    world.run(Phase.PROGRESSING)
+    for _ in range(4):
+        world.step(2)
+    world.metric_values["error-rate"] = Observation(value=None, error="Prometheus unreachable")
+    for _ in range(10):
+        world.step(5)
+    assert world.status.phase == Phase.PROGRESSING and world.status.current_step_index == 1
+    world.metric_values["error-rate"] = GOOD
+    world.run(Phase.SUCCEEDED, seconds=5)
+    assert "AnalysisSucceeded" in world.reasons()

@@ -125,14 +125,17 @@ def record(
         elif measurement.phase == Verdict.INCONCLUSIVE:
             tally.inconclusive += 1
     verdict, message = assess(tally, limits)
-    if verdict == Verdict.RUNNING and count is not None and tally.count >= count:
+    # An error is no measurement: it counts towards consecutiveErrorLimit, never towards `count`, so
+    # an outage neither completes an analysis step nor makes it inconclusive; it waits or fails.
+    taken = tally.count - tally.error
+    if verdict == Verdict.RUNNING and count is not None and taken >= count:
         # Errors that stayed within the limit do not turn into a pass on their own: at least one
         # measurement must have succeeded for the metric to be Successful.
         verdict = Verdict.SUCCESSFUL if tally.successful > 0 else Verdict.INCONCLUSIVE
         message = (
-            f"{tally.successful}/{tally.count} measurements successful"
+            f"{tally.successful}/{taken} measurements successful"
             if verdict == Verdict.SUCCESSFUL
-            else f"no successful measurement in {tally.count}"
+            else f"no successful measurement in {taken}"
         )
     tally.phase = verdict
     tally.message = message or (measurement.message if measurement.phase != Verdict.SUCCESSFUL else "")
