@@ -167,12 +167,16 @@ class DeploymentController:
             except ApiException:
                 continue  # the next round sees the newer state
 
+    def ready_for(self, version: str, wanted: int, ready_now: int) -> int:
+        """How many of a Deployment's pods are ready: all, or none for a broken version."""
+        return 0 if version in self.broken_versions else wanted
+
     def sync(self) -> None:
         for deployment in self._cluster.deployments().values():
             wanted = deployment.spec.replicas or 0
             version = deployment.metadata.labels.get(f"{GROUP}/version", "")
-            ready = 0 if version in self.broken_versions else wanted
             current = deployment.status
+            ready = self.ready_for(version, wanted, (current.ready_replicas or 0) if current is not None else 0)
             if (
                 current is not None
                 and (current.replicas or 0) == wanted

@@ -596,6 +596,16 @@ class Monitoring(ApiModel):
         return value
 
 
+def _check_known_metrics(path: str, names: list[str], metrics: list[Metric]) -> None:
+    known = {metric.name for metric in metrics}
+    for position, name in enumerate(names):
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none are defined"
+            raise ValueError(
+                f"{path}.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: {allowed}"
+            )
+
+
 class ModelRolloutSpec(ApiModel):
     """What to deliver and how."""
 
@@ -650,7 +660,6 @@ class ModelRolloutSpec(ApiModel):
 
     @model_validator(mode="after")
     def _steps_name_known_metrics(self) -> ModelRolloutSpec:
-        known = {metric.name for metric in self.analysis.metrics}
         analyses: list[tuple[str, AnalysisStep]] = [
             (f"strategy.canary.steps[{index}].analysis", step.analysis)
             for index, step in enumerate(self.strategy.steps)
@@ -665,27 +674,13 @@ class ModelRolloutSpec(ApiModel):
                 if gate is not None:
                     analyses.append((f"strategy.blueGreen.{field_name}", gate))
         for path, analysis in analyses:
-            for position, name in enumerate(analysis.metrics):
-                if name not in known:
-                    allowed = ", ".join(sorted(known)) or "none are defined"
-                    raise ValueError(
-                        f"{path}.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: "
-                        f"{allowed}"
-                    )
+            _check_known_metrics(path, analysis.metrics, self.analysis.metrics)
         return self
 
     @model_validator(mode="after")
     def _monitoring_names_known_metrics(self) -> ModelRolloutSpec:
-        if self.monitoring is None:
-            return self
-        known = {metric.name for metric in self.analysis.metrics}
-        for position, name in enumerate(self.monitoring.metrics):
-            if name not in known:
-                allowed = ", ".join(sorted(known)) or "none are defined"
-                raise ValueError(
-                    f"monitoring.metrics[{position}]: unknown metric {name!r}; defined in spec.analysis.metrics: "
-                    f"{allowed}"
-                )
+        if self.monitoring is not None:
+            _check_known_metrics("monitoring", self.monitoring.metrics, self.analysis.metrics)
         return self
 
     @model_validator(mode="after")
