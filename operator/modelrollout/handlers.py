@@ -59,8 +59,11 @@ class Wakers:
     def forget(self, namespace: str, name: str) -> None:
         self._events.pop((namespace, name), None)
 
-    def changed(self, key: tuple[str, str | None, str | None], seen: tuple[Any, ...]) -> bool:
+    def changed(self, key: tuple[str, str | None, str | None], seen: tuple[Any, ...], gone: bool = False) -> bool:
         """Whether what matters of an object differs from what the last event showed."""
+        if gone:
+            self._seen.pop(key, None)  # nothing more will come of it; keep the memory bounded
+            return True
         if self._seen.get(key) == seen:
             return False
         self._seen[key] = seen
@@ -185,8 +188,6 @@ def rollout_services(
 # Wake-ups come from async event handlers: kopf runs them in the event loop after it has indexed
 # the same event, so the woken daemon reads fresh indexes. (Waking from a sync index function ran
 # in a worker thread before the index was updated: the daemon saw the old readiness and slept 5 s.)
-
-
 # Only changes that can move a rollout wake it: most watch events are the echoes of its own
 # writes (status, replicas), and a pass for each was most of the operator's work at scale.
 
@@ -195,8 +196,8 @@ def rollout_services(
 async def deployment_changed(
     type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
-    seen = (body.get("spec", {}).get("replicas"), (body.get("status") or {}).get("readyReplicas"), type == "DELETED")
-    if WAKERS.changed(("deployment", namespace, name), seen):
+    seen = (body.get("spec", {}).get("replicas"), (body.get("status") or {}).get("readyReplicas"))
+    if WAKERS.changed(("deployment", namespace, name), seen, gone=type == "DELETED"):
         WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
 
 
@@ -204,8 +205,8 @@ async def deployment_changed(
 async def service_changed(
     type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> None:
-    seen = (str(body.get("spec", {}).get("selector")), type == "DELETED")
-    if WAKERS.changed(("service", namespace, name), seen):
+    seen = (str(body.get("spec", {}).get("selector")),)
+    if WAKERS.changed(("service", namespace, name), seen, gone=type == "DELETED"):
         WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
 
 
