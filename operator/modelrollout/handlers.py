@@ -140,6 +140,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         backend=PrometheusBackend(timeout=options.prometheus_timeout),
         default_prometheus=options.prometheus_url,
         post_event=_post_event,
+        prometheus_timeout=options.prometheus_timeout,
     )
 
 

@@ -170,14 +170,13 @@ RULES: tuple[Rule, ...] = (
         Scope.CLUSTER,
         "metrics that name a ClusterModelAnalysisTemplate (cluster-scoped) are resolved from it",
     ),
-    # Coming with authenticated Prometheus: credentials referenced from spec.analysis.prometheus.
     Rule(
         "",
         "secrets",
         ("get",),
         Scope.NAMESPACED,
-        "read the Prometheus credentials a ModelRollout names (get only: never list or watch)",
-        planned=True,
+        "read the Prometheus credentials a ModelRollout names in spec.analysis.prometheus.auth (get only: "
+        "never list or watch)",
     ),
 )
 

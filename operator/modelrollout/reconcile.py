@@ -8,6 +8,7 @@ and a rollback reaches the cluster as early as possible.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.machine import command_of, decide, plan_measurements
@@ -39,6 +40,7 @@ from modelrollout.kube.api import (
     CLUSTER_TEMPLATES,
     CONFIGMAPS,
     MODELROLLOUTS,
+    SECRETS,
     SERVICES,
     TEMPLATES,
     ApiError,
@@ -50,6 +52,7 @@ from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
+from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,15 @@ class Runtime:
     post_event: EventSink
     hooks: HookRunner = field(default_factory=HookRunner)
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
+    prometheus_timeout: float = 10.0
+    _backends: dict[Credentials, MetricBackend] = field(default_factory=dict)
+
+    def backend_with(self, credentials: Credentials) -> MetricBackend:
+        """A backend that sends these credentials (one per set of credentials, kept for reuse)."""
+        if credentials not in self._backends:
+            self._backends[credentials] = PrometheusBackend(timeout=self.prometheus_timeout, credentials=credentials)
+        return self._backends[credentials]
+
     written: WrittenObjects = field(default_factory=WrittenObjects)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -76,10 +88,46 @@ def deployment_states(items: list[DeploymentState]) -> dict[str, DeploymentState
     return {state.revision: state for state in items}
 
 
+async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth) -> Credentials | str:
+    """The Prometheus credentials a Secret holds, or what is wrong (names only, never a value)."""
+    where = f"Secret {namespace}/{auth.secret} (spec.analysis.prometheus.auth)"
+    try:
+        secret = await runtime.api.get(SECRETS, namespace, auth.secret)
+    except ApiError as error:
+        if error.status == 403:
+            return f"the operator may not read {where}: grant it get on that Secret"
+        return f"reading {where}: {error.status} {error.reason}"
+    if secret is None:
+        return f"{where} not found"
+    data = secret.get("data") or {}
+
+    def value(key: str) -> str | None:
+        raw = data.get(key)
+        return base64.b64decode(raw).decode() if raw is not None else None
+
+    keys = [k for k in (auth.bearer_token_key, auth.username_key, auth.password_key) if k is not None]
+    missing = [k for k in keys if k not in data]
+    if missing:
+        return f"{where} has no key {', '.join(repr(k) for k in missing)}"
+    if auth.bearer_token_key is not None:
+        return Credentials(bearer_token=value(auth.bearer_token_key))
+    assert auth.username_key is not None and auth.password_key is not None
+    return Credentials(username=value(auth.username_key), password=value(auth.password_key))
+
+
 async def measure(
-    runtime: Runtime, namespace: str, requests: list[MeasurementRequest]
+    runtime: Runtime,
+    namespace: str,
+    requests: list[MeasurementRequest],
+    auth: PrometheusAuth | None = None,
 ) -> dict[tuple[str, str], Observation]:
     """Run every due query (concurrently) and gather each metric's numbers or series."""
+    backend = runtime.backend
+    if requests and auth is not None:
+        credentials = await credentials_for(runtime, namespace, auth)
+        if isinstance(credentials, str):
+            return {(request.kind, request.metric): Observation(value=None, error=credentials) for request in requests}
+        backend = runtime.backend_with(credentials)
 
     async def one(request: MeasurementRequest) -> Observation:
         address = request.address or runtime.default_prometheus
@@ -90,7 +138,7 @@ async def measure(
             )
         roles = list(request.queries)
         if request.vector:
-            vectors = await asyncio.gather(*(runtime.backend.query_vector(address, request.queries[r]) for r in roles))
+            vectors = await asyncio.gather(*(backend.query_vector(address, request.queries[r]) for r in roles))
             for role, vector in zip(roles, vectors, strict=True):
                 if vector.status == QueryStatus.ERROR:
                     return Observation(value=None, error=f"{role} query: {vector.message}")
@@ -102,7 +150,7 @@ async def measure(
                 vectors={role: vector.samples for role, vector in zip(roles, vectors, strict=True)},
                 reference=reference,
             )
-        outcomes = await asyncio.gather(*(runtime.backend.query_scalar(address, request.queries[r]) for r in roles))
+        outcomes = await asyncio.gather(*(backend.query_scalar(address, request.queries[r]) for r in roles))
         values: dict[str, float | None] = {}
         notes: list[str] = []
         for role, outcome in zip(roles, outcomes, strict=True):
@@ -200,11 +248,12 @@ async def reconcile(
     stored = dict(body.get("status") or {})
     status = read_status(stored)
     now = runtime.clock()
-    measurements = await measure(runtime, ref.namespace, plan_measurements(ref, status, now))
     try:
         spec: ModelRolloutSpec | None = parse_spec(ref.spec, ref.templates)
     except InvalidSpec:
         spec = None
+    auth = spec.analysis.prometheus.auth if spec is not None else None
+    measurements = await measure(runtime, ref.namespace, plan_measurements(ref, status, now), auth)
     uses_gateway = spec is not None and spec.traffic_routing is not None and spec.traffic_routing.gateway_api
     features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
     target = route_target(spec, ref.name, ref.namespace, features) if spec is not None else None

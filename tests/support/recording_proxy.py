@@ -29,6 +29,7 @@ class RecordingProxy:
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
         self.seen: set[Seen] = set()
+        self.authorizations: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -86,6 +87,8 @@ class RecordingProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.seen.add(Seen(request.method, request.path, request.query_string))
+        if "Authorization" in request.headers:
+            self.authorizations.add(request.headers["Authorization"])
         assert self._session is not None
         headers = {
             key: value for key, value in request.headers.items() if key.lower() not in ("host", "content-length")

@@ -500,10 +500,29 @@ class Metric(ApiModel):
         return self.prometheus
 
 
+class PrometheusAuth(ApiModel):
+    """Credentials for Prometheus, read from a Secret in the rollout's namespace (never logged, never in status)."""
+
+    secret: str = Field(description="Name of the Secret.")
+    bearer_token_key: str | None = Field(default=None, description="Key of a bearer token in the Secret.")
+    username_key: str | None = Field(default=None, description="Key of the basic-auth user name in the Secret.")
+    password_key: str | None = Field(default=None, description="Key of the basic-auth password in the Secret.")
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> PrometheusAuth:
+        basic = (self.username_key is not None, self.password_key is not None)
+        if self.bearer_token_key is not None and any(basic):
+            raise ValueError("use bearerTokenKey or usernameKey/passwordKey, not both")
+        if self.bearer_token_key is None and basic != (True, True):
+            raise ValueError("set bearerTokenKey, or both usernameKey and passwordKey")
+        return self
+
+
 class PrometheusServer(ApiModel):
     """The Prometheus the metrics are read from."""
 
     address: str | None = Field(default=None, description="Base URL, e.g. http://prometheus.monitoring:9090.")
+    auth: PrometheusAuth | None = Field(default=None, description="Credentials, from a Secret.")
 
 
 class AnalysisSpec(ApiModel):
