@@ -127,5 +127,6 @@ def test_operator_rides_out_409_429_and_500(
     assert operator.alive
     logs = operator.logs()
     assert "retrying PATCH" in logs  # the operator's own client, with backoff
-    assert "will retry" in logs  # kopf's client (watches, events)
+    # kopf's own requests (its finalizer patch, Event posts) are few: whether a fault lands on one is
+    # chance, so its retries are not asserted; the same end state above is what proves they worked.
     assert "reconcile failed" not in logs
