@@ -56,8 +56,10 @@ def _wait_promoted(cluster: Cluster, name: str) -> dict[str, Any]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="failed twice in a clean-clone CI run (position of this test) while passing locally; under "
-    "investigation (issue 7 note): the outcome is reported, not yet trusted to gate CI",
+    reason="Events can be lost under API faults: kopf posts Events best-effort and drops one whose POST draws "
+    "a 429/500, so the faulty twin may miss StepCompleted/Promoted Events (seen in a clean-clone CI run: "
+    "StepCompleted 1 of 5, no Promoted) while its status and Deployments end the same; whether a fault lands "
+    "on an Event POST is chance, hence not strict. Fix with the lost-Events item of issue 7.",
 )
 def test_operator_rides_out_409_429_and_500(
     emulated: Emulated,
