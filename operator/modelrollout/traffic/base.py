@@ -162,6 +162,10 @@ class Router(Protocol):
         ...
 
 
+def route_namespace(route: JsonDict) -> str:
+    return str((route.get("metadata") or {}).get("namespace") or "default")
+
+
 class ObjectRouter:
     """What the HTTPRoute and VirtualService routers share: restore, apply and verify_live from
     `desired` and `verify`, which each subclass implements for its object."""
@@ -171,6 +175,11 @@ class ObjectRouter:
     @property
     def resource(self) -> Resource:
         raise NotImplementedError
+
+    def _error(self, route: JsonDict, message: str) -> RouteError:
+        return RouteError(
+            self.kind, route_namespace(route), str((route.get("metadata") or {}).get("name", "")), message
+        )
 
     def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
         raise NotImplementedError

@@ -42,6 +42,7 @@ from modelrollout.traffic.base import (
     Verification,
     Verified,
     clone,
+    route_namespace,
     same_percent,
     set_or_drop,
     share,
@@ -66,12 +67,8 @@ class GatewayApiFeatures:
     rule_names: bool = False
 
 
-def _namespace(route: JsonDict) -> str:
-    return str((route.get("metadata") or {}).get("namespace") or "default")
-
-
 def _title(route: JsonDict) -> str:
-    return f"HTTPRoute {_namespace(route)}/{(route.get('metadata') or {}).get('name', '?')}"
+    return f"HTTPRoute {route_namespace(route)}/{(route.get('metadata') or {}).get('name', '?')}"
 
 
 def _refers_to(ref: JsonDict | None, service: str, namespace: str) -> bool:
@@ -148,7 +145,7 @@ class GatewayApiRouter(ObjectRouter):
 
     def _managed(self, route: JsonDict, state: RouteState) -> Iterator[tuple[int, JsonDict, JsonDict]]:
         """(index, rule, its first stable backendRef) for every managed rule."""
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         for index, rule in enumerate((route.get("spec") or {}).get("rules") or []):
             if self._is_header_rule(rule, state, namespace):
                 continue
@@ -159,9 +156,6 @@ class GatewayApiRouter(ObjectRouter):
             if stable is not None:
                 yield index, rule, stable
 
-    def _error(self, route: JsonDict, message: str) -> RouteError:
-        return RouteError(self.kind, _namespace(route), str((route.get("metadata") or {}).get("name", "")), message)
-
     def _no_rule(self, route: JsonDict, state: RouteState) -> RouteError:
         return self._error(
             route,
@@ -170,7 +164,7 @@ class GatewayApiRouter(ObjectRouter):
         )
 
     def _foreign(self, route: JsonDict, index: int, rule: JsonDict, state: RouteState) -> str | None:
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         for ref in rule.get("backendRefs") or []:
             if not (
                 _refers_to(ref, state.stable_service, namespace) or _refers_to(ref, state.candidate_service, namespace)
@@ -190,7 +184,7 @@ class GatewayApiRouter(ObjectRouter):
         mirrored to it, and the header rule, read from the first managed rule (the edit keeps them
         all alike)."""
         at_rest = RouteState.at_rest(stable_service, candidate_service)
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = list(self._managed(route, at_rest))
         if not managed:
             return self._no_rule(route, at_rest)
@@ -295,7 +289,7 @@ class GatewayApiRouter(ObjectRouter):
         return rule
 
     def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = list(self._managed(route, state))
         if not managed:
             return self._no_rule(route, state)
@@ -321,7 +315,7 @@ class GatewayApiRouter(ObjectRouter):
     # --- verification ------------------------------------------------------------------------------
 
     def verify(self, route: JsonDict, state: RouteState) -> Verification:
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = list(self._managed(route, state))
         if not managed:
             return NotVerified(self._no_rule(route, state).message)

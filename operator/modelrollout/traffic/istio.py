@@ -34,6 +34,7 @@ from modelrollout.traffic.base import (
     Verification,
     Verified,
     clone,
+    route_namespace,
     same_percent,
     share,
 )
@@ -43,12 +44,8 @@ VERSIONS = ("v1beta1", "v1")
 _MIRROR_KEYS = ("mirror", "mirrorPercentage")
 
 
-def _namespace(route: JsonDict) -> str:
-    return str((route.get("metadata") or {}).get("namespace") or "default")
-
-
 def _title(route: JsonDict) -> str:
-    return f"VirtualService {_namespace(route)}/{(route.get('metadata') or {}).get('name', '?')}"
+    return f"VirtualService {route_namespace(route)}/{(route.get('metadata') or {}).get('name', '?')}"
 
 
 def _is_host(host: Any, service: str, namespace: str) -> bool:
@@ -99,7 +96,7 @@ class IstioRouter(ObjectRouter):
 
     def _managed(self, route: JsonDict, state: RouteState) -> list[tuple[int, JsonDict, JsonDict]]:
         """(index, http route, its first stable route entry) for every managed http route."""
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         found = []
         for index, http in enumerate((route.get("spec") or {}).get("http") or []):
             if self._is_header_route(http):
@@ -112,9 +109,6 @@ class IstioRouter(ObjectRouter):
                 found.append((index, http, stable))
         return found
 
-    def _error(self, route: JsonDict, message: str) -> RouteError:
-        return RouteError(self.kind, _namespace(route), str((route.get("metadata") or {}).get("name", "")), message)
-
     def _no_route(self, route: JsonDict, state: RouteState) -> RouteError:
         return self._error(
             route,
@@ -124,7 +118,7 @@ class IstioRouter(ObjectRouter):
 
     def _problem(self, route: JsonDict, index: int, http: JsonDict, state: RouteState) -> str | None:
         """Parts of a managed route we would have to overwrite to do our job."""
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         where = f"{_title(route)} http[{index}]"
         for entry in http.get("route") or []:
             host = _destination_host(entry)
@@ -153,7 +147,7 @@ class IstioRouter(ObjectRouter):
         """What the managed http routes do now: the candidate's weight, the mirrored share and the
         managed header route, read from the first managed route (the edit keeps them all alike)."""
         at_rest = RouteState.at_rest(stable_service, candidate_service)
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = self._managed(route, at_rest)
         if not managed:
             return self._no_route(route, at_rest)
@@ -236,7 +230,7 @@ class IstioRouter(ObjectRouter):
         return http
 
     def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = self._managed(route, state)
         if not managed:
             return self._no_route(route, state)
@@ -262,7 +256,7 @@ class IstioRouter(ObjectRouter):
     # --- verification ------------------------------------------------------------------------------
 
     def verify(self, route: JsonDict, state: RouteState) -> Verification:
-        namespace = _namespace(route)
+        namespace = route_namespace(route)
         managed = self._managed(route, state)
         if not managed:
             return NotVerified(self._no_route(route, state).message)
