@@ -162,6 +162,64 @@ def test_monitoring_after_promotion_fires_the_hook_once_per_drift_episode() -> N
     assert world.status.monitoring.drifted_since is not None
 
 
+def test_one_noisy_window_is_no_drift_but_consecutive_failures_in_a_row_are() -> None:
+    """A drift statistic on one window of live traffic is noisy: only failures in a row make an episode."""
+    reference = json.loads(DATA.read_text())
+    feature = "mean radius"
+    edges = reference["features"][feature]["edges"]
+    drifted = cumulative(feature, edges, [0.0] * len(edges) + [500.0])
+    like_training = cumulative(feature, edges, [float(c) for c in reference["features"][feature]["reference_counts"]])
+    drift = {
+        "statistic": "psi",
+        "max": 0.2,
+        "groupBy": "feature",
+        "reference": "training",
+        "trainingReference": {"configMap": "edges"},
+    }
+
+    def watched(**monitoring: object) -> World:
+        world = World(
+            make_spec(
+                "1.0.0",
+                analysis={"metrics": [metric("inputs", drift=drift, background=False)]},
+                monitoring={"interval": "30s", "metrics": ["inputs"], **monitoring},
+            )
+        )
+        world.run(Phase.SUCCEEDED)
+        world.step(31)  # monitoring starts; its first measurement falls due one interval later
+        return world
+
+    def measure(world: World, vectors: tuple[Sample, ...] | None) -> str | None:
+        world.metric_values["inputs"] = (
+            Observation(value=None, vectors={"candidate": vectors}, reference=reference)
+            if vectors is not None
+            else Observation(value=None, error="Prometheus unreachable")
+        )
+        world.step(31)
+        drifted_condition = world.status.condition("Drifted")
+        return drifted_condition.status if drifted_condition is not None else None
+
+    world = watched()
+    assert [measure(world, v) for v in (like_training, drifted, like_training, drifted, like_training)] == [
+        "False",
+        "False",
+        "False",
+        "False",
+        "False",
+    ]
+    assert "Drifted" not in world.reasons()
+    measure(world, drifted)
+    why = world.status.condition("Drifted")
+    assert why is not None and "(1 of 2 failures in a row that count as drift)" in why.message, why
+    measure(world, like_training)
+    # two failures in a row (an outage between them is no measurement) start the episode
+    assert [measure(world, v) for v in (drifted, None, drifted)] == ["False", "False", "True"]
+    assert Counter(world.reasons())["Drifted"] == 1
+
+    eager = watched(consecutiveFailures=1)
+    assert measure(eager, drifted) == "True"
+
+
 def test_hook_backoff_doubles_and_is_capped() -> None:
     assert [hook_backoff(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
     assert hook_backoff(30) == 600.0

@@ -605,6 +605,14 @@ class Monitoring(ApiModel):
         description="Names from spec.analysis.metrics, measured on the stable version (its {{candidate}} is the "
         "stable version); typically drift against a training reference."
     )
+    consecutive_failures: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="Measurements of one metric that must fail in a row (errors skipped) before the model "
+        "counts as drifted: a drift statistic on one window of live traffic is noisy, and a retraining "
+        "hook should not fire on one unlucky window. 1 reacts to the first failure.",
+    )
     hook: RetrainingHook | None = Field(default=None, description="Retraining hook fired once per drift episode.")
 
     @field_validator("interval")

@@ -43,7 +43,7 @@ from modelrollout.engine.common import (
     timestamp,
     uses_router,
 )
-from modelrollout.engine.monitoring import monitor
+from modelrollout.engine.monitoring import drift_condition, monitor
 from modelrollout.engine.types import (
     Action,
     Command,
@@ -460,15 +460,13 @@ def _set_conditions(run: Pass) -> None:
         Condition(type="Stalled", status="True" if degraded else "False", reason=reason, message=message),
     ]
     if run.spec.monitoring is not None:
-        drifted = status.monitoring is not None and status.monitoring.drifted_since is not None
+        drifted, why = drift_condition(status, run.spec.monitoring.consecutive_failures)
         conditions.append(
             Condition(
                 type="Drifted",
                 status="True" if drifted else "False",
                 reason="Drifted" if drifted else "WithinLimits",
-                message=status.monitoring.analysis.metrics[0].message
-                if drifted and status.monitoring is not None and status.monitoring.analysis.metrics
-                else "",
+                message=why,
             )
         )
     else:

@@ -1,8 +1,9 @@
 """After promotion: keep measuring the stable model's drift and fire the retraining hook once per episode.
 
-A drift episode starts at the first measurement that fails and ends when every monitoring metric
-passes again. The hook of an episode is retried with exponential backoff until it is delivered;
-each attempt and its error are in status, never dropped silently.
+A drift episode starts when one metric's measurements have failed `consecutiveFailures` times in a
+row (one noisy window of live traffic is no drift) and ends when every monitoring metric passes
+again. The hook of an episode is retried with exponential backoff until it is delivered; each attempt
+and its error are in status, never dropped silently.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def monitor(run: Pass) -> None:
             analysis.metrics[analysis.metrics.index(result)] = updated
     for result in analysis.metrics:
         run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False))
-    drifted = [result for result in analysis.metrics if result.phase == Verdict.FAILED]
+    drifted = [result for result in analysis.metrics if _failed_in_a_row(result, watch.consecutive_failures)]
     clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
     if drifted and current.drifted_since is None:
         current.drifted_since = run.at
@@ -87,6 +88,37 @@ def _fire(run: Pass, current: MonitoringStatus) -> None:
     reasons = "; ".join(_named(r) for r in current.analysis.metrics if r.phase == Verdict.FAILED)
     run.actions.append(FireHook(hook.episode, current.version, reasons or "drift"))
     run.again_in(hook_backoff(hook.attempts))
+
+
+def drift_condition(status: ModelRolloutStatus, needed: int) -> tuple[bool, str]:
+    """Whether the watched model is in a drift episode, and why (or how close a failing metric is)."""
+    watch = status.monitoring
+    if watch is None:
+        return False, ""
+    failing = [result for result in watch.analysis.metrics if result.phase == Verdict.FAILED]
+    if watch.drifted_since is not None:
+        return True, "; ".join(_named(result) for result in failing)
+    notes = []
+    for result in failing:
+        streak = _failure_streak(result)
+        notes.append(f"{_named(result)} ({streak} of {needed} failures in a row that count as drift)")
+    return False, "; ".join(notes)
+
+
+def _failure_streak(result: MetricResult) -> int:
+    streak = 0
+    for measurement in reversed(result.measurements):
+        if measurement.phase == Verdict.ERROR:
+            continue
+        if measurement.phase != Verdict.FAILED:
+            break
+        streak += 1
+    return streak
+
+
+def _failed_in_a_row(result: MetricResult, needed: int) -> bool:
+    """The metric's last `needed` measurements that were taken (errors are no measurement) all failed."""
+    return _failure_streak(result) >= needed
 
 
 def _named(result: MetricResult) -> str:
