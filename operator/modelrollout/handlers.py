@@ -12,13 +12,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import kubernetes
 
 from modelrollout import GROUP, PLURAL, VERSION
-from modelrollout.engine.types import DeploymentState, EventRecord, Selector
+from modelrollout.engine.types import DeploymentState, Selector
 from modelrollout.kube.api import ApiError, KubeApi
 from modelrollout.kube.names import (
     COMMAND_ANNOTATION,
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 # The fastest a rollout is looked at again after an error: enough to ride out an API hiccup
 # without hammering the server.
 ERROR_RETRY_SECONDS = 2.0
+EVENT_RETRY_SECONDS = 5.0  # an Event the API server refused is posted again this soon
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
@@ -74,11 +75,6 @@ class Wakers:
 
 
 WAKERS = Wakers()
-
-
-def _post_event(body: Mapping[str, Any], record: EventRecord) -> None:
-    # kopf only reads the object's identity from the body; a plain mapping serves.
-    kopf.event(cast(kopf.Body, body), type=record.type, reason=record.reason, message=record.message[:1000])
 
 
 @kopf.on.login()
@@ -139,7 +135,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         api=api,
         backend=PrometheusBackend(timeout=options.prometheus_timeout),
         default_prometheus=options.prometheus_url,
-        post_event=_post_event,
         prometheus_timeout=options.prometheus_timeout,
     )
 
@@ -278,6 +273,8 @@ async def rollout_loop(
                     decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
                     options.resync_seconds,
                 )
+                if not result.events_posted:
+                    delay = min(delay, EVENT_RETRY_SECONDS)
                 elapsed = asyncio.get_running_loop().time() - started
                 OPERATOR_METRICS.observe_pass(namespace, name, decision, result.at, elapsed)
             except ApiError as error:
@@ -297,6 +294,7 @@ async def rollout_loop(
         if current_object_deleted(body):
             OPERATOR_METRICS.forget(namespace, name)
             runtime.written.forget((namespace, name))
+            runtime.events.forget((namespace, name))
             WAKERS.forget_seen(namespace, name)
 
 

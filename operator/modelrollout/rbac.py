@@ -86,7 +86,8 @@ RULES: tuple[Rule, ...] = (
         "events",
         ("create", "patch"),
         Scope.NAMESPACED,
-        "kopf posts Events on ModelRollouts (core API), and patches them when an Event repeats",
+        "the operator posts its Events on ModelRollouts (core API, kept in status until posted); kopf patches "
+        "its own when one repeats",
     ),
     Rule(
         "events.k8s.io",

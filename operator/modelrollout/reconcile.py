@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,6 +22,7 @@ from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.engine.common import timestamp
 from modelrollout.engine.machine import command_of, decide, plan_measurements
 from modelrollout.engine.monitoring import record_hook_result
 from modelrollout.engine.types import (
@@ -47,6 +48,7 @@ from modelrollout.kube.api import (
     KubeApi,
     merge_patch_between,
 )
+from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.names import COMMAND_ANNOTATION
@@ -57,10 +59,6 @@ from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
 logger = logging.getLogger(__name__)
 
 
-class EventSink(Protocol):
-    def __call__(self, body: Mapping[str, Any], record: EventRecord) -> None: ...
-
-
 @dataclass
 class Runtime:
     """What every pass needs, built once at start-up."""
@@ -68,7 +66,7 @@ class Runtime:
     api: KubeApi
     backend: MetricBackend
     default_prometheus: str | None
-    post_event: EventSink
+    events: EventLedger = field(default_factory=EventLedger)
     hooks: HookRunner = field(default_factory=HookRunner)
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
     prometheus_timeout: float = 10.0
@@ -227,6 +225,13 @@ class PassResult:
     decision: Decision
     written: dict[str, Any] | None  # the object as our status write left it, if we wrote
     at: datetime
+    events_posted: bool = True  # False: an Event could not be posted yet; look again soon
+
+
+@dataclass(frozen=True)
+class Recorded:
+    written: dict[str, Any] | None
+    events_posted: bool
 
 
 async def reconcile(
@@ -283,15 +288,26 @@ async def reconcile(
         for result in hook_results:
             for reason, message, warning in record_hook_result(decision.status, result):
                 decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
-    written = await record(runtime, body, stored, decision)
-    return PassResult(decision, written, now)
+    recorded = await record(runtime, body, stored, decision)
+    return PassResult(decision, recorded.written, now, recorded.events_posted)
 
 
-async def record(
-    runtime: Runtime, body: Mapping[str, Any], stored: dict[str, Any], decision: Decision
-) -> dict[str, Any] | None:
+async def record(runtime: Runtime, body: Mapping[str, Any], stored: dict[str, Any], decision: Decision) -> Recorded:
+    """Write the decided status with this pass's Events in it, then post the Events (see kube/events.py)."""
     metadata = body["metadata"]
-    patch = merge_patch_between(stored, decision.status.wire())
+    key = (metadata["namespace"], metadata["name"])
+    status = decision.status
+    at = timestamp(runtime.clock())
+    new = [
+        pending_event(metadata.get("uid", ""), at, index, event, metadata["name"])
+        for index, event in enumerate(decision.events)
+    ]
+    stored_pending = status.pending_events
+    patch = merge_patch_between(stored, status.wire())
+    if patch is not None or new:
+        # Delivered Events leave status only with a write that happens anyway: no write of their own.
+        status.pending_events = runtime.events.pending(key, stored_pending, new) or None
+        patch = merge_patch_between(stored, status.wire())
     written = None
     if patch is not None:
         try:
@@ -300,15 +316,15 @@ async def record(
             )
         except ApiError as error:
             if error.status == 404:  # deleted while we decided: nothing left to record
-                return None
+                return Recorded(None, events_posted=True)
             raise
     # Events only once the status that explains them is stored: a failed write replays the pass,
     # and its events with it.
-    for event in decision.events:
-        runtime.post_event(body, event)
+    for event in new:
         log = logger.warning if event.type == "Warning" else logger.info
-        log("%s/%s %s: %s", metadata["namespace"], metadata["name"], event.reason, event.message)
-    return written
+        log("%s/%s %s: %s", key[0], key[1], event.reason, event.message)
+    posted = await runtime.events.post(runtime.api, body, status.pending_events or [])
+    return Recorded(written, events_posted=posted)
 
 
 async def release_route(api: KubeApi, name: str, namespace: str, raw_spec: dict[str, Any]) -> None:

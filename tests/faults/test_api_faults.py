@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.faults.conftest import Emulated, HeldDeploymentController, Operators, Recorder
@@ -54,13 +53,6 @@ def _wait_promoted(cluster: Cluster, name: str) -> dict[str, Any]:
     return cluster.wait_for(f"{name} to promote {NEW}", probe, timeout=150)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Events can be lost under API faults: kopf posts Events best-effort and drops one whose POST draws "
-    "a 429/500, so the faulty twin may miss StepCompleted/Promoted Events (seen in a clean-clone CI run: "
-    "StepCompleted 1 of 5, no Promoted) while its status and Deployments end the same; whether a fault lands "
-    "on an Event POST is chance, hence not strict. Fix with the lost-Events item of issue 7.",
-)
 def test_operator_rides_out_409_429_and_500(
     emulated: Emulated,
     deployment_controller: HeldDeploymentController,

@@ -123,9 +123,10 @@ class Cluster:
             try:
                 last = probe()
             except ApiException as error:
-                last = error
-            if last:
-                return last  # type: ignore[no-any-return]
+                last = error  # an API server under injected faults: ask again (an exception is truthy)
+            else:
+                if last:
+                    return last
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 

@@ -835,6 +835,16 @@ class Weights(ApiModel):
     )
 
 
+class PendingEvent(ApiModel):
+    """A Kubernetes Event recorded with the status that explains it, kept until its delivery is confirmed."""
+
+    name: str = Field(description="The Event's name: fixed, so posting it again after a restart is harmless.")
+    type: Literal["Normal", "Warning"] = Field(description="Normal or Warning.")
+    reason: str = Field(description="The Event's reason, e.g. StepCompleted.")
+    message: str = Field(description="The Event's message.")
+    at: str = Field(description="When the pass that recorded it ran.")
+
+
 class ModelRolloutStatus(ApiModel):
     """Everything the operator needs to continue after a restart lives here, never only in memory."""
 
@@ -868,6 +878,12 @@ class ModelRolloutStatus(ApiModel):
     last_command_id: str | None = Field(default=None, description="Id of the last command from a person handled.")
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, Degraded, Reconciling, Stalled."
+    )
+    pending_events: list[PendingEvent] | None = Field(
+        default=None,
+        description="Events written with this status and not yet known to be posted: an operator that dies "
+        "between the status write and the Event (or whose Event POST failed) posts them after it restarts, "
+        "under the same names, so none is lost or doubled. Cleared by a later status write once posted.",
     )
 
     def condition(self, kind: str) -> Condition | None:
