@@ -109,15 +109,30 @@ def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.Connectio
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keeps no last-handled configuration.
+
+    kopf stores a copy of the spec in an annotation after every spec change, to compute diffs for
+    create/update handlers: one more write of the ModelRollout per change (0.8 per canary step at
+    1,000 rollouts). This operator has none of those handlers: a daemon reads the whole spec on each
+    pass, and the one changing handler, on.delete, needs no diff. With no stored essence kopf sees
+    every watch event as a creation with no handler to run, and writes nothing.
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options: OperatorOptions = memo.options
     # kopf's own bookkeeping goes under our API group, so users see one owner of these keys.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
