@@ -205,8 +205,13 @@ def finish_promotion(run: Pass) -> None:
     run.route = RouteState()
     status.weights = Weights(stable=100, candidate=0)
     status.phase = Phase.SUCCEEDED
-    status.message = f"{status.stable_version} promoted to stable (was {previous})"
-    run.event("Promoted", status.message)
+    # The message the next pass writes for a settled stable version: one status write, not two.
+    status.message = stable_message(status.stable_version, run.ready(status.stable_revision), run.spec.replicas)
+    run.event("Promoted", f"{status.stable_version} promoted to stable (was {previous})")
+
+
+def stable_message(version: str | None, ready: int, replicas: int) -> str:
+    return f"{version} is stable with {ready}/{replicas} ready replica(s)"
 
 
 def check_deadline(run: Pass) -> bool:

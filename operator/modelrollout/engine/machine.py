@@ -39,6 +39,7 @@ from modelrollout.engine.common import (
     replica_split,
     revision_of,
     roll_back,
+    stable_message,
     step_analysis_spec,
     timestamp,
     uses_router,
@@ -410,7 +411,7 @@ def _settle_on_stable(run: Pass) -> None:
     ready = run.ready(run.revision)
     status.weights = Weights(stable=100, candidate=0)
     status.phase = Phase.SUCCEEDED
-    status.message = f"{status.stable_version} is stable with {ready}/{spec.replicas} ready replica(s)"
+    status.message = stable_message(status.stable_version, ready, spec.replicas)
     if ready < spec.replicas:
         run.again_in(READINESS_POLL_SECONDS)
     monitor(run)
