@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from modelrollout.emulator.errors import ApiError
 
 _MESSAGES = {
+    # What a real API server answers a request its RBAC denies (the user name is the emulator's).
+    403: (
+        "Forbidden",
+        'User "system:serviceaccount:modelrollout:modelrollout" cannot access this resource:'
+        " RBAC: access denied (injected fault)",
+    ),
     409: (
         "Conflict",
         "Operation cannot be fulfilled: the object has been modified; please apply your changes"
