@@ -567,7 +567,15 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
         procs.append(emulator)
         emulator_url = emulator.first_line()
         api_proxy_proc = Proc(
-            "api-proxy", [python, str(REPO / "bench/scale_proxy.py"), "--upstream", emulator_url], workdir
+            "api-proxy",
+            [
+                python,
+                str(REPO / "bench/scale_proxy.py"),
+                "--upstream",
+                emulator_url,
+                *(["--log-writes", str(args.log_writes)] if args.log_writes else []),
+            ],
+            workdir,
         )
         procs.append(api_proxy_proc)
         api_proxy = api_proxy_proc.first_line()
@@ -797,6 +805,7 @@ def main() -> int:
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator (raw collapsed stacks)")
+    parser.add_argument("--log-writes", type=Path, default=None, help="log the operator's API writes (JSON lines)")
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "modelrollout-scale.json")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]

@@ -5,7 +5,9 @@
 Prints its URL on stdout once it listens (the readiness signal). ``GET /__scale_stats`` answers the
 counts so far as JSON: ``{"METHOD kind": n}``, where kind is the resource plural (with ``/status``
 for the status subresource, ``?watch`` for watches) or, for other URLs, the path itself
-(``/api/v1/query`` for Prometheus). Watch streams are relayed chunk by chunk.
+(``/api/v1/query`` for Prometheus). Watch streams are relayed chunk by chunk. With
+``--log-writes FILE`` every non-GET request is also appended to FILE as a JSON line (method, path,
+body): to see what a write was, not only how many there were.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def kind_of(path: str, query: str) -> str:
 
 
 class Proxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, log_writes: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.log_writes = open(log_writes, "a") if log_writes else None  # noqa: SIM115 (open for the run)
         self.counts: collections.Counter[str] = collections.Counter()
         self.session: aiohttp.ClientSession | None = None
 
@@ -55,6 +58,10 @@ class Proxy:
         self.counts[f"{request.method} {kind_of(request.path, request.query_string)}"] += 1
         assert self.session is not None
         body = await request.read() if request.can_read_body else None
+        if self.log_writes is not None and request.method != "GET":
+            text = (body or b"").decode(errors="replace")
+            self.log_writes.write(json.dumps({"method": request.method, "path": request.path, "body": text}) + "\n")
+            self.log_writes.flush()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         url = self.upstream + request.path_qs
         watch = "watch=true" in request.query_string or "watch=1" in request.query_string
@@ -76,7 +83,7 @@ class Proxy:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    proxy = Proxy(args.upstream)
+    proxy = Proxy(args.upstream, args.log_writes)
     proxy.session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, force_close=False),
         timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
@@ -106,6 +113,7 @@ def main() -> int:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stats-file", default=None)
+    parser.add_argument("--log-writes", default=None, help="append every non-GET request to this file")
     asyncio.run(serve(parser.parse_args()))
     return 0
 
