@@ -118,6 +118,22 @@ def test_canary_runs_every_step_in_order_and_promotes() -> None:
     assert world.queries and all('version="2.0.0"' in query for query in world.queries)
 
 
+def test_a_candidate_already_at_full_size_is_promoted_in_one_pass_without_a_promoting_event() -> None:
+    world = deployed(strategy={"canary": {"steps": [{"setWeight": 50}, {"setWeight": 100}]}})
+    world.metric_values["error-rate"] = GOOD
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.run(Phase.SUCCEEDED)
+    assert world.status.stable_version == "2.0.0"
+    assert "Promoting" not in world.reasons()
+    promoted = [event for event in world.events if event.reason == "Promoted"]
+    assert len(promoted) == 1 and "promoted to stable (was 1.0.0)" in promoted[0].message
+    # the status message is the settled one at once: the next pass has nothing to write
+    assert world.status.message == "2.0.0 is stable with 4/4 ready replica(s)"
+    settled = world.status.wire()
+    world.step(1)
+    assert world.status.wire() == settled
+
+
 def test_stable_keeps_capacity_until_the_candidate_is_ready() -> None:
     world = deployed()
     world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})

@@ -249,16 +249,18 @@ def promote(run: Pass) -> None:
             status.message = f"all steps done; `promote` to make {status.candidate_version} stable"
             run.event("WaitingForPromote", status.message)
         return
-    if status.pause_reason != PROMOTING:
+    starting = status.pause_reason != PROMOTING
+    if starting:
         # Remembered in status, so the decision holds across passes (and restarts) while pods scale.
         run.promote_requested = run.promote_full = False
         status.pause_reason = PROMOTING
         status.phase = Phase.PROGRESSING
         status.step_started_at = run.at
-        run.event("Promoting", f"promoting {status.candidate_version}: scaling it to {spec.replicas} replicas")
         apply_route(run, RouteState(candidate_weight=100), promoting=True)
     candidate_ready = run.ready(status.candidate_revision)
     if candidate_ready < spec.replicas:
+        if starting:  # a candidate already at full size is promoted in this pass: Promoted says it all
+            run.event("Promoting", f"promoting {status.candidate_version}: scaling it to {spec.replicas} replicas")
         status.message = f"promoting {status.candidate_version}: {candidate_ready}/{spec.replicas} replicas ready"
         check_deadline(run)
         return
