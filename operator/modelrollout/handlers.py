@@ -115,12 +115,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
     kopf stores a copy of the spec in an annotation after every spec change, to compute diffs for
     create/update handlers: one more write of the ModelRollout per change (0.8 per canary step at
     1,000 rollouts). This operator has none of those handlers: a daemon reads the whole spec on each
-    pass, and the one changing handler, on.delete, needs no diff. With no stored essence kopf sees
-    every watch event as a creation with no handler to run, and writes nothing.
+    pass, and the one changing handler, on.delete, needs no diff. Answering the current essence as
+    the stored one makes every watch event a no-op to kopf's change detection (deletion is detected
+    before any diff), so kopf writes nothing and skips its per-event handling.
     """
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
+        return self.build(body=body)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
