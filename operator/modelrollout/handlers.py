@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import kubernetes
@@ -110,18 +110,22 @@ def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.Connectio
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
-    """Keeps no last-handled configuration.
+    """Keeps no last-handled configuration, and sees no essence in an object.
 
     kopf stores a copy of the spec in an annotation after every spec change, to compute diffs for
     create/update handlers: one more write of the ModelRollout per change (0.8 per canary step at
     1,000 rollouts). This operator has none of those handlers: a daemon reads the whole spec on each
-    pass, and the one changing handler, on.delete, needs no diff. Answering the current essence as
-    the stored one makes every watch event a no-op to kopf's change detection (deletion is detected
-    before any diff), so kopf writes nothing and skips its per-event handling.
+    pass, and the one changing handler, on.delete, needs no diff (kopf detects deletion before any
+    diff). An essence that is always empty makes every watch event a no-op to kopf's change
+    detection, so kopf writes nothing and skips the deep copies of the body that building one costs
+    (6 % of the operator's busy time at 1,000 rollouts).
     """
 
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return self.build(body=body)
+        return cast(kopf.BodyEssence, {})
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
