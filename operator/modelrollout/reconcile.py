@@ -22,7 +22,7 @@ from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
-from modelrollout.engine.common import timestamp
+from modelrollout.engine.common import DEADLINE_REASON, timestamp
 from modelrollout.engine.machine import command_of, decide, plan_measurements
 from modelrollout.engine.monitoring import record_hook_result
 from modelrollout.engine.types import (
@@ -36,10 +36,11 @@ from modelrollout.engine.types import (
     RouteView,
     Selector,
 )
-from modelrollout.kube.actuator import Actuator, WrittenObjects
+from modelrollout.kube.actuator import Actuator, WrittenObjects, deployment_state
 from modelrollout.kube.api import (
     CLUSTER_TEMPLATES,
     CONFIGMAPS,
+    DEPLOYMENTS,
     MODELROLLOUTS,
     SECRETS,
     SERVICES,
@@ -51,7 +52,7 @@ from modelrollout.kube.api import (
 from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
-from modelrollout.kube.names import COMMAND_ANNOTATION
+from modelrollout.kube.names import COMMAND_ANNOTATION, ROLLOUT_LABEL
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
@@ -271,6 +272,14 @@ async def reconcile(
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
     )
     decision = decide(ref, status, observations, now)
+    if any(event.reason == DEADLINE_REASON for event in decision.events):
+        # A rollback for pods that never became ready is decided on the watch-fed view, which lags
+        # when the operator is overloaded (seen at 10,000 rollouts: hundreds of candidates rolled
+        # back as 0/1 ready though the API said 1/1). Read the Deployments themselves first.
+        fresh = await read_deployments(runtime.api, ref.namespace, ref.name)
+        if fresh != deployments:
+            observations = replace(observations, deployments=fresh)
+            decision = decide(ref, status, observations, now)
     if decision.actions:
         assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
@@ -290,6 +299,13 @@ async def reconcile(
                 decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
     recorded = await record(runtime, body, stored, decision)
     return PassResult(decision, recorded.written, now, recorded.events_posted)
+
+
+async def read_deployments(api: KubeApi, namespace: str, rollout: str) -> dict[str, DeploymentState]:
+    """The rollout's Deployments as the API server has them now, not as the watch last told."""
+    listed = await api.list(DEPLOYMENTS, namespace, label_selector=f"{ROLLOUT_LABEL}={rollout}")
+    states = [deployment_state(item) for item in listed]
+    return {state.revision: state for state in states if state.revision}
 
 
 async def record(runtime: Runtime, body: Mapping[str, Any], stored: dict[str, Any], decision: Decision) -> Recorded:

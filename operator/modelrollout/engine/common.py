@@ -47,6 +47,9 @@ PAUSE_PROMOTION = "Promotion"
 PAUSE_INCONCLUSIVE = "Inconclusive"
 PAUSE_USER = "User"
 PROMOTING = "Promoting"
+# The reason of the rollback (or failure) for pods not ready in time: the one decision the
+# reconciler double-checks against a fresh read of the Deployments.
+DEADLINE_REASON = "ProgressDeadlineExceeded"
 
 # Blue-green stages, kept in status.currentStepIndex so a restart resumes the right one.
 BG_PREVIEW = 0
@@ -227,7 +230,7 @@ def check_deadline(run: Pass) -> bool:
     wanted = state.replicas if state else 0
     roll_back(
         run,
-        "ProgressDeadlineExceeded",
+        DEADLINE_REASON,
         f"candidate {status.candidate_version} had {ready}/{wanted} replicas ready after "
         f"{format_duration(waited)} (progressDeadlineSeconds {spec.progress_deadline_seconds})",
     )

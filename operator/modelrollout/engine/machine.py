@@ -28,6 +28,7 @@ from modelrollout.engine.bluegreen import run_blue_green
 from modelrollout.engine.canary import resume, run_canary
 from modelrollout.engine.common import (
     BG_SWITCHED,
+    DEADLINE_REASON,
     IDLE_RESYNC_SECONDS,
     PAUSE_INCONCLUSIVE,
     PAUSE_USER,
@@ -386,7 +387,7 @@ def _first_deploy(run: Pass) -> None:
             f"(progressDeadlineSeconds {spec.progress_deadline_seconds})"
         )
         if status.phase != Phase.FAILED:
-            run.event("ProgressDeadlineExceeded", message, warning=True)
+            run.event(DEADLINE_REASON, message, warning=True)
         status.phase = Phase.FAILED
         status.message = message
     else:

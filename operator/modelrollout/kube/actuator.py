@@ -20,7 +20,7 @@ from modelrollout.engine.types import (
 from modelrollout.kube import manifests
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
-from modelrollout.kube.names import VERSION_LABEL, deployment_name
+from modelrollout.kube.names import REVISION_LABEL, VERSION_LABEL, deployment_name
 from modelrollout.kube.routing import RouteTarget, apply_route
 
 
@@ -29,6 +29,18 @@ def _rv(obj: dict[str, Any]) -> int:
         return int(obj.get("metadata", {}).get("resourceVersion", "0"))
     except ValueError:
         return 0
+
+
+def deployment_state(obj: dict[str, Any], revision: str | None = None) -> DeploymentState:
+    """What the engine needs of a Deployment object (its revision from its label unless given)."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return DeploymentState(
+        revision=revision if revision is not None else labels.get(REVISION_LABEL, ""),
+        version=labels.get(VERSION_LABEL, ""),
+        replicas=int(obj.get("spec", {}).get("replicas", 0)),
+        ready_replicas=int((obj.get("status") or {}).get("readyReplicas") or 0),
+        resource_version=_rv(obj),
+    )
 
 
 class WrittenObjects:
@@ -45,15 +57,7 @@ class WrittenObjects:
         self.services: dict[tuple[str, str], dict[str, tuple[int, Selector]]] = {}
 
     def deployment(self, key: tuple[str, str], revision: str, obj: dict[str, Any]) -> None:
-        labels = obj.get("metadata", {}).get("labels") or {}
-        state = DeploymentState(
-            revision=revision,
-            version=labels.get(VERSION_LABEL, ""),
-            replicas=int(obj.get("spec", {}).get("replicas", 0)),
-            ready_replicas=int((obj.get("status") or {}).get("readyReplicas") or 0),
-            resource_version=_rv(obj),
-        )
-        self.deployments.setdefault(key, {})[revision] = state
+        self.deployments.setdefault(key, {})[revision] = deployment_state(obj, revision)
 
     def deleted(self, key: tuple[str, str], revision: str) -> None:
         self.deployments.get(key, {}).pop(revision, None)
