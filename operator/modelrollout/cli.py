@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.add_argument("--peering", default=_env("PEERING"), help="kopf peering name: run several replicas, one active")
     run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(_env("PEERING_LIFETIME", "60") or 60),
+        help="seconds a replica's peering keep-alive stays valid: a standby takes over within about this long "
+        "after the active replica dies (kopf's default 60; env MODELROLLOUT_PEERING_LIFETIME)",
+    )
+    run.add_argument(
         "--resync-seconds",
         type=float,
         default=float(_env("RESYNC_SECONDS", "60") or 60),
@@ -207,6 +214,7 @@ def run_operator(args: argparse.Namespace) -> int:
         prometheus_timeout=args.prometheus_timeout,
         kubeconfig=args.kubeconfig,
         peering=args.peering,
+        peering_lifetime=args.peering_lifetime,
         resync_seconds=args.resync_seconds,
         log_format=args.log_format,
         metrics_port=args.metrics_port or None,

@@ -145,6 +145,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.standalone = options.peering is None
     if options.peering is not None:
         settings.peering.name = options.peering
+        settings.peering.lifetime = options.peering_lifetime
         # kopf pauses every peer whose priority equals another's; distinct random priorities make
         # exactly one replica active, and another takes over when its peering record expires.
         settings.peering.priority = random.randint(1, 1_000_000)

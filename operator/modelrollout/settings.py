@@ -12,6 +12,7 @@ class OperatorOptions:
     prometheus_timeout: float = 10.0
     kubeconfig: str | None = None
     peering: str | None = None
+    peering_lifetime: int = 60
     resync_seconds: float = 60.0
     log_format: str = "text"
     metrics_port: int | None = 8080

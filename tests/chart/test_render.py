@@ -295,6 +295,7 @@ def test_two_replicas_use_kopf_peering_with_its_crds_and_a_pdb(render: Render) -
     objects = render(EVERYTHING)
     args = _container(objects)["args"]
     assert "--peering=modelrollout-modelrollout-operator" in args
+    assert "--peering-lifetime=60" in args  # kopf's default unless set
     assert _deployment(objects)["spec"]["replicas"] == 2
     crds = {crd["metadata"]["name"] for crd in find(objects, "CustomResourceDefinition")}
     assert crds == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
@@ -309,8 +310,9 @@ def test_two_replicas_use_kopf_peering_with_its_crds_and_a_pdb(render: Render) -
 
 
 def test_leader_election_alone_turns_peering_on(render: Render) -> None:
-    objects = render({"leaderElection": {"enabled": True, "peeringName": "mro"}, **NAMESPACED})
+    objects = render({"leaderElection": {"enabled": True, "peeringName": "mro", "lifetimeSeconds": 20}, **NAMESPACED})
     assert "--peering=mro" in _container(objects)["args"]
+    assert "--peering-lifetime=20" in _container(objects)["args"]
     # Watching named namespaces, kopf uses one KopfPeering in each.
     assert sorted(p["metadata"]["namespace"] for p in find(objects, "KopfPeering")) == ["team-a", "team-b"]
     assert not find(objects, "PodDisruptionBudget")

@@ -4,7 +4,7 @@ The peering CRDs and the KopfPeering object come from the Helm chart, rendered a
 leaderElection enabled would install it (kopf creates neither). Only the replica with the higher
 (random) priority acts; the other logs that it pauses and does nothing. When the active one is
 SIGKILLed, it leaves no goodbye in the peering object: the standby takes over once the dead
-replica's keep-alive expires (kopf's peering lifetime, 60 s, which the operator does not change)."""
+replica's keep-alive expires (`--peering-lifetime`, 15 s here; kopf's default is 60 s)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from tests.support.cluster import Cluster
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelrollout-operator"
 PEERING = "modelrollout-faults"
-TAKEOVER_BOUND = 90.0  # kopf's peering lifetime is 60 s; the rest is slack
+LIFETIME = 15
+TAKEOVER_BOUND = LIFETIME + 30.0  # the keep-alive's lifetime, then slack for a loaded machine
 # What only an acting replica logs: the operator's own reconcile lines (kopf logs those of its
 # modules under their names).
 ACTING = re.compile(r"modelrollout\.reconci")
@@ -79,7 +80,9 @@ def test_one_replica_acts_and_the_other_takes_over_when_it_dies(
 ) -> None:
     _install_peering(cluster)
     replicas = {
-        pod: operators.new(pod, extra_args=["--peering", PEERING], env={"POD_ID": pod})
+        pod: operators.new(
+            pod, extra_args=["--peering", PEERING, "--peering-lifetime", str(LIFETIME)], env={"POD_ID": pod}
+        )
         for pod in ("replica-a", "replica-b")
     }
     for pod, operator in replicas.items():
