@@ -76,6 +76,10 @@ def test_operator_rides_out_409_429_and_500(
             cluster.wait_for_phase(names[id(cluster)], "Succeeded")
 
         only_there = {"namespaces": [faulty.namespace]}
+        # One of each for certain (the next status writes), then a share at random: the operator
+        # makes few writes per rollout, and 10 % of them can miss one kind of fault altogether.
+        for status in (409, 429, 500):
+            emulated.inject(status, limit=1, verbs=["patch"], resources=[OPERATOR_WRITES[0]], **only_there)
         emulated.inject(409, ratio=0.1, verbs=["patch"], resources=OPERATOR_WRITES, **only_there)
         emulated.inject(
             429, ratio=0.1, verbs=WRITES, resources=[*OPERATOR_WRITES, "events"], retry_after=1, **only_there

