@@ -315,7 +315,7 @@ async def record(runtime: Runtime, body: Mapping[str, Any], stored: dict[str, An
     status = decision.status
     at = timestamp(runtime.clock())
     new = [
-        pending_event(metadata.get("uid", ""), at, index, event, metadata["name"])
+        pending_event(at, index, event, metadata["name"])
         for index, event in enumerate(decision.events)
     ]
     stored_pending = status.pending_events

@@ -17,23 +17,28 @@ BODY = {
 KEY = ("ml", "fraud-scorer")
 
 
-def test_the_name_is_fixed_by_the_pass_so_a_repost_is_recognised() -> None:
+def test_the_name_is_fixed_by_the_pass_so_a_repost_is_recognised_and_names_sort_in_time_order() -> None:
     record = EventRecord("Normal", "StepCompleted", "step 1 (setWeight 50) completed")
-    first = pending_event("uid-1", "2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
-    assert first == pending_event("uid-1", "2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
+    first = pending_event("2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
+    assert first == pending_event("2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
     assert first.name.startswith("fraud-scorer.")
-    others = {
-        pending_event("uid-1", "2026-11-27T10:00:00.124Z", 0, record, "fraud-scorer").name,
-        pending_event("uid-1", "2026-11-27T10:00:00.123Z", 1, record, "fraud-scorer").name,
-        pending_event("uid-2", "2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer").name,
-    }
-    assert first.name not in others and len(others) == 3
+    later = [
+        pending_event("2026-11-27T10:00:00.123Z", 1, record, "fraud-scorer"),
+        pending_event("2026-11-27T10:00:00.124Z", 0, record, "fraud-scorer"),
+        pending_event("2026-11-27T10:00:01.000Z", 0, record, "fraud-scorer"),
+        pending_event("2026-11-27T11:00:00.000Z", 0, record, "fraud-scorer"),
+    ]
+    names = [first.name] + [event.name for event in later]
+    # The API server lists Events by name: that is the order they happened in.
+    assert sorted(names) == names and len(set(names)) == len(names)
+    # client-go's convention: `<object>.<hex nanoseconds>`
+    assert int(first.name.split(".", 1)[1], 16) == 1795773600123 * 1_000_000
 
 
 def test_pending_keeps_undelivered_events_in_order_and_bounds_the_list() -> None:
     ledger = EventLedger()
     records = [EventRecord("Normal", f"Reason{n}", f"message {n}") for n in range(PENDING_KEPT + 5)]
-    events = [pending_event("uid", f"2026-11-27T10:00:{n:02d}.000Z", 0, r, "r") for n, r in enumerate(records)]
+    events = [pending_event(f"2026-11-27T10:00:{n:02d}.000Z", 0, r, "r") for n, r in enumerate(records)]
     pending = ledger.pending(KEY, events[:3], events[3:5])
     assert [e.reason for e in pending] == ["Reason0", "Reason1", "Reason2", "Reason3", "Reason4"]
     bounded = ledger.pending(KEY, events[:10], events[10:])
@@ -42,7 +47,7 @@ def test_pending_keeps_undelivered_events_in_order_and_bounds_the_list() -> None
 
 def test_an_event_is_a_valid_core_v1_event_about_the_rollout() -> None:
     record = EventRecord("Warning", "AnalysisFailed", "error-rate 0.2 > 0.01" + "x" * 5000)
-    event = pending_event("uid", "2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
+    event = pending_event("2026-11-27T10:00:00.123Z", 0, record, "fraud-scorer")
     body = event_body(BODY, event)
     kubernetes_validate.validate(body, "1.30.0", strict=True)
     assert body["involvedObject"] == {

@@ -4,16 +4,16 @@ kopf posts Events from an in-memory queue after the handler returns, and drops o
 fails: an operator killed between a status write and its Events, or an API server answering 500,
 loses them for good while status says the step happened. Here every Event is first written into
 status (`status.pendingEvents`, in the same patch as the status that explains it) under a name
-fixed by its content, then posted. Posting again is harmless: the API server answers 409 for a
-name it has, which counts as delivered. Entries leave status with the next status write after
-they are delivered, so confirming costs no write of its own.
+fixed by the pass's time and its position in the pass, then posted. Posting again is harmless: the
+API server answers 409 for a name it has, which counts as delivered. Entries leave status with
+the next status write after they are delivered, so confirming costs no write of its own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from modelrollout.api.models import PendingEvent
@@ -29,10 +29,14 @@ MESSAGE_LIMIT = 1000  # what kubectl describe shows comfortably; the API server 
 COMPONENT = "modelrollout"
 
 
-def pending_event(uid: str, at: str, index: int, record: EventRecord, rollout: str) -> PendingEvent:
-    digest = hashlib.sha256(f"{uid}/{at}/{index}/{record.reason}".encode()).hexdigest()[:16]
+def pending_event(at: str, index: int, record: EventRecord, rollout: str) -> PendingEvent:
+    # client-go names Events `<object>.<hex nanoseconds>`: names then sort in the order the Events
+    # happened, which is the order `kubectl get events` lists them in (the API lists by name).
+    # The pass's time and the Event's position in it fix the name, so a repost finds it again.
+    milliseconds = round(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() * 1000)
+    nanoseconds = milliseconds * 1_000_000 + index
     return PendingEvent(
-        name=f"{rollout[:200]}.{digest}",
+        name=f"{rollout[:200]}.{nanoseconds:x}",
         type="Warning" if record.type == "Warning" else "Normal",
         reason=record.reason,
         message=record.message[:MESSAGE_LIMIT],
