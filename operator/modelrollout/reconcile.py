@@ -314,10 +314,7 @@ async def record(runtime: Runtime, body: Mapping[str, Any], stored: dict[str, An
     key = (metadata["namespace"], metadata["name"])
     status = decision.status
     at = timestamp(runtime.clock())
-    new = [
-        pending_event(at, index, event, metadata["name"])
-        for index, event in enumerate(decision.events)
-    ]
+    new = [pending_event(at, index, event, metadata["name"]) for index, event in enumerate(decision.events)]
     stored_pending = status.pending_events
     patch = merge_patch_between(stored, status.wire())
     if patch is not None or new:
