@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
@@ -37,6 +38,23 @@ def world_with(*metrics: dict[str, object], **extra: object) -> World:
     world.run(Phase.SUCCEEDED)
     world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
     return world
+
+
+TRAINING_DRIFT = {
+    "statistic": "psi",
+    "max": 0.2,
+    "groupBy": "feature",
+    "reference": "training",
+    "trainingReference": {"configMap": "edges"},
+}
+
+
+def training_reference_and_drifted_inputs() -> tuple[dict[str, Any], str, list[float], tuple[Sample, ...]]:
+    """The shipped training reference, one feature of it, its edges, and live inputs all above them."""
+    reference = json.loads(DATA.read_text())
+    feature = "mean radius"
+    edges = reference["features"][feature]["edges"]
+    return reference, feature, edges, cumulative(feature, edges, [0.0] * len(edges) + [500.0])
 
 
 def test_compare_with_stable_rolls_back_a_candidate_much_worse_than_stable() -> None:
@@ -121,18 +139,9 @@ def test_a_custom_template_fills_its_arguments() -> None:
 
 
 def test_monitoring_after_promotion_fires_the_hook_once_per_drift_episode() -> None:
-    reference = json.loads(DATA.read_text())
-    feature = "mean radius"
-    edges = reference["features"][feature]["edges"]
-    drifted = cumulative(feature, edges, [0.0] * len(edges) + [500.0])
+    reference, _, _, drifted = training_reference_and_drifted_inputs()
     monitoring = {"interval": "30s", "metrics": ["inputs"], "hook": {"webhook": {"url": "http://127.0.0.1:9/retrain"}}}
-    drift = {
-        "statistic": "psi",
-        "max": 0.2,
-        "groupBy": "feature",
-        "reference": "training",
-        "trainingReference": {"configMap": "edges"},
-    }
+    drift = TRAINING_DRIFT
     world = World(
         make_spec(
             "1.0.0", analysis={"metrics": [metric("inputs", drift=drift, background=False)]}, monitoring=monitoring
@@ -164,18 +173,9 @@ def test_monitoring_after_promotion_fires_the_hook_once_per_drift_episode() -> N
 
 def test_one_noisy_window_is_no_drift_but_consecutive_failures_in_a_row_are() -> None:
     """A drift statistic on one window of live traffic is noisy: only failures in a row make an episode."""
-    reference = json.loads(DATA.read_text())
-    feature = "mean radius"
-    edges = reference["features"][feature]["edges"]
-    drifted = cumulative(feature, edges, [0.0] * len(edges) + [500.0])
+    reference, feature, edges, drifted = training_reference_and_drifted_inputs()
     like_training = cumulative(feature, edges, [float(c) for c in reference["features"][feature]["reference_counts"]])
-    drift = {
-        "statistic": "psi",
-        "max": 0.2,
-        "groupBy": "feature",
-        "reference": "training",
-        "trainingReference": {"configMap": "edges"},
-    }
+    drift = TRAINING_DRIFT
 
     def watched(**monitoring: object) -> World:
         world = World(

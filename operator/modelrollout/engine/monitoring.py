@@ -61,7 +61,7 @@ def monitor(run: Pass) -> None:
             analysis.metrics[analysis.metrics.index(result)] = updated
     for result in analysis.metrics:
         run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False))
-    drifted = [result for result in analysis.metrics if _failed_in_a_row(result, watch.consecutive_failures)]
+    drifted = [result for result in analysis.metrics if _failure_streak(result) >= watch.consecutive_failures]
     clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
     if drifted and current.drifted_since is None:
         current.drifted_since = run.at
@@ -106,6 +106,7 @@ def drift_condition(status: ModelRolloutStatus, needed: int) -> tuple[bool, str]
 
 
 def _failure_streak(result: MetricResult) -> int:
+    """How many of the metric's last measurements failed in a row (errors are no measurement)."""
     streak = 0
     for measurement in reversed(result.measurements):
         if measurement.phase == Verdict.ERROR:
@@ -114,11 +115,6 @@ def _failure_streak(result: MetricResult) -> int:
             break
         streak += 1
     return streak
-
-
-def _failed_in_a_row(result: MetricResult, needed: int) -> bool:
-    """The metric's last `needed` measurements that were taken (errors are no measurement) all failed."""
-    return _failure_streak(result) >= needed
 
 
 def _named(result: MetricResult) -> str:

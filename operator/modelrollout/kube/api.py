@@ -219,9 +219,9 @@ def _read_environment_once(api_client: client.ApiClient, host: str) -> None:
     in a session on the same connector that does not look again."""
     rest = api_client.rest_client
     if rest.proxy is None:
-        proxy = urllib.request.getproxies().get(urllib.parse.urlsplit(host).scheme)
-        hostname = urllib.parse.urlsplit(host).hostname or ""
-        if proxy and not urllib.request.proxy_bypass(hostname):
+        url = urllib.parse.urlsplit(host)
+        proxy = urllib.request.getproxies().get(url.scheme)
+        if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
             rest.proxy = proxy
     session = rest.pool_manager
     connector = session.connector
