@@ -373,16 +373,17 @@ def test_good_candidate_passes_every_model_gate_and_is_promoted(sandbox: Sandbox
     with scenario(sandbox, "goodmodel") as made:
         made.deploy_stable(rollout_spec(STABLE, MODEL_GATES, GATED_STEPS))
         made.start_load()
-        made.deliver(rollout_spec("2.0.0", MODEL_GATES, GATED_STEPS))
-        seen: dict[str, Any] = {}
+        with made.cluster.status_history(made.name) as history:
+            made.deliver(rollout_spec("2.0.0", MODEL_GATES, GATED_STEPS))
 
-        def promoted() -> dict[str, Any] | None:
-            status = made.status()
-            if status.get("stepAnalysis"):
-                seen.update(status)  # the step analysis is cleared on promotion: keep its last view
-            return status if status.get("phase") == "Succeeded" and status.get("stableVersion") == "2.0.0" else None
+            def promoted() -> dict[str, Any] | None:
+                status = made.status()
+                return status if status.get("phase") == "Succeeded" and status.get("stableVersion") == "2.0.0" else None
 
-        status = made.cluster.wait_for("2.0.0 to be promoted", promoted, timeout=90)
+            status = made.cluster.wait_for("2.0.0 to be promoted", promoted, timeout=90)
+        # Promotion drops the step analysis; the last status written before it holds its final view.
+        seen = [written for written in history if written.get("stepAnalysis")][-1]
+        assert seen["stepAnalysis"]["phase"] == "Successful", seen["stepAnalysis"]
         assert made.status().get("phase") == "Succeeded", made.status()
         reasons = made.cluster.event_reasons(made.name)
         assert "AnalysisSucceeded" in reasons and "Promoted" in reasons, reasons

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
+import kubernetes.watch
+import urllib3
 import yaml
 from kubernetes.client.rest import ApiException
 
@@ -97,9 +99,25 @@ class Cluster:
                 GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"finalizers": None}}
             )
 
-    def events(self, name: str) -> list[kubernetes.client.CoreV1Event]:
-        listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
-        return sorted(listed.items, key=lambda event: event.metadata.creation_timestamp or 0)
+    def events(self, name: str, settle: float = 20.0) -> list[kubernetes.client.CoreV1Event]:
+        """A rollout's Events, once every Event its status has recorded is posted.
+
+        The operator posts Events just after the status write that records them (status names them
+        in `pendingEvents` until a later write), so a test that has just seen a status waits, as a
+        user refreshing `kubectl get events` would, for the Events that status speaks of."""
+        deadline = time.monotonic() + settle
+        while True:
+            listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+            posted = {event.metadata.name for event in listed.items}
+            try:
+                recorded = {event["name"] for event in self.status(name).get("pendingEvents") or []}
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                recorded = set()  # deleted: nothing more will be posted
+            if recorded <= posted or time.monotonic() > deadline:
+                return sorted(listed.items, key=lambda event: event.metadata.creation_timestamp or 0)
+            time.sleep(0.1)
 
     def event_reasons(self, name: str) -> list[str]:
         return [event.reason for event in self.events(name)]
@@ -114,6 +132,54 @@ class Cluster:
             version = deployment.metadata.labels.get(f"{GROUP}/version", "")
             found[version] = found.get(version, 0) + (deployment.spec.replicas or 0)
         return found
+
+    @contextmanager
+    def status_history(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        """Every status written to a rollout while the block runs, in order, from a watch.
+
+        Polling can miss a status that lives for one pass (a step analysis's last measurement is
+        written in the same pass that promotes and clears it); a watch sees every write."""
+        history: list[dict[str, Any]] = []
+        stopping = threading.Event()
+        watch = kubernetes.watch.Watch()
+
+        def follow() -> None:
+            version = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["metadata"][
+                "resourceVersion"
+            ]
+            while not stopping.is_set():
+                try:
+                    for change in watch.stream(
+                        self.custom.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        resource_version=version,
+                        timeout_seconds=5,
+                    ):
+                        found = change["object"]
+                        version = found["metadata"]["resourceVersion"]
+                        if found["metadata"]["name"] == name and found.get("status"):
+                            history.append(found["status"])
+                        if stopping.is_set():
+                            return
+                except urllib3.exceptions.HTTPError:
+                    continue  # the stream was cut short: watch again from the last version seen
+                except ApiException:
+                    time.sleep(0.2)  # e.g. 410 Gone: go on from the newest version listed
+                    version = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)[
+                        "metadata"
+                    ]["resourceVersion"]
+
+        follower = threading.Thread(target=follow, name=f"watch-{name}", daemon=True)
+        follower.start()
+        try:
+            yield history
+        finally:
+            stopping.set()
+            watch.stop()
+            follower.join(timeout=10)
 
     def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
         """Poll until `probe` returns something truthy; fail naming what was awaited."""

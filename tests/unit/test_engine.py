@@ -526,6 +526,28 @@ def test_a_pass_that_measures_and_completes_steps_counts_each_measurement_once()
     assert result.count == len({m.at for m in result.measurements}) == len(world.queries)
 
 
+def test_a_finished_step_analysis_stays_in_status_until_the_next_one_starts() -> None:
+    """Its last measurement is written in the pass that moves on: a user still sees what the gate
+    measured while the following steps run, until the next gate starts or promotion clears it."""
+    gate = {"analysis": {"metrics": ["error-rate"], "count": 2, "interval": "5s"}}
+    steps = [{"setWeight": 25}, gate, {"setWeight": 50}, {"pause": {}}, gate]
+    world = deployed(strategy={"canary": {"steps": steps}})
+    world.metric_values["error-rate"] = GOOD
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.run(Phase.PAUSED, seconds=5)
+    assert world.status.current_step_index == 3
+    kept = world.status.step_analysis
+    assert kept is not None and kept.step_index == 1 and kept.phase == Verdict.SUCCESSFUL
+    assert [m.phase for m in kept.metrics[0].measurements] == [Verdict.SUCCESSFUL, Verdict.SUCCESSFUL]
+    world.command(CommandAction.PROMOTE)
+    world.step(1)
+    fresh = world.status.step_analysis
+    assert world.status.current_step_index == 4 and fresh is not None and fresh.step_index == 4
+    assert fresh.phase == Verdict.RUNNING and len(fresh.metrics[0].measurements) <= 1
+    world.run(Phase.SUCCEEDED, seconds=5)
+    assert world.status.step_analysis is None
+
+
 def test_errors_do_not_count_towards_an_analysis_steps_count() -> None:
     """An outage neither completes a step's analysis nor makes it inconclusive: the step waits."""
     steps = [{"setWeight": 50}, {"analysis": {"metrics": ["error-rate"], "count": 3, "interval": "5s"}}]

@@ -863,7 +863,10 @@ class ModelRolloutStatus(ApiModel):
     )
     weights: Weights = Field(default_factory=Weights, description="Traffic split now in force.")
     background_analysis: AnalysisStatus | None = Field(default=None, description="Analysis run at interval.")
-    step_analysis: AnalysisStatus | None = Field(default=None, description="Analysis of the current step.")
+    step_analysis: AnalysisStatus | None = Field(
+        default=None,
+        description="Analysis of the current step, or of the last finished analysis step until the next one starts.",
+    )
     promotion_requested: Literal["step", "full"] | None = Field(
         default=None,
         description="A `promote` (step) or `promote --full` waiting to take effect at the next gate it can open.",

@@ -21,6 +21,7 @@ from modelrollout.engine.common import (
     PAUSE_USER,
     Pass,
     check_deadline,
+    drop_unfinished_step_analysis,
     finish_promotion,
     parse_time,
     run_background_analysis,
@@ -43,7 +44,7 @@ def _enter(run: Pass, stage: int) -> None:
         run.event("StepCompleted", f"blue-green {STAGES[status.current_step_index]} completed")
     status.current_step_index = stage
     status.step_started_at = run.at
-    status.step_analysis = None
+    drop_unfinished_step_analysis(status)
     status.pause_reason = None
     status.phase = Phase.PROGRESSING
 

@@ -22,6 +22,7 @@ from modelrollout.engine.common import (
     Pass,
     check_deadline,
     clear_candidate,
+    drop_unfinished_step_analysis,
     finish_promotion,
     new_analysis,
     parse_time,
@@ -141,7 +142,7 @@ def advance(run: Pass, index: int, to: int) -> None:
     run.event("StepCompleted", f"step {index} ({steps[index].describe()}) completed")
     status.current_step_index = to
     status.step_started_at = run.at
-    status.step_analysis = None
+    drop_unfinished_step_analysis(status)
     status.pause_reason = None
     status.phase = Phase.PROGRESSING
     status.message = f"step {to}: {steps[to].describe()}" if to < len(steps) else "all steps completed; promoting"

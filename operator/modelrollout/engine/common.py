@@ -177,6 +177,14 @@ def clear_candidate(status: ModelRolloutStatus) -> None:
     status.switched_at = None
 
 
+def drop_unfinished_step_analysis(status: ModelRolloutStatus) -> None:
+    """Leaving a step: a finished analysis stays in status until the next one starts, so that
+    `kubectl get -o yaml` shows what the last gate measured (its last measurement is written in
+    the very pass that moves on); one still running would speak of a step no longer current."""
+    if status.step_analysis is not None and status.step_analysis.phase == Verdict.RUNNING:
+        status.step_analysis = None
+
+
 def roll_back(run: Pass, reason: str, message: str) -> None:
     """Everything back on stable in this very pass: route, replicas, and (blue-green) selectors."""
     status, spec = run.status, run.spec
