@@ -19,15 +19,14 @@ import kubernetes
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, Selector
+from modelrollout.kube.actuator import deployment_state, resource_version
 from modelrollout.kube.api import ApiError, KubeApi
 from modelrollout.kube.names import (
     COMMAND_ANNOTATION,
     FINALIZER,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    REVISION_LABEL,
     ROLLOUT_LABEL,
-    VERSION_LABEL,
 )
 from modelrollout.metrics.prometheus import PrometheusBackend
 from modelrollout.operator_metrics import OPERATOR_METRICS
@@ -167,39 +166,28 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await runtime.api.close()
 
 
+# The index functions are coroutines so that kopf calls them in the event loop: a plain function
+# is run in a worker thread, a hand-off per watch event that cost more than the function itself.
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def rollout_deployments(
-    namespace: str | None, labels: Mapping[str, str], spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
+async def rollout_deployments(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], DeploymentState]:
-    rollout, revision = labels.get(ROLLOUT_LABEL), labels.get(REVISION_LABEL)
-    if not rollout or not revision or namespace is None:
+    rollout = labels.get(ROLLOUT_LABEL)
+    state = deployment_state(body)
+    if not rollout or not state.revision or namespace is None:
         return {}
-    state = DeploymentState(
-        revision=revision,
-        version=labels.get(VERSION_LABEL, ""),
-        replicas=int(spec.get("replicas", 1)),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        resource_version=_resource_version(meta),
-    )
     return {(namespace, rollout): state}
 
 
-def _resource_version(meta: Mapping[str, Any]) -> int:
-    try:
-        return int(meta.get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
 @kopf.index("", "v1", "services", labels=MANAGED)
-def rollout_services(
-    namespace: str | None, labels: Mapping[str, str], name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+async def rollout_services(
+    namespace: str | None, labels: Mapping[str, str], name: str, spec: kopf.Spec, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], tuple[str, tuple[int, Selector]]]:
     rollout = labels.get(ROLLOUT_LABEL)
     if not rollout or not namespace:
         return {}
     selector: Selector = tuple(sorted((spec.get("selector") or {}).items()))
-    return {(namespace, rollout): (name, (_resource_version(meta), selector))}
+    return {(namespace, rollout): (name, (resource_version(body), selector))}
 
 
 # Wake-ups come from async event handlers: kopf runs them in the event loop after it has indexed
@@ -211,11 +199,29 @@ def rollout_services(
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def deployment_changed(
-    type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    type: str | None,
+    namespace: str | None,
+    name: str | None,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    seen = (body.get("spec", {}).get("replicas"), (body.get("status") or {}).get("readyReplicas"))
-    if WAKERS.changed(("deployment", namespace, name), seen, gone=type == "DELETED"):
-        WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+    state = deployment_state(body)
+    seen = (state.replicas, state.ready_replicas)
+    rollout = labels.get(ROLLOUT_LABEL)
+    if not WAKERS.changed(("deployment", namespace, name), seen, gone=type == "DELETED"):
+        return
+    if type != "DELETED" and _echo_of_our_write(memo, namespace, rollout, state):
+        return  # the daemon has the answer to that write already
+    WAKERS.wake(namespace, rollout)
+
+
+def _echo_of_our_write(memo: kopf.Memo, namespace: str | None, rollout: str | None, seen: DeploymentState) -> bool:
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None or namespace is None or rollout is None:
+        return False
+    return runtime.written.is_answer(namespace, rollout, seen)
 
 
 @kopf.on.event("", "v1", "services", labels=MANAGED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from modelrollout.api.models import ModelRolloutSpec
@@ -24,22 +25,23 @@ from modelrollout.kube.names import REVISION_LABEL, VERSION_LABEL, deployment_na
 from modelrollout.kube.routing import RouteTarget, apply_route
 
 
-def _rv(obj: dict[str, Any]) -> int:
+def resource_version(obj: Mapping[str, Any]) -> int:
+    """An object's resourceVersion as a number (etcd's are; 0 if a server's are not)."""
     try:
-        return int(obj.get("metadata", {}).get("resourceVersion", "0"))
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
 
 
-def deployment_state(obj: dict[str, Any], revision: str | None = None) -> DeploymentState:
+def deployment_state(obj: Mapping[str, Any], revision: str | None = None) -> DeploymentState:
     """What the engine needs of a Deployment object (its revision from its label unless given)."""
     labels = obj.get("metadata", {}).get("labels") or {}
     return DeploymentState(
         revision=revision if revision is not None else labels.get(REVISION_LABEL, ""),
         version=labels.get(VERSION_LABEL, ""),
-        replicas=int(obj.get("spec", {}).get("replicas", 0)),
+        replicas=int(obj.get("spec", {}).get("replicas", 1)),  # the API server defaults it to 1
         ready_replicas=int((obj.get("status") or {}).get("readyReplicas") or 0),
-        resource_version=_rv(obj),
+        resource_version=resource_version(obj),
     )
 
 
@@ -59,12 +61,16 @@ class WrittenObjects:
     def deployment(self, key: tuple[str, str], revision: str, obj: dict[str, Any]) -> None:
         self.deployments.setdefault(key, {})[revision] = deployment_state(obj, revision)
 
+    def is_answer(self, namespace: str, rollout: str, seen: DeploymentState) -> bool:
+        """Whether a watch event shows exactly what one of our writes answered (its echo)."""
+        return self.deployments.get((namespace, rollout), {}).get(seen.revision) == seen
+
     def deleted(self, key: tuple[str, str], revision: str) -> None:
         self.deployments.get(key, {}).pop(revision, None)
 
     def service(self, key: tuple[str, str], name: str, obj: dict[str, Any]) -> None:
         selector: Selector = tuple(sorted((obj.get("spec", {}).get("selector") or {}).items()))
-        self.services.setdefault(key, {})[name] = (_rv(obj), selector)
+        self.services.setdefault(key, {})[name] = (resource_version(obj), selector)
 
     def merged_deployments(
         self, key: tuple[str, str], indexed: dict[str, DeploymentState]
