@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="look at every rollout at least this often",
     )
     run.add_argument(
+        "--quiet-write-seconds",
+        type=float,
+        default=float(_env("QUIET_WRITE_SECONDS", "60") or 60),
+        help="how long a background measurement that changes no verdict may wait to be written to status, "
+        "with the next change (0: write each at once; env MODELROLLOUT_QUIET_WRITE_SECONDS)",
+    )
+    run.add_argument(
         "--metrics-port",
         type=int,
         default=int(_env("METRICS_PORT", "8080") or 8080),
@@ -216,6 +223,7 @@ def run_operator(args: argparse.Namespace) -> int:
         peering=args.peering,
         peering_lifetime=args.peering_lifetime,
         resync_seconds=args.resync_seconds,
+        quiet_write_seconds=args.quiet_write_seconds,
         log_format=args.log_format,
         metrics_port=args.metrics_port or None,
         metrics_host=args.metrics_host,

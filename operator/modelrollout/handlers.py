@@ -30,7 +30,7 @@ from modelrollout.kube.names import (
 )
 from modelrollout.metrics.prometheus import PrometheusBackend
 from modelrollout.operator_metrics import OPERATOR_METRICS
-from modelrollout.reconcile import Runtime, deployment_states, newer, reconcile, release_route
+from modelrollout.reconcile import HeldStatus, Runtime, deployment_states, newer, reconcile, release_route
 from modelrollout.settings import OperatorOptions
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         backend=PrometheusBackend(timeout=options.prometheus_timeout),
         default_prometheus=options.prometheus_url,
         prometheus_timeout=options.prometheus_timeout,
+        quiet_write_seconds=options.quiet_write_seconds,
     )
 
 
@@ -281,6 +282,7 @@ async def rollout_loop(
     assert namespace is not None  # ModelRollout is a namespaced resource
     wake = WAKERS.get(namespace, name)
     written: dict[str, Any] | None = None
+    held: HeldStatus | None = None
     try:
         while not stopped:
             wake.clear()
@@ -293,13 +295,17 @@ async def rollout_loop(
                 indexed = deployment_states(list(deployments_index.get(key, [])))
                 deployments = runtime.written.merged_deployments(key, indexed)
                 services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
-                result = await reconcile(runtime, current, deployments, services)
+                result = await reconcile(runtime, current, deployments, services, held)
                 written = result.written or written
+                held = result.held
                 decision = result.decision
                 delay = min(
                     decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
                     options.resync_seconds,
                 )
+                if held is not None:  # written by this deadline at the latest
+                    age = (runtime.clock() - held.since).total_seconds()
+                    delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
                 if not result.events_posted:
                     delay = min(delay, EVENT_RETRY_SECONDS)
                 elapsed = asyncio.get_running_loop().time() - started

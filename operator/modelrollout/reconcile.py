@@ -81,6 +81,8 @@ class Runtime:
 
     written: WrittenObjects = field(default_factory=WrittenObjects)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
+    quiet_write_seconds: float = 0.0
 
 
 def deployment_states(items: list[DeploymentState]) -> dict[str, DeploymentState]:
@@ -222,17 +224,56 @@ def newer(body: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping
 
 
 @dataclass(frozen=True)
+class HeldStatus:
+    """A status decided but not written yet: only quiet background measurements set it apart from
+    the stored status it was decided from (`base`). Kept in the rollout's daemon, in memory."""
+
+    base: dict[str, Any]
+    status: dict[str, Any]
+    since: datetime
+
+
+@dataclass(frozen=True)
 class PassResult:
     decision: Decision
     written: dict[str, Any] | None  # the object as our status write left it, if we wrote
     at: datetime
     events_posted: bool = True  # False: an Event could not be posted yet; look again soon
+    held: HeldStatus | None = None  # the status this pass decided and did not write
 
 
 @dataclass(frozen=True)
 class Recorded:
     written: dict[str, Any] | None
     events_posted: bool
+    held: HeldStatus | None = None
+
+
+# What a successful measurement changes in its metric's entry; anything else changing is news.
+_MEASUREMENT_BOOKKEEPING = frozenset({"count", "successful", "measurements", "message"})
+
+
+def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether a pass changed status only by adding measurements that change no verdict.
+
+    Such a pass is most of a large fleet's passes (a background measurement every interval while
+    a pause runs) and its status write most of the API writes. Losing one on a restart is harmless:
+    it changed no counter a decision reads, and the next pass measures again.
+    """
+    patch = merge_patch_between(dict(before), dict(after))
+    if not isinstance(patch, dict) or set(patch) != {"backgroundAnalysis"}:
+        return False
+    if not isinstance(patch["backgroundAnalysis"], dict) or set(patch["backgroundAnalysis"]) != {"metrics"}:
+        return False
+    old = {m.get("name"): m for m in (before.get("backgroundAnalysis") or {}).get("metrics") or []}
+    new = {m.get("name"): m for m in (after.get("backgroundAnalysis") or {}).get("metrics") or []}
+    if old.keys() != new.keys():
+        return False
+    for name, result in new.items():
+        keys = (old[name].keys() | result.keys()) - _MEASUREMENT_BOOKKEEPING
+        if any(old[name].get(key) != result.get(key) for key in keys):
+            return False
+    return True
 
 
 async def reconcile(
@@ -240,8 +281,12 @@ async def reconcile(
     body: Mapping[str, Any],
     deployments: dict[str, DeploymentState],
     services: dict[str, Selector],
+    held: HeldStatus | None = None,
 ) -> PassResult:
-    """Run one pass: read, decide, act, record."""
+    """Run one pass: read, decide, act, record.
+
+    `held` is the status the previous pass decided and did not write: it is decided from when the
+    stored status is still the one it was based on (only the operator writes status)."""
     metadata = body.get("metadata", {})
     raw_spec = dict(body.get("spec") or {})
     ref = RolloutRef(
@@ -252,7 +297,8 @@ async def reconcile(
         templates=await fetch_templates(runtime, metadata["namespace"], raw_spec),
     )
     stored = dict(body.get("status") or {})
-    status = read_status(stored)
+    held = held if held is not None and held.base == stored else None
+    status = read_status(held.status if held is not None else stored)
     now = runtime.clock()
     try:
         spec: ModelRolloutSpec | None = parse_spec(ref.spec, ref.templates)
@@ -297,8 +343,8 @@ async def reconcile(
         for result in hook_results:
             for reason, message, warning in record_hook_result(decision.status, result):
                 decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
-    recorded = await record(runtime, body, stored, decision)
-    return PassResult(decision, recorded.written, now, recorded.events_posted)
+    recorded = await record(runtime, body, stored, decision, held)
+    return PassResult(decision, recorded.written, now, recorded.events_posted, recorded.held)
 
 
 async def read_deployments(api: KubeApi, namespace: str, rollout: str) -> dict[str, DeploymentState]:
@@ -308,14 +354,33 @@ async def read_deployments(api: KubeApi, namespace: str, rollout: str) -> dict[s
     return {state.revision: state for state in states if state.revision}
 
 
-async def record(runtime: Runtime, body: Mapping[str, Any], stored: dict[str, Any], decision: Decision) -> Recorded:
-    """Write the decided status with this pass's Events in it, then post the Events (see kube/events.py)."""
+async def record(
+    runtime: Runtime,
+    body: Mapping[str, Any],
+    stored: dict[str, Any],
+    decision: Decision,
+    held: HeldStatus | None = None,
+) -> Recorded:
+    """Write the decided status with this pass's Events in it, then post the Events (see kube/events.py).
+
+    A status that differs from the previous decision only by quiet measurements is held back (not
+    written) for up to `runtime.quiet_write_seconds`, and written with the next change."""
     metadata = body["metadata"]
     key = (metadata["namespace"], metadata["name"])
     status = decision.status
-    at = timestamp(runtime.clock())
+    now = runtime.clock()
+    at = timestamp(now)
     new = [pending_event(at, index, event, metadata["name"]) for index, event in enumerate(decision.events)]
     stored_pending = status.pending_events
+    if not new and runtime.quiet_write_seconds > 0:
+        wire = status.wire()
+        since = held.since if held is not None else now
+        previous = held.status if held is not None else stored
+        unchanged = merge_patch_between(previous, wire) is None
+        if (now - since).total_seconds() < runtime.quiet_write_seconds and (unchanged or quiet_change(previous, wire)):
+            posted = await runtime.events.post(runtime.api, body, status.pending_events or [])
+            keep = HeldStatus(base=stored, status=wire, since=since) if wire != stored else None
+            return Recorded(None, events_posted=posted, held=keep)
     patch = merge_patch_between(stored, status.wire())
     if patch is not None or new:
         # Delivered Events leave status only with a write that happens anyway: no write of their own.

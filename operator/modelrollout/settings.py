@@ -14,6 +14,7 @@ class OperatorOptions:
     peering: str | None = None
     peering_lifetime: int = 60
     resync_seconds: float = 60.0
+    quiet_write_seconds: float = 60.0
     log_format: str = "text"
     metrics_port: int | None = 8080
     metrics_host: str = "0.0.0.0"

@@ -7,11 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespace: str, prometheus_url: str | None, log_path: Path):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        prometheus_url: str | None,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+    ):
+        self.extra_args = list(extra_args)
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.prometheus_url = prometheus_url
@@ -38,7 +47,7 @@ class OperatorProcess:
         ]
         if self.prometheus_url:
             command += ["--prometheus-url", self.prometheus_url]
-        return command
+        return command + self.extra_args
 
     def start(self) -> OperatorProcess:
         self.starts += 1

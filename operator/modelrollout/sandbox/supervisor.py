@@ -246,6 +246,10 @@ class OperatorHandle:
             self.health_url,
             "--resync-seconds",
             f"{self.resync_seconds:g}",
+            # The sandbox's analyses run every second or so: a minute's quiet measurements held
+            # back would leave `modelrollout status` far behind them.
+            "--quiet-write-seconds",
+            "5",
             *self.extra_args,
         ]
 
