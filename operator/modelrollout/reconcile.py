@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
+from modelrollout.api.models import MetricResult, ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import DEADLINE_REASON, timestamp
@@ -267,11 +267,13 @@ def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
         return False
     old = {m.get("name"): m for m in (before.get("backgroundAnalysis") or {}).get("metrics") or []}
     new = {m.get("name"): m for m in (after.get("backgroundAnalysis") or {}).get("metrics") or []}
-    if old.keys() != new.keys():
+    if not old.keys() <= new.keys():
         return False
     for name, result in new.items():
-        keys = (old[name].keys() | result.keys()) - _MEASUREMENT_BOOKKEEPING
-        if any(old[name].get(key) != result.get(key) for key in keys):
+        # A metric measured for the first time had, in effect, a fresh entry before.
+        previous = old.get(name) or MetricResult(name=str(name)).wire()
+        keys = (previous.keys() | result.keys()) - _MEASUREMENT_BOOKKEEPING
+        if any(previous.get(key) != result.get(key) for key in keys):
             return False
     return True
 
