@@ -16,7 +16,8 @@ For each size, every component runs as its own process, so each one's CPU and me
   merge-patches ``/status`` so readyReplicas = replicas, from 32 concurrent workers;
 * the operator (``python -m modelrollout.cli run``).
 
-Then: create N ModelRollouts (replicas 2; steps setWeight 50, pause ``--pause``, setWeight 100;
+Then: create N ModelRollouts (replicas 2; steps setWeight 50, pause ``--pause``, setWeight 100, or
+with ``--weights 20,40,60,80`` a pause after each of those weights and then setWeight 100;
 one threshold metric, analysis every ``--analysis-interval``), wait until every one is Succeeded on
 version 1, change every one's ``spec.model.version`` to 2 and wait until every one is Succeeded on
 version 2. The benchmark watches the ModelRollouts itself (directly on the emulator) and samples
@@ -25,8 +26,9 @@ version 2. The benchmark watches the ModelRollouts itself (directly on the emula
 Measured over the canary phase (from the version change to the last promotion):
 
 * operator RSS: peak (whole run) and steady (median over the canary phase);
-* operator CPU seconds per rollout-step (a step is one of the 3 canary steps; the canary's start
-  and promotion passes are included in the total and not counted as steps, so this is conservative);
+* operator CPU seconds per rollout-step (a step is one of the canary's steps, 3 by default; the
+  canary's start and promotion passes are included in the total and not counted as steps, so this
+  is conservative; two runs with different ``--weights`` give what one more step costs);
 * API requests and writes (non-GET) per step, as the proxy counted them, with a breakdown;
 * Prometheus queries per analysis (measurement): proxy-counted queries / measurements taken
   (the ``count`` of the background metric in each rollout's status);
@@ -76,7 +78,7 @@ from modelrollout.kube.names import deployment_name  # noqa: E402
 
 NAMESPACE = "scale"
 METRIC = "bench_error_ratio"
-STEPS = 3  # setWeight 50, pause, setWeight 100
+STEPS = 3  # the default canary: setWeight 50, pause, setWeight 100 (--weights 50)
 GIB = 1024**3
 TARGET_RSS = 2 * GIB
 TARGET_LAG = 2.0
@@ -85,12 +87,20 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 console = Console(width=max(200, shutil.get_terminal_size().columns))
 
 
+def canary_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """setWeight w and a pause for each of --weights, then setWeight 100."""
+    steps: list[dict[str, Any]] = []
+    for weight in args.weights:
+        steps += [{"setWeight": weight}, {"pause": {"duration": args.pause}}]
+    return [*steps, {"setWeight": 100}]
+
+
 def rollout_spec(name: str, version: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "replicas": 2,
+        "replicas": args.replicas,
         "model": {"name": "scorer", "version": version},
         "template": {"spec": {"containers": [{"name": "server", "image": "bench/model-server:1"}]}},
-        "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": args.pause}}, {"setWeight": 100}]}},
+        "strategy": {"canary": {"steps": canary_steps(args)}},
         "analysis": {
             "interval": args.analysis_interval,
             "metrics": [
@@ -442,7 +452,7 @@ async def drive(
             ok = await wait_until(
                 f"{n} rollouts Succeeded on version 2",
                 lambda: watcher.count("Succeeded", "2") >= n,
-                args.phase_timeout + parse_duration(args.pause),
+                args.phase_timeout + parse_duration(args.pause) * len(args.weights),
                 lambda: (
                     f"{watcher.count('Succeeded', '2')}/{n} promoted; steps: "
                     + str(
@@ -505,19 +515,23 @@ async def drive(
                     if index not in started_at and step_started:
                         started_at[index] = ts(step_started)  # type: ignore[assignment]
                         seen_at[index] = received
-                # Step 2 (setWeight 100) completes in the pass that also promotes: currentStepIndex
-                # then goes from 2 straight to none, so its completion is the promotion.
+                # The last step (setWeight 100) completes in the pass that also promotes:
+                # currentStepIndex then goes from it straight to none, so its completion is the promotion.
+                last = len(canary_steps(args)) - 1
                 promoted_at = next(
                     (h[0] for h in history if h[3] == "Succeeded" and seen_at and h[0] >= max(seen_at.values())),
                     None,
                 )
-                if promoted_at is not None and 2 in seen_at:
-                    seen_at[3] = promoted_at
-                steps_done += sum(1 for i in (1, 2, 3) if i in seen_at)
-                if 1 in started_at and 2 in started_at:
-                    due = started_at[1] + pause
-                    result.pause_lag_decided.append(started_at[2] - due)
-                    result.pause_lag_applied.append(seen_at[2] - due)
+                if promoted_at is not None and last in seen_at:
+                    seen_at[last + 1] = promoted_at
+                steps_done += sum(1 for i in range(1, last + 2) if i in seen_at)
+                for paused in range(1, last, 2):  # pause steps sit at the odd indexes
+                    if paused in started_at and paused + 1 in started_at:
+                        due = started_at[paused] + pause
+                        result.pause_lag_decided.append(started_at[paused + 1] - due)
+                        result.pause_lag_applied.append(seen_at[paused + 1] - due)
+                if args.weights != [50] or args.replicas != 2:
+                    continue  # the readiness lag below knows the default canary's replica counts only
                 revision = (watcher.status.get(name) or {}).get("stableRevision")
                 ready = times.get(f"{NAMESPACE}/{deployment_name(name, revision)}", []) if revision else []
                 for index, replicas in ((1, 1), (3, 2)):
@@ -789,10 +803,11 @@ def extrapolate(results: list[SizeResult], size: int) -> SizeResult | None:
     out = SizeResult(size=size, note="extrapolated linearly from the two largest completed sizes")
     out.rss_peak = int(line(a.rss_peak or 0, b.rss_peak or 0))
     out.rss_steady = int(line(a.rss_steady or 0, b.rss_steady or 0))
-    out.cpu_canary = b.cpu_per_step * size * STEPS if b.cpu_per_step else None
-    out.steps_done = size * STEPS
-    out.api_requests = int((b.requests_per_step or 0) * size * STEPS)
-    out.api_writes = int((b.writes_per_step or 0) * size * STEPS)
+    steps = b.steps_done // b.size if b.size else STEPS
+    out.cpu_canary = b.cpu_per_step * size * steps if b.cpu_per_step else None
+    out.steps_done = size * steps
+    out.api_requests = int((b.requests_per_step or 0) * size * steps)
+    out.api_writes = int((b.writes_per_step or 0) * size * steps)
     out.prom_queries, out.measurements = b.prom_queries, b.measurements
     return out
 
@@ -801,13 +816,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--analysis-interval", default="30s")
-    parser.add_argument("--pause", default="60s", help="the canary's pause step")
+    parser.add_argument("--pause", default="60s", help="the canary's pause steps")
+    parser.add_argument(
+        "--weights",
+        default="50",
+        help="the canary's weights, each followed by a pause, then 100 (e.g. 20,40,60,80 for 9 steps); "
+        "comparing two canaries' writes gives the writes one more step costs",
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="replicas per rollout")
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator (raw collapsed stacks)")
     parser.add_argument("--log-writes", type=Path, default=None, help="log the operator's API writes (JSON lines)")
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "modelrollout-scale.json")
     args = parser.parse_args()
+    args.weights = [int(w) for w in args.weights.split(",") if w]
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     results: list[SizeResult] = []
     for n in sizes:
