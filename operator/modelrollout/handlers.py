@@ -283,6 +283,9 @@ async def rollout_loop(
     wake = WAKERS.get(namespace, name)
     written: dict[str, Any] | None = None
     held: HeldStatus | None = None
+    # One waiter for the stop, for the daemon's life: kopf makes each `stopped.wait()` a new task,
+    # and at 10,000 rollouts one per sleep was a quarter of the operator's CPU.
+    stopping = asyncio.ensure_future(stopped.wait())
     try:
         while not stopped:
             wake.clear()
@@ -321,8 +324,9 @@ async def rollout_loop(
                 OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
                 delay = ERROR_RETRY_SECONDS
             if delay > 0:
-                await _sleep(wake, stopped, delay)
+                await _sleep(wake, stopping, delay)
     finally:
+        stopping.cancel()
         WAKERS.forget(namespace, name)
         if current_object_deleted(body):
             OPERATOR_METRICS.forget(namespace, name)
@@ -335,11 +339,10 @@ def current_object_deleted(body: kopf.Body) -> bool:
     return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
 
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> None:
     """Sleep until the deadline, a wake-up, or the daemon being stopped, whichever comes first."""
-    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    woken = asyncio.ensure_future(wake.wait())
     try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for waiter in waiters:
-            waiter.cancel()
+        woken.cancel()
