@@ -331,6 +331,7 @@ async def rollout_loop(
         if current_object_deleted(body):
             OPERATOR_METRICS.forget(namespace, name)
             runtime.written.forget((namespace, name))
+            runtime.statuses.forget((namespace, name))
             runtime.events.forget((namespace, name))
             WAKERS.forget_seen(namespace, name)
 

@@ -60,6 +60,30 @@ from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
 logger = logging.getLogger(__name__)
 
 
+class ParsedStatuses:
+    """The status each rollout's last pass decided, with the dict it was written or held as.
+
+    The next pass starts from the stored dict, which is that same dict unless someone else wrote
+    status; parsing it again with pydantic was a third of the operator's CPU at 10,000 rollouts,
+    where most passes are background measurements. `decide` works on a copy, so the parsed status
+    is shared, never changed."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[dict[str, Any], ModelRolloutStatus]] = {}
+
+    def read(self, key: tuple[str, str], raw: dict[str, Any]) -> ModelRolloutStatus:
+        cached = self._last.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        return read_status(raw)
+
+    def remember(self, key: tuple[str, str], status: ModelRolloutStatus) -> None:
+        self._last[key] = (status.wire(), status)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._last.pop(key, None)
+
+
 @dataclass
 class Runtime:
     """What every pass needs, built once at start-up."""
@@ -80,6 +104,7 @@ class Runtime:
         return self._backends[credentials]
 
     written: WrittenObjects = field(default_factory=WrittenObjects)
+    statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0
@@ -300,7 +325,8 @@ async def reconcile(
     )
     stored = dict(body.get("status") or {})
     held = held if held is not None and held.base == stored else None
-    status = read_status(held.status if held is not None else stored)
+    key = (metadata["namespace"], metadata["name"])
+    status = runtime.statuses.read(key, held.status if held is not None else stored)
     now = runtime.clock()
     try:
         spec: ModelRolloutSpec | None = parse_spec(ref.spec, ref.templates)
@@ -346,6 +372,7 @@ async def reconcile(
             for reason, message, warning in record_hook_result(decision.status, result):
                 decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
     recorded = await record(runtime, body, stored, decision, held)
+    runtime.statuses.remember(key, decision.status)
     return PassResult(decision, recorded.written, now, recorded.events_posted, recorded.held)
 
 
