@@ -4,8 +4,6 @@ readiness a test can hold back, and recorders of what the cluster went through."
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -104,38 +102,6 @@ def deployment_controller(cluster: Cluster) -> Iterator[HeldDeploymentController
         controller.stop()
 
 
-class Operator(OperatorProcess):
-    """`modelrollout run` with extra flags and environment (peering, verbose, a pod id)."""
-
-    def __init__(
-        self,
-        kubeconfig: Path,
-        namespace: str,
-        prometheus_url: str | None,
-        log_path: Path,
-        extra_args: list[str] | None = None,
-        env: dict[str, str] | None = None,
-    ):
-        super().__init__(kubeconfig, namespace, prometheus_url, log_path)
-        self.extra_args = list(extra_args or [])
-        self.env = dict(env or {})
-
-    def command(self) -> list[str]:
-        return [*super().command(), *self.extra_args]
-
-    def start(self) -> Operator:
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts} =====\n".encode())
-            log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-            self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-        return self
-
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-
 @dataclass
 class Operators:
     """Every operator process a test starts, stopped (and their logs shown on failure) at the end."""
@@ -143,7 +109,7 @@ class Operators:
     cluster: Cluster
     tmp_path: Path
     default_prometheus: str | None
-    started: list[Operator] = field(default_factory=list)
+    started: list[OperatorProcess] = field(default_factory=list)
 
     def new(
         self,
@@ -152,13 +118,13 @@ class Operators:
         prometheus_url: str | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
-    ) -> Operator:
-        operator = Operator(
+    ) -> OperatorProcess:
+        operator = OperatorProcess(
             self.cluster.kubeconfig,
             self.cluster.namespace,
             prometheus_url or self.default_prometheus,
             self.tmp_path / f"{name}.log",
-            extra_args,
+            extra_args or (),
             env,
         )
         self.started.append(operator)

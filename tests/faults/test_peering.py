@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from modelrollout.cli import main as cli
-from tests.faults.conftest import HeldDeploymentController, Operator, Operators
+from tests.faults.conftest import HeldDeploymentController, Operators
 from tests.faults.rollouts import canary_spec, counts, messages, unique
 from tests.support.cluster import Cluster
+from tests.support.operator_process import OperatorProcess
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelrollout-operator"
 PEERING = "modelrollout-faults"
@@ -71,7 +72,7 @@ def _peers(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return dict(peering.get("status") or {})
 
 
-def _acting_lines(operator: Operator) -> list[str]:
+def _acting_lines(operator: OperatorProcess) -> list[str]:
     return [line for line in operator.logs().splitlines() if ACTING.search(line)]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelrollout.cli import main as cli
-from tests.faults.conftest import Emulated, HeldDeploymentController, Operator, Operators, Recorder, replicas_by_version
+from tests.faults.conftest import Emulated, HeldDeploymentController, Operators, Recorder, replicas_by_version
 from tests.faults.rollouts import (
     blue_green_spec,
     canary_spec,
@@ -24,6 +24,7 @@ from tests.faults.rollouts import (
 )
 from tests.support.cluster import Cluster
 from tests.support.exporter import Exporter
+from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus import PrometheusServer
 
 OLD, NEW = "1.0.0", "2.0.0"
@@ -83,7 +84,7 @@ def _wait_event(cluster: Cluster, name: str, reason: str, text: str = "") -> Non
     )
 
 
-def _wait_restarted(operator: Operator) -> None:
+def _wait_restarted(operator: OperatorProcess) -> None:
     deadline = time.monotonic() + 60
     while operator.logs().count("Activity 'start' succeeded") < operator.starts and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -19,8 +19,10 @@ class OperatorProcess:
         prometheus_url: str | None,
         log_path: Path,
         extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ):
-        self.extra_args = list(extra_args)
+        self.extra_args = list(extra_args)  # more flags (peering, verbose, ...)
+        self.env = dict(env or {})  # more environment (a pod id, ...)
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.prometheus_url = prometheus_url
@@ -54,10 +56,13 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"\n===== start #{self.starts} =====\n".encode())
         log.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         return self
+
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as when a node dies."""
