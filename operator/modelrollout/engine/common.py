@@ -35,9 +35,6 @@ from modelrollout.engine.types import (
     ScaleDeployment,
 )
 
-# How soon to look again while pods are starting: readiness changes also wake the loop, this is
-# only the fallback.
-READINESS_POLL_SECONDS = 5.0
 # How often a settled rollout is looked at again, as a safety net for missed watch events.
 IDLE_RESYNC_SECONDS = 300.0
 
@@ -231,7 +228,10 @@ def check_deadline(run: Pass) -> bool:
     assert status.step_started_at is not None
     waited = (run.now - parse_time(status.step_started_at)).total_seconds()
     if waited <= spec.progress_deadline_seconds:
-        run.again_in(min(READINESS_POLL_SECONDS, spec.progress_deadline_seconds - waited + 0.01))
+        # Only the deadline needs a timer: a readiness change wakes the loop (and the resync is the
+        # safety net for a missed watch event). A poll here was most of the operator's passes at
+        # 10,000 rollouts, and starved the watches that would have told it the pods were ready.
+        run.again_in(spec.progress_deadline_seconds - waited + 0.01)
         return False
     state = run.observed.deployments.get(status.candidate_revision or "")
     ready = state.ready if state else 0

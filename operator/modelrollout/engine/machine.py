@@ -32,7 +32,6 @@ from modelrollout.engine.common import (
     IDLE_RESYNC_SECONDS,
     PAUSE_INCONCLUSIVE,
     PAUSE_USER,
-    READINESS_POLL_SECONDS,
     Pass,
     clear_candidate,
     next_due_in,
@@ -393,7 +392,8 @@ def _first_deploy(run: Pass) -> None:
     else:
         status.phase = Phase.PROGRESSING
         status.message = f"waiting for {spec.model.version}: {ready}/{spec.replicas} replicas ready"
-    run.again_in(READINESS_POLL_SECONDS)
+        # Readiness changes wake the loop; the timer is for the deadline.
+        run.again_in(spec.progress_deadline_seconds - waited + 0.01)
 
 
 def _settle_on_stable(run: Pass) -> None:
@@ -412,9 +412,8 @@ def _settle_on_stable(run: Pass) -> None:
     ready = run.ready(run.revision)
     status.weights = Weights(stable=100, candidate=0)
     status.phase = Phase.SUCCEEDED
+    # The message follows readiness: a readiness change wakes the loop.
     status.message = stable_message(status.stable_version, ready, spec.replicas)
-    if ready < spec.replicas:
-        run.again_in(READINESS_POLL_SECONDS)
     monitor(run)
 
 
