@@ -85,6 +85,23 @@ def test_first_version_waits_for_pods_then_reports_the_deadline_and_recovers() -
     assert world.status.phase == Phase.SUCCEEDED
 
 
+def test_a_pass_never_changes_the_status_it_was_given() -> None:
+    # The operator hands the previous pass's decided status to the next one (it is not parsed again
+    # when the stored status is the same), so a pass must work on a copy, nested analyses included.
+    world = deployed()
+    world.metric_values["error-rate"] = GOOD
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    measured = 0
+    for _ in range(12):
+        given = world.status
+        before = given.model_dump()
+        world.step(5)
+        assert given.model_dump() == before
+        background = world.status.background_analysis
+        measured = max([measured, *(metric.count for metric in (background.metrics if background else []))])
+    assert measured > 1  # passes that appended measurements were among them
+
+
 # --- canary that passes -------------------------------------------------------------------------------
 
 
