@@ -19,9 +19,10 @@ For each size, every component runs as its own process, so each one's CPU and me
 Then: create N ModelRollouts (replicas 2; steps setWeight 50, pause ``--pause``, setWeight 100, or
 with ``--weights 20,40,60,80`` a pause after each of those weights and then setWeight 100;
 one threshold metric, analysis every ``--analysis-interval``), wait until every one is Succeeded on
-version 1, change every one's ``spec.model.version`` to 2 and wait until every one is Succeeded on
-version 2. The benchmark watches the ModelRollouts itself (directly on the emulator) and samples
-/proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime+stime) of every process twice a second.
+version 1, change every one's ``spec.model.version`` to 2 (all at once, or evenly over ``--spread``
+seconds) and wait until every one is Succeeded on version 2. The benchmark watches the
+ModelRollouts itself (directly on the emulator) and samples /proc/<pid>/status (VmRSS) and
+/proc/<pid>/stat (utime+stime) of every process twice a second.
 
 Measured over the canary phase (from the version change to the last promotion):
 
@@ -447,12 +448,21 @@ async def drive(
             passes_before = await operator_metrics(session, metrics_port)
             cpu_before = sampler.take()
             canary_started = time.time()
-            await gather_limited([change_version(name) for name in names], 32)
+            if args.spread > 0:
+                # A fleet whose rollouts start at different times: the i-th version change at
+                # i/n of the window, so steps fall due evenly instead of all at once.
+                async def change_at(offset: float, name: str) -> None:
+                    await asyncio.sleep(max(0.0, canary_started + offset - time.time()))
+                    await change_version(name)
+
+                await gather_limited([change_at(i * args.spread / n, name) for i, name in enumerate(names)], max(32, n))
+            else:
+                await gather_limited([change_version(name) for name in names], 32)
             console.log(f"  version changed on {n} in {time.time() - canary_started:.1f}s")
             ok = await wait_until(
                 f"{n} rollouts Succeeded on version 2",
                 lambda: watcher.count("Succeeded", "2") >= n,
-                args.phase_timeout + parse_duration(args.pause) * len(args.weights),
+                args.phase_timeout + parse_duration(args.pause) * len(args.weights) + args.spread,
                 lambda: (
                     f"{watcher.count('Succeeded', '2')}/{n} promoted; steps: "
                     + str(
@@ -734,8 +744,9 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
-def report(results: list[SizeResult], extrapolated: SizeResult | None) -> None:
-    table = Table(title="ModelRollout operator at scale (canary phase; targets from issue 7)")
+def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: float) -> None:
+    start = f"version changes spread over {spread:.0f} s" if spread > 0 else "every version changed at once"
+    table = Table(title=f"ModelRollout operator at scale (canary phase, {start}; targets from issue 7)")
     for column in (
         "rollouts",
         "done",
@@ -824,6 +835,14 @@ def main() -> int:
         "comparing two canaries' writes gives the writes one more step costs",
     )
     parser.add_argument("--replicas", type=int, default=2, help="replicas per rollout")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds over which the version changes are spread evenly (default 0: all at once, the "
+        "burst); with the pause's length, steps fall due evenly as in a fleet whose rollouts start at "
+        "different times",
+    )
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator (raw collapsed stacks)")
@@ -854,7 +873,7 @@ def main() -> int:
     extrapolated = None
     if not any(r.size == largest and r.completed for r in results):
         extrapolated = extrapolate(results, largest)
-    report(results, extrapolated)
+    report(results, extrapolated, args.spread)
     console.print(f"raw data: {args.json}")
     return 0
 
