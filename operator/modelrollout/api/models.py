@@ -17,7 +17,7 @@ import enum
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.durations import DURATION_HELP, parse_duration
@@ -636,6 +636,9 @@ def _check_known_metrics(path: str, names: list[str], metrics: list[Metric]) -> 
 class ModelRolloutSpec(ApiModel):
     """What to deliver and how."""
 
+    # The revision (a hash of model and template), computed once: a parsed spec is shared by every
+    # pass that reads the same spec and is never modified.
+    _revision: str | None = PrivateAttr(default=None)
     replicas: int = Field(default=1, description="Total model-server replicas across stable and candidate.")
     model: ModelRef = Field(description="The model version to deliver.")
     template: dict[str, Any] = Field(

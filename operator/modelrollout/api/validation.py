@@ -90,6 +90,16 @@ def parse_spec(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any
     return _parse_cached(key)
 
 
+def parse_or_refusal(
+    spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]] | None = None
+) -> ModelRolloutSpec | InvalidSpec:
+    """`parse_spec`, with the refusal returned rather than raised: for callers that keep either."""
+    try:
+        return parse_spec(spec, templates)
+    except InvalidSpec as invalid:
+        return invalid
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_cached(key: str) -> ModelRolloutSpec:
     spec, templates = json.loads(key)

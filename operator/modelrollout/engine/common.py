@@ -65,8 +65,10 @@ def parse_time(text: str) -> datetime:
 
 def revision_of(spec: ModelRolloutSpec) -> str:
     """Identify a deliverable version: the model and the pod template, nothing else."""
-    payload = json.dumps({"model": spec.model.wire(), "template": spec.template}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+    if spec._revision is None:
+        payload = json.dumps({"model": spec.model.wire(), "template": spec.template}, sort_keys=True)
+        spec._revision = hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return spec._revision
 
 
 def replica_split(total: int, weight: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from modelrollout.api.models import (
     Weights,
     render_template,
 )
-from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.api.validation import InvalidSpec
 from modelrollout.engine.bluegreen import run_blue_green
 from modelrollout.engine.canary import resume, run_canary
 from modelrollout.engine.common import (
@@ -99,7 +99,7 @@ def _running(analysis: AnalysisStatus | None) -> bool:
 def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime) -> list[MeasurementRequest]:
     """The queries that fall due in this pass, for the handler to run before `decide`."""
     try:
-        spec = parse_spec(ref.spec, ref.templates)
+        spec = ref.spec_model()
     except InvalidSpec:
         return []
     if status.phase == Phase.SUCCEEDED and spec.monitoring is not None and status.monitoring is not None:
@@ -182,7 +182,7 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     # every nested model in Python (5 % of the operator's CPU at 10,000 rollouts).
     working = ModelRolloutStatus.model_validate(status.model_dump())
     try:
-        spec = parse_spec(ref.spec, ref.templates)
+        spec = ref.spec_model()
     except InvalidSpec as invalid:
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
     route_error = observed.route.error if observed.route is not None else None

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutStatus
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,20 @@ class RolloutRef:
     generation: int
     spec: dict[str, Any]
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)  # ModelAnalysisTemplates it names
+    # `spec` parsed, when the caller has it already (the operator keeps each rollout's parsed spec
+    # between passes); otherwise parsed on first use. A pass reads it several times.
+    parsed: ModelRolloutSpec | InvalidSpec | None = field(default=None, compare=False, repr=False)
+
+    def spec_model(self) -> ModelRolloutSpec:
+        """The spec as a model, templates resolved; raises InvalidSpec naming every wrong field."""
+        parsed = self.parsed
+        if parsed is None:
+            parsed = parse_or_refusal(self.spec, self.templates)
+            object.__setattr__(self, "parsed", parsed)  # a cache: the ref's meaning does not change
+        if isinstance(parsed, InvalidSpec):
+            # A new exception each time: raising the kept one would chain every pass's traceback to it.
+            raise InvalidSpec(parsed.errors)
+        return parsed
 
 
 @dataclass(frozen=True)
