@@ -332,6 +332,7 @@ async def rollout_loop(
             OPERATOR_METRICS.forget(namespace, name)
             runtime.written.forget((namespace, name))
             runtime.statuses.forget((namespace, name))
+            runtime.specs.forget((namespace, name))
             runtime.events.forget((namespace, name))
             WAKERS.forget_seen(namespace, name)
 

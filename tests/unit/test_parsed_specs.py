@@ -9,6 +9,7 @@ from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 from modelrollout.engine.common import revision_of
 from modelrollout.engine.machine import decide, plan_measurements
 from modelrollout.engine.types import RolloutRef
+from modelrollout.reconcile import ParsedSpecs
 from tests.unit.world import World, make_spec
 
 
@@ -43,3 +44,20 @@ def test_an_invalid_spec_is_refused_every_time_with_its_fields() -> None:
     assert plan_measurements(ref, world.status, world.now) == []
     refused = decide(ref, world.status, world.observations(), world.now)
     assert "spec.replicas" in refused.status.message
+
+
+def test_the_operator_keeps_each_rollouts_parsed_spec_until_the_spec_or_its_templates_change() -> None:
+    specs = ParsedSpecs()
+    key = ("ml", "fraud-scorer")
+    raw = make_spec("1.0.0")
+    first = specs.read(key, raw, {})
+    assert specs.read(key, make_spec("1.0.0"), {}) is first  # equal content, another dict
+    raw["model"]["version"] = "2.0.0"  # changed in place by whoever holds it: still seen as a change
+    changed = specs.read(key, raw, {})
+    assert changed is not first and not isinstance(changed, InvalidSpec)
+    assert changed.model.version == "2.0.0"
+    template = {"metrics": [{"name": "x", "prometheus": {"query": "up"}, "threshold": {"max": 1}}]}
+    assert specs.read(key, raw, {"tpl": template}) is not changed  # a named template changed
+    assert len(specs) == 1
+    specs.forget(key)  # the rollout was deleted
+    assert len(specs) == 0
