@@ -164,7 +164,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is not None:
-        await runtime.api.close()
+        try:
+            await runtime.close_backends()
+        finally:
+            await runtime.api.close()
 
 
 # The index functions are coroutines so that kopf calls them in the event loop: a plain function

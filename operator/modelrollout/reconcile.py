@@ -132,6 +132,13 @@ class Runtime:
             self._backends[credentials] = PrometheusBackend(timeout=self.prometheus_timeout, credentials=credentials)
         return self._backends[credentials]
 
+    async def close_backends(self) -> None:
+        """Close the Prometheus backends' connections (their aiohttp sessions close in the loop)."""
+        backends, self._backends = [self.backend, *self._backends.values()], {}
+        for backend in backends:
+            if isinstance(backend, PrometheusBackend):
+                await backend.aclose()
+
     written: WrittenObjects = field(default_factory=WrittenObjects)
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)

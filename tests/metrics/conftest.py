@@ -16,4 +16,4 @@ async def backend() -> AsyncIterator[PrometheusBackend]:
     try:
         yield prometheus_backend
     finally:
-        prometheus_backend.close()
+        await prometheus_backend.aclose()

@@ -6,12 +6,20 @@ Every test checks the message, since that is what a person reads in a measuremen
 from __future__ import annotations
 
 import asyncio
+import base64
+import errno
+import gc
 import math
+import socket
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiohappyeyeballs
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -83,9 +91,7 @@ async def test_at_evaluates_in_the_past(
     assert now.value == 0.5
 
 
-async def test_no_series_is_empty_not_zero(
-    prometheus_session: PrometheusServer, backend: PrometheusBackend
-) -> None:
+async def test_no_series_is_empty_not_zero(prometheus_session: PrometheusServer, backend: PrometheusBackend) -> None:
     outcome = await backend.query_scalar(prometheus_session.address, f'model_error_ratio{{rollout="{unique()}"}}')
     assert outcome == QueryOutcome(QueryStatus.EMPTY, None, "query returned no series")
 
@@ -103,9 +109,7 @@ async def test_nan_series_is_empty(
     assert "NaN" in outcome.message
 
 
-async def test_nan_scalar_from_zero_over_zero(
-    prometheus_session: PrometheusServer, backend: PrometheusBackend
-) -> None:
+async def test_nan_scalar_from_zero_over_zero(prometheus_session: PrometheusServer, backend: PrometheusBackend) -> None:
     outcome = await backend.query_scalar(prometheus_session.address, "0 / 0")
     assert outcome.status is QueryStatus.EMPTY
     assert outcome.message == "query returned NaN (e.g. 0/0: no traffic in the window)"
@@ -164,9 +168,7 @@ async def test_histogram_buckets_as_label_sets(
     shared_exporter.set_histogram("model_score", {0.1: 2, 0.5: 5, 1.0: 3}, rollout=rollout, version="2")
     shared_exporter.observe("model_latency_seconds", 0.2, count=4, buckets=(0.1, 0.25), rollout=rollout)
     prometheus_session.wait_for_value(f'count(model_score_bucket{{rollout="{rollout}"}})', lambda n: n == 4)
-    prometheus_session.wait_for_value(
-        f'count(model_latency_seconds_bucket{{rollout="{rollout}"}})', lambda n: n == 3
-    )
+    prometheus_session.wait_for_value(f'count(model_latency_seconds_bucket{{rollout="{rollout}"}})', lambda n: n == 3)
 
     scores = await backend.query_vector(
         prometheus_session.address, f'sum by (le) (model_score_bucket{{rollout="{rollout}"}})'
@@ -202,6 +204,8 @@ async def test_trailing_slash_and_one_client_per_address(
     second = await backend.query_scalar(prometheus_session.address, "2")
     assert (first.value, second.value) == (1.0, 2.0)
     assert len(backend._clients) == 1
+    (client,) = backend._clients.values()
+    assert client.session is not None and not client.session.closed
 
 
 async def test_is_online(prometheus_session: PrometheusServer, backend: PrometheusBackend) -> None:
@@ -225,9 +229,7 @@ async def test_prometheus_down_is_an_error_fast_then_values_come_back(
         started = time.monotonic()
         down = await backend.query_scalar(prometheus_session.address, query)
         elapsed = time.monotonic() - started
-        assert down == QueryOutcome.error(
-            f"Prometheus at {prometheus_session.address} unreachable: connection refused"
-        )
+        assert down == QueryOutcome.error(f"Prometheus at {prometheus_session.address} unreachable: connection refused")
         assert elapsed < 1.0
         assert not await backend.is_online(prometheus_session.address)
         shared_exporter.set("model_error_ratio", 0.3, rollout=rollout)
@@ -369,7 +371,7 @@ async def test_slow_server_times_out_within_the_timeout(bad_server: tuple[str, l
         outcome = await backend.query_scalar(bad_server[0] + "/slow", "up")
         elapsed = time.monotonic() - started
     finally:
-        backend.close()
+        await backend.aclose()
     assert outcome == QueryOutcome.error(f"Prometheus at {bad_server[0]}/slow did not answer within 0.5s")
     assert elapsed < 1.5
 
@@ -378,23 +380,27 @@ async def test_secrets_are_sent_but_never_shown(bad_server: tuple[str, list[str]
     address, seen_auth = bad_server
     bearer = PrometheusBackend(credentials=Credentials(bearer_token="s3cr3t-token"))
     basic = PrometheusBackend(credentials=Credentials(username="alice", password="pa55word"))
+    plain = PrometheusBackend()
     try:
         with_token = await bearer.query_scalar(address + "/auth", "up")
         with_password = await basic.query_scalar(address + "/auth", "up")
-        in_url = await PrometheusBackend().query_scalar(
-            address.replace("http://", "http://bob:hunter2@") + "/auth", "up"
-        )
+        in_url = await plain.query_scalar(address.replace("http://", "http://bob:hunter2@") + "/auth", "up")
     finally:
-        bearer.close()
-        basic.close()
+        await bearer.aclose()
+        await basic.aclose()
+        await plain.aclose()
     assert seen_auth[0] == "Bearer s3cr3t-token"
-    assert seen_auth[1].startswith("Basic ")
+    assert seen_auth[1] == "Basic " + base64.b64encode(b"alice:pa55word").decode()
+    assert seen_auth[2] == "Basic " + base64.b64encode(b"bob:hunter2").decode()
     for outcome in (with_token, with_password, in_url):
         assert outcome.status is QueryStatus.ERROR
         assert "refused access (HTTP 401); check the credentials" in outcome.message
         for secret in ("s3cr3t", "pa55word", "hunter2", "bob"):
             assert secret not in outcome.message
     assert "s3cr3t" not in repr(Credentials(bearer_token="s3cr3t-token"))
+    for backend in (bearer, basic, plain):
+        for client in backend._clients.values():
+            assert all(secret not in repr(client) for secret in ("s3cr3t", "pa55word", "hunter2"))
 
 
 @pytest.mark.parametrize(
@@ -424,9 +430,131 @@ async def test_empty_query_is_a_bad_query(backend: PrometheusBackend) -> None:
 
 
 async def test_concurrent_queries_share_one_client(
-    prometheus_session: PrometheusServer, backend: PrometheusBackend
+    prometheus_session: PrometheusServer, backend: PrometheusBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    made: list[aiohttp.ClientSession] = []
+    real = aiohttp.ClientSession
+
+    def counting(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(aiohttp, "ClientSession", counting)
     outcomes = await asyncio.gather(
         *(backend.query_scalar(prometheus_session.address, f"{index} + 0") for index in range(20))
     )
     assert [outcome.value for outcome in outcomes] == [float(index) for index in range(20)]
+    assert len(made) == 1
+    assert [client.session for client in backend._clients.values()] == made
+
+
+# -- retries, and closing -----------------------------------------------------------------------
+
+
+class ConnectSpy:
+    """Counts the TCP connects aiohttp starts; refuses the first `refuse` of them itself."""
+
+    def __init__(self) -> None:
+        self.refuse = 0
+        self.attempts: list[str] = []
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectSpy:
+    spy = ConnectSpy()
+    real = aiohappyeyeballs.start_connection
+
+    async def start_connection(*args: Any, **kwargs: Any) -> socket.socket:
+        if len(spy.attempts) < spy.refuse:
+            spy.attempts.append("refused")
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed")
+        spy.attempts.append("tried")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(aiohappyeyeballs, "start_connection", start_connection)
+    return spy
+
+
+async def test_a_refused_connect_is_retried_once_at_once(
+    prometheus_session: PrometheusServer, backend: PrometheusBackend, connects: ConnectSpy
+) -> None:
+    connects.refuse = 1
+    started = time.monotonic()
+    outcome = await backend.query_scalar(prometheus_session.address, "7")
+    assert outcome == QueryOutcome(QueryStatus.VALUE, 7.0, "")
+    assert connects.attempts == ["refused", "tried"]
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_connect_refused_twice_is_an_error_after_two_attempts(
+    backend: PrometheusBackend, connects: ConnectSpy
+) -> None:
+    address = f"http://127.0.0.1:{_closed_port()}"
+    outcome = await backend.query_scalar(address, "up")
+    assert outcome == QueryOutcome.error(f"Prometheus at {address} unreachable: connection refused")
+    assert connects.attempts == ["tried", "tried"]
+
+
+async def test_statuses_and_slow_answers_are_not_retried() -> None:
+    seen: list[str] = []
+
+    async def failing(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        if request.path.startswith("/slow"):
+            await asyncio.sleep(5)
+        return web.Response(status=503, text="try again later")
+
+    app = web.Application()
+    app.router.add_get("/{prefix}/api/v1/query", failing)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    address = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    backend = PrometheusBackend(timeout=0.5)
+    try:
+        unavailable = await backend.query_scalar(address + "/down", "up")
+        slow = await backend.query_scalar(address + "/slow", "up")
+    finally:
+        await backend.aclose()
+        await runner.cleanup()
+    assert unavailable == QueryOutcome.error(f"Prometheus at {address}/down answered HTTP 503: try again later")
+    assert slow == QueryOutcome.error(f"Prometheus at {address}/slow did not answer within 0.5s")
+    assert seen == ["/down/api/v1/query", "/slow/api/v1/query"]
+
+
+async def test_aclose_closes_every_session_and_the_backend_can_be_used_again(
+    prometheus_session: PrometheusServer, backend: PrometheusBackend
+) -> None:
+    await backend.query_scalar(prometheus_session.address, "1")
+    await backend.query_scalar(prometheus_session.address.replace("127.0.0.1", "localhost"), "1")
+    sessions = [client.session for client in backend._clients.values()]
+    assert len(sessions) == 2
+
+    await backend.aclose()
+
+    assert all(session is not None and session.closed for session in sessions)
+    assert backend._clients == {}
+    assert (await backend.query_scalar(prometheus_session.address, "3")).value == 3.0
+    (client,) = backend._clients.values()
+    session = client.session
+    backend.close()  # in the loop: closes the connections without waiting for them
+    assert session is not None and session.closed
+    assert (await backend.query_scalar(prometheus_session.address, "4")).value == 4.0
+
+
+def test_close_outside_the_loop_and_one_backend_across_loops(prometheus_session: PrometheusServer) -> None:
+    backend = PrometheusBackend(timeout=2.0)
+    address = prometheus_session.address
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(backend.query_scalar(address, "1")).value == 1.0
+        # The first loop is gone: the next one gets a session of its own.
+        assert asyncio.run(backend.query_scalar(address, "2")).value == 2.0
+        (client,) = backend._clients.values()
+        session = client.session
+        backend.close()
+        assert session is not None and session.closed
+        del session, client
+        gc.collect()
+    assert not [warning for warning in caught if "Unclosed" in str(warning.message)]
