@@ -110,7 +110,10 @@ def record(
     result: MetricResult, measurement: Measurement, limits: Limits, count: int | None, keep: int = MEASUREMENTS_KEPT
 ) -> MetricResult:
     """Add a measurement to a metric's tally and judge it; `count` None means it runs until stopped."""
-    tally = result.model_copy(deep=True)
+    # A shallow copy is enough: every field is a number or a string but the measurements, whose
+    # list is built anew below and whose entries are never changed. (A deep copy here was 3 % of
+    # the operator's CPU at 10,000 rollouts.)
+    tally = result.model_copy()
     tally.count += 1
     tally.measurements = [*tally.measurements, measurement][-keep:]
     if measurement.phase == Verdict.ERROR:
