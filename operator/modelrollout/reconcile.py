@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -61,7 +61,32 @@ from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
 logger = logging.getLogger(__name__)
 
 
-class ParsedStatuses:
+Key = tuple[str, str]  # a rollout's (namespace, name)
+Kept = TypeVar("Kept")
+
+
+class _KeptPerRollout(Generic[Kept]):
+    """Per live rollout, a value worked out from a raw input, kept with that input: the next pass
+    reuses the value while the input is the same (a dict comparison), and deletion forgets it."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Key, tuple[object, Kept]] = {}
+
+    def _get(self, key: Key, raw: object) -> Kept | None:
+        kept = self._kept.get(key)
+        return kept[1] if kept is not None and kept[0] == raw else None
+
+    def _keep(self, key: Key, raw: object, value: Kept) -> None:
+        self._kept[key] = (raw, value)
+
+    def forget(self, key: Key) -> None:
+        self._kept.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+class ParsedStatuses(_KeptPerRollout[ModelRolloutStatus]):
     """The status each rollout's last pass decided, with the dict it was written or held as.
 
     The next pass starts from the stored dict, which is that same dict unless someone else wrote
@@ -69,48 +94,31 @@ class ParsedStatuses:
     where most passes are background measurements. `decide` works on a copy, so the parsed status
     is shared, never changed."""
 
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[dict[str, Any], ModelRolloutStatus]] = {}
+    def read(self, key: Key, raw: dict[str, Any]) -> ModelRolloutStatus:
+        kept = self._get(key, raw)
+        return kept if kept is not None else read_status(raw)
 
-    def read(self, key: tuple[str, str], raw: dict[str, Any]) -> ModelRolloutStatus:
-        cached = self._last.get(key)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        return read_status(raw)
-
-    def remember(self, key: tuple[str, str], status: ModelRolloutStatus) -> None:
-        self._last[key] = (status.wire(), status)
-
-    def forget(self, key: tuple[str, str]) -> None:
-        self._last.pop(key, None)
+    def remember(self, key: Key, status: ModelRolloutStatus) -> None:
+        self._keep(key, status.wire(), status)
 
 
-class ParsedSpecs:
-    """Each rollout's spec as last parsed, with the raw spec and templates it was parsed from.
+class ParsedSpecs(_KeptPerRollout[ModelRolloutSpec | InvalidSpec]):
+    """Each rollout's spec as last parsed (or refused), with the raw spec and templates it came from.
 
     A rollout keeps its spec for many passes; comparing dicts is much cheaper than building a
     cache key from them, and one entry per live rollout cannot be evicted by the others (a shared
     4,096-entry cache missed at 10,000 rollouts)."""
 
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any], ModelRolloutSpec | InvalidSpec]] = {}
-
     def read(
-        self, key: tuple[str, str], raw: dict[str, Any], templates: dict[str, dict[str, Any]]
+        self, key: Key, raw: dict[str, Any], templates: dict[str, dict[str, Any]]
     ) -> ModelRolloutSpec | InvalidSpec:
-        cached = self._last.get(key)
-        if cached is not None and cached[0] == raw and cached[1] == templates:
-            return cached[2]
+        kept = self._get(key, (raw, templates))
+        if kept is not None:
+            return kept
         parsed = parse_or_refusal(raw, templates)
-        # Copies: what is compared next time must be what was parsed, whoever holds the dicts.
-        self._last[key] = (copy.deepcopy(raw), copy.deepcopy(templates), parsed)
+        # A copy: what is compared next time must be what was parsed, whoever holds the dicts.
+        self._keep(key, copy.deepcopy((raw, templates)), parsed)
         return parsed
-
-    def forget(self, key: tuple[str, str]) -> None:
-        self._last.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._last)
 
 
 @dataclass
@@ -125,6 +133,12 @@ class Runtime:
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
     prometheus_timeout: float = 10.0
     _backends: dict[Credentials, MetricBackend] = field(default_factory=dict)
+    written: WrittenObjects = field(default_factory=WrittenObjects)
+    statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
+    specs: ParsedSpecs = field(default_factory=ParsedSpecs)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
+    quiet_write_seconds: float = 0.0
 
     def backend_with(self, credentials: Credentials) -> MetricBackend:
         """A backend that sends these credentials (one per set of credentials, kept for reuse)."""
@@ -138,13 +152,6 @@ class Runtime:
         for backend in backends:
             if isinstance(backend, PrometheusBackend):
                 await backend.aclose()
-
-    written: WrittenObjects = field(default_factory=WrittenObjects)
-    statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
-    specs: ParsedSpecs = field(default_factory=ParsedSpecs)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
-    quiet_write_seconds: float = 0.0
 
 
 def deployment_states(items: list[DeploymentState]) -> dict[str, DeploymentState]:

@@ -13,12 +13,13 @@ from modelrollout.reconcile import ParsedSpecs
 from tests.unit.world import World, make_spec
 
 
-def test_the_spec_is_parsed_once_per_ref_and_its_revision_once_per_spec() -> None:
+def test_the_spec_is_parsed_once_per_ref_and_the_revision_depends_on_model_and_template_only() -> None:
     ref = RolloutRef("fraud-scorer", "ml", 1, make_spec())
     first = ref.spec_model()
     assert ref.spec_model() is first
-    assert revision_of(first) == revision_of(first)
-    assert revision_of(first) == revision_of(RolloutRef("other", "ml", 1, make_spec()).spec_model())
+    revision = revision_of(first)
+    assert revision == revision_of(RolloutRef("other", "ml", 1, make_spec(replicas=9)).spec_model())
+    assert revision != revision_of(RolloutRef("fraud-scorer", "ml", 1, make_spec("2.0.0")).spec_model())
 
 
 def test_a_parsed_spec_handed_in_is_used_as_it_is() -> None:
