@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds per query",
     )
     run.add_argument(
+        "--prometheus-batch-seconds",
+        type=float,
+        default=float(_env("PROMETHEUS_BATCH_SECONDS", "0.05") or 0.05),
+        help="how long a query may wait for others to the same Prometheus, to go as one request "
+        "(0: each alone; env MODELROLLOUT_PROMETHEUS_BATCH_SECONDS)",
+    )
+    run.add_argument(
         "--log-format",
         choices=["text", "json"],
         default=_env("LOG_FORMAT", "text"),
@@ -219,6 +226,7 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         prometheus_url=args.prometheus_url,
         prometheus_timeout=args.prometheus_timeout,
+        prometheus_batch_seconds=args.prometheus_batch_seconds,
         kubeconfig=args.kubeconfig,
         peering=args.peering,
         peering_lifetime=args.peering_lifetime,

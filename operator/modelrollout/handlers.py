@@ -153,9 +153,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     api = await KubeApi.connect(options.kubeconfig)
     memo.runtime = Runtime(
         api=api,
-        backend=PrometheusBackend(timeout=options.prometheus_timeout),
+        backend=PrometheusBackend(timeout=options.prometheus_timeout, batch_seconds=options.prometheus_batch_seconds),
         default_prometheus=options.prometheus_url,
         prometheus_timeout=options.prometheus_timeout,
+        prometheus_batch_seconds=options.prometheus_batch_seconds,
         quiet_write_seconds=options.quiet_write_seconds,
     )
 

@@ -132,6 +132,7 @@ class Runtime:
     hooks: HookRunner = field(default_factory=HookRunner)
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
     prometheus_timeout: float = 10.0
+    prometheus_batch_seconds: float = 0.0
     _backends: dict[Credentials, MetricBackend] = field(default_factory=dict)
     written: WrittenObjects = field(default_factory=WrittenObjects)
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
@@ -143,7 +144,9 @@ class Runtime:
     def backend_with(self, credentials: Credentials) -> MetricBackend:
         """A backend that sends these credentials (one per set of credentials, kept for reuse)."""
         if credentials not in self._backends:
-            self._backends[credentials] = PrometheusBackend(timeout=self.prometheus_timeout, credentials=credentials)
+            self._backends[credentials] = PrometheusBackend(
+                timeout=self.prometheus_timeout, credentials=credentials, batch_seconds=self.prometheus_batch_seconds
+            )
         return self._backends[credentials]
 
     async def close_backends(self) -> None:

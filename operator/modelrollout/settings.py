@@ -10,6 +10,7 @@ class OperatorOptions:
     namespaces: list[str] = field(default_factory=list)  # empty: every namespace
     prometheus_url: str | None = None
     prometheus_timeout: float = 10.0
+    prometheus_batch_seconds: float = 0.05
     kubeconfig: str | None = None
     peering: str | None = None
     peering_lifetime: int = 60

@@ -39,7 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -47,6 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from modelrollout.metrics.base import QueryOutcome, QueryStatus, Sample, VectorOutcome
+from modelrollout.metrics.batching import combine, new_tokens, self_contained, split
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ _SNIPPET = 200
 _SERIES_SHOWN = 3
 _QUERY_PATH = "/api/v1/query"
 _MAX_REDIRECTS = 30  # as requests
+DEFAULT_MAX_BATCH = 64
+_MAX_BATCH_CHARACTERS = 256 * 1024
+_ALONE_REMEMBERED = 10_000  # queries known not to fit in a batch (scalar answers, errors), per address
 # The deadline is one asyncio.timeout around the whole answer: no aiohttp timer of its own (its
 # default is 5 minutes in total, and it rounds deadlines over 5 s up to the next second).
 _NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
@@ -180,6 +184,19 @@ def _text_encoding(response: aiohttp.ClientResponse) -> str:
     return "iso-8859-1" if "text" in response.content_type else "utf-8"
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """A query that got no result, and why: "unreachable" (no answer could be had: connect, TLS,
+    address), "late" (no answer within the timeout) or "answered" (an HTTP error or a bad answer:
+    the same query alone may fare otherwise)."""
+
+    message: str
+    why: Literal["unreachable", "late", "answered"]
+
+
+_Waiting = tuple[str, "asyncio.Future[_Parsed | str]"]
+
+
 @dataclass(eq=False)
 class _Client:
     """One address: what it needs from the environment, read once, and its session.
@@ -191,8 +208,16 @@ class _Client:
     headers: dict[str, str] = field(repr=False)  # Authorization: a secret
     proxy: str | None = field(repr=False)  # may hold user:password@
     tls: ssl.SSLContext | bool  # aiohttp's ssl=
+    batch_limit: int = DEFAULT_MAX_BATCH  # shrinks when a batch fails as a whole, grows back after
     session: aiohttp.ClientSession | None = field(default=None, repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    # Batching: queries waiting for the next batch, the timer that sends it, batches in flight.
+    waiting: list[_Waiting] = field(default_factory=list, repr=False)
+    waiting_characters: int = 0
+    waiting_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    send_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    alone: set[str] = field(default_factory=set, repr=False)
 
     def session_here(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -210,6 +235,7 @@ class _Client:
         return session
 
     async def aclose(self) -> None:
+        self.drop_batches()
         session, loop = self.session, self.loop
         if session is None:
             return
@@ -244,6 +270,31 @@ class _Client:
             loop.call_soon_threadsafe(connector._close)  # its loop runs in another thread
         else:
             connector._close()  # the public close() is the same, plus an awaitable to wait on
+
+    def drop_batches(self) -> None:
+        """Give up the queries waiting for a batch and the batches in flight (closing): their
+        callers see the cancellation, as they would of a request cut short."""
+        loop, timer = self.waiting_loop, self.send_timer
+        waiting, tasks = self.waiting, list(self.in_flight)
+        self.waiting, self.waiting_characters, self.send_timer, self.waiting_loop = [], 0, None, None
+        self.in_flight = set()
+
+        def cancel() -> None:
+            if timer is not None:
+                timer.cancel()
+            for _, future in waiting:
+                future.cancel()
+            for task in tasks:
+                task.cancel()
+
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and loop.is_running() and loop is not running:
+            loop.call_soon_threadsafe(cancel)
+        elif loop is not None and not loop.is_closed():
+            cancel()
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -326,6 +377,10 @@ def _parse_result(result: Any) -> _Parsed:
     return _Parsed("vector", tuple(samples))
 
 
+def _fits_a_batch(outcome: _Parsed | _Failure) -> bool:
+    return isinstance(outcome, _Parsed) and outcome.kind == "vector"
+
+
 class PrometheusBackend:
     """`MetricBackend` for Prometheus (and its API-compatible peers: Thanos, Mimir, VictoriaMetrics).
 
@@ -340,12 +395,22 @@ class PrometheusBackend:
         credentials: Credentials | None = None,
         verify_tls: bool | str = True,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        batch_seconds: float = 0.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
-        """`verify_tls`: False to skip certificate checks, or a path to a CA bundle."""
+        """`verify_tls`: False to skip certificate checks, or a path to a CA bundle.
+
+        `batch_seconds`: how long a query may wait for others to the same address to be sent with
+        them as one request (see `modelrollout.metrics.batching`), at most `max_batch` at a time;
+        0 sends each query alone."""
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if batch_seconds < 0 or max_batch < 1:
+            raise ValueError(f"batch_seconds must be >= 0 and max_batch >= 1, got {batch_seconds}, {max_batch}")
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        self.batch_seconds = batch_seconds
+        self.max_batch = max_batch
         self._credentials = credentials
         self._verify_tls = verify_tls
         self._clients: dict[str, _Client] = {}
@@ -407,6 +472,7 @@ class PrometheusBackend:
         backend can still be used."""
         clients, self._clients = self._clients, {}
         for client in clients.values():
+            client.drop_batches()
             client.close_now()
 
     # -- internals -------------------------------------------------------------------------------
@@ -449,6 +515,7 @@ class PrometheusBackend:
             headers=headers,
             proxy=_environment_proxy(parts.scheme, host, parts.port),
             tls=self._tls(parts.scheme, shown),
+            batch_limit=self.max_batch,
         )
 
     def _tls(self, scheme: str, shown: str) -> ssl.SSLContext | bool:
@@ -476,26 +543,38 @@ class PrometheusBackend:
             return problem
         if not query.strip():
             return "bad query: the query is empty"
-        params = {"query": query, "timeout": f"{self.timeout:g}"}  # so Prometheus stops when we stop waiting
-        if at is not None:
-            moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # naive means UTC
-            params["time"] = f"{moment.timestamp():.3f}"
         try:
             client = self._client(address)
         except _Unusable as exc:
             return str(exc)
+        if self.batch_seconds > 0 and at is None and query not in client.alone and self_contained(query):
+            return await self._in_next_batch(client, query)
+        outcome = await self._ask(client, query, at)
+        return outcome.message if isinstance(outcome, _Failure) else outcome
+
+    async def _ask(self, client: _Client, query: str, at: datetime | None = None) -> _Parsed | _Failure:
+        """One request for one expression."""
+        params = {"query": query, "timeout": f"{self.timeout:g}"}  # so Prometheus stops when we stop waiting
+        if at is not None:
+            moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # naive means UTC
+            params["time"] = f"{moment.timestamp():.3f}"
         shown = client.shown
         log.debug("querying Prometheus at %s: %s", shown, query)
-        url = URL(client.query_url + urlencode(params), encoded=True)
+        # A batch's expression is long: it goes as a form body (Prometheus takes POST for queries).
+        form = len(query) > 2048
+        url = URL(client.query_url[:-1] if form else client.query_url + urlencode(params), encoded=True)
         try:
             async with asyncio.timeout(self.timeout):
-                status, body, encoding = await self._fetch(client, url)
+                status, body, encoding = await self._fetch(client, url, params if form else None)
         except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
-            return f"Prometheus at {shown} did not answer within {self.timeout:g}s"
+            return _Failure(f"Prometheus at {shown} did not answer within {self.timeout:g}s", "late")
         except (aiohttp.ClientError, OSError, ValueError, RuntimeError, _ResponseTooLarge) as exc:
-            return self._request_error_message(exc, shown)
+            message = self._request_error_message(exc, shown)
+            if isinstance(exc, _ResponseTooLarge | aiohttp.ClientPayloadError):
+                return _Failure(message, "answered")
+            return _Failure(message, "unreachable")
         if status != 200:
-            return self._http_error_message(status, body, shown)
+            return _Failure(self._http_error_message(status, body, shown), "answered")
         try:
             text = body.decode(encoding, errors="replace")
         except LookupError:  # a charset Python does not know
@@ -503,26 +582,101 @@ class PrometheusBackend:
         try:
             result = json.loads(text)["data"]["result"]
         except json.JSONDecodeError as exc:
-            return f"Prometheus at {shown} answered something that is not JSON: {_snippet(exc.doc)!r}"
+            message = f"Prometheus at {shown} answered something that is not JSON: {_snippet(exc.doc)!r}"
+            return _Failure(message, "answered")
         except (KeyError, TypeError, IndexError):
-            return f"Prometheus at {shown} answered JSON that is not a Prometheus query result"
+            return _Failure(f"Prometheus at {shown} answered JSON that is not a Prometheus query result", "answered")
         try:
             return _parse_result(result)
         except _BadAnswer as exc:
-            return f"Prometheus at {shown} gave an unexpected answer: {exc}"
+            return _Failure(f"Prometheus at {shown} gave an unexpected answer: {exc}", "answered")
 
-    async def _fetch(self, client: _Client, url: URL) -> tuple[int, bytes, str]:
+    # -- batching (see modelrollout.metrics.batching) ---------------------------------------------
+
+    async def _in_next_batch(self, client: _Client, query: str) -> _Parsed | str:
+        """Wait for the query's share of the next batch to this address."""
+        loop = asyncio.get_running_loop()
+        if client.waiting_loop is not loop:  # a backend used from another loop before (tests)
+            client.drop_batches()
+            client.waiting_loop = loop
+        future: asyncio.Future[_Parsed | str] = loop.create_future()
+        client.waiting.append((query, future))
+        client.waiting_characters += len(query)
+        if len(client.waiting) >= client.batch_limit or client.waiting_characters >= _MAX_BATCH_CHARACTERS:
+            self._send_waiting(client)
+        elif client.send_timer is None:
+            client.send_timer = loop.call_later(self.batch_seconds, self._send_waiting, client)
+        return await future
+
+    def _send_waiting(self, client: _Client) -> None:
+        if client.send_timer is not None:
+            client.send_timer.cancel()
+            client.send_timer = None
+        batch = [(query, future) for query, future in client.waiting if not future.done()]
+        client.waiting, client.waiting_characters = [], 0
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._answer(client, batch))
+            client.in_flight.add(task)
+            task.add_done_callback(client.in_flight.discard)
+
+    async def _answer(self, client: _Client, batch: list[_Waiting]) -> None:
+        queries = [query for query, _ in batch]
+        try:
+            if len(queries) == 1:
+                outcomes = [await self._ask(client, queries[0])]
+            else:
+                outcomes = await self._ask_together(client, queries)
+        except Exception as exc:  # a bug here must not leave measurements waiting for ever
+            log.exception("Prometheus batch to %s failed", client.shown)
+            outcomes = [_Failure(f"Prometheus at {client.shown}: request failed: {exc!r}", "unreachable")] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome.message if isinstance(outcome, _Failure) else outcome)
+
+    async def _ask_together(self, client: _Client, queries: list[str]) -> list[_Parsed | _Failure]:
+        """Every query's answer, from one request when the batch works as a whole."""
+        tokens = new_tokens(len(queries))
+        together = await self._ask(client, combine(queries, tokens))
+        if isinstance(together, _Parsed) and together.kind == "vector":
+            parts = split(together.samples, tokens)
+            if parts is not None:
+                client.batch_limit = min(self.max_batch, client.batch_limit * 2)
+                return [_Parsed("vector", samples) for samples in parts]
+        if isinstance(together, _Failure) and together.why != "answered":
+            # Unreachable, or too slow: the same for each query (asking each again would cost each
+            # another timeout); a smaller batch next time if it was too slow.
+            if together.why == "late":
+                client.batch_limit = max(1, len(queries) // 2)
+            return [together] * len(queries)
+        # The batch failed as a whole: one query does not parse, or its answer is not an instant
+        # vector (label_replace takes nothing else). Ask each alone, so that each gets its own
+        # answer, and send alone from now on those that cannot be batched.
+        alone = await asyncio.gather(*(self._ask(client, query) for query in queries))
+        misfits = [q for q, outcome in zip(queries, alone, strict=True) if not _fits_a_batch(outcome)]
+        if len(client.alone) + len(misfits) > _ALONE_REMEMBERED:
+            client.alone.clear()
+        client.alone.update(misfits)
+        if not misfits:  # each works alone, so the batch was too much for the server
+            client.batch_limit = max(1, len(queries) // 2)
+        return list(alone)
+
+    async def _fetch(self, client: _Client, url: URL, form: dict[str, str] | None = None) -> tuple[int, bytes, str]:
         """The status, the body and its text encoding, reading at most `max_body_bytes`."""
         session = client.session_here()
+        method = "POST" if form is not None else "GET"
+
+        async def send() -> aiohttp.ClientResponse:
+            return await session.request(method, url, data=form, proxy=client.proxy, max_redirects=_MAX_REDIRECTS)
+
         try:
-            response = await session.get(url, proxy=client.proxy, max_redirects=_MAX_REDIRECTS)
+            response = await send()
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc, aiohttp.ClientSSLError):
                 raise
             # One immediate retry of a failed connect (a restarting Prometheus, a lost SYN); nothing
             # else is retried, so an outage or a slow query costs one timeout, not several.
             log.debug("connecting to Prometheus at %s failed (%s); retrying once", client.shown, exc.os_error)
-            response = await session.get(url, proxy=client.proxy, max_redirects=_MAX_REDIRECTS)
+            response = await send()
         try:
             declared = response.content_length
             if declared is not None and declared > self.max_body_bytes:

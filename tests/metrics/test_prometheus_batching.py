@@ -1,0 +1,241 @@
+"""Batched queries against a real Prometheus: each query's answer is the one it gets alone.
+
+`PrometheusBackend(batch_seconds=...)` sends queries to one address that arrive close together as
+one request (`modelrollout.metrics.batching`). What a user sees must not change: the same value,
+series, message, for every kind of query, including those that cannot be batched, and no query can
+change another's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from modelrollout.metrics import PrometheusBackend, QueryOutcome, VectorOutcome
+from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
+from modelrollout.metrics.base import Sample
+from tests.support.exporter import Exporter, free_port
+from tests.support.prometheus import PrometheusServer
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def batched() -> AsyncIterator[PrometheusBackend]:
+    backend = PrometheusBackend(timeout=5.0, batch_seconds=0.05)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+async def alone() -> AsyncIterator[PrometheusBackend]:
+    backend = PrometheusBackend(timeout=5.0)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+class Requests:
+    """Counts the HTTP requests a backend sends (a spy: each request still goes to Prometheus)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: PrometheusBackend) -> None:
+        self.count = 0
+        fetch = backend._fetch
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await fetch(*args, **kwargs)
+
+        monkeypatch.setattr(backend, "_fetch", counted)
+
+
+def comparable(outcome: QueryOutcome | VectorOutcome) -> Any:
+    """An outcome with its series in a fixed order (a batch may return them in another)."""
+    if isinstance(outcome, VectorOutcome):
+        series = sorted((sorted(sample.labels.items()), sample.value) for sample in outcome.samples)
+        return (outcome.status, series, outcome.message)
+    return outcome
+
+
+@pytest.fixture
+def published(prometheus_session: PrometheusServer, shared_exporter: Exporter) -> Callable[[], str]:
+    """Gauges and a histogram for one fresh rollout name, scraped by Prometheus."""
+
+    def publish() -> str:
+        rollout = unique()
+        shared_exporter.set("model_error_ratio", 0.25, rollout=rollout, version="1")
+        shared_exporter.set("model_error_ratio", 0.5, rollout=rollout, version="2")
+        shared_exporter.set("model_error_ratio", float("nan"), rollout=rollout, version="nan")
+        shared_exporter.set_histogram("model_score", {0.1: 2, 0.5: 5, 1.0: 3}, rollout=rollout, version="2")
+        prometheus_session.wait_for_value(f'count(model_error_ratio{{rollout="{rollout}"}})', lambda n: n == 3)
+        prometheus_session.wait_for_value(f'count(model_score_bucket{{rollout="{rollout}"}})', lambda n: n == 4)
+        return rollout
+
+    return publish
+
+
+def scalar_queries(rollout: str) -> list[str]:
+    selector = f'rollout="{rollout}"'
+    return [
+        f'model_error_ratio{{{selector}, version="1"}}',  # one series
+        f'sum(model_error_ratio{{{selector}, version=~"1|2"}})',  # aggregated: no labels
+        f'model_error_ratio{{{selector}, version="3"}}',  # no series
+        f'model_error_ratio{{{selector}, version="nan"}}',  # NaN
+        f"model_error_ratio{{{selector}}}",  # three series: an error asking to aggregate
+        f'model_error_ratio{{{selector}, version="2"}} # a comment that would swallow the rest of a line',
+        f'model_error_ratio{{{selector}, version!=")("}} * 0 + 1',  # brackets inside a string
+        "1 / 4",  # a scalar: cannot be batched, answered alone
+        f"model_error_ratio{{{selector}}}[1m]",  # a range vector: an error, alone
+        f"sum(model_error_ratio{{{selector}}}",  # does not parse: its own error, alone
+    ]
+
+
+def vector_queries(rollout: str) -> list[str]:
+    return [
+        f'sum by (le) (model_score_bucket{{rollout="{rollout}"}})',
+        f'model_score_bucket{{rollout="{rollout}", le="0.5"}}',
+        f'model_score_bucket{{rollout="{rollout}", version="9"}}',
+    ]
+
+
+async def test_every_query_gets_the_answer_it_gets_alone(
+    prometheus_session: PrometheusServer,
+    published: Callable[[], str],
+    batched: PrometheusBackend,
+    alone: PrometheusBackend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rollout = published()
+    address = prometheus_session.address
+    scalars, vectors = scalar_queries(rollout), vector_queries(rollout)
+    expected = [await alone.query_scalar(address, q) for q in scalars]
+    expected_vectors = [comparable(await alone.query_vector(address, q)) for q in vectors]
+    requests = Requests(monkeypatch, batched)
+
+    got = await asyncio.gather(
+        *(batched.query_scalar(address, q) for q in scalars), *(batched.query_vector(address, q) for q in vectors)
+    )
+
+    assert list(got[: len(scalars)]) == expected
+    assert [comparable(outcome) for outcome in got[len(scalars) :]] == expected_vectors
+    assert expected[0].value == 0.25 and expected[1].value == 0.75  # the answers are real ones
+    assert "expected exactly one" in expected[4].message and "bad query" in expected[9].message
+    # One batch, which fails on the three queries that cannot be batched; each is asked alone then.
+    assert requests.count == 1 + len(scalars) + len(vectors)
+
+    # The next time, the queries that cannot be batched go alone at once, the rest together.
+    requests.count = 0
+    again = await asyncio.gather(*(batched.query_scalar(address, q) for q in scalars))
+    assert list(again) == expected
+    assert requests.count == 1 + 3
+
+
+async def test_many_rollouts_in_one_request(
+    prometheus_session: PrometheusServer,
+    shared_exporter: Exporter,
+    batched: PrometheusBackend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rollouts = {unique(): index / 100 for index in range(40)}
+    for rollout, value in rollouts.items():
+        shared_exporter.set("model_error_ratio", value, rollout=rollout)
+    last = list(rollouts)[-1]
+    prometheus_session.wait_for_value(f'model_error_ratio{{rollout="{last}"}}', lambda seen: seen == 0.39)
+    requests = Requests(monkeypatch, batched)
+
+    got = await asyncio.gather(
+        *(
+            batched.query_scalar(prometheus_session.address, f'sum(model_error_ratio{{rollout="{r}"}})')
+            for r in rollouts
+        )
+    )
+
+    assert [outcome.value for outcome in got] == list(rollouts.values())
+    assert requests.count == 1
+
+
+async def test_a_query_cannot_reach_into_its_neighbours(
+    prometheus_session: PrometheusServer,
+    published: Callable[[], str],
+    batched: PrometheusBackend,
+    alone: PrometheusBackend,
+) -> None:
+    """Queries written to escape their place in a batch and change the query after them: each runs
+    alone, gets the answer it gets alone, and the victim's answer is its own."""
+    rollout = published()
+    victim = f'model_error_ratio{{rollout="{rollout}", version="1"}}'
+    queries = [
+        # Closes its label_replace(( early and opens a group that the query after the victim
+        # closes, adding 1000 to everything between: the victim included, were they batched.
+        'vector(0) < -1), "x", "y", "", "") or (label_replace((vector(0)',
+        victim,
+        'vector(0) < -1), "x", "y", "", "")) + 1000 or label_replace((vector(0)',
+        # Names the batch label with a guessed token.
+        f'label_replace(vector(7), "{BATCH_LABEL}", "0000000000000000", "", "")',
+    ]
+    expected = [await alone.query_scalar(prometheus_session.address, q) for q in queries]
+
+    got = await asyncio.gather(*(batched.query_scalar(prometheus_session.address, q) for q in queries))
+
+    assert list(got) == expected
+    assert got[1] == QueryOutcome.of_value(0.25)
+
+
+async def test_prometheus_down_fails_every_query_alike(batched: PrometheusBackend) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    got = await asyncio.gather(*(batched.query_scalar(address, f'up{{job="{n}"}}') for n in range(5)))
+    assert set(got) == {QueryOutcome.error(f"Prometheus at {address} unreachable: connection refused")}
+
+
+async def test_a_closed_backend_stops_waiting_queries(prometheus_session: PrometheusServer) -> None:
+    backend = PrometheusBackend(timeout=5.0, batch_seconds=30.0)
+    waiting = asyncio.ensure_future(backend.query_scalar(prometheus_session.address, "vector(1)"))
+    await asyncio.sleep(0.05)
+    await backend.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # A closed backend can be used again, as without batching.
+    again = PrometheusBackend(timeout=5.0, batch_seconds=0.01)
+    try:
+        assert (await again.query_scalar(prometheus_session.address, "vector(1)")).value == 1.0
+    finally:
+        await again.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "contained"),
+    [
+        ('sum(rate(model_requests_total{rollout="a"}[5m]))', True),
+        ('x{a=")"}', True),
+        ("x{a=')'}", True),
+        ("x{a=`)\\`}", True),  # raw strings have no escapes
+        ('x{a="\\")"}', True),  # an escaped quote does not end the string
+        ("x # )\n + y", True),  # a comment ends at the line's end
+        ("sum(x", False),
+        ("x)", False),
+        ("(x]", False),
+        ('x{a=")}', False),  # unterminated string
+        ("x)) or ((y", False),  # balanced in count, not in order
+        (f'label_replace(x, "{BATCH_LABEL}", "t", "", "")', False),
+    ],
+)
+def test_self_contained(query: str, contained: bool) -> None:
+    assert self_contained(query) is contained
+
+
+def test_split_refuses_a_series_it_did_not_ask_for() -> None:
+    tokens = ["aa", "bb"]
+    assert "label_replace((\nx\n)" in combine(["x", "y"], tokens)
+    ours = [Sample({BATCH_LABEL: "bb", "le": "1"}, 1.0), Sample({BATCH_LABEL: "aa"}, 2.0)]
+    assert split(ours, tokens) == [(Sample({}, 2.0),), (Sample({"le": "1"}, 1.0),)]
+    assert split([*ours, Sample({BATCH_LABEL: "cc"}, 3.0)], tokens) is None
+    assert split([Sample({}, 3.0)], tokens) is None
