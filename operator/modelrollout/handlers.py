@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, cast
 
 import kopf
@@ -290,45 +292,61 @@ async def rollout_loop(
     # One waiter for the stop, for the daemon's life: kopf makes each `stopped.wait()` a new task,
     # and at 10,000 rollouts one per sleep was a quarter of the operator's CPU.
     stopping = asyncio.ensure_future(stopped.wait())
+    # Set when the coming pass only takes a background measurement: the longest it may wait for
+    # a routine slot (modelrollout.pacing) before something urgent falls due.
+    patience: float | None = None
+    due_at: float | None = None  # the deadline the daemon slept until, when it was not woken before it
     try:
         while not stopped:
-            wake.clear()
-            current = newer(body, written)
-            if current.get("metadata", {}).get("deletionTimestamp"):
-                return
-            key = (namespace, name)
-            started = asyncio.get_running_loop().time()
-            try:
-                indexed = deployment_states(list(deployments_index.get(key, [])))
-                deployments = runtime.written.merged_deployments(key, indexed)
-                services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
-                result = await reconcile(runtime, current, deployments, services, held)
-                written = result.written or written
-                held = result.held
-                decision = result.decision
-                delay = min(
-                    decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
-                    options.resync_seconds,
-                )
-                if held is not None:  # written by this deadline at the latest
-                    age = (runtime.clock() - held.since).total_seconds()
-                    delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
-                if not result.events_posted:
-                    delay = min(delay, EVENT_RETRY_SECONDS)
-                elapsed = asyncio.get_running_loop().time() - started
-                OPERATOR_METRICS.observe_pass(namespace, name, decision, result.at, elapsed)
-            except ApiError as error:
-                logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
-                OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()
-                delay = ERROR_RETRY_SECONDS
-            except Exception:
-                # One rollout's surprise must not stop the others or kill this loop: log it with
-                # the traceback and look again shortly.
-                logger.exception("%s/%s: reconcile failed", namespace, name)
-                OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
-                delay = ERROR_RETRY_SECONDS
+            gate = runtime.routine.slot(patience, wake, stopping) if patience is not None else nullcontext(False)
+            async with gate:
+                if due_at is not None:
+                    lateness = max(0.0, asyncio.get_running_loop().time() - due_at)
+                    kind = "routine" if patience is not None else "urgent"
+                    OPERATOR_METRICS.pass_lateness.labels(kind=kind).observe(lateness)
+                wake.clear()
+                current = newer(body, written)
+                if current.get("metadata", {}).get("deletionTimestamp"):
+                    return
+                key = (namespace, name)
+                started = asyncio.get_running_loop().time()
+                try:
+                    indexed = deployment_states(list(deployments_index.get(key, [])))
+                    deployments = runtime.written.merged_deployments(key, indexed)
+                    services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
+                    result = await reconcile(runtime, current, deployments, services, held)
+                    written = result.written or written
+                    held = result.held
+                    decision = result.decision
+                    urgent = decision.urgent_after if decision.urgent_after is not None else math.inf
+                    delay = min(
+                        decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
+                        options.resync_seconds,
+                    )
+                    if held is not None:  # written by this deadline at the latest
+                        age = (runtime.clock() - held.since).total_seconds()
+                        delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
+                    if not result.events_posted:
+                        delay = min(delay, EVENT_RETRY_SECONDS)
+                    elapsed = asyncio.get_running_loop().time() - started
+                    OPERATOR_METRICS.observe_pass(namespace, name, decision, result.at, elapsed)
+                except ApiError as error:
+                    logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
+                    OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()
+                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
+                except Exception:
+                    # One rollout's surprise must not stop the others or kill this loop: log it with
+                    # the traceback and look again shortly.
+                    logger.exception("%s/%s: reconcile failed", namespace, name)
+                    OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
+                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
+            patience = due_at = None
             if delay > 0:
-                await _sleep(wake, stopping, delay)
+                deadline = asyncio.get_running_loop().time() + delay
+                if not await _sleep(wake, stopping, delay):
+                    due_at = deadline
+                    if delay < urgent:
+                        patience = min(urgent - delay, options.resync_seconds)
     finally:
         stopping.cancel()
         WAKERS.forget(namespace, name)
@@ -345,10 +363,12 @@ def current_object_deleted(body: kopf.Body) -> bool:
     return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
 
-async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> None:
-    """Sleep until the deadline, a wake-up, or the daemon being stopped, whichever comes first."""
+async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> bool:
+    """Sleep until the deadline, a wake-up, or the daemon being stopped, whichever comes first;
+    whether it ended before the deadline."""
     woken = asyncio.ensure_future(wake.wait())
     try:
-        await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         woken.cancel()
+    return bool(done)

@@ -53,6 +53,15 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.pass_lateness = Histogram(
+            "modelrollout_pass_lateness_seconds",
+            "How late a pass started after the deadline it was set for: kind=urgent (a pause ending, a gate, "
+            "a progress deadline) or routine (a background measurement, which waits for a slot when the "
+            "operator is busy).",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )
         self.reconcile_errors = Counter(
             "modelrollout_reconcile_errors",
             "Reconcile passes that failed, by kind (api: the API server answered an error; internal: a bug).",

@@ -57,6 +57,7 @@ from modelrollout.kube.names import COMMAND_ANNOTATION, ROLLOUT_LABEL
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
+from modelrollout.pacing import RoutineGate
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class Runtime:
     written: WrittenObjects = field(default_factory=WrittenObjects)
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)
+    routine: RoutineGate = field(default_factory=RoutineGate)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0

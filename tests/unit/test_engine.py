@@ -614,3 +614,23 @@ def test_errors_do_not_count_towards_an_analysis_steps_count() -> None:
     world.metric_values["error-rate"] = GOOD
     world.run(Phase.SUCCEEDED, seconds=5)
     assert "AnalysisSucceeded" in world.reasons()
+
+
+def test_only_background_measurements_are_routine_deadlines() -> None:
+    """The operator may delay a background measurement when busy, never a pause's end: a pass's
+    decision tells the two deadlines apart."""
+    world = deployed(strategy={"canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "30s"}}]}})
+    world.metric_values["error-rate"] = GOOD
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.step(1)
+    pausing = world.step(1)
+    assert world.status.current_step_index == 1
+    # The background analysis (every 10s) falls due first; the pause ends in 30s.
+    assert pausing.requeue_after == pytest.approx(10.0)
+    assert pausing.urgent_after == pytest.approx(30.0)
+    measuring = world.step(pausing.requeue_after)
+    assert measuring.requeue_after == pytest.approx(10.0)
+    assert measuring.urgent_after == pytest.approx(20.0)
+    world.run(Phase.SUCCEEDED)
+    # A promoted rollout has nothing urgent left.
+    assert world.decisions[-1].urgent_after is None

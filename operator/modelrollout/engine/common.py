@@ -127,6 +127,7 @@ class Pass:
     actions: list[Action] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
+    routine_requeue: list[float] = field(default_factory=list)  # background measurements only
     promote_requested: bool = False
     promote_full: bool = False
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
@@ -139,8 +140,10 @@ class Pass:
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
 
-    def again_in(self, seconds: float) -> None:
-        self.requeue.append(max(seconds, 0.0))
+    def again_in(self, seconds: float, routine: bool = False) -> None:
+        """Look again in `seconds`; `routine`: only a background measurement falls due then, which
+        may wait when the operator is busy (a step, a gate or a deadline may not)."""
+        (self.routine_requeue if routine else self.requeue).append(max(seconds, 0.0))
 
     def replicas_now(self, revision: str, default: int) -> int:
         """Replicas a Deployment has: as set earlier in this pass, else as observed."""
@@ -331,7 +334,8 @@ def run_background_analysis(run: Pass) -> None:
                     if metric.background
                 ),
                 default=interval,
-            )
+            ),
+            routine=True,
         )
     else:
         judge_analysis_outcome(run, analysis, "background analysis")
@@ -342,4 +346,4 @@ def start_background_analysis(run: Pass) -> None:
     status, spec = run.status, run.spec
     if status.background_analysis is None and any(metric.background for metric in spec.analysis.metrics):
         status.background_analysis = new_analysis(run, "background", None)
-        run.again_in(parse_duration(spec.analysis.interval))
+        run.again_in(parse_duration(spec.analysis.interval), routine=True)

@@ -221,8 +221,10 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     )
     working.observed_generation = ref.generation
     _set_conditions(run)
-    requeue = min(run.requeue) if run.requeue else IDLE_RESYNC_SECONDS
-    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, requeue)
+    deadlines = run.requeue + run.routine_requeue
+    requeue = min(deadlines) if deadlines else IDLE_RESYNC_SECONDS
+    urgent = min(run.requeue) if run.requeue else None
+    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, requeue, urgent)
 
 
 def _selector(revision: str | None, rollout: str) -> Selector:

@@ -60,7 +60,7 @@ def monitor(run: Pass) -> None:
             updated.message = measurement.message
             analysis.metrics[analysis.metrics.index(result)] = updated
     for result in analysis.metrics:
-        run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False))
+        run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False), routine=True)
     drifted = [result for result in analysis.metrics if _failure_streak(result) >= watch.consecutive_failures]
     clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
     if drifted and current.drifted_since is None:

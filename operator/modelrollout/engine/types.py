@@ -192,3 +192,6 @@ class Decision:
     status: ModelRolloutStatus
     events: list[EventRecord]
     requeue_after: float | None
+    # The soonest deadline of anything but a background measurement (a pause ending, a gate, a
+    # progress deadline): until then the operator may delay the rollout's measurements when busy.
+    urgent_after: float | None = None
