@@ -38,7 +38,11 @@ Measured over the canary phase (from the version change to the last promotion):
   moved on); applied: when the benchmark's watch saw the status naming the next step (the status is
   written after the Deployments were scaled, so the step is in force by then). Also the readiness
   lag: the stand-in controller reporting the candidate's pods ready -> the next step's
-  ``stepStartedAt`` (event driven rather than deadline driven).
+  ``stepStartedAt`` (event driven rather than deadline driven);
+* measurement lateness: how much later than the analysis interval after the previous one each
+  background measurement was taken (from the measurements' ``at`` in status): the operator lets
+  measurements wait when it is busy so that steps do not (``modelrollout.pacing``), and this is
+  what that costs.
 
 Targets (issue 7): 10,000 rollouts under 2 GiB RSS, p99 step lag under 2 s, at most 3 API writes per
 step. Raw numbers go to ``--json``.
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -213,6 +218,7 @@ class SizeResult:
     pause_lag_decided: list[float] = field(default_factory=list)
     pause_lag_applied: list[float] = field(default_factory=list)
     ready_lag: list[float] = field(default_factory=list)
+    measurement_lateness: list[float] = field(default_factory=list)
     other_cpu: dict[str, float] = field(default_factory=dict)
     other_rss_peak: dict[str, int] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
@@ -504,6 +510,10 @@ async def drive(
             result.sample_analysis = watcher.last_analysis.get(names[0], {})
             result.measurements = sum(len(seen) for seen in watcher.measured.values())
             result.measurements_counted = sum(watcher.counted.values())
+            interval = parse_duration(args.analysis_interval)
+            for seen in watcher.measured.values():
+                times = sorted(t for t in (ts(at) for _, at in seen) if t is not None)
+                result.measurement_lateness += [max(0.0, b - a - interval) for a, b in itertools.pairwise(times)]
             if passes_after and passes_before:
                 count = passes_after["count"] - passes_before.get("count", 0)
                 result.passes = {
@@ -759,6 +769,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         "pause lag p50 / p99 (decided)",
         "pause lag p50 / p99 (applied) (<2 s)",
         "ready->step lag p50 / p99 (applied)",
+        "measurement late p50 / p99",
         "canary wall",
     ):
         table.add_column(column, justify="right")
@@ -780,6 +791,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
             f"{fmt(pct(r.pause_lag_applied, 0.5), '.2f')} / {fmt(p99, '.2f')} s"
             + mark(None if p99 is None else p99 < TARGET_LAG),
             f"{fmt(pct(r.ready_lag, 0.5), '.2f')} / {fmt(pct(r.ready_lag, 0.99), '.2f')} s",
+            f"{fmt(pct(r.measurement_lateness, 0.5), '.2f')} / {fmt(pct(r.measurement_lateness, 0.99), '.2f')} s",
             fmt(r.canary_seconds, ".0f", " s"),
         )
     console.print(table)
