@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from modelrollout.analysis.evaluate import Limits, measurements_kept, overall, record, worst
 from modelrollout.analysis.judgement import judge_metric
@@ -133,8 +134,9 @@ class Pass:
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
     background_recorded: bool = False
 
-    @property
+    @cached_property
     def at(self) -> str:
+        """The pass's time as status writes it (`now` never changes during a pass)."""
         return timestamp(self.now)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:

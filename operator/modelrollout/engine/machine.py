@@ -306,7 +306,7 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: s
         ("Reconciling", "False"),
         ("Stalled", "True"),
     ):
-        _put_condition(status, Condition(type=kind, status=value, reason=reason, message=message), at)
+        _put_condition(status, kind, value, reason, message, ref.generation, at)
     for condition in status.conditions:
         condition.observed_generation = ref.generation
     return Decision([], status, events, None)
@@ -435,13 +435,40 @@ def _hold_rolled_back(run: Pass) -> None:
 # --- conditions ------------------------------------------------------------------------------------
 
 
-def _put_condition(status: ModelRolloutStatus, condition: Condition, at: str) -> None:
-    existing = status.condition(condition.type)
-    if existing is not None and existing.status == condition.status:
-        condition.last_transition_time = existing.last_transition_time
-    else:
-        condition.last_transition_time = at
-    status.conditions = [c for c in status.conditions if c.type != condition.type] + [condition]
+def _put_condition(
+    status: ModelRolloutStatus, kind: str, state: str, reason: str, message: str, generation: int, at: str
+) -> None:
+    """Set a condition in place; one that did not change is left as it is (most passes change none,
+    and building five models per pass was a third of a measurement pass's decision)."""
+    for index, existing in enumerate(status.conditions):
+        if existing.type == kind:
+            if (existing.status, existing.reason, existing.message, existing.observed_generation) == (
+                state,
+                reason,
+                message,
+                generation,
+            ):
+                return
+            since = existing.last_transition_time if existing.status == state else at
+            status.conditions[index] = Condition(
+                type=kind,
+                status=state,
+                reason=reason,
+                message=message,
+                observed_generation=generation,
+                last_transition_time=since,
+            )
+            return
+    status.conditions.append(
+        Condition(
+            type=kind,
+            status=state,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+            last_transition_time=at,
+        )
+    )
 
 
 def _set_conditions(run: Pass) -> None:
@@ -457,29 +484,21 @@ def _set_conditions(run: Pass) -> None:
     moving = phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PENDING)
     degraded = phase in (Phase.ROLLED_BACK, Phase.FAILED)
     conditions = [
-        Condition(type="Ready", status="True" if settled else "False", reason=reason, message=message),
-        Condition(type="Progressing", status="True" if moving else "False", reason=reason, message=message),
-        Condition(type="Degraded", status="True" if degraded else "False", reason=reason, message=message),
+        ("Ready", "True" if settled else "False", reason, message),
+        ("Progressing", "True" if moving else "False", reason, message),
+        ("Degraded", "True" if degraded else "False", reason, message),
         # kstatus's abnormal-true pair, which Flux's and kpt's health checks read: Stalled makes a
         # rolled-back rollout fail a GitOps health check at once instead of at its timeout.
-        Condition(type="Reconciling", status="True" if moving else "False", reason=reason, message=message),
-        Condition(type="Stalled", status="True" if degraded else "False", reason=reason, message=message),
+        ("Reconciling", "True" if moving else "False", reason, message),
+        ("Stalled", "True" if degraded else "False", reason, message),
     ]
     if run.spec.monitoring is not None:
         drifted, why = drift_condition(status, run.spec.monitoring.consecutive_failures)
-        conditions.append(
-            Condition(
-                type="Drifted",
-                status="True" if drifted else "False",
-                reason="Drifted" if drifted else "WithinLimits",
-                message=why,
-            )
-        )
-    else:
+        conditions.append(("Drifted", "True" if drifted else "False", "Drifted" if drifted else "WithinLimits", why))
+    elif status.condition("Drifted") is not None:
         status.conditions = [c for c in status.conditions if c.type != "Drifted"]
-    for condition in conditions:
-        condition.observed_generation = run.ref.generation
-        _put_condition(status, condition, run.at)
+    for kind, state, why_reason, why_message in conditions:
+        _put_condition(status, kind, state, why_reason, why_message, run.ref.generation, run.at)
 
 
 def is_settled(status: ModelRolloutStatus) -> bool:
