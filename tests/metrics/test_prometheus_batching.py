@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from modelrollout.metrics import PrometheusBackend, QueryOutcome, VectorOutcome
-from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
 from modelrollout.metrics.base import Sample
+from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
 from tests.support.exporter import Exporter, free_port
 from tests.support.prometheus import PrometheusServer
 
@@ -239,3 +240,36 @@ def test_split_refuses_a_series_it_did_not_ask_for() -> None:
     assert split(ours, tokens) == [(Sample({}, 2.0),), (Sample({"le": "1"}, 1.0),)]
     assert split([*ours, Sample({BATCH_LABEL: "cc"}, 3.0)], tokens) is None
     assert split([Sample({}, 3.0)], tokens) is None
+
+
+async def test_an_overloaded_prometheus_is_not_asked_again_query_by_query(alone: PrometheusBackend) -> None:
+    """HTTP 503 to a batch: every query gets the message it would get alone, from that one request
+    (asking each again would load an overloaded server 64 times more); the next batches are smaller."""
+    requests = 0
+
+    async def overloaded(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        body = '{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}'
+        return web.Response(status=503, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", overloaded)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    address = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    batched = PrometheusBackend(timeout=5.0, batch_seconds=0.05, max_batch=8)
+    try:
+        expected = await alone.query_scalar(address, "up")
+        requests = 0
+        got = await asyncio.gather(*(batched.query_scalar(address, f'up{{job="{n}"}}') for n in range(8)))
+        assert set(got) == {expected} and "could not finish the query in time" in expected.message
+        assert requests == 1
+        requests = 0
+        await asyncio.gather(*(batched.query_scalar(address, f'up{{job="{n}"}}') for n in range(8)))
+        assert requests == 2  # halved: two batches of 4
+    finally:
+        await batched.aclose()
+        await runner.cleanup()

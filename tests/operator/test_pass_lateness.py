@@ -7,7 +7,6 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-
 from tests.operator.test_canary import ERROR_RATIO, rollout_spec, unique
 from tests.support.cluster import Cluster, DeploymentController
 from tests.support.exporter import Exporter, free_port

@@ -187,8 +187,9 @@ def _text_encoding(response: aiohttp.ClientResponse) -> str:
 @dataclass(frozen=True)
 class _Failure:
     """A query that got no result, and why: "unreachable" (no answer could be had: connect, TLS,
-    address), "late" (no answer within the timeout) or "answered" (an HTTP error or a bad answer:
-    the same query alone may fare otherwise)."""
+    address), "late" (no answer within the timeout, or the server said it is overloaded: HTTP 429
+    or 503) or "answered" (another HTTP error or a bad answer: the same query alone may fare
+    otherwise)."""
 
     message: str
     why: Literal["unreachable", "late", "answered"]
@@ -574,7 +575,9 @@ class PrometheusBackend:
                 return _Failure(message, "answered")
             return _Failure(message, "unreachable")
         if status != 200:
-            return _Failure(self._http_error_message(status, body, shown), "answered")
+            return _Failure(
+                self._http_error_message(status, body, shown), "late" if status in (429, 503) else "answered"
+            )
         try:
             text = body.decode(encoding, errors="replace")
         except LookupError:  # a charset Python does not know
@@ -624,6 +627,8 @@ class PrometheusBackend:
         try:
             if len(queries) == 1:
                 outcomes = [await self._ask(client, queries[0])]
+                if _fits_a_batch(outcomes[0]):  # a batch that shrank grows back, one query at a time
+                    client.batch_limit = min(self.max_batch, client.batch_limit + 1)
             else:
                 outcomes = await self._ask_together(client, queries)
         except Exception as exc:  # a bug here must not leave measurements waiting for ever
@@ -643,8 +648,9 @@ class PrometheusBackend:
                 client.batch_limit = min(self.max_batch, client.batch_limit * 2)
                 return [_Parsed("vector", samples) for samples in parts]
         if isinstance(together, _Failure) and together.why != "answered":
-            # Unreachable, or too slow: the same for each query (asking each again would cost each
-            # another timeout); a smaller batch next time if it was too slow.
+            # Unreachable, too slow or overloaded: the same for each query (asking each again would
+            # cost each another timeout, or load an overloaded server more); a smaller batch next
+            # time unless it was unreachable.
             if together.why == "late":
                 client.batch_limit = max(1, len(queries) // 2)
             return [together] * len(queries)
