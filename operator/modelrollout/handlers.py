@@ -300,6 +300,8 @@ async def rollout_loop(
         while not stopped:
             gate = runtime.routine.slot(patience, wake, stopping) if patience is not None else nullcontext(False)
             async with gate:
+                if stopped:  # stopped while waiting for a slot: no last pass on the way out
+                    break
                 if due_at is not None:
                     lateness = max(0.0, asyncio.get_running_loop().time() - due_at)
                     kind = "routine" if patience is not None else "urgent"
