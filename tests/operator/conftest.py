@@ -4,7 +4,7 @@ running as its own process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,20 +29,36 @@ def deployment_controller(cluster: Cluster) -> Iterator[DeploymentController]:
 
 
 @pytest.fixture
-def operator(
+def operator_with(
     cluster: Cluster, prometheus_session: PrometheusServer, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[OperatorProcess]:
-    log = tmp_path / "operator.log"
-    process = OperatorProcess(cluster.kubeconfig, cluster.namespace, prometheus_session.address, log).start()
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the operator with more flags; it is stopped (its rollouts deleted first) after the test,
+    and its log printed if the test failed."""
+    started: list[OperatorProcess] = []
+
+    def start(*extra_args: str) -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log" if started else tmp_path / "operator.log"
+        process = OperatorProcess(
+            cluster.kubeconfig, cluster.namespace, prometheus_session.address, log, extra_args=extra_args
+        ).start()
+        started.append(process)
+        return process
+
     try:
-        yield process
+        yield start
     finally:
-        if process.alive:
-            cluster.delete_all_rollouts()  # through the operator, as a user would
-        process.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- operator log ---\n{process.logs()[-8000:]}")
+        for process in started:
+            if process.alive:
+                cluster.delete_all_rollouts()  # through the operator, as a user would
+            process.stop()
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(f"--- operator log ---\n{process.logs()[-8000:]}")
+
+
+@pytest.fixture
+def operator(operator_with: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return operator_with()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -4,7 +4,7 @@ ending): `modelrollout_pass_lateness_seconds{kind}`, the overload signal of docs
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 from tests.operator.test_canary import ERROR_RATIO, rollout_spec, unique
@@ -30,34 +30,22 @@ def test_measurements_and_a_pause_end_are_counted_apart(
     deployment_controller: DeploymentController,
     shared_exporter: Exporter,
     prometheus_session: PrometheusServer,
-    tmp_path: Path,
+    operator_with: Callable[..., OperatorProcess],
 ) -> None:
     port = free_port()
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        cluster.namespace,
-        prometheus_session.address,
-        tmp_path / "operator.log",
-        extra_args=["--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
-    ).start()
-    try:
-        name = unique("pacing")
-        cluster.create_rollout(name, rollout_spec(name, "1.0.0", [{"setWeight": 25}, {"pause": {"duration": "4s"}}]))
-        cluster.wait_for_phase(name, "Succeeded")
-        shared_exporter.set(ERROR_RATIO, 0.01, rollout=name, version="2.0.0")
-        prometheus_session.wait_for_value(f'{ERROR_RATIO}{{rollout="{name}",version="2.0.0"}}')
-        before = lateness_counts(port)
+    operator_with("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    name = unique("pacing")
+    cluster.create_rollout(name, rollout_spec(name, "1.0.0", [{"setWeight": 25}, {"pause": {"duration": "4s"}}]))
+    cluster.wait_for_phase(name, "Succeeded")
+    shared_exporter.set(ERROR_RATIO, 0.01, rollout=name, version="2.0.0")
+    prometheus_session.wait_for_value(f'{ERROR_RATIO}{{rollout="{name}",version="2.0.0"}}')
+    before = lateness_counts(port)
 
-        cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "2.0.0"}})
-        cluster.wait_for(
-            "2.0.0 promoted", lambda: cluster.status(name).get("stableVersion") == "2.0.0", timeout=60
-        )
+    cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "2.0.0"}})
+    cluster.wait_for("2.0.0 promoted", lambda: cluster.status(name).get("stableVersion") == "2.0.0", timeout=60)
 
-        after = lateness_counts(port)
-        # A measurement every second through the 4 s pause: each a routine pass woken by its timer;
-        # the pause's end: an urgent one.
-        assert after.get("routine", 0) - before.get("routine", 0) >= 3, (before, after)
-        assert after.get("urgent", 0) - before.get("urgent", 0) >= 1, (before, after)
-    finally:
-        cluster.delete_all_rollouts()
-        operator.stop()
+    after = lateness_counts(port)
+    # A measurement every second through the 4 s pause: each a routine pass woken by its timer;
+    # the pause's end: an urgent one.
+    assert after.get("routine", 0) - before.get("routine", 0) >= 3, (before, after)
+    assert after.get("urgent", 0) - before.get("urgent", 0) >= 1, (before, after)

@@ -8,7 +8,7 @@ second, and then a breach, which is written (with every held measurement before 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from tests.operator.test_canary import ERROR_RATIO, rollout_spec, unique
@@ -30,49 +30,39 @@ def test_passing_measurements_are_written_in_batches_and_a_breach_at_once(
     deployment_controller: DeploymentController,
     shared_exporter: Exporter,
     prometheus_session: PrometheusServer,
-    tmp_path: Path,
+    operator_with: Callable[..., OperatorProcess],
 ) -> None:
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        cluster.namespace,
-        prometheus_session.address,
-        tmp_path / "operator.log",
-        extra_args=["--quiet-write-seconds", str(QUIET_SECONDS)],
-    ).start()
-    try:
-        name = unique("quiet")
-        steps = [{"setWeight": 25}, {"pause": {"duration": "1h"}}]
-        cluster.create_rollout(name, rollout_spec(name, "1.0.0", steps))
-        cluster.wait_for_phase(name, "Succeeded")
-        series = f'{ERROR_RATIO}{{rollout="{name}",version="2.0.0"}}'
-        shared_exporter.set(ERROR_RATIO, 0.01, rollout=name, version="2.0.0")
-        prometheus_session.wait_for_value(series)
-        with cluster.status_history(name) as history:
-            cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "2.0.0"}})
-            cluster.wait_for(
-                "a batch of passing measurements",
-                lambda: background(cluster.status(name)).get("successful", 0) >= QUIET_SECONDS,
-                timeout=60,
-            )
-            shared_exporter.set(ERROR_RATIO, 0.30, rollout=name, version="2.0.0")
-            prometheus_session.wait_for_value(series, lambda value: value > 0.2)
-            status = cluster.wait_for_phase(name, "RolledBack", timeout=60)
+    operator_with("--quiet-write-seconds", str(QUIET_SECONDS))
+    name = unique("quiet")
+    steps = [{"setWeight": 25}, {"pause": {"duration": "1h"}}]
+    cluster.create_rollout(name, rollout_spec(name, "1.0.0", steps))
+    cluster.wait_for_phase(name, "Succeeded")
+    series = f'{ERROR_RATIO}{{rollout="{name}",version="2.0.0"}}'
+    shared_exporter.set(ERROR_RATIO, 0.01, rollout=name, version="2.0.0")
+    prometheus_session.wait_for_value(series)
+    with cluster.status_history(name) as history:
+        cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "2.0.0"}})
+        cluster.wait_for(
+            "a batch of passing measurements",
+            lambda: background(cluster.status(name)).get("successful", 0) >= QUIET_SECONDS,
+            timeout=60,
+        )
+        shared_exporter.set(ERROR_RATIO, 0.30, rollout=name, version="2.0.0")
+        prometheus_session.wait_for_value(series, lambda value: value > 0.2)
+        status = cluster.wait_for_phase(name, "RolledBack", timeout=60)
 
-        # The passing measurements reached status several at a time, not one write each.
-        counts = [background(written).get("count", 0) for written in history if written.get("backgroundAnalysis")]
-        jumps = [after - before for before, after in itertools.pairwise(counts)]
-        assert max(jumps) >= 3, counts
-        # The breach was not held: the first status that shows it is the rollback.
-        first_failed = next(written for written in history if background(written).get("failed"))
-        assert first_failed["phase"] == "RolledBack", first_failed
-        # Nothing held was lost: the rollback's write carries every measurement, in order, the breach last.
-        result = background(status)
-        assert result["failed"] == 1 and result["successful"] == result["count"] - 1 >= QUIET_SECONDS, result
-        phases = [m["phase"] for m in result["measurements"]]
-        assert phases[-1] == "Failed" and set(phases[:-1]) == {"Successful"}, phases
-        kept = result["measurements"]
-        assert all(a["at"] < b["at"] for a, b in itertools.pairwise(kept)), kept
-        assert "0.3 is not at most 0.05" in status["message"]
-    finally:
-        cluster.delete_all_rollouts()
-        operator.stop()
+    # The passing measurements reached status several at a time, not one write each.
+    counts = [background(written).get("count", 0) for written in history if written.get("backgroundAnalysis")]
+    jumps = [after - before for before, after in itertools.pairwise(counts)]
+    assert max(jumps) >= 3, counts
+    # The breach was not held: the first status that shows it is the rollback.
+    first_failed = next(written for written in history if background(written).get("failed"))
+    assert first_failed["phase"] == "RolledBack", first_failed
+    # Nothing held was lost: the rollback's write carries every measurement, in order, the breach last.
+    result = background(status)
+    assert result["failed"] == 1 and result["successful"] == result["count"] - 1 >= QUIET_SECONDS, result
+    phases = [m["phase"] for m in result["measurements"]]
+    assert phases[-1] == "Failed" and set(phases[:-1]) == {"Successful"}, phases
+    kept = result["measurements"]
+    assert all(a["at"] < b["at"] for a, b in itertools.pairwise(kept)), kept
+    assert "0.3 is not at most 0.05" in status["message"]

@@ -440,35 +440,31 @@ def _put_condition(
 ) -> None:
     """Set a condition in place; one that did not change is left as it is (most passes change none,
     and building five models per pass was a third of a measurement pass's decision)."""
-    for index, existing in enumerate(status.conditions):
-        if existing.type == kind:
-            if (existing.status, existing.reason, existing.message, existing.observed_generation) == (
-                state,
-                reason,
-                message,
-                generation,
-            ):
-                return
-            since = existing.last_transition_time if existing.status == state else at
-            status.conditions[index] = Condition(
-                type=kind,
-                status=state,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=since,
-            )
+    index = next((i for i, existing in enumerate(status.conditions) if existing.type == kind), None)
+    existing = status.conditions[index] if index is not None else None
+    since: str | None = at
+    if existing is not None:
+        if (existing.status, existing.reason, existing.message, existing.observed_generation) == (
+            state,
+            reason,
+            message,
+            generation,
+        ):
             return
-    status.conditions.append(
-        Condition(
-            type=kind,
-            status=state,
-            reason=reason,
-            message=message,
-            observed_generation=generation,
-            last_transition_time=at,
-        )
+        if existing.status == state:
+            since = existing.last_transition_time
+    condition = Condition(
+        type=kind,
+        status=state,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=since,
     )
+    if index is None:
+        status.conditions.append(condition)
+    else:
+        status.conditions[index] = condition
 
 
 def _set_conditions(run: Pass) -> None:
