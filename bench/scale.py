@@ -222,6 +222,7 @@ class SizeResult:
     other_cpu: dict[str, float] = field(default_factory=dict)
     other_rss_peak: dict[str, int] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
+    gc_pauses: dict[str, float] = field(default_factory=dict)
     prom_breakdown: dict[str, int] = field(default_factory=dict)
     foreign_cpu_share: float | None = None  # share of the machine's cores busy with processes not ours
     sample_analysis: dict[str, Any] = field(default_factory=dict)
@@ -380,6 +381,12 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
         for key in ("modelrollout_reconcile_duration_seconds_sum", "modelrollout_reconcile_duration_seconds_count"):
             if line.startswith(key + " "):
                 found[key.rsplit("_", 1)[1]] = float(line.split()[1])
+        # Garbage-collection pauses by generation: gc<N>_sum, gc<N>_count.
+        if line.startswith("modelrollout_gc_pause_seconds_sum{") or line.startswith(
+            "modelrollout_gc_pause_seconds_count{"
+        ):
+            generation = line.split('generation="', 1)[1].split('"', 1)[0]
+            found[f"gc{generation}_{line.split('{', 1)[0].rsplit('_', 1)[1]}"] = float(line.split()[-1])
     return found
 
 
@@ -519,6 +526,11 @@ async def drive(
                 result.passes = {
                     "count": count,
                     "seconds": passes_after["sum"] - passes_before.get("sum", 0),
+                }
+                result.gc_pauses = {
+                    key: round(value - passes_before.get(key, 0), 3)
+                    for key, value in passes_after.items()
+                    if key.startswith("gc")
                 }
 
             # Lags, from the watch history and the controller's readiness times.
@@ -805,7 +817,8 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         console.print(
             f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
             f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
-            f"passes {r.passes}; other processes' CPU {r.other_cpu}; "
+            f"passes {r.passes}; garbage collection (s, count by generation) {r.gc_pauses}; "
+            f"other processes' CPU {r.other_cpu}; "
             "machine busy with processes outside the benchmark: "
             f"{fmt(r.foreign_cpu_share and r.foreign_cpu_share * 100, '.0f')} % of the cores"
         )

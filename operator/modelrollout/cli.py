@@ -243,6 +243,7 @@ def run_operator(args: argparse.Namespace) -> int:
     )
     logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if options.metrics_port:
+        OPERATOR_METRICS.watch_gc()
         OPERATOR_METRICS.serve(options.metrics_port, options.metrics_host)
     assert handlers.rollout_loop is not None
     kopf.run(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import time
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -62,6 +65,15 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
         )
+        self.gc_pause = Histogram(
+            "modelrollout_gc_pause_seconds",
+            "How long Python's cyclic garbage collector stopped the operator, by generation (2: a full "
+            "collection, whose time grows with the number of objects the operator holds).",
+            ["generation"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+        )
+        self._gc_started: float | None = None
         self.reconcile_errors = Counter(
             "modelrollout_reconcile_errors",
             "Reconcile passes that failed, by kind (api: the API server answered an error; internal: a bug).",
@@ -102,6 +114,18 @@ class OperatorMetrics:
                 self.weight.remove(namespace, name, role)
         with contextlib.suppress(KeyError):
             self.drifted.remove(namespace, name)
+
+    def watch_gc(self) -> None:
+        """Time every garbage collection (gc.callbacks run in the collecting thread, around it)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_pause.labels(generation=str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+            self._gc_started = None
 
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)
