@@ -219,6 +219,7 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from modelrollout import handlers  # registers the handlers with kopf
+    from modelrollout.gc_policy import FREEZE_SURVIVORS
     from modelrollout.operator_metrics import OPERATOR_METRICS
 
     namespaces = args.namespace or [n for n in (_env("NAMESPACES") or "").split(",") if n]
@@ -242,6 +243,7 @@ def run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    FREEZE_SURVIVORS.install()
     if options.metrics_port:
         OPERATOR_METRICS.watch_gc()
         OPERATOR_METRICS.serve(options.metrics_port, options.metrics_host)

@@ -74,6 +74,12 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
         )
         self._gc_started: float | None = None
+        self.gc_frozen = Gauge(
+            "modelrollout_gc_frozen_objects",
+            "Objects the garbage collector skips until the next thaw (see modelrollout.gc_policy).",
+            registry=self.registry,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         self.reconcile_errors = Counter(
             "modelrollout_reconcile_errors",
             "Reconcile passes that failed, by kind (api: the API server answered an error; internal: a bug).",

@@ -1,0 +1,117 @@
+"""The operator's garbage-collection policy: survivors of a full collection frozen, thawed now and then."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from modelrollout.gc_policy import FreezeSurvivors
+
+
+class Node:
+    def __init__(self) -> None:
+        self.partner: Node | None = None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def policy(clock: FakeClock) -> Iterator[FreezeSurvivors]:
+    gc.collect()
+    gc.unfreeze()
+    installed = FreezeSurvivors(thaw_seconds=3600, growth=1.25, count_seconds=60, clock=clock)
+    installed.install()
+    yield installed
+    installed.uninstall()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_full_collection_freezes_what_survived_it(policy: FreezeSurvivors) -> None:
+    kept = [Node() for _ in range(1000)]
+    gc.collect()
+    frozen = gc.get_freeze_count()
+    assert frozen >= len(kept)
+    created_after = [Node() for _ in range(1000)]
+    gc.collect(0)
+    gc.collect(1)
+    assert gc.get_freeze_count() == frozen, "only a full collection freezes"
+    assert len(created_after) == 1000
+
+
+def test_a_later_full_collection_walks_only_new_objects(policy: FreezeSurvivors) -> None:
+    held = [[Node() for _ in range(10)] for _ in range(20_000)]
+    gc.collect()
+    assert gc.get_freeze_count() >= 200_000
+    # What a collection walks is what it tracks: the frozen objects are outside every generation.
+    assert sum(len(gc.get_objects(generation)) for generation in range(3)) < 10_000
+    assert len(held) == 20_000
+
+
+def test_a_garbage_cycle_through_frozen_objects_is_collected_at_the_hourly_thaw(
+    policy: FreezeSurvivors, clock: FakeClock
+) -> None:
+    first, second = Node(), Node()
+    first.partner, second.partner = second, first
+    gone = weakref.ref(first)
+    gc.collect()  # both survive (we hold them) and are frozen
+    del first, second
+    gc.collect()
+    assert gone() is not None, "a frozen cycle waits for the thaw"
+    clock.now += 3599
+    gc.collect()
+    assert gone() is not None
+    clock.now += 1
+    gc.collect()
+    assert gone() is None, "the full collection after thaw_seconds sees the whole heap"
+    assert policy.thaws == 1
+    assert gc.get_freeze_count() > 0, "and freezes its survivors again"
+
+
+def test_frozen_objects_grown_by_a_quarter_thaw_at_the_next_count(policy: FreezeSurvivors, clock: FakeClock) -> None:
+    gc.collect()
+    baseline = policy.frozen_after_thaw
+    assert baseline is not None and baseline > 0
+    first, second = Node(), Node()
+    first.partner, second.partner = second, first
+    gone = weakref.ref(first)
+    kept = [Node() for _ in range(int(baseline * 0.2))]
+    gc.collect()
+    del first, second
+    clock.now += 60
+    gc.collect()
+    assert gone() is not None and policy.thaws == 0, "grown by a fifth: no thaw yet"
+    kept += [Node() for _ in range(int(baseline * 0.1))]
+    gc.collect()
+    clock.now += 59
+    gc.collect()
+    assert policy.thaws == 0, "the frozen objects are counted at most once a minute"
+    clock.now += 1
+    gc.collect()
+    assert policy.thaws == 1
+    assert gone() is None
+    assert policy.frozen_after_thaw is not None and policy.frozen_after_thaw >= baseline + len(kept)
+
+
+def test_uninstalled_the_collector_is_back_to_its_default(clock: FakeClock) -> None:
+    installed = FreezeSurvivors(clock=clock)
+    installed.install()
+    installed.install()
+    assert gc.callbacks.count(installed._on_gc) == 1
+    gc.collect()
+    installed.uninstall()
+    assert gc.get_freeze_count() == 0
+    assert installed._on_gc not in gc.callbacks
