@@ -218,7 +218,7 @@ async def send_command(args: argparse.Namespace) -> int:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    from modelrollout import handlers  # registers the handlers with kopf
+    from modelrollout import handlers, kopf_acyclic  # importing handlers registers them with kopf
     from modelrollout.gc_policy import FREEZE_SURVIVORS
     from modelrollout.operator_metrics import OPERATOR_METRICS
 
@@ -243,6 +243,7 @@ def run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    kopf_acyclic.install()
     FREEZE_SURVIVORS.install()
     if options.metrics_port:
         OPERATOR_METRICS.watch_gc()
