@@ -17,7 +17,10 @@ whichever comes first. A thaw costs one long collection; in a fleet of steady si
 once an hour.
 
 The switches happen in `gc.callbacks`, around the collections CPython decides to run, so the
-collector keeps its own pacing.
+collector keeps its own pacing, except that a young collection waits for 10,000 new objects rather
+than 700: a pass keeps its objects alive across its awaits, and with hundreds of passes in flight
+the young collections walked (and promoted) mostly objects about to die. At 1,000 rollouts that
+took the collector's time from 7.3 to 3.1 s, the operator's CPU from 41.8 to 35.3 s.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ THAW_GROWTH = 1.25
 # Counting the frozen objects walks them all (tens of milliseconds at 10,000 rollouts): not at
 # every full collection.
 COUNT_SECONDS = 60.0
+YOUNG_THRESHOLD = 10_000  # CPython's default is 700
 
 
 class FreezeSurvivors:
@@ -41,11 +45,14 @@ class FreezeSurvivors:
         thaw_seconds: float = THAW_SECONDS,
         growth: float = THAW_GROWTH,
         count_seconds: float = COUNT_SECONDS,
+        young_threshold: int = YOUNG_THRESHOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.thaw_seconds = thaw_seconds
         self.growth = growth
         self.count_seconds = count_seconds
+        self.young_threshold = young_threshold
+        self._thresholds_before: tuple[int, int, int] | None = None
         self.clock = clock
         self.thawed_at = self.counted_at = clock()
         self.frozen_after_thaw: int | None = None  # None until a collection of the whole heap has ended
@@ -54,11 +61,16 @@ class FreezeSurvivors:
 
     def install(self) -> None:
         if self._on_gc not in gc.callbacks:
+            self._thresholds_before = gc.get_threshold()
+            gc.set_threshold(self.young_threshold, *self._thresholds_before[1:])
             gc.callbacks.append(self._on_gc)
 
     def uninstall(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        if self._thresholds_before is not None:
+            gc.set_threshold(*self._thresholds_before)
+            self._thresholds_before = None
         gc.unfreeze()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:

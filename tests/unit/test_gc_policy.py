@@ -106,7 +106,12 @@ def test_frozen_objects_grown_by_a_quarter_thaw_at_the_next_count(policy: Freeze
     assert policy.frozen_after_thaw is not None and policy.frozen_after_thaw >= baseline + len(kept)
 
 
+def test_young_collections_wait_for_more_new_objects(policy: FreezeSurvivors) -> None:
+    assert gc.get_threshold()[0] == 10_000
+
+
 def test_uninstalled_the_collector_is_back_to_its_default(clock: FakeClock) -> None:
+    before = gc.get_threshold()
     installed = FreezeSurvivors(clock=clock)
     installed.install()
     installed.install()
@@ -115,3 +120,4 @@ def test_uninstalled_the_collector_is_back_to_its_default(clock: FakeClock) -> N
     installed.uninstall()
     assert gc.get_freeze_count() == 0
     assert installed._on_gc not in gc.callbacks
+    assert gc.get_threshold() == before
