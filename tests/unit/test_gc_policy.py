@@ -7,8 +7,10 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from modelrollout.gc_policy import FreezeSurvivors
+from modelrollout.operator_metrics import OperatorMetrics
 
 
 class Node:
@@ -121,3 +123,21 @@ def test_uninstalled_the_collector_is_back_to_its_default(clock: FakeClock) -> N
     assert gc.get_freeze_count() == 0
     assert installed._on_gc not in gc.callbacks
     assert gc.get_threshold() == before
+
+
+def test_the_operator_metrics_time_each_collection_by_generation() -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    metrics.watch_gc()
+    try:
+        gc.collect(0)
+        gc.collect(2)
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(metrics._on_gc)
+    counted = {
+        sample.labels["generation"]: sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "modelrollout_gc_pause_seconds_count"
+    }
+    assert counted == {"0": 1, "2": 2}
