@@ -50,8 +50,12 @@ def test_a_full_collection_freezes_what_survived_it(policy: FreezeSurvivors) -> 
     created_after = [Node() for _ in range(1000)]
     gc.collect(0)
     gc.collect(1)
-    assert gc.get_freeze_count() == frozen, "only a full collection freezes"
-    assert len(created_after) == 1000
+    # Frozen objects may die meanwhile (reference counting still frees them), so the count may
+    # fall; what a young collection leaves must still be in a generation, not frozen.
+    assert gc.get_freeze_count() <= frozen, "only a full collection freezes"
+    in_generations = {id(obj) for obj in gc.get_objects()}
+    assert all(id(node) in in_generations for node in created_after)
+    assert not any(id(node) in in_generations for node in kept)
 
 
 def test_a_later_full_collection_walks_only_new_objects(policy: FreezeSurvivors) -> None:
