@@ -23,7 +23,7 @@ from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import MetricResult, ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_or_refusal, parse_spec
-from modelrollout.engine.common import DEADLINE_REASON, timestamp
+from modelrollout.engine.common import timestamp
 from modelrollout.engine.machine import command_of, decide, plan_measurements
 from modelrollout.engine.monitoring import record_hook_result
 from modelrollout.engine.types import (
@@ -397,10 +397,9 @@ async def reconcile(
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
     )
     decision = decide(ref, status, observations, now)
-    if any(event.reason == DEADLINE_REASON for event in decision.events):
-        # A rollback for pods that never became ready is decided on the watch-fed view, which lags
-        # when the operator is overloaded (seen at 10,000 rollouts: hundreds of candidates rolled
-        # back as 0/1 ready though the API said 1/1). Read the Deployments themselves first.
+    if decision.confirm_readiness:
+        # Seen at 10,000 rollouts before this read: hundreds of candidates rolled back as 0/1
+        # ready though the API said 1/1.
         fresh = await read_deployments(runtime.api, ref.namespace, ref.name)
         if fresh != deployments:
             observations = replace(observations, deployments=fresh)

@@ -73,12 +73,15 @@ def test_first_version_waits_for_pods_then_reports_the_deadline_and_recovers() -
     revision = next(iter(world.deployments))
     world.unready = {revision}
     world.deployments.clear()
-    world.step(1)
+    waiting = world.step(1)
     assert world.status.phase == Phase.PROGRESSING
     assert "0/4 replicas ready" in world.status.message
-    world.step(61)
+    assert not waiting.confirm_readiness
+    failing = world.step(61)
     assert world.status.phase == Phase.FAILED
     assert "progressDeadlineSeconds 60" in world.status.message
+    assert failing.confirm_readiness, "the operator reads the Deployments afresh before it reports the failure"
+    assert not world.step(1).confirm_readiness, "once failed, nothing new to confirm"
     world.unready.clear()
     world.step(1)
     world.step(1)
@@ -228,7 +231,12 @@ def test_candidate_not_ready_within_the_deadline_is_rolled_back() -> None:
     world.step(1)
     assert world.status.candidate_revision is not None
     world.unready.add(world.status.candidate_revision)
-    world.run(Phase.ROLLED_BACK, seconds=5)
+    decisions = [world.step(5)]
+    while world.status.phase != Phase.ROLLED_BACK and len(decisions) < 50:
+        decisions.append(world.step(5))
+    assert world.status.phase == Phase.ROLLED_BACK
+    # Only the pass that rolls back asks for a fresh read of the Deployments first.
+    assert [decision.confirm_readiness for decision in decisions] == [False] * (len(decisions) - 1) + [True]
     assert "ProgressDeadlineExceeded" in world.reasons()
     assert "0/1 replicas ready" in world.status.message
     assert world.replicas("1.0.0") == 4

@@ -133,6 +133,7 @@ class Pass:
     promote_full: bool = False
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
     background_recorded: bool = False
+    confirm_readiness: bool = False  # see Decision.confirm_readiness
 
     @cached_property
     def at(self) -> str:
@@ -243,6 +244,7 @@ def check_deadline(run: Pass) -> bool:
     state = run.observed.deployments.get(status.candidate_revision or "")
     ready = state.ready if state else 0
     wanted = state.replicas if state else 0
+    run.confirm_readiness = True
     roll_back(
         run,
         DEADLINE_REASON,

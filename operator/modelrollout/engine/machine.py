@@ -224,7 +224,9 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     deadlines = run.requeue + run.routine_requeue
     requeue = min(deadlines) if deadlines else IDLE_RESYNC_SECONDS
     urgent = min(run.requeue) if run.requeue else None
-    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, requeue, urgent)
+    return Decision(
+        _traffic_actions(run) + compact(run.actions), working, run.events, requeue, urgent, run.confirm_readiness
+    )
 
 
 def _selector(revision: str | None, rollout: str) -> Selector:
@@ -392,6 +394,7 @@ def _first_deploy(run: Pass) -> None:
         )
         if status.phase != Phase.FAILED:
             run.event(DEADLINE_REASON, message, warning=True)
+            run.confirm_readiness = True
         status.phase = Phase.FAILED
         status.message = message
     else:

@@ -195,3 +195,7 @@ class Decision:
     # The soonest deadline of anything but a background measurement (a pause ending, a gate, a
     # progress deadline): until then the operator may delay the rollout's measurements when busy.
     urgent_after: float | None = None
+    # The decision fails a version because its pods were not ready by the progress deadline, as the
+    # watch-fed Deployments showed them: the caller reads the Deployments afresh and decides again
+    # before acting on it (the watch lags when the operator is overloaded).
+    confirm_readiness: bool = False
