@@ -451,8 +451,8 @@ async def record(
     at = timestamp(now)
     new = [pending_event(at, index, event, metadata["name"]) for index, event in enumerate(decision.events)]
     stored_pending = status.pending_events
+    wire = status.wire()
     if not new and runtime.quiet_write_seconds > 0:
-        wire = status.wire()
         since = held.since if held is not None else now
         previous = held.status if held is not None else stored
         unchanged = merge_patch_between(previous, wire) is None
@@ -460,11 +460,13 @@ async def record(
             posted = await runtime.events.post(runtime.api, body, status.pending_events or [])
             keep = HeldStatus(base=stored, status=wire, since=since) if wire != stored else None
             return Recorded(None, events_posted=posted, held=keep)
-    patch = merge_patch_between(stored, status.wire())
+    patch = merge_patch_between(stored, wire)
     if patch is not None or new:
         # Delivered Events leave status only with a write that happens anyway: no write of their own.
-        status.pending_events = runtime.events.pending(key, stored_pending, new) or None
-        patch = merge_patch_between(stored, status.wire())
+        pending = runtime.events.pending(key, stored_pending, new) or None
+        if pending != stored_pending:
+            status.pending_events = pending
+            patch = merge_patch_between(stored, status.wire())
     written = None
     if patch is not None:
         try:
