@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from modelrollout import __version__
 from modelrollout.engine.types import CommandAction
@@ -33,6 +35,67 @@ EXIT_API = 4
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"MODELROLLOUT_{name}", default)
+
+
+def _number(kind: Callable[[str], float], low: float, what: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
+
+
+_POSITIVE_SECONDS = _number(float, 1e-3, "a number of seconds of at least 0.001")
+_SECONDS_OR_ZERO = _number(float, 0, "a number of seconds, 0 or more")
+_POSITIVE_WHOLE_SECONDS = _number(int, 1, "a whole number of seconds, 1 or more")
+
+
+def _port(text: str) -> int:
+    port = _number(int, 0, "a port number from 0 to 65535")(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
+    return int(port)
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of: {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _add_option(
+    parser: argparse.ArgumentParser, flag: str, help: str, default: str | None = None, **kwargs: Any
+) -> None:
+    """A flag whose default comes from MODELROLLOUT_<FLAG>, else `default`.
+
+    Defaults are given as text so that argparse converts and checks an environment variable's
+    value as it does the flag's (it does not check `choices` of a default: `_one_of` does)."""
+    variable = "MODELROLLOUT_" + flag.lstrip("-").replace("-", "_").upper()
+    convert = kwargs.pop("type", None)
+    if convert is not None:
+        kwargs["type"] = _naming(convert, flag, variable)
+    shown = f"default: %(default)s; env {variable}" if default is not None else f"env {variable}"
+    parser.add_argument(flag, default=os.environ.get(variable, default), help=f"{help} ({shown})", **kwargs)
+
+
+def _naming(convert: Callable[[str], Any], flag: str, variable: str) -> Callable[[str], Any]:
+    """The converter, with an error that names both places the value can come from."""
+
+    def named(text: str) -> Any:
+        try:
+            return convert(text)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{error} (from {flag} or ${variable})") from None
+
+    return named
 
 
 def _add_kube_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,66 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="watch only this namespace (repeatable; env MODELROLLOUT_NAMESPACES, comma-separated); default: all",
     )
-    run.add_argument(
-        "--prometheus-url",
-        default=_env("PROMETHEUS_URL"),
-        help="default Prometheus base URL (env MODELROLLOUT_PROMETHEUS_URL)",
-    )
-    run.add_argument(
-        "--prometheus-timeout",
-        type=float,
-        default=float(_env("PROMETHEUS_TIMEOUT", "10") or 10),
-        help="seconds per query",
-    )
-    run.add_argument(
+    _add_option(run, "--prometheus-url", "default Prometheus base URL")
+    _add_option(run, "--prometheus-timeout", "seconds per query", "10", type=_POSITIVE_SECONDS)
+    _add_option(
+        run,
         "--prometheus-batch-seconds",
-        type=float,
-        default=float(_env("PROMETHEUS_BATCH_SECONDS", "0.05") or 0.05),
-        help="how long a query may wait for others to the same Prometheus, to go as one request "
-        "(0: each alone; env MODELROLLOUT_PROMETHEUS_BATCH_SECONDS)",
+        "how long a query may wait for others to the same Prometheus, to go as one request (0: each alone)",
+        "0.05",
+        type=_SECONDS_OR_ZERO,
     )
-    run.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default=_env("LOG_FORMAT", "text"),
-        help="log format (env MODELROLLOUT_LOG_FORMAT)",
-    )
+    _add_option(run, "--log-format", "log format: text or json", "text", type=_one_of("text", "json"))
     run.add_argument("--verbose", action="store_true", help="debug logging")
-    run.add_argument("--peering", default=_env("PEERING"), help="kopf peering name: run several replicas, one active")
-    run.add_argument(
+    _add_option(run, "--peering", "kopf peering name: run several replicas, one active")
+    _add_option(
+        run,
         "--peering-lifetime",
-        type=int,
-        default=int(_env("PEERING_LIFETIME", "60") or 60),
-        help="seconds a replica's peering keep-alive stays valid: a standby takes over within about this long "
-        "after the active replica dies (kopf's default 60; env MODELROLLOUT_PEERING_LIFETIME)",
+        "seconds a replica's peering keep-alive stays valid: a standby takes over within about this long "
+        "after the active replica dies (kopf's default 60)",
+        "60",
+        type=_POSITIVE_WHOLE_SECONDS,
     )
-    run.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=float(_env("RESYNC_SECONDS", "60") or 60),
-        help="look at every rollout at least this often",
-    )
-    run.add_argument(
+    _add_option(run, "--resync-seconds", "look at every rollout at least this often", "60", type=_POSITIVE_SECONDS)
+    _add_option(
+        run,
         "--quiet-write-seconds",
-        type=float,
-        default=float(_env("QUIET_WRITE_SECONDS", "60") or 60),
-        help="how long a background measurement that changes no verdict may wait to be written to status, "
-        "with the next change (0: write each at once; env MODELROLLOUT_QUIET_WRITE_SECONDS)",
+        "how long a background measurement that changes no verdict may wait to be written to status, "
+        "with the next change (0: write each at once)",
+        "60",
+        type=_SECONDS_OR_ZERO,
     )
-    run.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(_env("METRICS_PORT", "8080") or 8080),
-        help="port of the operator's /metrics (0: off)",
-    )
-    run.add_argument(
-        "--metrics-host", default=_env("METRICS_HOST", "0.0.0.0"), help="address of the operator's /metrics"
-    )
-    run.add_argument(
-        "--health-endpoint",
-        default=_env("HEALTH_ENDPOINT", "http://0.0.0.0:8081/healthz"),
-        help="kopf liveness endpoint ('' to disable)",
-    )
+    _add_option(run, "--metrics-port", "port of the operator's /metrics (0: off)", "8080", type=_port)
+    _add_option(run, "--metrics-host", "address of the operator's /metrics", "0.0.0.0")
+    _add_option(run, "--health-endpoint", "kopf liveness endpoint ('' to disable)", "http://0.0.0.0:8081/healthz")
 
     crd = commands.add_parser("crd", help="render the CRD from the API models")
     crd.add_argument("--output", type=Path, default=None, help="write the files into this directory (default: print)")
