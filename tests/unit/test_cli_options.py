@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,17 @@ def test_a_bad_operator_variable_does_not_stop_the_other_commands(monkeypatch: p
     monkeypatch.setenv("MODELROLLOUT_PROMETHEUS_TIMEOUT", "abc")
     parsed = build_parser().parse_args(["promote", "fraud-scorer", "-n", "ml"])
     assert (parsed.command, parsed.name, parsed.namespace) == ("promote", "fraud-scorer", "ml")
+
+
+def test_docs_bad_input_lists_what_each_option_allows() -> None:
+    table = (Path(__file__).parents[2] / "docs" / "bad-input.md").read_text().split("## The operator's own options")[1]
+    rows = {
+        flag: allowed
+        for line in table.splitlines()
+        if line.startswith("| `--")
+        for flags, allowed in [line.strip("|").split("|")[:2]]
+        for flag in re.findall(r"`(--[a-z-]+)`", flags)
+    }
+    for flag, text, message in BAD:
+        allowed = message.removeprefix(f"{text!r} is not ")
+        assert rows.get(flag, "").strip() == f"`{allowed}`", flag
