@@ -286,6 +286,38 @@ def test_the_rendered_args_parse_with_the_operator_cli(render: Render) -> None:
         assert args.health_endpoint == "http://0.0.0.0:8081/healthz"
 
 
+# The schema's bounds for the operator's options are the CLI's (docs/bad-input.md): the least value
+# it accepts renders args the operator accepts, and the value below is refused at install time.
+OPTION_BOUNDS = [
+    (("prometheus", "timeout"), 0.001, 0.0009, "prometheus_timeout"),
+    (("prometheus", "batchSeconds"), 0, -0.01, "prometheus_batch_seconds"),
+    (("resyncSeconds",), 0.001, 0.0009, "resync_seconds"),
+    (("quietWriteSeconds",), 0, -1, "quiet_write_seconds"),
+    (("leaderElection", "lifetimeSeconds"), 15, 14, "peering_lifetime"),
+]
+
+
+def _values_at(path: tuple[str, ...], value: float) -> dict[str, Any]:
+    values: dict[str, Any] = {"leaderElection": {"enabled": True}} if path[0] == "leaderElection" else {}
+    node = values
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return values
+
+
+@pytest.mark.parametrize(("path", "least", "below", "option"), OPTION_BOUNDS)
+def test_the_schema_bounds_the_operator_options_as_the_cli_does(
+    chart: Any, render: Render, path: tuple[str, ...], least: float, below: float, option: str
+) -> None:
+    from modelrollout.cli import build_parser
+
+    args = build_parser().parse_args(_container(render(_values_at(path, least)))["args"])
+    assert getattr(args, option) == least
+    with pytest.raises(helm.HelmValuesError, match=re.escape("/" + "/".join(path))):
+        chart.validate_schema(_values_at(path, below))
+
+
 def test_namespaced_install_watches_only_the_listed_namespaces(render: Render) -> None:
     args = _container(render(NAMESPACED))["args"]
     assert [arg for arg in args if arg.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
