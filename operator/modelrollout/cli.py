@@ -37,13 +37,13 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"MODELROLLOUT_{name}", default)
 
 
-def _number(kind: Callable[[str], float], low: float, what: str) -> Callable[[str], float]:
+def _number(kind: Callable[[str], float], low: float, what: str, high: float = math.inf) -> Callable[[str], float]:
     def convert(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or value < low:
+        if value is None or not math.isfinite(value) or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return value
 
@@ -55,11 +55,7 @@ _SECONDS_OR_ZERO = _number(float, 0, "a number of seconds, 0 or more")
 _POSITIVE_WHOLE_SECONDS = _number(int, 1, "a whole number of seconds, 1 or more")
 
 
-def _port(text: str) -> int:
-    port = _number(int, 0, "a port number from 0 to 65535")(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
-    return int(port)
+_PORT = _number(int, 0, "a port number from 0 to 65535", high=65535)
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -153,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "60",
         type=_SECONDS_OR_ZERO,
     )
-    _add_option(run, "--metrics-port", "port of the operator's /metrics (0: off)", "8080", type=_port)
+    _add_option(run, "--metrics-port", "port of the operator's /metrics (0: off)", "8080", type=_PORT)
     _add_option(run, "--metrics-host", "address of the operator's /metrics", "0.0.0.0")
     _add_option(run, "--health-endpoint", "kopf liveness endpoint ('' to disable)", "http://0.0.0.0:8081/healthz")
 

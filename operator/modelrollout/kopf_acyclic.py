@@ -43,34 +43,34 @@ def install() -> None:
     def meta_patch_init(self: patches.MetaPatch, src: patches.Patch) -> None:
         dicts.MutableMappingView.__init__(self, src, "metadata")
 
-    body_meta = property(lambda self: bodies.Meta(self))
-    patch_meta = property(lambda self: patches.MetaPatch(self))
     replacements: dict[type, dict[str, Any]] = {
-        bodies.Body: {
-            "__init__": body_init,
-            "meta": body_meta,
-            "metadata": body_meta,
-            "spec": property(lambda self: bodies.Spec(self)),
-            "status": property(lambda self: bodies.Status(self)),
-        },
-        bodies.Meta: {
-            "__init__": meta_init,
-            "labels": property(lambda self: dicts.MappingView(self, "labels")),
-            "annotations": property(lambda self: dicts.MappingView(self, "annotations")),
-        },
+        bodies.Body: {"__init__": body_init, **_root_views(bodies.Meta, bodies.Spec, bodies.Status)},
+        bodies.Meta: {"__init__": meta_init, **_meta_views(dicts.MappingView)},
         patches.Patch: {
             "__init__": patch_init,
-            "meta": patch_meta,
-            "metadata": patch_meta,
-            "spec": property(lambda self: patches.SpecPatch(self)),
-            "status": property(lambda self: patches.StatusPatch(self)),
+            **_root_views(patches.MetaPatch, patches.SpecPatch, patches.StatusPatch),
         },
-        patches.MetaPatch: {
-            "__init__": meta_patch_init,
-            "labels": property(lambda self: dicts.MutableMappingView(self, "labels")),
-            "annotations": property(lambda self: dicts.MutableMappingView(self, "annotations")),
-        },
+        patches.MetaPatch: {"__init__": meta_patch_init, **_meta_views(dicts.MutableMappingView)},
     }
     for cls, attributes in replacements.items():
         for name, value in attributes.items():
             setattr(cls, name, value)
+
+
+def _root_views(meta: type, spec: type, status: type) -> dict[str, property]:
+    """`meta` (alias `metadata`), `spec` and `status` of a Body or Patch, made on each access."""
+    meta_view = property(lambda self: meta(self))
+    return {
+        "meta": meta_view,
+        "metadata": meta_view,
+        "spec": property(lambda self: spec(self)),
+        "status": property(lambda self: status(self)),
+    }
+
+
+def _meta_views(view: type) -> dict[str, property]:
+    """`labels` and `annotations` of a Meta or MetaPatch, made on each access."""
+    return {
+        "labels": property(lambda self: view(self, "labels")),
+        "annotations": property(lambda self: view(self, "annotations")),
+    }

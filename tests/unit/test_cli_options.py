@@ -50,26 +50,31 @@ def test_the_defaults_are_the_operator_options_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "text", "value"),
+    ("flag", "text", "value", "flag_text", "flag_value"),
     [
-        ("--prometheus-timeout", "2.5", 2.5),
-        ("--prometheus-batch-seconds", "0", 0.0),
-        ("--log-format", "json", "json"),
-        ("--peering-lifetime", "15", 15),
-        ("--resync-seconds", "30", 30.0),
-        ("--quiet-write-seconds", "0", 0.0),
-        ("--metrics-port", "0", 0),
-        ("--prometheus-url", "http://prometheus:9090", "http://prometheus:9090"),
+        ("--prometheus-timeout", "2.5", 2.5, "1", 1.0),
+        ("--prometheus-batch-seconds", "0", 0.0, "0.2", 0.2),
+        ("--log-format", "json", "json", "text", "text"),
+        ("--peering-lifetime", "15", 15, "30", 30),
+        ("--resync-seconds", "30", 30.0, "5", 5.0),
+        ("--quiet-write-seconds", "0", 0.0, "120", 120.0),
+        ("--metrics-port", "0", 0, "9090", 9090),
+        (
+            "--prometheus-url",
+            "http://prometheus:9090",
+            "http://prometheus:9090",
+            "http://other:9090",
+            "http://other:9090",
+        ),
     ],
 )
 def test_a_variable_sets_the_option_and_the_flag_wins(
-    monkeypatch: pytest.MonkeyPatch, flag: str, text: str, value: object
+    monkeypatch: pytest.MonkeyPatch, flag: str, text: str, value: object, flag_text: str, flag_value: object
 ) -> None:
     monkeypatch.setenv(variable(flag), text)
     dest = flag.lstrip("-").replace("-", "_")
     assert parse_run()[dest] == value
-    other = "text" if flag == "--log-format" else "1"
-    assert parse_run(f"{flag}={other}")[dest] != value
+    assert parse_run(f"{flag}={flag_text}")[dest] == flag_value
 
 
 BAD = [
