@@ -1,3 +1,3 @@
-"""One real Prometheus for the whole test session (see tests/support/prometheus.py)."""
+"""One real Prometheus and one real control plane for the whole test session (see tests/support/)."""
 
-pytest_plugins = ["tests.support.prometheus"]
+pytest_plugins = ["tests.support.prometheus", "tests.support.control_plane"]

@@ -1,6 +1,7 @@
-"""Fixtures: an API server (emulator or MODELROLLOUT_TEST_KUBECONFIG), a stand-in Deployment
-controller, a real Prometheus scraping an exporter whose values tests set, and the operator
-running as its own process."""
+"""Fixtures: an API server (the session's real control plane; else MODELROLLOUT_TEST_KUBECONFIG or an
+emulator), the pods' kubelet (or, with no controller manager, a stand-in Deployment controller), a
+real Prometheus scraping an exporter whose values tests set, and the operator running as its own
+process with the Helm chart's permissions."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.cluster import Cluster, DeploymentController, test_cluster
+from tests.support.cluster import Cluster, DeploymentController, PodKubelet, test_cluster
+from tests.support.control_plane import RealControlPlane
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus import PrometheusServer
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with test_cluster(tmp_path) as made:
+def cluster(tmp_path: Path, control_plane: RealControlPlane | None) -> Iterator[Cluster]:
+    with test_cluster(tmp_path, control_plane) as made:
         yield made
 
 
 @pytest.fixture
-def deployment_controller(cluster: Cluster) -> Iterator[DeploymentController]:
-    controller = DeploymentController(cluster).start()
+def deployment_controller(cluster: Cluster) -> Iterator[DeploymentController | PodKubelet]:
+    controller = PodKubelet(cluster).start() if cluster.node else DeploymentController(cluster).start()
     try:
         yield controller
     finally:
@@ -39,7 +41,7 @@ def operator_with(
     def start(*extra_args: str) -> OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log" if started else tmp_path / "operator.log"
         process = OperatorProcess(
-            cluster.kubeconfig, cluster.namespace, prometheus_session.address, log, extra_args=extra_args
+            cluster.operator_kubeconfig, cluster.namespace, prometheus_session.address, log, extra_args=extra_args
         ).start()
         started.append(process)
         return process

@@ -24,6 +24,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from modelrollout import GROUP, PLURAL, VERSION
+from tests.support.control_plane import RealControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
@@ -42,8 +43,21 @@ def external_kubeconfig() -> str | None:
 class Cluster:
     """One namespace on an API server, with the clients a test needs."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, emulated: bool, api_url: str | None = None):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        emulated: bool,
+        api_url: str | None = None,
+        operator_kubeconfig: Path | None = None,
+        node: str | None = None,
+    ):
         self.kubeconfig = kubeconfig
+        #: what the operator under test is given: on the real control plane, the Helm chart's
+        #: ServiceAccount (RBAC enforced); elsewhere the same as `kubeconfig`
+        self.operator_kubeconfig = operator_kubeconfig or kubeconfig
+        #: the Node pods are bound to, on the real control plane (None: no pods, no scheduler)
+        self.node = node
         self.api_url = api_url
         self.namespace = namespace
         self.emulated = emulated
@@ -264,10 +278,132 @@ class DeploymentController:
             )
 
 
+class PodKubelet:
+    """Plays the kubelet on the real control plane, for tests that need no model-server processes:
+    the real controller manager makes ReplicaSets and Pods, the real scheduler binds them to the
+    session's Node, and this reports each pod of the test's namespace Running, and Ready unless its
+    version is in `broken_versions` (a readiness probe that never passes) or in `held` (pods that
+    take long to start: not Ready until released). The Deployments' `readyReplicas` are then the
+    real controllers' count. Same interface as DeploymentController."""
+
+    def __init__(self, cluster: Cluster, interval: float = 0.1):
+        assert cluster.node is not None, "PodKubelet needs the real control plane's Node"
+        self._cluster = cluster
+        self._interval = interval
+        self.broken_versions: set[str] = set()
+        self.held: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-kubelet", daemon=True)
+
+    def start(self) -> PodKubelet:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.sync()
+            except (ApiException, urllib3.exceptions.HTTPError):
+                continue  # the next round sees the newer state
+
+    def sync(self) -> None:
+        pods = self._cluster.core.list_namespaced_pod(
+            self._cluster.namespace, field_selector=f"spec.nodeName={self._cluster.node}"
+        )
+        for pod in pods.items:
+            if pod.metadata.deletion_timestamp is not None:
+                # No containers to stop: the pod is gone as soon as the kubelet says so.
+                with _ignore_not_found():
+                    self._cluster.core.delete_namespaced_pod(
+                        pod.metadata.name, self._cluster.namespace, grace_period_seconds=0
+                    )
+                continue
+            version = (pod.metadata.labels or {}).get(f"{GROUP}/version", "")
+            was_ready = _pod_ready(pod)
+            if version in self.broken_versions:
+                ready = False
+            elif version in self.held:
+                ready = was_ready
+            else:
+                ready = True
+            if pod.status.phase == "Running" and was_ready == ready:
+                continue
+            with _ignore_not_found():
+                self._cluster.core.patch_namespaced_pod_status(
+                    pod.metadata.name, self._cluster.namespace, {"status": pod_status(pod, ready)}
+                )
+
+
+def pod_status(pod: Any, ready: bool) -> dict[str, Any]:
+    """What a kubelet reports for a running pod whose containers are (not) ready."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    flag = "True" if ready else "False"
+    digest = int(uuid.UUID(pod.metadata.uid)) % (250 * 250)
+    containers = [
+        {
+            "name": container.name,
+            "image": container.image or "unknown",
+            "imageID": "",
+            "ready": ready,
+            "started": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": now}},
+        }
+        for container in pod.spec.containers
+    ]
+    return {
+        "phase": "Running",
+        "hostIP": "10.244.0.1",
+        "podIP": f"10.244.{1 + digest // 250}.{1 + digest % 250}",
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+        ],
+        "containerStatuses": containers,
+    }
+
+
+def _pod_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
 @contextmanager
-def test_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A namespace on the external API server if one is configured, else on a fresh emulator."""
+def _ignore_not_found() -> Iterator[None]:
+    try:
+        yield
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+@contextmanager
+def test_cluster(tmp_path: Path, control_plane: RealControlPlane | None = None) -> Iterator[Cluster]:
+    """A fresh namespace: on the session's real control plane when there is one, else on the API
+    server MODELROLLOUT_TEST_KUBECONFIG names, else on an emulator of its own."""
     namespace = f"mro-{uuid.uuid4().hex[:8]}"
+    if control_plane is not None:
+        cluster = Cluster(
+            control_plane.admin_kubeconfig,
+            namespace,
+            emulated=False,
+            operator_kubeconfig=control_plane.operator_kubeconfig,
+            node=control_plane.node,
+        )
+        cluster.core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield cluster
+        finally:
+            cluster.release_finalizers()
+            cluster.core.delete_namespace(namespace)
+            cluster.api_client.close()
+        return
     given = external_kubeconfig()
     if given is not None:
         cluster = Cluster(Path(given), namespace, emulated=False)

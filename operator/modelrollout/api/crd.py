@@ -130,7 +130,8 @@ def crd_manifest() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "modelrollout.io/v1alpha1"},
                                 "kind": {"type": "string", "description": "ModelRollout"},
-                                "metadata": {"type": "object", "description": "Standard object metadata."},
+                                # The API server allows nothing but `type` here (v1.36 refuses a description).
+                                "metadata": {"type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -186,7 +187,8 @@ def template_crd_manifest(kind: str) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string", "description": "modelrollout.io/v1alpha1"},
                                 "kind": {"type": "string", "description": kind},
-                                "metadata": {"type": "object", "description": "Standard object metadata."},
+                                # The API server allows nothing but `type` here (v1.36 refuses a description).
+                                "metadata": {"type": "object"},
                                 "spec": spec_schema,
                             },
                         }
