@@ -1,6 +1,7 @@
-"""Fixtures for the fault-injection tests: an emulator the test can reach into (faults, history),
-operators as their own processes (restartable, several at once), a Deployment controller whose
-readiness a test can hold back, and recorders of what the cluster went through."""
+"""Fixtures for the fault-injection tests: an API server whose answers to the operator a test can
+spoil (the real control plane behind a fault-injecting proxy, else an emulator with the same fault
+rules), operators as their own processes (restartable, several at once), pods whose readiness a
+test can hold back, and recorders of what the cluster went through."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from kubernetes.client.rest import ApiException
 
 from modelrollout import GROUP
 from modelrollout.emulator.server import EmulatorServer, ThreadedEmulator
-from tests.support.cluster import Cluster, DeploymentController, crd_documents
+from tests.support.cluster import Cluster, DeploymentController, PodKubelet, crd_documents, test_cluster
+from tests.support.control_plane import RealControlPlane
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus import PrometheusServer
+from tests.support.recording_proxy import RecordingProxy
 
 VERSION_LABEL = f"{GROUP}/version"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
@@ -38,46 +42,84 @@ def replicas_by_version(cluster: Cluster, rollout: str) -> dict[str, int]:
 
 
 @dataclass
-class Emulated:
-    """A namespace on an emulator of this test's own, with the emulator at hand."""
+class Faulty:
+    """A namespace on an API server whose answers to the operator a test can spoil: the real control
+    plane behind a proxy that injects the faults (only the operator's requests pass through it), or
+    an emulator of this test's own that injects them itself (every client's requests)."""
 
     cluster: Cluster
-    emulator: ThreadedEmulator
+    emulator: ThreadedEmulator | None = None
+    proxy: RecordingProxy | None = None
 
     def inject(self, status: int, **kwargs: Any) -> None:
-        self.emulator.call(lambda server: server.inject_faults(status, **kwargs))
+        if self.proxy is not None:
+            self.proxy.faults.add(status, **kwargs)
+        else:
+            assert self.emulator is not None
+            self.emulator.call(lambda server: server.inject_faults(status, **kwargs))
 
     def injected(self) -> dict[int, int]:
         """How many requests each fault status failed so far."""
-        rules = self.emulator.call(
-            lambda server: [(rule.status, rule.injected) for rule in server.emulator.faults.rules]
-        )
+        if self.proxy is not None:
+            rules = [(rule.status, rule.injected) for rule in self.proxy.faults.rules]
+        else:
+            assert self.emulator is not None
+            rules = self.emulator.call(
+                lambda server: [(rule.status, rule.injected) for rule in server.emulator.faults.rules]
+            )
         counts: dict[int, int] = {}
         for status, injected in rules:
             counts[status] = counts.get(status, 0) + injected
         return counts
 
     def clear_faults(self) -> None:
-        self.emulator.call(lambda server: server.clear_faults())
+        if self.proxy is not None:
+            self.proxy.faults.rules.clear()
+        else:
+            assert self.emulator is not None
+            self.emulator.call(lambda server: server.clear_faults())
+
+    def another_namespace(self) -> Cluster:
+        """A second namespace on the same API server (the operator's requests there pass the same way)."""
+        given = self.cluster
+        other = Cluster(
+            given.kubeconfig,
+            f"mro-{uuid.uuid4().hex[:8]}",
+            emulated=given.emulated,
+            operator_kubeconfig=given.operator_kubeconfig,
+            node=given.node,
+        )
+        other.core.create_namespace({"metadata": {"name": other.namespace}})
+        return other
 
 
 @pytest.fixture
-def emulated(tmp_path: Path) -> Iterator[Emulated]:
+def faulty(tmp_path: Path, control_plane: RealControlPlane | None) -> Iterator[Faulty]:
+    if control_plane is not None:
+        with test_cluster(tmp_path, control_plane) as cluster:
+            token = yaml.safe_load(control_plane.operator_kubeconfig.read_text())["users"][0]["user"]["token"]
+            proxy = RecordingProxy(control_plane.plane.server, ca_file=control_plane.plane.ca_file, token=token).start()
+            try:
+                cluster.operator_kubeconfig = proxy.write_kubeconfig(tmp_path / "operator-via-proxy.kubeconfig")
+                yield Faulty(cluster, proxy=proxy)
+            finally:
+                proxy.stop()
+        return
     emulator = ThreadedEmulator(EmulatorServer(crds=crd_documents(), history_size=20_000))
     emulator.start()
     try:
         kubeconfig = emulator.server.write_kubeconfig(tmp_path / "kubeconfig")
         cluster = Cluster(kubeconfig, f"mro-{uuid.uuid4().hex[:8]}", emulated=True)
         cluster.core.create_namespace({"metadata": {"name": cluster.namespace}})
-        yield Emulated(cluster, emulator)
+        yield Faulty(cluster, emulator=emulator)
         cluster.api_client.close()
     finally:
         emulator.stop()
 
 
 @pytest.fixture
-def cluster(emulated: Emulated) -> Cluster:
-    return emulated.cluster
+def cluster(faulty: Faulty) -> Cluster:
+    return faulty.cluster
 
 
 class HeldDeploymentController(DeploymentController):
@@ -92,9 +134,15 @@ class HeldDeploymentController(DeploymentController):
         return min(ready_now, wanted) if version in self.held else wanted
 
 
+def pods_for(cluster: Cluster) -> HeldDeploymentController | PodKubelet:
+    """What makes a namespace's pods ready: the kubelet on the real control plane (the real
+    controllers count them), the stand-in Deployment controller on the emulator. Both have `held`."""
+    return PodKubelet(cluster) if cluster.node else HeldDeploymentController(cluster)
+
+
 @pytest.fixture
-def deployment_controller(cluster: Cluster) -> Iterator[HeldDeploymentController]:
-    controller = HeldDeploymentController(cluster)
+def deployment_controller(cluster: Cluster) -> Iterator[HeldDeploymentController | PodKubelet]:
+    controller = pods_for(cluster)
     controller.start()
     try:
         yield controller
@@ -120,7 +168,7 @@ class Operators:
         env: dict[str, str] | None = None,
     ) -> OperatorProcess:
         operator = OperatorProcess(
-            self.cluster.kubeconfig,
+            self.cluster.operator_kubeconfig,
             self.cluster.namespace,
             prometheus_url or self.default_prometheus,
             self.tmp_path / f"{name}.log",

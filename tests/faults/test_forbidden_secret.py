@@ -10,20 +10,20 @@ from __future__ import annotations
 import base64
 import json
 
-from tests.faults.conftest import Emulated, HeldDeploymentController, Operators
+from tests.faults.conftest import Faulty, HeldDeploymentController, Operators
 from tests.faults.rollouts import canary_spec, counts, unique
 
 TOKEN = "tok-7f3a-never-shown"
 
 
 def test_a_secret_the_operator_may_not_read_is_an_error_naming_the_grant_and_the_rollout_never_promotes(
-    emulated: Emulated, deployment_controller: HeldDeploymentController, operators: Operators
+    faulty: Faulty, deployment_controller: HeldDeploymentController, operators: Operators
 ) -> None:
-    cluster = emulated.cluster
+    cluster = faulty.cluster
     name = unique("forbidden")
     secret = {"metadata": {"name": "prom-token"}, "data": {"token": base64.b64encode(TOKEN.encode()).decode()}}
     cluster.core.create_namespaced_secret(cluster.namespace, secret)
-    emulated.inject(403, verbs=["get", "list", "watch"], resources=["secrets"], namespaces=[cluster.namespace])
+    faulty.inject(403, verbs=["get", "list", "watch"], resources=["secrets"], namespaces=[cluster.namespace])
     operator = operators.new().start()
     spec = canary_spec(name, "1.0.0", [{"setWeight": 50}, {"pause": {"duration": "2s"}}], consecutiveErrorLimit=1)
     spec["analysis"]["prometheus"] = {"auth": {"secret": "prom-token", "bearerTokenKey": "token"}}
@@ -37,7 +37,7 @@ def test_a_secret_the_operator_may_not_read_is_an_error_naming_the_grant_and_the
     assert status["stableVersion"] == "1.0.0"
     seen = counts(cluster, name)
     assert seen["AnalysisError"] == 1 and seen["Promoted"] == 0, seen
-    assert emulated.injected().get(403, 0) >= 1
+    assert faulty.injected().get(403, 0) >= 1
     assert TOKEN not in json.dumps(cluster.rollout(name))
     assert all(TOKEN not in (event.message or "") for event in cluster.events(name))
     assert TOKEN not in operator.logs()

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.rest import ApiException
 
 from modelrollout.cli import main as cli
 from tests.faults.conftest import HeldDeploymentController, Operators
 from tests.faults.rollouts import canary_spec, counts, messages, unique
 from tests.support.cluster import Cluster
+from tests.support.control_plane import RealControlPlane, chart_identity
 from tests.support.operator_process import OperatorProcess
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelrollout-operator"
@@ -31,9 +33,13 @@ TAKEOVER_BOUND = LIFETIME + 30.0  # the keep-alive's lifetime, then slack for a 
 ACTING = re.compile(r"modelrollout\.reconci")
 
 
+def _values(namespace: str) -> dict[str, Any]:
+    return {"leaderElection": {"enabled": True, "peeringName": PEERING}, "watchNamespaces": [namespace]}
+
+
 def _peering_manifests(namespace: str) -> list[dict[str, Any]]:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk renders the chart's peering objects")
-    values = {"leaderElection": {"enabled": True, "peeringName": PEERING}, "watchNamespaces": [namespace]}
+    values = _values(namespace)
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(values, name="modelrollout", namespace="modelrollout-system", is_install=True)
     documents = [
@@ -49,11 +55,17 @@ def _peering_manifests(namespace: str) -> list[dict[str, Any]]:
     return crds + objects
 
 
-def _install_peering(cluster: Cluster) -> None:
+def _install_peering(cluster: Cluster, control_plane: RealControlPlane | None, directory: Path) -> None:
+    """The chart's peering CRDs and object; on the real control plane also the chart's RBAC for
+    this install, which the operators then run with."""
     manifests = _peering_manifests(cluster.namespace)
     for document in manifests:
         if document["kind"] == "CustomResourceDefinition":
-            cluster.extensions.create_custom_resource_definition(document)
+            try:
+                cluster.extensions.create_custom_resource_definition(document)
+            except ApiException as error:
+                if error.status != 409:  # an earlier test of this session installed them
+                    raise
     cluster.wait_for(
         "the KopfPeering CRD to be established",
         lambda: any(
@@ -65,6 +77,11 @@ def _install_peering(cluster: Cluster) -> None:
         if document["kind"] == "KopfPeering":
             body = {**document, "metadata": {"name": document["metadata"]["name"]}}
             cluster.custom.create_namespaced_custom_object("kopf.dev", "v1", cluster.namespace, "kopfpeerings", body)
+    if control_plane is not None:
+        release = f"peering-{cluster.namespace}"
+        cluster.operator_kubeconfig = chart_identity(
+            control_plane, cluster.api_client, directory / "peering.kubeconfig", _values(cluster.namespace), release
+        )
 
 
 def _peers(cluster: Cluster) -> dict[str, dict[str, Any]]:
@@ -77,9 +94,13 @@ def _acting_lines(operator: OperatorProcess) -> list[str]:
 
 
 def test_one_replica_acts_and_the_other_takes_over_when_it_dies(
-    cluster: Cluster, deployment_controller: HeldDeploymentController, operators: Operators
+    cluster: Cluster,
+    deployment_controller: HeldDeploymentController,
+    operators: Operators,
+    control_plane: RealControlPlane | None,
+    tmp_path: Path,
 ) -> None:
-    _install_peering(cluster)
+    _install_peering(cluster, control_plane, tmp_path)
     replicas = {
         pod: operators.new(
             pod, extra_args=["--peering", PEERING, "--peering-lifetime", str(LIFETIME)], env={"POD_ID": pod}

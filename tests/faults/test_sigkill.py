@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelrollout.cli import main as cli
-from tests.faults.conftest import Emulated, HeldDeploymentController, Operators, Recorder, replicas_by_version
+from tests.faults.conftest import Faulty, HeldDeploymentController, Operators, Recorder, replicas_by_version
 from tests.faults.rollouts import (
     blue_green_spec,
     canary_spec,
@@ -269,13 +269,13 @@ def test_blue_green_survives_sigkill(
 
 
 def test_events_of_the_last_pass_survive_sigkill(
-    emulated: Emulated, deployment_controller: HeldDeploymentController, operators: Operators
+    faulty: Faulty, deployment_controller: HeldDeploymentController, operators: Operators
 ) -> None:
     """Deterministic form of a race the matrix above steps around (on a loaded machine kopf's
     in-memory Event queue lost the AnalysisFailed Warning of a rollback, and StepCompleted events,
     in 3 of 8 kill points): the API server refuses Events at the moment the operator dies. The
     Events wait in status.pendingEvents; the restarted operator posts each of them once."""
-    cluster = emulated.cluster
+    cluster = faulty.cluster
     name = unique("events")
     operator = operators.new().start()
     steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
@@ -284,7 +284,7 @@ def test_events_of_the_last_pass_survive_sigkill(
     cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": NEW}})
     cluster.wait_for_phase(name, "Paused")
     _wait_event(cluster, name, "Paused")
-    emulated.inject(500, verbs=["create"], resources=["events"], namespaces=[cluster.namespace])
+    faulty.inject(500, verbs=["create"], resources=["events"], namespaces=[cluster.namespace])
     assert cli(["promote", name, "--kubeconfig", str(cluster.kubeconfig), "-n", cluster.namespace]) == 0
     succeeded = cluster.wait_for_phase(name, "Succeeded")
     assert succeeded["stableVersion"] == NEW
@@ -293,7 +293,7 @@ def test_events_of_the_last_pass_survive_sigkill(
     assert {"PromoteRequested", "Promoted"} <= waiting, succeeded.get("pendingEvents")
     assert "Promoted" not in cluster.event_reasons(name)
     operator.kill()
-    emulated.clear_faults()
+    faulty.clear_faults()
     operator.start()
     _wait_restarted(operator)
     time.sleep(2.0)

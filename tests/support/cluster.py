@@ -451,7 +451,7 @@ def _install_crds(cluster: Cluster) -> None:
 def release_namespace(cluster: Cluster) -> None:
     """On an API server the tests did not start, leave nothing behind: rollouts first (the operator,
     still running, releases its finalizer), then the namespace. The emulator goes away whole."""
-    if external_kubeconfig() is None:
+    if cluster.emulated:
         return
     cluster.delete_all_rollouts()
     cluster.release_finalizers()

@@ -1,7 +1,8 @@
 """The real control plane for the tests: one per test session (per xdist worker), from KUBEBUILDER_ASSETS.
 
-What a session gets (fixture ``control_plane``, None when no binaries are found, a failure when
-MODELROLLOUT_REQUIRE_CONTROL_PLANE=1):
+What a session gets (fixture ``control_plane``; None when no binaries are found, a failure then when
+MODELROLLOUT_REQUIRE_CONTROL_PLANE=1; None too when MODELROLLOUT_TEST_KUBECONFIG names another API
+server for the suites):
 
 * etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback
   (:class:`modelrollout.sandbox.control_plane.ControlPlane`);
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout-operator"
 CRD_DIR = REPO / "crds"
 REQUIRE_ENV = "MODELROLLOUT_REQUIRE_CONTROL_PLANE"
+TEST_KUBECONFIG_ENV = "MODELROLLOUT_TEST_KUBECONFIG"
 OPERATOR_NAMESPACE = "modelrollout-system"
 RELEASE = "modelrollout"
 NODE_NAME = "mro-test-node"
@@ -57,12 +59,12 @@ def control_plane_required() -> bool:
     return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
 
 
-def chart_rbac_objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def chart_rbac_objects(values: dict[str, Any] | None = None, release: str = RELEASE) -> list[dict[str, Any]]:
     """The chart's ServiceAccount and RBAC objects, rendered as `helm install` would."""
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values or {}, name=RELEASE, namespace=OPERATOR_NAMESPACE, is_install=True)
+        manifests = chart.render(values or {}, name=release, namespace=OPERATOR_NAMESPACE, is_install=True)
     wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     return [
         document
@@ -81,6 +83,21 @@ def apply_objects(api_client: kubernetes.client.ApiClient, objects: list[dict[st
         except kubernetes.utils.FailToCreateError as error:
             if any(getattr(cause, "status", None) != 409 for cause in error.api_exceptions):
                 raise
+
+
+def chart_identity(
+    control_plane: RealControlPlane,
+    api_client: kubernetes.client.ApiClient,
+    path: Path,
+    values: dict[str, Any],
+    release: str,
+) -> Path:
+    """Install the chart's RBAC with these values as a release of its own, and return a kubeconfig
+    of its ServiceAccount: the permissions a user installing the chart so would give the operator."""
+    objects = chart_rbac_objects(values, release=release)
+    apply_objects(api_client, objects)
+    account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    return control_plane.plane.service_account_kubeconfig(path, OPERATOR_NAMESPACE, account)
 
 
 def wait_until(what: str, probe: Any, timeout: float = 60.0) -> None:
@@ -151,6 +168,9 @@ def register_node(core: kubernetes.client.CoreV1Api, name: str = NODE_NAME) -> N
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealControlPlane | None]:
+    if os.environ.get(TEST_KUBECONFIG_ENV):
+        yield None  # the user named an API server for the suites: that one, not ours
+        return
     try:
         assets = find_assets()
     except RuntimeError as error:

@@ -1,21 +1,30 @@
-"""A reverse proxy in front of an API server that records every request one client makes.
+"""A reverse proxy in front of an API server that records every request one client makes, and can
+fail a share of them as a flaky or overloaded API server would.
 
-The operator's kubeconfig points at it, so the requests it records are exactly the operator's,
-not the test's own or the stand-in Deployment controller's. Watch streams are passed through as
-they arrive.
+The operator's kubeconfig points at it, so the requests it records (and the faults it injects) are
+exactly the operator's, not the test's own or the kubelet's. Watch streams are passed through as
+they arrive. Faults use the emulator's rules (:class:`modelrollout.emulator.faults.FaultInjector`:
+status, share, verbs, resources, namespaces, limit), so a fault test reads the same on the
+emulator and on a real API server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import ssl
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import yaml
 from aiohttp import web
+
+from modelrollout.emulator.faults import FaultInjector
+from modelrollout.emulator.server import _verb, parse_api_path
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,12 @@ class Seen:
 
 
 class RecordingProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, *, ca_file: Path | None = None, token: str | None = None):
         self.upstream = upstream.rstrip("/")
+        self._ca_file = ca_file
+        #: the token the clients of the proxy authenticate with upstream (written into the kubeconfig)
+        self._token = token
+        self.faults = FaultInjector()
         self.seen: set[Seen] = set()
         self.authorizations: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,7 +69,7 @@ class RecordingProxy:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
-            "users": [{"name": "proxy", "user": {}}],
+            "users": [{"name": "proxy", "user": {"token": self._token} if self._token else {}}],
             "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
             "current-context": "proxy",
         }
@@ -70,7 +83,10 @@ class RecordingProxy:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        connector = None
+        if self._ca_file is not None:
+            connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(self._ca_file)))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None), connector=connector)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True)
@@ -89,12 +105,18 @@ class RecordingProxy:
         self.seen.add(Seen(request.method, request.path, request.query_string))
         if "Authorization" in request.headers:
             self.authorizations.add(request.headers["Authorization"])
+        fault = self._fault_for(request)
+        if fault is not None:
+            return fault
         assert self._session is not None
         headers = {
             key: value for key, value in request.headers.items() if key.lower() not in ("host", "content-length")
         }
+        body = await request.read()
+        # No body, no data: aiohttp would label an empty one application/octet-stream, which a real
+        # API server answers 415 Unsupported Media Type.
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
+            request.method, self.upstream + request.path_qs, headers=headers, data=body or None
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
@@ -105,3 +127,15 @@ class RecordingProxy:
                 await response.write(chunk)
             await response.write_eof()
             return response
+
+    def _fault_for(self, request: web.Request) -> web.Response | None:
+        path = parse_api_path(request.path)
+        if path is None or not self.faults.rules:
+            return None
+        verb = _verb(request.method, path, dict(urllib.parse.parse_qsl(request.query_string)))
+        error = self.faults.pick(verb, request.method, (path.plural, path.group, path.subresource), path.namespace)
+        if error is None:
+            return None
+        return web.Response(
+            status=error.code, text=json.dumps(error.status()), content_type="application/json", headers=error.headers
+        )

@@ -21,10 +21,17 @@ _OPEN_SPEC: JsonDict = {
 
 
 def _crd(group: str, kind: str, plural: str, versions: list[JsonDict]) -> JsonDict:
+    metadata: JsonDict = {"name": f"{plural}.{group}"}
+    if group.endswith((".k8s.io", ".kubernetes.io")):
+        # A real API server refuses a CRD in a protected group without it (the Gateway API's own
+        # CRDs carry the URL of the pull request that approved them).
+        metadata["annotations"] = {
+            "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"
+        }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
+        "metadata": metadata,
         "spec": {
             "group": group,
             "scope": "Namespaced",
