@@ -155,3 +155,17 @@ def _served(cluster: Cluster) -> bool:
 def _jobs(cluster: Cluster) -> bool:
     jobs = kubernetes.client.BatchV1Api(cluster.api_client).list_namespaced_job(cluster.namespace).items
     return bool(jobs)
+
+
+def test_the_operators_identity_is_refused_what_the_chart_does_not_grant(real_control_plane: RealControlPlane) -> None:
+    """The tests' operator really is held to the chart: RBAC on, and nothing granted beyond it."""
+    client = kubernetes.config.new_client_from_config(config_file=str(real_control_plane.operator_kubeconfig))
+    with client:
+        core = kubernetes.client.CoreV1Api(client)
+        with pytest.raises(ApiException) as refused:
+            core.list_node()
+        assert refused.value.status == 403
+        with pytest.raises(ApiException) as refused:
+            core.create_namespace({"metadata": {"name": "not-for-the-operator"}})
+        assert refused.value.status == 403
+        assert core.list_namespace().items  # what the chart grants (kopf's namespace scan) works
