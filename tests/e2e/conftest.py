@@ -29,3 +29,4 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     ) as running:
         print(f"\nsandbox ready in {running.ready_after_s:.1f}s ({directory})")
         yield running
+

@@ -196,20 +196,11 @@ def start_load(made: Scenario) -> None:
     """The load generator as its own process (its own GIL), at a fixed rate through the data plane."""
     made.load = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "modelrollout.sandbox.loadgen",
-            "--url",
-            made.sandbox.service_url(made.namespace, made.name),
-            "--rate",
-            str(LOAD_RATE),
-            "--duration",
-            "300",
-            "--seed",
-            "3",
+            sys.executable, "-m", "modelrollout.sandbox.loadgen",
+            "--url", made.sandbox.service_url(made.namespace, made.name),
+            "--rate", str(LOAD_RATE), "--duration", "300", "--seed", "3",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
 
