@@ -15,22 +15,19 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from modelrollout import __version__
+from modelrollout.client_errors import EXIT_NOT_FOUND, EXIT_USAGE, explain
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
 from modelrollout.kube.names import COMMAND_ANNOTATION
 from modelrollout.sandbox.cli import add_sandbox_commands
 from modelrollout.sandbox.demo import add_demo_command
 from modelrollout.settings import OperatorOptions
-
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_API = 4
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -199,8 +196,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from modelrollout.status_view import show_status
 
-        return asyncio.run(show_status(args))
-    return asyncio.run(send_command(args))
+        return _talk_to_the_api(args, lambda: show_status(args))
+    return _talk_to_the_api(args, lambda: send_command(args))
+
+
+def _talk_to_the_api(args: argparse.Namespace, command: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command that talks to the API server; an ordinary failure is one line and an exit code."""
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        print(f"modelrollout {args.command}: kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(command())
+    except Exception as error:
+        failure = explain(error, args.kubeconfig)
+        if failure is None:
+            raise
+        print(f"modelrollout {args.command}: {failure.message}", file=sys.stderr)
+        return failure.exit_code
 
 
 def crd_command(args: argparse.Namespace) -> int:
@@ -238,8 +250,10 @@ async def send_command(args: argparse.Namespace) -> int:
             {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command)}}},
         )
     except ApiError as error:
+        if error.status != 404:
+            raise  # said in one line by _talk_to_the_api
         print(f"modelrollout {args.command}: {args.namespace}/{args.name}: {error.message}", file=sys.stderr)
-        return EXIT_NOT_FOUND if error.status == 404 else EXIT_API
+        return EXIT_NOT_FOUND
     finally:
         await api.close()
     print(f"{action.value} sent to {args.namespace}/{args.name} (command {command['id']})")

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from modelrollout.api.models import AnalysisStatus, ModelRolloutStatus, Phase, Verdict
 from modelrollout.api.validation import InvalidSpec, parse_spec
-from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
+from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 
 PHASE_STYLE = {
     Phase.SUCCEEDED: "bold green",
@@ -130,11 +130,9 @@ async def show_status(args: argparse.Namespace) -> int:
 
 
 async def _fetch(api: KubeApi, args: argparse.Namespace) -> dict[str, Any] | None:
-    try:
-        rollout = await api.get(MODELROLLOUTS, args.namespace, args.name)
-    except ApiError as error:
-        print(f"modelrollout status: {error.message}", file=sys.stderr)
-        return None
+    """The rollout, or None (said on stderr) when there is none; other API errors go to the CLI's
+    one-line report (`client_errors`)."""
+    rollout = await api.get(MODELROLLOUTS, args.namespace, args.name)
     if rollout is None:
         print(f"modelrollout status: ModelRollout {args.namespace}/{args.name} not found", file=sys.stderr)
     return rollout
