@@ -42,7 +42,8 @@ class Kubectl:
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            # The discovery cache of this control plane alone (kubectl's default one is per host:port).
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.kubeconfig.parent / 'kubectl'}", *args],
             input=stdin,
             capture_output=True,
             text=True,
