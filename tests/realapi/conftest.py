@@ -40,10 +40,13 @@ class Kubectl:
 
     kubeconfig: Path
 
+    def command(self) -> list[str]:
+        # The discovery cache of this control plane alone (kubectl's default one is per host:port).
+        return ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.kubeconfig.parent / 'kubectl'}"]
+
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            # The discovery cache of this control plane alone (kubectl's default one is per host:port).
-            ["kubectl", f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.kubeconfig.parent / 'kubectl'}", *args],
+            [*self.command(), *args],
             input=stdin,
             capture_output=True,
             text=True,
