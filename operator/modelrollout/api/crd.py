@@ -19,6 +19,10 @@ from modelrollout import GROUP, KIND, PLURAL, VERSION
 from modelrollout.api.models import ModelAnalysisTemplateSpec, ModelRolloutSpec, ModelRolloutStatus
 
 CRD_FILE_NAME = f"{PLURAL}.{GROUP}.yaml"
+# `kubectl get modelrollout-io` lists all three kinds. Not `modelrollout`: kubectl expands a category
+# before it looks for a resource of that name, so a category named like the singular made
+# `kubectl get modelrollout NAME` fail on every real cluster ("you must specify only one resource").
+CATEGORY = "modelrollout-io"
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the rollout is."},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion", "description": "Stable version."},
@@ -112,7 +116,7 @@ def crd_manifest() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": KIND.lower(),
                 "shortNames": ["mro"],
-                "categories": ["all", "modelrollout"],
+                "categories": ["all", CATEGORY],
             },
             "versions": [
                 {
@@ -171,7 +175,7 @@ def template_crd_manifest(kind: str) -> dict[str, Any]:
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": short_names,
-                "categories": ["modelrollout"],
+                "categories": [CATEGORY],
             },
             "versions": [
                 {

@@ -1,0 +1,102 @@
+"""kubectl on the real API server as a user runs it: `get mro` with every printer column, `get mro -w`,
+`get modelrollout NAME`, and `get events` (no operator: the status is written as the admin, through
+the status subresource, as the operator would)."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+from typing import Any
+
+import kubernetes
+import yaml
+
+from modelrollout import GROUP, PLURAL, VERSION
+from modelrollout.api.crd import PRINTER_COLUMNS
+from tests.realapi.conftest import ROOT, Kubectl, documents, in_namespace, wait_for
+
+ROLLOUT = documents((ROOT / "examples" / "canary.yaml").read_text())[0]
+STATUS = {"phase": "Progressing", "stableVersion": "1.0.0", "candidateVersion": "1.1.0", "weights": {"candidate": 10}}
+
+
+def create_rollout(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.ok("apply", "--validate=strict", "-f", "-", stdin=yaml.safe_dump(in_namespace(ROLLOUT, namespace)))
+
+
+def write_status(admin: kubernetes.client.ApiClient, namespace: str, status: dict[str, Any]) -> None:
+    kubernetes.client.CustomObjectsApi(admin).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, ROLLOUT["metadata"]["name"], {"status": status}
+    )
+
+
+def test_get_shows_every_printer_column(kubectl: Kubectl, admin: kubernetes.client.ApiClient, namespace: str) -> None:
+    create_rollout(kubectl, namespace)
+    write_status(admin, namespace, STATUS)
+    lines = kubectl.ok("get", "mro", "-n", namespace).splitlines()
+    assert lines[0].split() == ["NAME", *(column["name"].upper() for column in PRINTER_COLUMNS)]
+    assert lines[1].split()[:5] == ["fraud-scorer", "Progressing", "1.0.0", "1.1.0", "10"]
+    # The singular and the plural name one object (a category named `modelrollout` once broke this).
+    for resource in ("modelrollout", "modelrollouts", "mro", f"modelrollouts.{GROUP}"):
+        assert kubectl.ok("get", resource, "fraud-scorer", "-n", namespace, "-o", "name") == (
+            f"{PLURAL[:-1]}.{GROUP}/fraud-scorer\n"
+        )
+    assert "fraud-scorer" in kubectl.ok("get", "modelrollout-io", "-n", namespace)
+
+
+def test_get_watch_prints_a_line_per_change(
+    kubectl: Kubectl, admin: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    watch = subprocess.Popen(
+        [*kubectl.command(), "get", "mro", "-n", namespace, "-w", "--request-timeout=60s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in watch.stdout or []], daemon=True).start()
+    seen: list[str] = []
+
+    def saw(*words: str) -> bool:
+        while not lines.empty():
+            seen.append(lines.get())
+        return any(all(word in line.split() for word in words) for line in seen)
+
+    try:
+        # The first line may come from kubectl's initial list or from the watch; the status line can
+        # only come from a watch event: the status is written after the first line was seen.
+        create_rollout(kubectl, namespace)
+        wait_for("a line for the new rollout", lambda: saw("fraud-scorer"))
+        write_status(admin, namespace, STATUS)
+        wait_for(f"a line with the new status; seen {seen}", lambda: saw("fraud-scorer", "Progressing", "10"))
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+
+
+def test_get_events_lists_a_rollouts_event(
+    kubectl: Kubectl, admin: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    create_rollout(kubectl, namespace)
+    rollout = kubectl.json("get", "mro", "fraud-scorer", "-n", namespace)
+    kubernetes.client.CoreV1Api(admin).create_namespaced_event(
+        namespace,
+        {
+            "metadata": {"generateName": "fraud-scorer."},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelRollout",
+                "name": "fraud-scorer",
+                "namespace": namespace,
+                "uid": rollout["metadata"]["uid"],
+            },
+            "reason": "StepStarted",
+            "message": "setWeight 10",
+            "type": "Normal",
+            "source": {"component": "modelrollout"},
+        },
+    )
+    out = kubectl.ok("get", "events", "-n", namespace)
+    assert "modelrollout/fraud-scorer" in out and "StepStarted" in out and "setWeight 10" in out, out
+    out = kubectl.ok("events", "-n", namespace, "--for", "modelrollout/fraud-scorer")
+    assert "StepStarted" in out, out
