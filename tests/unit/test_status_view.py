@@ -6,7 +6,7 @@ from rich.console import Console
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
-from modelrollout.status_view import render
+from modelrollout.status_view import render, summary_line
 
 from .world import World, make_spec
 
@@ -41,6 +41,21 @@ def test_status_shows_the_current_step_weights_and_the_failing_measurement() -> 
         {"metadata": {"name": "fraud-scorer", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()}
     )
     assert "RolledBack" in screen and "0.5 is not at most 0.05" in screen
+    # Nothing runs any more: the step it stopped at and its measurements say so.
+    assert "stopped: rolled back" in screen
+    assert "running" not in screen and "Running" not in screen
+
+
+def test_a_live_shadow_and_header_route_are_shown_even_at_weight_0() -> None:
+    status = {"phase": "Progressing", "currentStepIndex": 0, "weights": {"stable": 100, "candidate": 0, "mirror": 20}}
+    spec = make_spec()
+    screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": spec, "status": status})
+    assert "stable 100%  candidate 0%  mirror 20% (shadow: answers discarded)" in screen
+    status["weights"] = {"stable": 100, "candidate": 0, "headerRoute": True}
+    screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": spec, "status": status})
+    assert "header route to the candidate" in screen
+    line = summary_line({"status": {**status, "weights": {"stable": 90, "candidate": 10, "mirror": 5}}})
+    assert line.startswith("phase=Progressing step=0 ") and "weights=90/10 mirror=5" in line
 
 
 def test_status_of_a_rollout_not_yet_seen_by_the_operator() -> None:

@@ -1,6 +1,7 @@
-"""A person at the CLI never sees a traceback for an ordinary failure: one line saying what failed
-and what to check, and a documented exit code (docs/troubleshooting.md). The API server cases run
-against the real control plane: its TLS, its authentication and its RBAC."""
+"""The CLI as a person meets it: never a traceback for an ordinary failure (one line saying what
+failed and what to check, and a documented exit code, docs/troubleshooting.md), and `status
+--watch` that works into a pipe. The API server cases run against the real control plane: its TLS,
+its authentication and its RBAC."""
 
 from __future__ import annotations
 
@@ -96,3 +97,37 @@ def test_a_permission_that_is_missing_names_the_verb(tmp_path: Path, real_contro
     assert 'cannot get resource "modelrollouts"' in line, line
     line = _one_line_failure(_cli("promote", "x", "--kubeconfig", str(config)), EXIT_API, "403 Forbidden")
     assert 'cannot patch resource "modelrollouts"' in line, line
+
+
+def test_status_watch_into_a_pipe_prints_a_line_per_change(
+    tmp_path: Path, real_control_plane: RealControlPlane
+) -> None:
+    """No terminal, no screen to redraw: `status --watch | tee log` gets one line per change."""
+    from tests.support.cluster import test_cluster
+
+    with test_cluster(tmp_path, real_control_plane) as cluster:
+        spec = {
+            "model": {"name": "m", "version": "1.0.0"},
+            "template": {"spec": {"containers": [{"name": "s", "image": "x"}]}},
+        }
+        cluster.create_rollout("piped", spec)
+        kube = ["-n", cluster.namespace, "--kubeconfig", str(cluster.kubeconfig)]
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "modelrollout.cli", "status", "piped", "--watch", *kube],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert watch.stdout is not None
+            first = watch.stdout.readline()
+            assert f"{cluster.namespace}/piped phase=Pending" in first, first
+            status = {"phase": "Progressing", "currentStepIndex": 0, "weights": {"stable": 100, "mirror": 20}}
+            cluster.custom.patch_namespaced_custom_object_status(
+                "modelrollout.io", "v1alpha1", cluster.namespace, "modelrollouts", "piped", {"status": status}
+            )
+            second = watch.stdout.readline()
+            assert "phase=Progressing step=0" in second and "mirror=20" in second, second
+        finally:
+            watch.kill()
+            watch.wait(timeout=10)
