@@ -30,7 +30,8 @@ from kubernetes.client.rest import ApiException
 from modelrollout.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
 from modelrollout.sandbox.loadgen import LoadGenerator
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster, release_namespace
+from tests.e2e.conftest import close_namespace, open_namespace
+from tests.support.cluster import Cluster
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
 pytestmark = pytest.mark.timeout(240)
@@ -273,9 +274,8 @@ class Story:
 
 @contextmanager
 def story(sandbox: Sandbox, prefix: str) -> Iterator[Story]:
-    namespace = f"e2e-{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster = Cluster(sandbox.kubeconfig, namespace, emulated=True)
-    cluster.core.create_namespace({"metadata": {"name": namespace}})
+    cluster = open_namespace(sandbox, prefix)
+    namespace = cluster.namespace
     made = Story(sandbox, cluster, f"{prefix}-{uuid.uuid4().hex[:4]}")
     try:
         yield made
@@ -292,8 +292,7 @@ def story(sandbox: Sandbox, prefix: str) -> Iterator[Story]:
         # The sandbox is shared: the model servers of a finished story must not eat the others' CPU.
         with suppress(ApiException):
             cluster.delete_all_rollouts(wait=10)
-        release_namespace(cluster)
-        cluster.api_client.close()
+        close_namespace(sandbox, cluster)
 
 
 # --- running the stories side by side ------------------------------------------------------------

@@ -48,7 +48,12 @@ from modelrollout.emulator.server import EmulatorServer
 from modelrollout.kube.api import CRDS, NAMESPACES, ApiError, Resource
 from modelrollout.sandbox import procs
 from modelrollout.sandbox.cli import add_up_arguments
-from modelrollout.sandbox.control_plane import ControlPlane, ControlPlaneError, find_assets
+from modelrollout.sandbox.control_plane import (
+    NODE_SELECTOR_ANNOTATION,
+    ControlPlane,
+    ControlPlaneError,
+    find_assets,
+)
 from modelrollout.sandbox.dataplane import DataPlane
 from modelrollout.sandbox.kube import connect
 from modelrollout.sandbox.kubelet import SandboxKubelet
@@ -429,6 +434,13 @@ class Sandbox:
     def prometheus_url(self) -> str:
         assert self.prometheus is not None, "the sandbox is not running"
         return self.prometheus.url
+
+    def namespace_annotations(self) -> dict[str, str]:
+        """What a namespace of this sandbox is created with: on a real control plane, the annotation
+        that pins its pods to this sandbox's Node (another sandbox's, or a test's, Node never gets them)."""
+        if self.kubelet is None:
+            return {}
+        return {NODE_SELECTOR_ANNOTATION: f"kubernetes.io/hostname={self.config.node_name}"}
 
     def service_url(self, namespace: str, service: str, path: str = "") -> str:
         """The data plane's URL of a Service, e.g. ``service_url("demo", "scorer", "/predict")``."""
