@@ -394,8 +394,13 @@ class DataPlane:
                 # discovery.k8s.io/v1: an unset `ready` means ready.
                 if (endpoint.get("conditions") or {}).get("ready") is False:
                     continue
+                target = endpoint.get("targetRef") or {}
                 for address in endpoint.get("addresses") or []:
                     pod = self.registry.by_ip(str(address))
+                    # The slice may still name a pod that is gone, whose address a new pod now has:
+                    # only the pod the endpoint names gets its traffic.
+                    if pod is not None and target.get("uid") and target.get("uid") != pod.uid:
+                        continue
                     if pod is not None and address not in seen:
                         seen.add(address)
                         pods.append(pod)

@@ -70,7 +70,9 @@ def node_subnet(node: str) -> ipaddress.IPv4Network:
 
 
 class AddressPool:
-    """Pod addresses of one /24: .1 is the node's own (hostIP), pods get the lowest free of .2-.254."""
+    """Pod addresses of one /24: .1 is the node's own (hostIP), pods get .2-.254 in turn. An address
+    given back goes to the end of the line, so that it is not handed out again while EndpointSlices
+    may still list it for the pod that had it."""
 
     def __init__(self, subnet: ipaddress.IPv4Network) -> None:
         hosts = list(subnet.hosts())
@@ -94,7 +96,6 @@ class AddressPool:
         if address in self._used:
             self._used.discard(address)
             self._free.append(address)
-            self._free.sort(key=lambda a: ipaddress.ip_address(a))
 
 
 @dataclass
