@@ -37,12 +37,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from kubernetes.client import V1ConfigMap, V1Namespace, V1ObjectMeta
+from kubernetes.client import V1ConfigMap, V1ObjectMeta
 
 from modelrollout.sandbox.dataplane import count_for
 from modelrollout.sandbox.model_server import REFERENCE_PATH
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster, release_namespace
+from tests.e2e.conftest import close_namespace, open_namespace
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -199,9 +200,7 @@ class Scenario:
 
 @contextmanager
 def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
-    namespace = f"e2e-{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster = Cluster(sandbox.kubeconfig, namespace, emulated=True)
-    cluster.core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=namespace)))
+    cluster = open_namespace(sandbox, prefix)
     made = Scenario(sandbox, cluster, f"{prefix}-{uuid.uuid4().hex[:4]}")
     try:
         yield made
@@ -215,8 +214,7 @@ def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
         made.stop_load()
         # The test's model servers go away, so that they do not load the sandbox for the next tests.
         cluster.delete_all_rollouts(wait=10)
-        release_namespace(cluster)
-        cluster.api_client.close()
+        close_namespace(sandbox, cluster)
 
 
 def background_metric(status: dict[str, Any], name: str) -> dict[str, Any]:

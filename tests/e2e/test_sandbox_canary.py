@@ -26,7 +26,8 @@ import pytest
 
 from modelrollout.sandbox.dataplane import count_for
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster, release_namespace
+from tests.e2e.conftest import close_namespace, open_namespace
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -176,9 +177,7 @@ def decision_time(status: dict[str, Any]) -> float | None:
 
 @contextmanager
 def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
-    namespace = f"e2e-{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster = Cluster(sandbox.kubeconfig, namespace, emulated=True)
-    cluster.core.create_namespace({"metadata": {"name": namespace}})
+    cluster = open_namespace(sandbox, prefix)
     made = Scenario(sandbox, cluster, f"{prefix}-{uuid.uuid4().hex[:4]}")
     try:
         yield made
@@ -188,19 +187,27 @@ def scenario(sandbox: Sandbox, prefix: str) -> Iterator[Scenario]:
         operator = sandbox.operator
         if operator is not None and sys.exc_info()[0] is not None:
             print(f"--- operator log ---\n{operator.logs()[-6000:]}")
-        release_namespace(cluster)
-        cluster.api_client.close()
+        close_namespace(sandbox, cluster)
 
 
 def start_load(made: Scenario) -> None:
     """The load generator as its own process (its own GIL), at a fixed rate through the data plane."""
     made.load = subprocess.Popen(
         [
-            sys.executable, "-m", "modelrollout.sandbox.loadgen",
-            "--url", made.sandbox.service_url(made.namespace, made.name),
-            "--rate", str(LOAD_RATE), "--duration", "300", "--seed", "3",
+            sys.executable,
+            "-m",
+            "modelrollout.sandbox.loadgen",
+            "--url",
+            made.sandbox.service_url(made.namespace, made.name),
+            "--rate",
+            str(LOAD_RATE),
+            "--duration",
+            "300",
+            "--seed",
+            "3",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

@@ -30,10 +30,13 @@ from kubernetes.client.rest import ApiException
 from modelrollout.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
 from modelrollout.sandbox.loadgen import LoadGenerator
 from modelrollout.sandbox.supervisor import Sandbox
-from tests.support.cluster import Cluster, release_namespace
+from tests.e2e.conftest import close_namespace, open_namespace
+from tests.support.cluster import Cluster
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
-pytestmark = pytest.mark.timeout(240)
+# The first test carries every story of the module (the fixture runs them all): on the real control
+# plane, with its four processes beside the sandbox on two loaded cores, they take longer.
+pytestmark = pytest.mark.timeout(480)
 
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 ISTIO = ("networking.istio.io", "v1beta1", "virtualservices")
@@ -273,9 +276,8 @@ class Story:
 
 @contextmanager
 def story(sandbox: Sandbox, prefix: str) -> Iterator[Story]:
-    namespace = f"e2e-{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster = Cluster(sandbox.kubeconfig, namespace, emulated=True)
-    cluster.core.create_namespace({"metadata": {"name": namespace}})
+    cluster = open_namespace(sandbox, prefix)
+    namespace = cluster.namespace
     made = Story(sandbox, cluster, f"{prefix}-{uuid.uuid4().hex[:4]}")
     try:
         yield made
@@ -292,8 +294,7 @@ def story(sandbox: Sandbox, prefix: str) -> Iterator[Story]:
         # The sandbox is shared: the model servers of a finished story must not eat the others' CPU.
         with suppress(ApiException):
             cluster.delete_all_rollouts(wait=10)
-        release_namespace(cluster)
-        cluster.api_client.close()
+        close_namespace(sandbox, cluster)
 
 
 # --- running the stories side by side ------------------------------------------------------------

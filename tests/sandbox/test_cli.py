@@ -38,8 +38,15 @@ def ports(count: int) -> list[int]:
 
 def up_args(directory: Path, api: int, dataplane: int, prometheus: int) -> list[str]:
     return [
-        "up", "--dir", str(directory), "--api-port", str(api),
-        "--dataplane-port", str(dataplane), "--prometheus-port", str(prometheus),
+        "up",
+        "--dir",
+        str(directory),
+        "--api-port",
+        str(api),
+        "--dataplane-port",
+        str(dataplane),
+        "--prometheus-port",
+        str(prometheus),
     ]
 
 

@@ -111,8 +111,10 @@ async def test_dataplane_splits_by_replica_ratio_and_counts(runtime: Runtime) ->
     assert count_for(stats, "default", "scorer", "2.0.0") == versions["2.0.0"]
     assert count_for(stats, "default", "scorer", "1.0.0") == versions["1.0.0"] + 1  # and the /healthz
     assert stats["by_version"]["default/scorer/2.0.0"]["last_at"] <= stats["now"]
-    assert f'sandbox_dataplane_requests_total{{code="200",namespace="default",service="scorer",version="2.0.0"}} ' \
-           f'{float(versions["2.0.0"])}' in metrics
+    assert (
+        f'sandbox_dataplane_requests_total{{code="200",namespace="default",service="scorer",version="2.0.0"}} '
+        f"{float(versions['2.0.0'])}" in metrics
+    )
 
     # Scaled to zero: v2 gets nothing any more, at once.
     await runtime.scale("scorer-v2", 0)
@@ -130,8 +132,9 @@ async def test_dataplane_answers_503_without_ready_endpoints(runtime: Runtime) -
     await runtime.create(deployment("slow-a", "1.0.0", 1, rollout="slow", FAULT_STARTUP_DELAY_S="30"))
     await runtime.create(service("slow", rollout="slow"))
     await runtime.wait_for("the services cached", lambda: runtime.dataplane.service_selector("default", "slow"))
-    await runtime.wait_for("the slow pod running",
-                           lambda: [p for p in runtime.registry.all() if p.deployment == "slow-a" and p.pid])
+    await runtime.wait_for(
+        "the slow pod running", lambda: [p for p in runtime.registry.all() if p.deployment == "slow-a" and p.pid]
+    )
     async with aiohttp.ClientSession() as http:
         for path, reason in [
             ("/default/lonely/predict", "no ready endpoints"),

@@ -41,15 +41,21 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = name
         full_env = {
-            **os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "ROLLOUT_NAME": "demo",
-            "MODEL_NAME": "bc", **env,
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "ROLLOUT_NAME": "demo",
+            "MODEL_NAME": "bc",
+            **env,
         }
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelrollout.sandbox.model_server"],
-            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.ready_after_s: float | None = None
 
@@ -96,9 +102,7 @@ class Metrics:
         ]
 
     def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        return [
-            (lab, v) for n, lab, v in self.samples if n == name and all(lab.get(k) == x for k, x in labels.items())
-        ]
+        return [(lab, v) for n, lab, v in self.samples if n == name and all(lab.get(k) == x for k, x in labels.items())]
 
     def value(self, name: str, **labels: str) -> float:
         found = self.find(name, **labels)

@@ -123,9 +123,26 @@ async def test_shift_moves_the_input_histogram(servers: dict[str, ServerProcess]
 
 def test_cli_runs_and_prints_json_stats(servers: dict[str, ServerProcess]) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "modelrollout.sandbox.loadgen", "--url", servers["drifted"].url, "--rate", "100",
-         "--count", "30", "--preset", "drifted", "--header", "X-Test: 1", "--json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "modelrollout.sandbox.loadgen",
+            "--url",
+            servers["drifted"].url,
+            "--rate",
+            "100",
+            "--count",
+            "30",
+            "--preset",
+            "drifted",
+            "--header",
+            "X-Test: 1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     stats = json.loads(out.stdout)
     assert stats["sent"] == 30 and stats["by_status"] == {"200": 30} and stats["by_version"] == {"2.0.0": 30}

@@ -80,13 +80,21 @@ def test_numpy_inference_equals_the_scikit_learn_pipeline() -> None:
 
 def test_payload_validation() -> None:
     assert parse_payload({"features": {"mean radius": 1, "worst area": None}}) == (
-        [{"mean radius": 1.0, "worst area": None}], False
+        [{"mean radius": 1.0, "worst area": None}],
+        False,
     )
     assert len(parse_payload({"instances": [list(DATASET.X[0]), {"mean radius": 3}]})[0]) == 2
     bad: object
-    for bad in ([], {"features": {"nope": 1}}, {"features": {"mean radius": "12"}}, {"features": {}},
-                {"features": {"mean radius": None}}, {"instances": []}, {"instances": [[1, 2]]},
-                {"features": {"mean radius": True}}):
+    for bad in (
+        [],
+        {"features": {"nope": 1}},
+        {"features": {"mean radius": "12"}},
+        {"features": {}},
+        {"features": {"mean radius": None}},
+        {"instances": []},
+        {"instances": [[1, 2]]},
+        {"features": {"mean radius": True}},
+    ):
         with pytest.raises(BadRequest):
             parse_payload(bad)
 
@@ -202,8 +210,8 @@ async def test_drifted_variant_predicts_a_different_class_mix(servers: dict[str,
     """Same inputs (every row of the data set) to both variants: the malignant share differs clearly."""
     batch = {"instances": [list(map(float, row)) for row in DATASET.X]}
     before = servers["drifted"].metrics().value("model_predictions_total", **{"class": "malignant"})
-    (s1, base, _), = await post_many(servers["baseline"].url, [batch])
-    (s2, drift, _), = await post_many(servers["drifted"].url, [batch])
+    ((s1, base, _),) = await post_many(servers["baseline"].url, [batch])
+    ((s2, drift, _),) = await post_many(servers["drifted"].url, [batch])
     assert s1 == s2 == 200
     share_base = np.mean([p["prediction"] == "malignant" for p in base["predictions"]])
     share_drift = np.mean([p["prediction"] == "malignant" for p in drift["predictions"]])

@@ -13,9 +13,7 @@ class Series:
     def __init__(self, text: str) -> None:
         self.text = text
         self.samples: list[tuple[str, dict[str, str], float]] = [
-            (s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
+            (s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text) for s in family.samples
         ]
 
     def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:

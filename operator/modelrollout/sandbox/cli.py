@@ -66,7 +66,28 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         type=Path,
         default=None,
-        help="use this API server (a node-less control plane) instead of starting the emulator",
+        help="use this API server (with its own controller manager and scheduler, or the emulator) "
+        "instead of starting one",
+    )
+    parser.add_argument(
+        "--control-plane",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="start a real control plane from the binaries in DIR (etcd, kube-apiserver, "
+        "kube-controller-manager, kube-scheduler; default: $KUBEBUILDER_ASSETS)",
+    )
+    parser.add_argument(
+        "--emulator",
+        action="store_true",
+        help="use the built-in API emulator even when control-plane binaries are available",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        metavar="PATTERN",
+        help="the namespaces this sandbox owns (repeatable; globs as `modelrollout run --namespace`): its "
+        "operator and kubelet act only there (default: all)",
     )
     parser.add_argument("--api-port", type=int, default=0, help="port of the emulated API server (0: any free)")
     parser.add_argument("--dataplane-port", type=int, default=8000, help="port of the data plane (default 8000)")
@@ -92,19 +113,36 @@ def summary(state: dict[str, Any]) -> str:
     directory = state.get("dir", "")
     lines = [f"sandbox ready in {state.get('ready_after_s') or 0:.1f}s (dir {directory})"]
     api = state.get("api_url") or "(from --kubeconfig)"
-    lines.append(f"  API server   {api}{' (emulator)' if state.get('emulated') else ''}")
+    if state.get("emulated"):
+        kind = " (emulator)"
+    elif state.get("control_plane"):
+        kind = " (real control plane: kube-apiserver, controller manager, scheduler; kubelet simulated)"
+    else:
+        kind = ""
+    lines.append(f"  API server   {api}{kind}")
     lines.append(f"  data plane   {state.get('dataplane_url')}/<namespace>/<service>/<path>")
     lines.append(f"               stats: {state.get('dataplane_url')}/_dataplane/stats")
     lines.append(f"  Prometheus   {state.get('prometheus_url')}")
     operator = state.get("operator")
     if operator:
         lines.append(f"  operator     pid {operator['pid']}, metrics {operator['metrics_url']}, log {operator['log']}")
+        if state.get("operator_identity", "").startswith("service-account"):
+            lines.append(f"               as {state['operator_identity']} (the Helm chart's permissions)")
     else:
         lines.append("  operator     not started (--no-operator)")
     lines.append(f"  logs         {directory}/logs")
     lines.append(f"stop it with: modelrollout sandbox down --dir {directory}")
     lines.append(f"export KUBECONFIG={state.get('kubeconfig')}")
     return "\n".join(lines)
+
+
+def emulator_notice(config: Any) -> str | None:
+    """The one line that says the emulator stands in for a real control plane, and how to get one."""
+    from modelrollout.sandbox.control_plane import HOW_TO_GET_BINARIES
+
+    if config.kubeconfig is not None or config.emulator or config.assets() is not None:
+        return None
+    return f"no control-plane binaries found: using the built-in API emulator; for a real one, {HOW_TO_GET_BINARIES}"
 
 
 def sandbox_up(args: argparse.Namespace) -> int:
@@ -116,6 +154,9 @@ def sandbox_up(args: argparse.Namespace) -> int:
     except SandboxError as error:
         _err(str(error))
         return error.exit_code
+    notice = emulator_notice(config)
+    if notice:
+        _err(notice)
     if args.foreground:
         return _up_foreground(config)
     return _up_daemon(config, args.timeout)
@@ -205,6 +246,7 @@ def _recorded(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         entry = state.get(role)
         if entry:
             found.append((role, entry))
+    found += [(str(c.get("name")), c) for c in state.get("control_plane") or [] if c.get("pid")]
     found += [(f"pod {p['namespace']}/{p['name']}", p) for p in state.get("pods") or [] if p.get("pid")]
     return found
 

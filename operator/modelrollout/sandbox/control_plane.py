@@ -47,6 +47,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 #: Pods get addresses from here; they exist only in the API (see :mod:`modelrollout.sandbox.kubelet`).
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
+#: The namespace annotation (admission plugin PodNodeSelector) that binds a namespace's pods to Nodes.
+NODE_SELECTOR_ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
 ADMIN_USER = "admin"
 HOW_TO_GET_BINARIES = (
     "set KUBEBUILDER_ASSETS (or --control-plane DIR) to a folder with etcd, kube-apiserver, "
@@ -196,6 +198,9 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # A namespace's `scheduler.alpha.kubernetes.io/node-selector` annotation pins its pods
+                # to a Node: each sandbox sharing this server pins its namespaces to its own kubelet.
+                "--enable-admission-plugins=PodNodeSelector",
             ],
         )
         self._wait(deadline, "kube-apiserver", lambda: self.ca_file.exists() and self._api_ok("/readyz"))

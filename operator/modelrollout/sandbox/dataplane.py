@@ -11,9 +11,13 @@ without touching the proxy:
    weights and ``RequestMirror`` filters, or a VirtualService's route weights and
    ``mirror``/``mirrorPercentage``. A resolver that has objects to watch (:class:`WatchingResolver`)
    gets an informer per resource, started with the data plane.
-2. **Endpoints**: a backend Service becomes its READY pods whose labels match ``spec.selector``
-   (from the workload simulator's registry), one picked uniformly at random, as kube-proxy does: the
-   split across versions behind one Service follows the replica ratio.
+2. **Endpoints**: a backend Service becomes its READY pods, one picked uniformly at random, as
+   kube-proxy does: the split across versions behind one Service follows the replica ratio. On a real
+   control plane (``endpoint_slices=True``) they are the ready endpoints of the Service's
+   EndpointSlices, made by the real EndpointSlice controller; each address (pod range, existing only
+   in the API) is mapped through the registry to the loopback port its process listens on, and an
+   address the registry does not know (another sandbox's pod) is skipped. On the emulator (no
+   controllers) they are the registry's ready pods whose labels match ``spec.selector``.
 
 The request (method, path, query, headers, body) goes to the pod; its answer comes back as is. No
 ready endpoint: 503 with a JSON error; the pod does not answer: 502.
@@ -43,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelrollout.kube.api import SERVICES, KubeApi, Resource
-from modelrollout.sandbox.kube import Informer, Obj, cancel_and_wait, connect
+from modelrollout.sandbox.kube import ENDPOINTSLICES, Informer, Obj, cancel_and_wait, connect, key_of
 from modelrollout.sandbox.registry import Pod, PodRegistry
 
 log = logging.getLogger("modelrollout.sandbox.dataplane")
@@ -71,6 +75,8 @@ METRICS_PATH = "/_dataplane/metrics"
 POD_HEADER = "X-Sandbox-Pod"
 #: Response header naming the route (resolver and rule) that decided.
 ROUTE_HEADER = "X-Sandbox-Route"
+#: The label the EndpointSlice controller puts on a Service's slices.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 #: Mirrored copies in flight at once; more are dropped, so a slow shadow cannot pile up work.
 MAX_MIRRORS_IN_FLIGHT = 64
 #: A mirrored copy is abandoned after this long (its answer is never used anyway).
@@ -249,6 +255,7 @@ class DataPlane:
         resolvers: Sequence[RouteResolver] = (),
         upstream_timeout: float = 30.0,
         seed: int | None = None,
+        endpoint_slices: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.registry = registry
@@ -259,6 +266,10 @@ class DataPlane:
         self._rng = random.Random(seed)
         self._timeout = aiohttp.ClientTimeout(total=upstream_timeout)
         self._services: Informer | None = None
+        self.endpoint_slices = endpoint_slices
+        self._slices: Informer | None = None
+        #: (namespace, service) -> {slice name: slice}, kept from the EndpointSlice informer
+        self._slices_by_service: dict[tuple[str, str], dict[str, Obj]] = {}
         self._route_informers: list[tuple[Resource, Informer]] = []
         self._api: KubeApi | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -296,6 +307,10 @@ class DataPlane:
         self._services = Informer(self._api, raw, SERVICES, self._on_service, name="services")
         self._tasks.append(asyncio.create_task(self._services.run(), name="service informer"))
         await asyncio.wait_for(self._services.synced.wait(), timeout)
+        if self.endpoint_slices:
+            self._slices = Informer(self._api, raw, ENDPOINTSLICES, self._on_slice, name="endpointslices")
+            self._tasks.append(asyncio.create_task(self._slices.run(), name="endpointslice informer"))
+            await asyncio.wait_for(self._slices.synced.wait(), timeout)
         for resolver in self.resolvers:
             if isinstance(resolver, WatchingResolver):
                 for resource in resolver.watches:
@@ -353,9 +368,43 @@ class DataPlane:
             return None
         return {str(k): str(v) for k, v in ((obj.get("spec") or {}).get("selector") or {}).items()}
 
+    async def _on_slice(self, kind: str, obj: Obj) -> None:
+        namespace, name = key_of(obj)
+        service = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service:
+            return
+        slices = self._slices_by_service.setdefault((namespace, str(service)), {})
+        if kind == "DELETED":
+            slices.pop(name, None)
+        else:
+            slices[name] = obj
+
     def endpoints(self, namespace: str, service: str) -> list[Pod]:
+        if self.endpoint_slices:
+            return self._slice_endpoints(namespace, service)
         selector = self.service_selector(namespace, service)
         return self.registry.ready_endpoints(namespace, selector) if selector else []
+
+    def _slice_endpoints(self, namespace: str, service: str) -> list[Pod]:
+        """The Service's ready endpoints, as the processes the registry maps their addresses to."""
+        pods: list[Pod] = []
+        seen: set[str] = set()
+        for obj in (self._slices_by_service.get((namespace, service)) or {}).values():
+            for endpoint in obj.get("endpoints") or []:
+                # discovery.k8s.io/v1: an unset `ready` means ready.
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                target = endpoint.get("targetRef") or {}
+                for address in endpoint.get("addresses") or []:
+                    pod = self.registry.by_ip(str(address))
+                    # The slice may still name a pod that is gone, whose address a new pod now has:
+                    # only the pod the endpoint names gets its traffic.
+                    if pod is not None and target.get("uid") and target.get("uid") != pod.uid:
+                        continue
+                    if pod is not None and address not in seen:
+                        seen.add(address)
+                        pods.append(pod)
+        return pods
 
     # --- handlers ---------------------------------------------------------------------------------
 

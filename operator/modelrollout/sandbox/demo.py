@@ -2,7 +2,9 @@
 
 The story: 1.0.0 is deployed; 2.0.0 (good) is delivered by canary and promoted; 3.0.0 (slower and
 erroring) is delivered the same way and rolled back on its own. Real model-server processes, real
-traffic through the data plane, a real Prometheus; the only stand-in is the Kubernetes API. At the
+traffic through the data plane, a real Prometheus, and a real control plane when its binaries are
+there (``--control-plane DIR`` or ``$KUBEBUILDER_ASSETS``; the kubelet is simulated), else the
+built-in API emulator stands in for the Kubernetes API. At the
 end the demo prints how long it took from the first breaching sample to the rollback decision and
 to the last request the bad version served, and exits non-zero if the story did not go as told.
 """
@@ -31,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelrollout import GROUP, PLURAL, VERSION
+from modelrollout.sandbox.control_plane import HOW_TO_GET_BINARIES, ControlPlaneError, find_assets
 from modelrollout.sandbox.supervisor import Sandbox
 
 NAMESPACE = "default"
@@ -302,9 +305,29 @@ def timing_lines(timings: dict[str, float | None]) -> list[str]:
 def run_demo(args: argparse.Namespace) -> int:
     console = Console()
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="modelrollout-demo-"))
-    console.print(f"[bold]modelrollout demo[/bold]: starting a sandbox in {directory} (emulated API, real Prometheus)")
     try:
-        with Sandbox(directory, dataplane_port=0, prometheus_port=0, api_port=0, scrape_interval=SCRAPE_SECONDS) as box:
+        assets = find_assets(args.control_plane)
+    except ControlPlaneError as error:
+        console.print(f"[bold red]The sandbox failed:[/bold red] {error}")
+        return 2
+    if assets is None:
+        console.print(
+            f"no control-plane binaries found: using the built-in API emulator; for a real one, {HOW_TO_GET_BINARIES}"
+        )
+        api = "emulated API"
+    else:
+        api = f"real control plane from {assets}"
+    console.print(f"[bold]modelrollout demo[/bold]: starting a sandbox in {directory} ({api}, real Prometheus)")
+    try:
+        with Sandbox(
+            directory,
+            dataplane_port=0,
+            prometheus_port=0,
+            api_port=0,
+            scrape_interval=SCRAPE_SECONDS,
+            control_plane=assets,
+            emulator=assets is None,
+        ) as box:
             demo = Demo(box, console)
             try:
                 timings = demo.run()
@@ -329,4 +352,10 @@ def run_demo(args: argparse.Namespace) -> int:
 def add_demo_command(commands: Any) -> None:
     demo = commands.add_parser("demo", help="watch a canary promoted and a bad model rolled back, in a local sandbox")
     demo.add_argument("--dir", default=None, help="keep the sandbox's files (logs, kubeconfig) here")
+    demo.add_argument(
+        "--control-plane",
+        default=None,
+        metavar="DIR",
+        help="run on a real control plane from the binaries in DIR (default: $KUBEBUILDER_ASSETS; none: the emulator)",
+    )
     demo.set_defaults(demo_handler=run_demo)

@@ -20,6 +20,10 @@ from kubernetes_asyncio import client, config
 
 from modelrollout.kube.api import ApiError, KubeApi, Resource
 
+PODS = Resource("", "v1", "pods")
+NODES = Resource("", "v1", "nodes", namespaced=False)
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
+
 log = logging.getLogger("modelrollout.sandbox.kube")
 
 Obj = dict[str, Any]
@@ -54,6 +58,7 @@ class Informer:
         handler: Handler,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         name: str = "",
     ) -> None:
         self._api = api
@@ -61,6 +66,7 @@ class Informer:
         self._resource = resource
         self._handler = handler
         self._selector = label_selector
+        self._fields = field_selector
         self._name = name or resource.plural
         self.objects: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
@@ -85,8 +91,12 @@ class Informer:
                 backoff = min(backoff * 2, 5.0)
 
     async def _relist(self) -> str:
-        query = {"labelSelector": self._selector} if self._selector else None
-        answer = await self._api.request("GET", self._resource.path(None), query=query)
+        query = {}
+        if self._selector:
+            query["labelSelector"] = self._selector
+        if self._fields:
+            query["fieldSelector"] = self._fields
+        answer = await self._api.request("GET", self._resource.path(None), query=query or None)
         self.relists += 1
         fresh = {key_of(item): item for item in answer.get("items", [])}
         for key in [key for key in self.objects if key not in fresh]:
@@ -111,6 +121,8 @@ class Informer:
         ]
         if self._selector:
             query.append(("labelSelector", self._selector))
+        if self._fields:
+            query.append(("fieldSelector", self._fields))
         response = await self._raw.call_api(
             self._resource.path(None),
             "GET",

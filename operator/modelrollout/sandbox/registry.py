@@ -1,7 +1,11 @@
-"""The sandbox's pods: what the workload simulator runs, and what the data plane and Prometheus read.
+"""The sandbox's pods: the processes that run, and what the data plane and Prometheus read.
 
-There are no Pod objects in the API: the simulator is the only one who knows which processes run,
-so it keeps this in-memory registry, and the readers subscribe to it instead of to Endpoints.
+On the emulator there are no Pod objects in the API: the workload simulator is the only one who knows
+which processes run, so it keeps this registry, and the data plane reads endpoints from it. On a real
+control plane the Pods are real API objects and the sandbox's kubelet keeps here what the API cannot
+hold: each pod's address in the pod range (``ip``, only in the API) and the loopback ``host:port`` its
+process really listens on. The data plane reads EndpointSlices and maps their addresses through
+:meth:`PodRegistry.by_ip`; nothing ever connects to a pod-range address.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ class Pod:
     template_hash: str = ""
     log_path: str = ""
     version: str = field(default="")
+    #: The pod's address in the API (real control plane only; never connected to).
+    ip: str = ""
+    uid: str = ""
+    #: The last exit code of the process, for the pod's lastState (None: it has not exited).
+    last_exit_code: int | None = None
+    #: Wall-clock time the current process started (for the pod's state.running.startedAt).
+    started_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -54,6 +65,7 @@ class Pod:
             "name": self.name,
             "version": self.version,
             "address": self.address,
+            "ip": self.ip,
             "ready": self.ready,
             "pid": self.pid,
             "restarts": self.restarts,
@@ -70,6 +82,7 @@ class PodRegistry:
 
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], Pod] = {}
+        self._by_ip: dict[str, Pod] = {}
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
@@ -86,14 +99,22 @@ class PodRegistry:
 
     def add(self, pod: Pod) -> None:
         self._pods[(pod.namespace, pod.name)] = pod
+        if pod.ip:
+            self._by_ip[pod.ip] = pod
         self.changed()
 
     def remove(self, pod: Pod) -> None:
         if self._pods.pop((pod.namespace, pod.name), None) is not None:
+            if pod.ip and self._by_ip.get(pod.ip) is pod:
+                del self._by_ip[pod.ip]
             self.changed()
 
     def all(self) -> list[Pod]:
         return list(self._pods.values())
+
+    def by_ip(self, ip: str) -> Pod | None:
+        """The pod the API knows at ``ip`` (pod range), whose process listens on ``pod.address``."""
+        return self._by_ip.get(ip)
 
     def of_deployment(self, namespace: str, deployment: str) -> list[Pod]:
         return [pod for pod in self._pods.values() if pod.namespace == namespace and pod.deployment == deployment]

@@ -1,8 +1,14 @@
 """The sandbox supervisor: the API server, the operator, the workloads, the data plane and Prometheus.
 
-:class:`Sandbox` starts them all in one process (the emulator, the workload simulator and the data plane
-share its event loop; the operator, Prometheus and the model servers are its child processes) and
-stops them in order. It is an async context manager, and a sync one that runs the same loop in a
+The Kubernetes API is, in this order of preference: the API server a ``--kubeconfig`` names; a real
+control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) the sandbox starts from
+``--control-plane DIR`` or ``$KUBEBUILDER_ASSETS``; else the built-in emulator. On a real control plane
+the real controllers make ReplicaSets, Pods and EndpointSlices, and the sandbox only plays the kubelet
+(:mod:`modelrollout.sandbox.kubelet`); on the emulator its workload simulator plays the controllers too.
+
+:class:`Sandbox` starts them all in one process (the emulator, the kubelet or simulator and the data plane
+share its event loop; the control plane, the operator, Prometheus and the model servers are its child
+processes) and stops them in order. It is an async context manager, and a sync one that runs the same loop in a
 background thread (for synchronous tests and scripts)::
 
     with Sandbox(tmp_path / "sandbox", dataplane_port=0, prometheus_port=0) as sandbox:
@@ -18,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -35,14 +42,21 @@ from typing import IO, Any, Self, TypeVar
 import aiohttp
 import yaml
 
-from modelrollout import GROUP, PLURAL
+from modelrollout import GROUP, PLURAL, rbac
 from modelrollout.api.crd import render_crds
 from modelrollout.emulator.server import EmulatorServer
-from modelrollout.kube.api import CRDS, ApiError
+from modelrollout.kube.api import CRDS, NAMESPACES, ApiError, Resource
 from modelrollout.sandbox import procs
 from modelrollout.sandbox.cli import add_up_arguments
+from modelrollout.sandbox.control_plane import (
+    NODE_SELECTOR_ANNOTATION,
+    ControlPlane,
+    ControlPlaneError,
+    find_assets,
+)
 from modelrollout.sandbox.dataplane import DataPlane
 from modelrollout.sandbox.kube import connect
+from modelrollout.sandbox.kubelet import SandboxKubelet
 from modelrollout.sandbox.prometheus import (
     DATAPLANE_JOB,
     OPERATOR_JOB,
@@ -100,6 +114,19 @@ class SandboxConfig:
     resync_seconds: float = 10.0
     operator_args: tuple[str, ...] = ()
     simulator: SimulatorOptions = field(default_factory=SimulatorOptions)
+    #: The control-plane binaries (envtest convention) to start a real control plane from, when no
+    #: --kubeconfig is given; None: $KUBEBUILDER_ASSETS, and the emulator when that is unset too.
+    control_plane: Path | None = None
+    #: Never start a real control plane (the emulator), whatever $KUBEBUILDER_ASSETS says.
+    emulator: bool = False
+    #: The identity the operator runs as on an API server the sandbox did not start (e.g. the Helm
+    #: chart's ServiceAccount); None: the --kubeconfig's own.
+    operator_kubeconfig: Path | None = None
+    #: The namespaces (patterns, as `modelrollout run --namespace`) this sandbox owns: its operator and
+    #: kubelet act only there, so sandboxes sharing an API server leave each other alone. Empty: all.
+    namespaces: tuple[str, ...] = ()
+    #: The Node its kubelet registers (default: one named after the sandbox directory).
+    node: str | None = None
 
     def to_argv(self) -> list[str]:
         """The supervisor command-line flags that recreate this config (for the daemon)."""
@@ -118,7 +145,24 @@ class SandboxConfig:
         ]
         if self.kubeconfig is not None:
             argv += ["--kubeconfig", str(self.kubeconfig)]
+        if self.control_plane is not None:
+            argv += ["--control-plane", str(self.control_plane)]
+        if self.emulator:
+            argv.append("--emulator")
+        for pattern in self.namespaces:
+            argv += ["--namespace", pattern]
         return argv
+
+    def assets(self) -> Path | None:
+        """The control-plane binaries this sandbox starts a real control plane from (None: it will not)."""
+        if self.kubeconfig is not None or self.emulator:
+            return None
+        return find_assets(self.control_plane)
+
+    @property
+    def node_name(self) -> str:
+        # Named after the directory: stable across restarts of one sandbox, distinct between sandboxes.
+        return self.node or f"sandbox-{hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 # --- preflight -----------------------------------------------------------------------------------
@@ -167,6 +211,10 @@ def preflight(config: SandboxConfig) -> None:
             raise PortTaken(f"port {port} on 127.0.0.1 is taken; choose another with {flag} PORT (0: any free port)")
     if config.kubeconfig is not None and not config.kubeconfig.is_file():
         raise SandboxError(f"--kubeconfig {config.kubeconfig}: no such file")
+    try:
+        config.assets()
+    except ControlPlaneError as error:
+        raise SandboxError(str(error)) from None
 
 
 def _lock_held(directory: Path) -> bool:
@@ -341,7 +389,12 @@ class Sandbox:
         self.dir = self.config.dir.resolve()
         self.registry = PodRegistry()
         self.emulator: EmulatorServer | None = None
-        self.simulator: WorkloadSimulator | None = None
+        self.control_plane: ControlPlane | None = None
+        self.simulator: WorkloadSimulator | SandboxKubelet | None = None
+        #: True once started on a real API server (a started control plane or a --kubeconfig's)
+        self.real_api = False
+        #: "service-account <ns>/<name>" (the chart's permissions) or "kubeconfig" (whatever it grants)
+        self.operator_identity = ""
         self.dataplane: DataPlane | None = None
         self.prometheus: SandboxPrometheus | None = None
         self.operator: OperatorHandle | None = None
@@ -359,10 +412,17 @@ class Sandbox:
 
     @property
     def emulated(self) -> bool:
-        return self.config.kubeconfig is None
+        return self.emulator is not None
+
+    @property
+    def kubelet(self) -> SandboxKubelet | None:
+        """The simulated kubelet, on a real control plane (None on the emulator)."""
+        return self.simulator if isinstance(self.simulator, SandboxKubelet) else None
 
     @property
     def api_url(self) -> str | None:
+        if self.control_plane is not None:
+            return self.control_plane.server
         return self.emulator.url if self.emulator is not None else None
 
     @property
@@ -374,6 +434,13 @@ class Sandbox:
     def prometheus_url(self) -> str:
         assert self.prometheus is not None, "the sandbox is not running"
         return self.prometheus.url
+
+    def namespace_annotations(self) -> dict[str, str]:
+        """What a namespace of this sandbox is created with: on a real control plane, the annotation
+        that pins its pods to this sandbox's Node (another sandbox's, or a test's, Node never gets them)."""
+        if self.kubelet is None:
+            return {}
+        return {NODE_SELECTOR_ANNOTATION: f"kubernetes.io/hostname={self.config.node_name}"}
 
     def service_url(self, namespace: str, service: str, path: str = "") -> str:
         """The data plane's URL of a Service, e.g. ``service_url("demo", "scorer", "/predict")``."""
@@ -400,30 +467,58 @@ class Sandbox:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         prometheus_port = cfg.prometheus_port or procs.free_port()
         self.write_state("starting")
-        if cfg.kubeconfig is None:
+        assets = cfg.assets()
+        operator_kubeconfig: Path | None = None
+        if cfg.kubeconfig is not None:
+            self.kubeconfig = cfg.kubeconfig.resolve()
+            self.real_api = not await _is_emulator(str(self.kubeconfig))
+            await install_crds(str(self.kubeconfig))
+            await install_route_crds(str(self.kubeconfig))
+            operator_kubeconfig = cfg.operator_kubeconfig
+        elif assets is not None:
+            await self._start_control_plane(assets)
+            operator_kubeconfig = await self._operator_identity()
+            self.real_api = True
+        else:
             crds = [yaml.safe_load(text) for text in render_crds().values()]
             # HTTPRoute and VirtualService too, so that routes can be applied and the data plane honours them.
             self.emulator = EmulatorServer(port=cfg.api_port, crds=[*crds, *route_crd_documents()])
             await self.emulator.__aenter__()
             self.emulator.write_kubeconfig(self.kubeconfig)
+        if self.real_api:
+            # The real controller manager makes the ReplicaSets, Pods and EndpointSlices: play only the kubelet.
+            self.simulator = SandboxKubelet(
+                self.kubeconfig,
+                self.registry,
+                self.dir,
+                cfg.simulator,
+                node=cfg.node_name,
+                namespaces=cfg.namespaces,
+            )
         else:
-            self.kubeconfig = cfg.kubeconfig.resolve()
-            await install_crds(str(self.kubeconfig))
-            await install_route_crds(str(self.kubeconfig))
-        self.simulator = WorkloadSimulator(self.kubeconfig, self.registry, self.dir, cfg.simulator)
+            self.simulator = WorkloadSimulator(self.kubeconfig, self.registry, self.dir, cfg.simulator)
         await self.simulator.start()
         self.dataplane = DataPlane(
-            str(self.kubeconfig), self.registry, port=cfg.dataplane_port, resolvers=default_resolvers()
+            str(self.kubeconfig),
+            self.registry,
+            port=cfg.dataplane_port,
+            resolvers=default_resolvers(),
+            endpoint_slices=self.real_api,
         )
         await self.dataplane.start()
         prometheus_url = f"http://127.0.0.1:{prometheus_port}"
         if cfg.operator:
+            if operator_kubeconfig is None and cfg.operator_kubeconfig is not None:
+                operator_kubeconfig = cfg.operator_kubeconfig
+            if not self.operator_identity:
+                self.operator_identity = "kubeconfig" if operator_kubeconfig is None else "service-account"
+            namespace_args = [arg for pattern in cfg.namespaces for arg in ("--namespace", pattern)]
             self.operator = OperatorHandle(
-                self.kubeconfig,
+                operator_kubeconfig or self.kubeconfig,
                 prometheus_url,
                 self.dir / "logs" / "operator.log",
                 resync_seconds=cfg.resync_seconds,
-                extra_args=cfg.operator_args,
+                extra_args=[*namespace_args, *cfg.operator_args],
             )
             self.operator.start()
         static_jobs = {DATAPLANE_JOB: [f"127.0.0.1:{self.dataplane.port}"]}
@@ -443,6 +538,43 @@ class Sandbox:
             await asyncio.to_thread(self.operator.wait_healthy)
         await self.simulator.wait_cache()
 
+    async def _start_control_plane(self, assets: Path) -> None:
+        """etcd, the API server, the controller manager and the scheduler, under ``dir/control-plane``;
+        the user's kubeconfig is the admin's (kubectl gets the real server: validation, explain, watch)."""
+        directory = self.dir / "control-plane"
+        try:
+            self.control_plane = await asyncio.to_thread(ControlPlane.start_in, directory, assets)
+        except ControlPlaneError as error:
+            raise SandboxError(f"the control plane did not start: {error}") from None
+        self.kubeconfig.write_bytes(self.control_plane.admin_kubeconfig.read_bytes())
+        self.kubeconfig.chmod(0o600)
+        await install_crds(str(self.kubeconfig))
+        await install_route_crds(str(self.kubeconfig))
+
+    async def _operator_identity(self) -> Path:
+        """A ServiceAccount bound to a ClusterRole of exactly the rules the Helm chart grants
+        (:mod:`modelrollout.rbac`, which the chart's tests hold the chart to), and a kubeconfig with
+        its token: RBAC is enforced on the sandbox's operator as in a cluster."""
+        assert self.control_plane is not None
+        namespace, name = OPERATOR_NAMESPACE, OPERATOR_ACCOUNT
+        api, _raw = await connect(str(self.kubeconfig))
+        try:
+            await api.create_or_get(NAMESPACES, None, {"metadata": {"name": namespace}})
+            await api.create_or_get(SERVICE_ACCOUNTS, namespace, {"metadata": {"name": name}})
+            await api.create_or_get(CLUSTER_ROLES, None, operator_cluster_role(name))
+            binding = {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+            await api.create_or_get(CLUSTER_ROLE_BINDINGS, None, binding)
+        finally:
+            await api.close()
+        path = self.dir / "operator.kubeconfig"
+        await asyncio.to_thread(self.control_plane.service_account_kubeconfig, path, namespace, name)
+        self.operator_identity = f"service-account {namespace}/{name}"
+        return path
+
     async def stop(self) -> None:
         """Stop in dependency order: the operator first (so it does not react to pods going away)."""
         self.write_state("stopping")
@@ -457,6 +589,8 @@ class Sandbox:
             await _quietly(self.prometheus.stop())
         if self.emulator is not None:
             await _quietly(self.emulator.__aexit__(None, None, None))
+        if self.control_plane is not None:
+            await _quietly(asyncio.to_thread(self.control_plane.stop))
         with contextlib.suppress(OSError):
             (self.dir / STATE_FILE).unlink()
         self._release_lock()
@@ -543,6 +677,16 @@ class Sandbox:
             "dir": str(self.dir),
             "mode": "daemon" if self.daemon else "in-process",
             "emulated": self.emulated,
+            "real_api": self.real_api,
+            "node": self.config.node_name if self.kubelet is not None else None,
+            "namespaces": list(self.config.namespaces),
+            "operator_identity": self.operator_identity,
+            "control_plane": [
+                entry(component.process.pid, name=component.name, log=str(component.log_path))
+                for component in self.control_plane.components
+            ]
+            if self.control_plane is not None
+            else [],
             "supervisor": entry(os.getpid()),
             "kubeconfig": str(self.kubeconfig),
             "api_url": self.api_url,
@@ -614,6 +758,65 @@ async def _quietly(step: Coroutine[Any, Any, Any]) -> None:
         log.exception("while stopping the sandbox")
 
 
+OPERATOR_NAMESPACE = "modelrollout-system"
+OPERATOR_ACCOUNT = "modelrollout-sandbox-operator"
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
+CLUSTER_ROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False)
+CLUSTER_ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False)
+
+
+def operator_cluster_role(name: str) -> dict[str, Any]:
+    """The chart's ClusterRole for an operator watching every namespace without peering (the sandbox's
+    operator is standalone), made from the same rules the chart is tested against."""
+    rules: dict[tuple[str, str], list[str]] = {}
+    for rule in rbac.rules(cluster_wide=True, peering=False):
+        verbs = rules.setdefault((rule.api_group, rule.resource), [])
+        verbs += [verb for verb in rule.verbs if verb not in verbs]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": [group], "resources": [resource], "verbs": verbs}
+            for (group, resource), verbs in sorted(rules.items())
+        ],
+    }
+
+
+async def _is_emulator(kubeconfig: str) -> bool:
+    """Whether the API server is our emulator (its /version says so): it has no controllers, so the
+    workload simulator must play them; any other server is taken to run the real ones."""
+    api, _raw = await connect(kubeconfig)
+    try:
+        version = await api.request("GET", "/version")
+    except (ApiError, aiohttp.ClientError) as error:
+        raise SandboxError(f"cannot reach the API server of {kubeconfig}: {error}") from None
+    finally:
+        await api.close()
+    return "emulator" in str(version.get("gitVersion", ""))
+
+
+async def _create_crd(api: Any, document: dict[str, Any]) -> dict[str, Any]:
+    """Create a CRD unless it is there: GET first, since a real server validates a create before it
+    reports a conflict (a CRD it would refuse answers 422, not 409, even when one exists); on a 409 or
+    422 from a create that raced another sandbox's, the one that is there now stands."""
+    name = document["metadata"]["name"]
+    existing: dict[str, Any] | None = await api.get(CRDS, None, name)
+    if existing is not None:
+        return existing
+    try:
+        created: dict[str, Any] = await api.create(CRDS, None, document)
+        log.info("installed CRD %s", name)
+        return created
+    except ApiError as error:
+        if error.status not in (409, 422):
+            raise
+        existing = await api.get(CRDS, None, name)
+        if existing is None:
+            raise
+        return existing
+
+
 async def install_crds(kubeconfig: str, timeout: float = 30.0) -> None:
     """Create the CRDs on a given API server (or accept the ones there) and wait until Established."""
     api, _raw = await connect(kubeconfig)
@@ -623,8 +826,7 @@ async def install_crds(kubeconfig: str, timeout: float = 30.0) -> None:
             name = document["metadata"]["name"]
             existing = await api.get(CRDS, None, name)
             if existing is None:
-                await api.create(CRDS, None, document)
-                log.info("installed CRD %s", name)
+                await _create_crd(api, document)
             else:
                 served = {v.get("name") for v in (existing.get("spec") or {}).get("versions", [])}
                 wanted = {v.get("name") for v in document["spec"]["versions"]}
@@ -662,13 +864,7 @@ async def install_route_crds(kubeconfig: str, timeout: float = 30.0) -> None:
         for document in route_crd_documents():
             name = document["metadata"]["name"]
             names.append(name)
-            if await api.get(CRDS, None, name) is None:
-                try:
-                    await api.create(CRDS, None, document)
-                    log.info("installed CRD %s", name)
-                except ApiError as error:
-                    if error.status != 409:  # created meanwhile by someone else: theirs stands
-                        raise
+            await _create_crd(api, document)
         deadline = asyncio.get_running_loop().time() + timeout
         for name in names:
             while True:
@@ -694,6 +890,9 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
         dir=args.dir.resolve(),
         kubeconfig=args.kubeconfig.resolve() if args.kubeconfig else None,
+        control_plane=args.control_plane.resolve() if args.control_plane else None,
+        emulator=args.emulator,
+        namespaces=tuple(args.namespace or ()),
         api_port=args.api_port,
         dataplane_port=args.dataplane_port,
         prometheus_port=args.prometheus_port,

@@ -1,4 +1,7 @@
-"""The workload simulator: the Deployment controller and the kubelet for the sandbox's model servers.
+"""The workload simulator: the Deployment controller and the kubelet for the sandbox's model servers,
+for the emulator (which has no controllers). On a real control plane the real controller manager makes
+ReplicaSets and Pods and :mod:`modelrollout.sandbox.kubelet` plays only the kubelet; both run each pod
+with :class:`PodRunner` (process, restarts with back-off, readiness probe), defined here.
 
 For every Deployment labelled ``app.kubernetes.io/managed-by=modelrollout`` (all namespaces) it runs
 ``spec.replicas`` processes of the reference model server, one per replica, each on its own loopback
@@ -36,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -98,14 +101,46 @@ def _max_unavailable(spec: dict[str, Any], desired: int) -> int:
         return 0
 
 
+class PodHost(Protocol):
+    """What a :class:`PodRunner` needs from whoever runs it (the simulator or the kubelet)."""
+
+    options: SimulatorOptions
+    cache_ready: asyncio.Event
+
+    @property
+    def http(self) -> aiohttp.ClientSession: ...
+
+    def pod_changed(self, pod: Pod) -> None: ...
+
+
+async def warm_model_cache(python: str, env: dict[str, str], log_path: Path) -> None:
+    """Train the model variants once, so that every pod starts in well under a second."""
+    started = time.monotonic()
+    process = await procs.spawn([python, "-m", MODEL_SERVER_MODULE, "--warm-cache"], env=env, log_path=log_path)
+    try:
+        code = await process.wait()
+    except asyncio.CancelledError:
+        await procs.terminate(process, 2.0)
+        raise
+    if code != 0:
+        log.warning("warming the model cache failed (exit %s): each pod trains its own model", code)
+    else:
+        log.info("model cache warm in %.1fs", time.monotonic() - started)
+
+
 @dataclass
-class _PodRunner:
-    """One pod's lifecycle: its process, restarts with back-off, and the readiness probe."""
+class PodRunner:
+    """One pod's lifecycle: its process, restarts with back-off, and the readiness probe.
+
+    ``restart_policy`` as a pod's: ``Always`` (a Deployment's pods) restarts every exit, ``OnFailure``
+    only non-zero ones, ``Never`` none; a process that is not restarted leaves ``pod.state`` ``exited``.
+    """
 
     pod: Pod
     env: dict[str, str]
     readiness_path: str
-    sim: WorkloadSimulator
+    sim: PodHost
+    restart_policy: str = "Always"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
@@ -160,9 +195,14 @@ class _PodRunner:
                 if exit_code is None:  # stopped on purpose
                     break
                 ran = time.monotonic() - started
+                self.pod.last_exit_code = exit_code
+                self.pod.pid = None
+                if self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and exit_code == 0):
+                    self._set(ready=False, state="exited")
+                    self.sim.pod_changed(self.pod)
+                    break
                 crashes = 1 if ran >= opts.backoff_reset_after else crashes + 1
                 self.pod.restarts += 1
-                self.pod.pid = None
                 self._set(ready=False, state="backoff")
                 log.info("pod %s/%s exited with %s after %.1fs", self.pod.namespace, self.pod.name, exit_code, ran)
         finally:
@@ -178,6 +218,7 @@ class _PodRunner:
             [opts.python, "-m", MODEL_SERVER_MODULE], env=env, log_path=Path(self.pod.log_path)
         )
         self.pod.pid = self.process.pid
+        self.pod.started_at = time.time()
         self._set(state="running")
         self.sim.pod_changed(self.pod)
         exited = asyncio.create_task(self.process.wait())
@@ -223,7 +264,7 @@ class _DeploymentState:
     desired: int = 0
     template_hash: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
-    pods: list[_PodRunner] = field(default_factory=list)
+    pods: list[PodRunner] = field(default_factory=list)
     last_written: dict[str, Any] | None = None
     conditions_since: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -299,23 +340,8 @@ class WorkloadSimulator:
     # --- the model cache --------------------------------------------------------------------------
 
     async def _warm_cache(self) -> None:
-        """Train the model variants once, so that every pod starts in well under a second."""
-        started = time.monotonic()
         try:
-            process = await procs.spawn(
-                [self.options.python, "-m", MODEL_SERVER_MODULE, "--warm-cache"],
-                env=self.base_env(),
-                log_path=self.workdir / "logs" / "warm-cache.log",
-            )
-            try:
-                code = await process.wait()
-            except asyncio.CancelledError:
-                await procs.terminate(process, 2.0)
-                raise
-            if code != 0:
-                log.warning("warming the model cache failed (exit %s): each pod trains its own model", code)
-            else:
-                log.info("model cache warm in %.1fs", time.monotonic() - started)
+            await warm_model_cache(self.options.python, self.base_env(), self.workdir / "logs" / "warm-cache.log")
         finally:
             self.cache_ready.set()
 
@@ -359,7 +385,7 @@ class WorkloadSimulator:
             state.pods.remove(runner)
             self._stop_later(runner)
 
-    def _new_pod(self, state: _DeploymentState) -> _PodRunner:
+    def _new_pod(self, state: _DeploymentState) -> PodRunner:
         template = state.spec.get("template") or {}
         selector = ((state.spec.get("selector") or {}).get("matchLabels")) or {}
         labels = {**((template.get("metadata") or {}).get("labels") or {}), **selector}
@@ -380,18 +406,18 @@ class WorkloadSimulator:
             template_hash=state.template_hash,
             log_path=str(self.log_dir / f"{state.namespace}_{name}.log"),
         )
-        runner = _PodRunner(pod=pod, env=env, readiness_path=str(probe), sim=self)
+        runner = PodRunner(pod=pod, env=env, readiness_path=str(probe), sim=self)
         self.registry.add(pod)
         runner.start()
         log.info("pod %s/%s started for %s (port %d)", pod.namespace, pod.name, state.name, pod.port)
         return runner
 
-    def _stop_later(self, runner: _PodRunner) -> None:
+    def _stop_later(self, runner: PodRunner) -> None:
         task = asyncio.create_task(self._stop_pod(runner), name=f"stop {runner.pod.name}")
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    async def _stop_pod(self, runner: _PodRunner) -> None:
+    async def _stop_pod(self, runner: PodRunner) -> None:
         try:
             await runner.stop()
         finally:
