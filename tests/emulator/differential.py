@@ -133,7 +133,12 @@ class Normaliser:
         result = json.loads(json.dumps(obj))
         if isinstance(result.get("items"), list):
             result["items"] = [self.object(item) for item in result["items"]]
+        details = result.get("details")
+        if result.get("kind") == "Status" and isinstance(details, dict) and "uid" in details:
+            details["uid"] = "<uid>"
         meta = result.get("metadata")
+        if isinstance(meta, dict) and isinstance(result.get("items"), list) and meta.get("resourceVersion"):
+            meta["resourceVersion"] = "<list>"  # the store's current version: other writes move it
         if isinstance(meta, dict):
             meta.pop("managedFields", None)
             meta.pop("selfLink", None)

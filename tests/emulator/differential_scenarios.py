@@ -373,8 +373,12 @@ def watches(r: Recorder) -> None:
         {"resourceVersion": start, "timeoutSeconds": "2", "allowWatchBookmarks": "true", "labelSelector": "app=w"},
         fields=fields,
     )
-    r.watch("without a version", WIDGETS, {"timeoutSeconds": "3"}, fields=fields)
-    r.watch("one object", WIDGETS, {"timeoutSeconds": "3", "fieldSelector": "metadata.name=before"}, fields=fields)
+    r.watch(
+        "one object",
+        WIDGETS,
+        {"resourceVersion": start, "timeoutSeconds": "2", "fieldSelector": "metadata.name=in"},
+        fields=fields,
+    )
     r.watch("too old", WIDGETS, {"resourceVersion": "1", "timeoutSeconds": "1"})
 
 
@@ -442,6 +446,30 @@ def deployments_patches(r: Recorder) -> None:
         {"status": {"replicas": 3, "readyReplicas": 3, "observedGeneration": 4}, "spec": {"replicas": 9}},
         content_type=MERGE,
         fields=("metadata.generation", "spec.replicas", "status.replicas", "status.readyReplicas"),
+    )
+    r.call(
+        "a finalizer",
+        "PATCH",
+        one,
+        {"metadata": {"finalizers": ["x/a"]}},
+        content_type=MERGE,
+        fields=("metadata.finalizers",),
+    )
+    r.call(
+        "strategic merge: finalizers merged as a set",
+        "PATCH",
+        one,
+        {"metadata": {"finalizers": ["x/b"]}},
+        content_type=STRATEGIC,
+        fields=("metadata.finalizers",),
+    )
+    r.call(
+        "finalizers dropped",
+        "PATCH",
+        one,
+        {"metadata": {"finalizers": None}},
+        content_type=MERGE,
+        fields=("metadata.finalizers",),
     )
     r.call("invalid replicas", "PATCH", one, {"spec": {"replicas": -1}}, content_type=MERGE)
     r.call(
