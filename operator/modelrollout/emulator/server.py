@@ -299,12 +299,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 )
                 return _json(_render(rtype, obj), 200, warnings)
             case "delete":
-                deleted = store.delete(rtype, namespace, name, self._delete_options(query, body), dry_run=dry_run)
+                answer = store.delete(rtype, namespace, name, self._delete_options(query, body), dry_run=dry_run)
                 if dry_run or rtype.key in _RETURNS_DELETED or store.find(rtype.key, namespace or "", name) is not None:
-                    return _json(_render(rtype, deleted))
+                    return _json(_render(rtype, answer))
                 # Gone at once: most resources answer a Status, not the object (pods and services
                 # answer the object, and so does anything that waits for finalizers).
-                return _json(_deleted_status(rtype, deleted))
+                return _json(_deleted_status(rtype, answer))
             case "deletecollection":
                 selector = self._selector(query, rtype, None)
                 options = self._delete_options(query, body)
