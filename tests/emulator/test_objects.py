@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.emulator.conftest import CR_PATH, Api, deployment, modelrollout
 
 CM_PATH = "/api/v1/namespaces/default/configmaps"
@@ -170,14 +172,25 @@ async def test_deletion_marks_bump_generation(crd_api: Api) -> None:
     assert marked["metadata"]["generation"] == 2
 
 
-async def test_delete_answers_the_object_and_accepts_propagation_policy(api: Api) -> None:
+async def test_delete_answers_a_status_and_accepts_propagation_policy(api: Api) -> None:
+    await api.ok("POST", CM_PATH, {"metadata": {"name": "cm"}})
+    # deleted at once: a Status naming the object, as a real server answers (pods and services: the object)
+    status, deleted = await api.delete(f"{CM_PATH}/cm", {"kind": "DeleteOptions", "apiVersion": "v1"})
+    assert status == 200 and deleted["kind"] == "Status" and deleted["status"] == "Success"
+    assert deleted["details"]["name"] == "cm" and deleted["details"]["kind"] == "configmaps"
+    status, _ = await api.delete(f"{CM_PATH}/cm")
+    assert status == 404
+    # Foreground: the policy becomes a finalizer (dependents or not), which the collector then lifts
     await api.ok("POST", CM_PATH, {"metadata": {"name": "cm"}})
     status, deleted = await api.delete(
         f"{CM_PATH}/cm", {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"}
     )
-    assert status == 200 and deleted["metadata"]["name"] == "cm"
-    status, _ = await api.delete(f"{CM_PATH}/cm")
-    assert status == 404
+    assert status == 200 and deleted["metadata"]["finalizers"] == ["foregroundDeletion"]
+    for _ in range(100):
+        if (await api.get(f"{CM_PATH}/cm"))[0] == 404:
+            break
+        await asyncio.sleep(0.01)
+    assert (await api.get(f"{CM_PATH}/cm"))[0] == 404
 
 
 async def test_delete_preconditions(api: Api) -> None:

@@ -90,7 +90,8 @@ async def test_strategic_merge_patch_merges_by_keys(api: Api) -> None:
     main, sidecar = _containers(patched)
     assert main["image"] == "nginx:1.28" and sidecar["name"] == "sidecar"
     assert main["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "20"}, {"name": "C", "value": "3"}]
-    assert [p["containerPort"] for p in main["ports"]] == [80, 8080]
+    # as a real server orders a merged list: the patch's new items before the server-only ones
+    assert [p["containerPort"] for p in main["ports"]] == [8080, 80]
 
     patched = await api.ok(
         "PATCH",
@@ -110,7 +111,8 @@ async def test_strategic_merge_patch_merges_by_keys(api: Api) -> None:
         },
         content_type=SMP,
     )
-    assert patched["metadata"]["finalizers"] == ["example.com/a", "example.com/b"]  # merged as a set
+    # merged as a set, the new one first: the order a real server gives (checked by test_differential)
+    assert patched["metadata"]["finalizers"] == ["example.com/b", "example.com/a"]
     assert [c["name"] for c in _containers(patched)] == ["main"]
     assert [e["name"] for e in _containers(patched)[0]["env"]] == ["B", "C"]
 
@@ -131,7 +133,7 @@ async def test_service_ports_merge_on_port(api: Api) -> None:
     patched = await api.ok(
         "PATCH", f"{path}/svc", {"spec": {"ports": [{"name": "metrics", "port": 9090}]}}, content_type=SMP
     )
-    assert [p["port"] for p in patched["spec"]["ports"]] == [80, 9090]
+    assert [p["port"] for p in patched["spec"]["ports"]] == [9090, 80]
 
 
 async def test_strategic_merge_patch_of_a_custom_resource_is_415(crd_api: Api) -> None:

@@ -90,6 +90,12 @@ def validate(crd: JsonDict) -> list[Cause]:
             )
         )
     seen: set[str] = set()
+    schemas = [(version.get("schema") or {}).get("openAPIV3Schema") for version in versions]
+    # The apiserver validates the internal form, where a schema that all versions share is hoisted
+    # to spec.validation: its errors name that path, as a real server's do.
+    shared = bool(schemas) and all(schema == schemas[0] for schema in schemas)
+    if shared:
+        causes.extend(schema_errors(schemas[0], "spec.validation.openAPIV3Schema"))
     for index, version in enumerate(versions):
         where = f"spec.versions[{index}]"
         vname = version.get("name") or ""
@@ -98,8 +104,56 @@ def validate(crd: JsonDict) -> list[Cause]:
         elif vname in seen:
             causes.append(Cause(f"{where}.name", "FieldValueDuplicate", f"Duplicate value: {invalid_value(vname)}"))
         seen.add(vname)
-        schema = (version.get("schema") or {}).get("openAPIV3Schema")
-        causes.extend(structural_errors(schema, f"{where}.schema.openAPIV3Schema"))
+        if not shared:
+            causes.extend(schema_errors(schemas[index], f"{where}.schema.openAPIV3Schema"))
+    return causes
+
+
+def schema_errors(schema: Any, path: str) -> list[Cause]:
+    causes = structural_errors(schema, path)
+    if isinstance(schema, dict):
+        causes.extend(root_metadata_errors(schema, path))
+    return causes
+
+
+def root_metadata_errors(schema: JsonDict, path: str) -> list[Cause]:
+    """A root ``metadata`` schema may say it is an object and constrain ``name`` and ``generateName``
+    (as strings), nothing else: the apiserver owns metadata (``kubectl apply`` of a CRD whose root
+    metadata has a description is refused)."""
+    metadata = (schema.get("properties") or {}).get("metadata")
+    if not isinstance(metadata, dict):
+        return []
+    where = f"{path}.properties[metadata]"
+    causes: list[Cause] = []
+    if metadata.get("type") not in (None, "object"):
+        causes.append(
+            Cause(
+                f"{where}.type",
+                "FieldValueInvalid",
+                f"Invalid value: {invalid_value(metadata['type'])}: must be object",
+            )
+        )
+    properties = metadata.get("properties") or {}
+    for name in ("name", "generateName"):
+        sub = properties.get(name)
+        if isinstance(sub, dict) and sub.get("type") not in (None, "string"):
+            causes.append(
+                Cause(
+                    f"{where}.properties[{name}].type",
+                    "FieldValueInvalid",
+                    f"Invalid value: {invalid_value(sub['type'])}: must be string",
+                )
+            )
+    others = set(metadata) - {"type", "properties"} or set(properties) - {"name", "generateName"}
+    if others:
+        causes.append(
+            Cause(
+                where,
+                "FieldValueForbidden",
+                "Forbidden: must not specify anything other than name and generateName, but metadata is implicitly"
+                " specified",
+            )
+        )
     return causes
 
 

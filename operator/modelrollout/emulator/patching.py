@@ -39,13 +39,8 @@ _PRIMITIVE_MERGE = frozenset({"finalizers"})
 
 
 def _rejected(err: Exception) -> ApiError:
-    # The apiserver answers a failed patch application with a generic 422 and the cause inside.
-    return ApiError(
-        422,
-        "the server rejected our request due to an error in our request",
-        "Invalid",
-        {"causes": [{"reason": "FieldValueInvalid", "message": str(err), "field": ""}]},
-    )
+    # The apiserver answers a failed patch application with a generic 422 that has no causes.
+    return ApiError(422, f"the server rejected our request due to an error in our request: {err}", "Invalid")
 
 
 def json_patch(document: JsonDict, patch: Any) -> JsonDict:
@@ -141,7 +136,8 @@ def _merge_key(field: str, items: list[Any]) -> str | None:
 def _merge_list(field: str, original: Any, patch: list[Any]) -> list[Any]:
     current = list(original) if isinstance(original, list) else []
     if field in _PRIMITIVE_MERGE:
-        return current + [item for item in patch if item not in current]
+        merged_primitives = current + [item for item in patch if item not in current]
+        return _normalise_order(merged_primitives, patch, current, lambda item: item)
     key = _merge_key(field, current + patch)
     if key is None:
         # Lists without a patch strategy are replaced (the "$patch: replace" marker is moot then).
@@ -164,7 +160,43 @@ def _merge_list(field: str, original: Any, patch: list[Any]) -> list[Any]:
                 del current[index]
             else:
                 current[index] = merged
-    return current
+    return _normalise_order(
+        current, patch, original or [], lambda item: item.get(key) if isinstance(item, dict) else item
+    )
+
+
+def _normalise_order(merged: list[Any], patch: list[Any], original: list[Any], identity: Any) -> list[Any]:
+    """The order the apiserver gives a merged list (apimachinery's normalizeElementOrder): the
+    patch's items in the patch's order, with the server-only items slotted in by their live order."""
+    patch_ids = [identity(item) for item in patch]
+    server_ids = [identity(item) for item in original]
+    from_patch = sorted(
+        (item for item in merged if identity(item) in patch_ids), key=lambda item: patch_ids.index(identity(item))
+    )
+    server_only = [item for item in merged if identity(item) not in patch_ids]
+
+    def rank(item: Any) -> int:
+        value = identity(item)
+        return server_ids.index(value) if value in server_ids else -1
+
+    result: list[Any] = []
+    left, right = 0, 0
+    while left < len(server_only) or right < len(from_patch):
+        if right >= len(from_patch):
+            result.append(server_only[left])
+            left += 1
+        elif left >= len(server_only):
+            result.append(from_patch[right])
+            right += 1
+        else:
+            lrank, rrank = rank(server_only[left]), rank(from_patch[right])
+            if lrank >= 0 and rrank >= 0 and lrank < rrank:
+                result.append(server_only[left])
+                left += 1
+            else:
+                result.append(from_patch[right])
+                right += 1
+    return result
 
 
 def _reorder(field: str, items: list[Any], order: list[Any]) -> list[Any]:

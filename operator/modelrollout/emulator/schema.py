@@ -180,6 +180,9 @@ def _prune_and_default(value: Any, schema: JsonDict, path: str, outcome: Outcome
         embedded = schema.get("x-kubernetes-embedded-resource") is True
         result: JsonDict = {}
         for key, item in value.items():
+            sub = properties.get(key, additional if isinstance(additional, dict) else None)
+            if item is None and isinstance(sub, dict) and not sub.get("nullable"):
+                continue  # null where null is not allowed is pruned (then defaulted), not refused
             if key in properties:
                 result[key] = _prune_and_default(item, properties[key], _join(path, key), outcome)
             elif isinstance(additional, dict):

@@ -122,6 +122,17 @@ def _list_item(rtype: ResourceType, obj: JsonDict) -> JsonDict:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
 
+#: the resources whose registry sets ReturnDeletedObject in the apiserver
+_RETURNS_DELETED = frozenset({("", "pods"), ("", "services")})
+
+
+def _deleted_status(rtype: ResourceType, obj: JsonDict) -> JsonDict:
+    details: JsonDict = {"name": obj["metadata"]["name"], "kind": rtype.plural, "uid": obj["metadata"]["uid"]}
+    if rtype.group:
+        details["group"] = rtype.group
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
 def _flag(query: Mapping[str, str], name: str) -> bool:
     return query.get(name, "").lower() in ("true", "1")
 
@@ -288,11 +299,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 )
                 return _json(_render(rtype, obj), 200, warnings)
             case "delete":
-                return _json(
-                    _render(
-                        rtype, store.delete(rtype, namespace, name, self._delete_options(query, body), dry_run=dry_run)
-                    )
-                )
+                answer = store.delete(rtype, namespace, name, self._delete_options(query, body), dry_run=dry_run)
+                if dry_run or rtype.key in _RETURNS_DELETED or store.find(rtype.key, namespace or "", name) is not None:
+                    return _json(_render(rtype, answer))
+                # Gone at once: most resources answer a Status, not the object (pods and services
+                # answer the object, and so does anything that waits for finalizers).
+                return _json(_deleted_status(rtype, answer))
             case "deletecollection":
                 selector = self._selector(query, rtype, None)
                 options = self._delete_options(query, body)

@@ -41,6 +41,7 @@ NAMESPACES: StorageKey = ("", "namespaces")
 CRDS: StorageKey = ("apiextensions.k8s.io", "customresourcedefinitions")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FOREGROUND = "foregroundDeletion"
+_ORPHAN = "orphan"
 _SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 
 
@@ -92,7 +93,13 @@ class Watcher:
             )
         else:
             kind = event.type if now_visible else None
-        if kind is not None:
+        if kind == "DELETED" and event.type == "MODIFIED" and event.old is not None:
+            # The watch cache sends the previous state (the one that matched) at the new version.
+            rv = event.obj["metadata"]["resourceVersion"]
+            self.queue.put_nowait(
+                {"type": kind, "object": dict(event.old, metadata=dict(event.old["metadata"], resourceVersion=rv))}
+            )
+        elif kind is not None:
             self.queue.put_nowait({"type": kind, "object": event.obj})
 
     def close(self) -> None:
@@ -102,6 +109,26 @@ class Watcher:
 def _meta(obj: JsonDict) -> JsonDict:
     meta: JsonDict = obj["metadata"]
     return meta
+
+
+#: ObjectMeta's collections and the built-ins' maps that Go serialises with omitempty: stored empty,
+#: they come back absent from a real server.
+_OMITTED_WHEN_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences", "managedFields")
+_OMITTED_WHEN_EMPTY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "configmaps"): ("data", "binaryData"),
+    ("", "secrets"): ("data", "stringData"),
+}
+
+
+def _drop_empty(rtype: ResourceType, obj: JsonDict) -> None:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in _OMITTED_WHEN_EMPTY_META:
+            if meta.get(key) in ({}, []):
+                del meta[key]
+    for key in _OMITTED_WHEN_EMPTY.get(rtype.key, ()):
+        if obj.get(key) in ({}, []):
+            del obj[key]
 
 
 def _spec_part(rtype: ResourceType, obj: JsonDict) -> Any:
@@ -308,11 +335,15 @@ class Store:
         comparable = dict(new, metadata={k: v for k, v in _meta(new).items() if k != "resourceVersion"})
         if comparable == dict(old, metadata={k: v for k, v in _meta(old).items() if k != "resourceVersion"}):
             return old
-        result = self._put(rtype, new, old)
-        meta = _meta(result)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._blocked(rtype, result):
-            self._remove(rtype, result)
-        return result
+        meta = _meta(new)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._blocked(rtype, new):
+            # As the apiserver does: the object is deleted without its finalizer-less state being
+            # written; the DELETED event carries the last stored state, the answer the new one at
+            # the old resourceVersion.
+            self._remove(rtype, old)
+            meta["resourceVersion"] = _meta(old)["resourceVersion"]
+            return new
+        return self._put(rtype, new, old)
 
     def _blocked(self, rtype: ResourceType, obj: JsonDict) -> bool:
         """Namespaces also wait for their spec.finalizers (the namespace controller's cleanup)."""
@@ -364,8 +395,6 @@ class Store:
             obj.pop("status", None)
             if status is not None:
                 obj["status"] = status
-        if rtype.key == CRDS:
-            meta["finalizers"] = [*(meta.get("finalizers") or []), crds.CLEANUP_FINALIZER]
         warnings = self._admit(rtype, obj, None, field_validation)
         # As in the apiserver, validation comes first: an invalid duplicate is a 422, not a 409.
         if self.find(rtype.key, namespace or "", meta["name"]) is not None:
@@ -587,11 +616,18 @@ class Store:
         old_meta = _meta(old)
         if old_meta.get("deletionTimestamp"):
             return old  # already being deleted: nothing changes
-        if policy == "Orphan":
-            self._orphan(old_meta["uid"])
         finalizers = list(old_meta.get("finalizers") or [])
-        if policy == "Foreground" and self._dependents.get(old_meta["uid"]):
+        uid = old_meta["uid"]
+        # As the apiserver does, whatever the dependents: the policy is a finalizer, and the garbage
+        # collector does the work and removes it (so the answer is the object, still there).
+        if policy == "Orphan" and _ORPHAN not in finalizers:
+            finalizers.append(_ORPHAN)
+            self._schedule(functools.partial(self._finish_orphaning, uid))
+        if policy == "Foreground" and _FOREGROUND not in finalizers:
             finalizers.append(_FOREGROUND)
+            self._schedule(functools.partial(self._release_foreground, uid))
+        if rtype.key == CRDS and crds.CLEANUP_FINALIZER not in finalizers:
+            finalizers.append(crds.CLEANUP_FINALIZER)  # the CRD's own: its custom resources go first
         if not finalizers and not self._blocked(rtype, old):
             return self._remove(rtype, old)
         new = clone(old)
@@ -622,6 +658,13 @@ class Store:
         if rtype.custom and (not kind or not api_version):
             missing = "Kind" if not kind else "apiVersion"
             raise errors.bad_request(f"Object '{missing}' is missing in '{json.dumps(body)[:200]}'")
+        if rtype.custom and api_version == rtype.api_version and kind != rtype.kind:
+            # The custom resource handler checks the kind as a field of the object: a 422, not a 400.
+            name = (obj.get("metadata") or {}).get("name", "") if isinstance(obj.get("metadata"), dict) else ""
+            wrong = Cause(
+                "kind", "FieldValueInvalid", f"Invalid value: {errors.invalid_value(kind)}: must be {rtype.kind}"
+            )
+            raise errors.invalid(rtype.kind, rtype.group, name, [wrong])
         if (kind and kind != rtype.kind) or (api_version and api_version != rtype.api_version):
             raise errors.bad_request(
                 f"the API version in the data ({api_version}) does not match the expected"
@@ -644,6 +687,7 @@ class Store:
 
     def _admit(self, rtype: ResourceType, obj: JsonDict, old: JsonDict | None, field_validation: str) -> list[str]:
         """Defaulting, pruning and validation; raises 422 (or 400 for strict unknown fields)."""
+        _drop_empty(rtype, obj)
         causes = [c for c in builtins.validate_metadata(rtype, obj) if old is None or c.field != "metadata.name"]
         warnings: list[str] = []
         if rtype.custom:
@@ -742,6 +786,14 @@ class Store:
             _meta(new)["ownerReferences"] = alive
             self._commit_update(rtype, obj, new)
 
+    def _finish_orphaning(self, uid: str) -> None:
+        self._orphan(uid)
+        key = self._uids.get(uid)
+        obj = self.find(*key) if key is not None else None
+        rtype = self.registry.preferred(*key[0]) if key is not None else None
+        if obj is not None and rtype is not None and _ORPHAN in (_meta(obj).get("finalizers") or []):
+            self._drop_finalizer(rtype, obj, _ORPHAN)
+
     def _release_foreground(self, uid: str) -> None:
         key = self._uids.get(uid)
         if key is None or self._dependents.get(uid):
@@ -796,7 +848,11 @@ class Store:
         crd = self.find(CRDS, "", crd_name)
         if crd is None or _meta(crd).get("deletionTimestamp"):
             return
-        self.registry.remove(crd["spec"]["group"], crd["spec"]["names"]["plural"])
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        if self.registry.preferred(group, plural) is None:
+            # A real server's watch cache for the new resource starts now: older versions are 410.
+            self._evicted[(group, plural)] = max(self._evicted[(group, plural)], self.rv)
+        self.registry.remove(group, plural)
         self.registry.add(types_from_crd(crd))
         new = clone(crd)
         new["status"] = crds.established_status(crd, now(), crd.get("status"))
