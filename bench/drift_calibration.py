@@ -9,7 +9,8 @@ candidate, as for a 50 % canary against stable, or five times larger, as for a c
 
 * the **false-alarm rate**: the share of measurements in which a model whose inputs did not change fails
   (every feature, candidate and reference, drawn from one distribution);
-* the **power**: the share of measurements that fail when one feature's mean moved by 1 standard deviation.
+* the **power**: the share of measurements that fail when one feature's mean moved by 0.5 standard
+  deviations (at 1 SD every rule catches nearly everything from the minimum sample on).
 
 Both for the old rule (any feature over the limit; raw p-values) and the current one
 (:mod:`modelrollout.analysis.drift`: a significant difference, Holm-corrected over the features, that is
@@ -25,7 +26,8 @@ first runs the operator's own :func:`~modelrollout.analysis.drift.histogram_drif
 :func:`~modelrollout.analysis.drift.categorical_drift` on a few hundred of the replicates and stops if
 one verdict differs, so the table measures the operator's rule and not a copy of it.
 
-The default run takes about two minutes on two cores; ``--quick`` (2,000 replicates) a few seconds.
+The default run (5,000 replicates a cell) takes about two minutes of CPU on one core; ``--quick`` (1,000)
+a fraction of that. The tables are Markdown, as copied into ``docs/analysis.md``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ FAMILIES = (1, 10, 30, 50)
 SIZES = (100, 200, 500, 1000, 10000)
 REFERENCE_RATIOS = (1, 5)
 SHIFTS_SD = (0.25, 0.5, 1.0)
+GRID_SHIFT_SD = 0.5
 #: The share of predictions that are ``malignant`` for the sandbox's baseline model (~37 %), and the
 #: changed mixes tried: a modest change, a large one, and the sandbox's ``drifted`` variant (~75 %).
 BASELINE_MALIGNANT = 0.37
@@ -353,14 +356,18 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}" if value < 0.1 else f"{100 * value:.1f}"
 
 
-def _old_new(old: float, new: float) -> str:
-    return f"{_percent(old)} → {_percent(new)}"
+def _old_new(old: float | None, new: float | None) -> str:
+    """A cell: None where the sample is below that gate's minCount (every measurement Inconclusive)."""
+    return " → ".join("—" if value is None else _percent(value) for value in (old, new))
 
 
 def calibration_tables(
     gates: Sequence[Gate], old_gates: Sequence[Gate], replicates: int, seed: int
 ) -> tuple[list[str], list[str]]:
-    """False alarms, and power at a 1 SD shift of one feature, for every gate, sample size and family size.
+    """False alarms, and power at a 0.5 SD shift of one feature, for every gate, sample size and family size.
+
+    0.5 SD rather than 1: at 1 SD every rule catches nearly every shift from the minimum sample on (the
+    table at the minimum shows it), so 1 SD would tell the sizes apart by nothing.
 
     Old and new limits are judged on the same draws, at the same sizes (from the smaller of the two
     minimums): the old rule's column shows what the old defaults did there.
@@ -371,7 +378,7 @@ def calibration_tables(
     rule = "|" + "---|" * (2 + len(FAMILIES))
     alarms, powers = [header, rule], [header, rule]
     widest = max(FAMILIES)
-    shifted = [shifted_decile_probabilities(1.0), UNIFORM]
+    shifted = [shifted_decile_probabilities(GRID_SHIFT_SD), UNIFORM]
     smallest = min(min(gate.min_count for gate in gates), min(gate.min_count for gate in old_gates))
     sizes = sorted({int(smallest), *(int(gate.min_count) for gate in gates), *SIZES})
     for n in sizes:
@@ -389,14 +396,14 @@ def calibration_tables(
                     old_ok, new_ok = n >= old_gate.min_count, n >= gate.min_count
                     alarm_cells.append(
                         _old_new(
-                            rate(old_rule_fails(old_gate, null_c, null_r, m)) if old_ok else 0.0,
-                            rate(new_rule_fails(gate, null, m)) if new_ok else 0.0,
+                            rate(old_rule_fails(old_gate, null_c, null_r, m)) if old_ok else None,
+                            rate(new_rule_fails(gate, null, m)) if new_ok else None,
                         )
                     )
                     power_cells.append(
                         _old_new(
-                            rate(old_rule_fails(old_gate, drift_c, null_r, m)) if old_ok else 0.0,
-                            rate(new_rule_fails(gate, drifted, m)) if new_ok else 0.0,
+                            rate(old_rule_fails(old_gate, drift_c, null_r, m)) if old_ok else None,
+                            rate(new_rule_fails(gate, drifted, m)) if new_ok else None,
                         )
                     )
                 row = f"| {gate.name} | {n:,} / {n * ratio:,} | "
@@ -491,7 +498,7 @@ def sandbox_table(gate: Gate, old_gate: Gate, replicates: int, seed: int) -> lis
     """``input-drift`` on the sandbox's own traffic: good canaries, and the ``drifted`` preset.
 
     Sizes: each minimum, and the candidate / stable counts the issue saw at 10 requests/s over a 5 minute
-    window (150 / 220) and twice that. Below a gate's minCount its measurement is Inconclusive (0 %).
+    window (150 / 220) and twice that. Below a gate's minCount its measurement is Inconclusive (—).
     """
     from modelrollout.sandbox.loadgen import PRESETS
 
@@ -508,9 +515,11 @@ def sandbox_table(gate: Gate, old_gate: Gate, replicates: int, seed: int) -> lis
         cells = []
         for candidate in (good, drifted):
             features = candidate.shape[1]
-            old = rate(old_rule_fails(old_gate, candidate, stable, features)) if n_c >= old_gate.min_count else 0.0
+            old = rate(old_rule_fails(old_gate, candidate, stable, features)) if n_c >= old_gate.min_count else None
             new = (
-                rate(new_rule_fails(gate, measure(gate, candidate, stable), features)) if n_c >= gate.min_count else 0.0
+                rate(new_rule_fails(gate, measure(gate, candidate, stable), features))
+                if n_c >= gate.min_count
+                else None
             )
             cells.append(_old_new(old, new))
         lines.append(f"| {n_c} / {n_r} | " + " | ".join(cells) + " |")
@@ -540,14 +549,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print("new: " + "; ".join(gate.describe() for gate in gates))
     print("old: " + "; ".join(gate.describe() for gate in before) + " (any feature over max / under minPValue)")
-    print("cells: old → new, in % of measurements")
+    print("cells: old → new, in % of measurements; — where n is below that rule's minCount (Inconclusive)")
     if not args.no_check:
         check_mirror([*gates, output_drift_gate()], args.seed)
         elapsed = time.perf_counter() - started
         print(f"batch rule = the operator's verdict on every checked replicate ({elapsed:.0f} s)")
     alarms, powers = calibration_tables(gates, before, replicates, args.seed)
     _section("False alarms (% of measurements of an unchanged model that fail)", alarms, started)
-    _section("Power (% of measurements that fail when one feature moved by 1 SD)", powers, started)
+    _section(f"Power (% of measurements that fail when one feature moved by {GRID_SHIFT_SD:g} SD)", powers, started)
     sections: list[tuple[str, Callable[[], list[str]]]] = [
         (
             "At the default minimum sample: power by shift",

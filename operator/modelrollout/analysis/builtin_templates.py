@@ -112,7 +112,7 @@ MIN_REQUESTS: Final = TemplateArg(
 )
 #: The input-drift templates' minimum sample per feature. 150, not 100: with 30-50 features the
 #: false-alarm budget's Holm correction needs it for a 1 SD shift of one feature to fail >= 99 % of
-#: measurements (93 % at 100, 97.5 % at 120: bench/drift_calibration.py, docs/analysis.md).
+#: measurements (91-93 % at 100, 97.5-98 % at 120: bench/drift_calibration.py, docs/analysis.md).
 INPUT_DRIFT_MIN_COUNT: Final = "150"
 #: output-drift's default minPValue: half the 1 % false-alarm budget, as for every test read from the
 #: chi-square law (modelrollout.analysis.drift.CHI_SQUARE_BUDGET_SHARE); 0.01 measured up to 1.2 %.
