@@ -125,7 +125,10 @@ def psi(
     """
     if not 0 < epsilon < 1:
         raise DriftInputError(f"epsilon must be between 0 and 1, got {epsilon}")
-    c, r = _vectors(candidate, reference)
+    return _psi(*_vectors(candidate, reference), epsilon)
+
+
+def _psi(c: FloatVector, r: FloatVector, epsilon: float) -> float:
     keep = (c > 0) | (r > 0)
     p = _floored(c[keep] / c.sum(), epsilon)
     q = _floored(r[keep] / r.sum(), epsilon)
@@ -218,13 +221,17 @@ def pooled_bins(
     sides one distribution) leaves fixed, so the test on the groups keeps its level. Bins empty on both
     sides are dropped. Cochran's rule (expected >= 5) is the usual condition for the chi-square test.
     """
-    c, r = _vectors(candidate, reference)
+    return _pooled(*_vectors(candidate, reference), min_expected)
+
+
+def _pooled(c: FloatVector, r: FloatVector, min_expected: float) -> tuple[FloatVector, FloatVector]:
     occupied = (c + r) > 0
     c, r = c[occupied], r[occupied]
     smaller_share = min(c.sum(), r.sum()) / (c.sum() + r.sum())
     groups = np.empty(c.size, dtype=np.intp)
     group, expected = 0, 0.0
-    for index, pooled in enumerate(c + r):
+    # A plain-float loop: a measurement pools every feature, and numpy scalars would cost 10x here.
+    for index, pooled in enumerate((c + r).tolist()):
         groups[index] = group
         expected += pooled * smaller_share
         if expected >= min_expected:
@@ -255,7 +262,11 @@ def homogeneity_pvalue(
     it once per feature); the same statistic, Yates' correction included when one degree of freedom
     is left and ``correction`` is set.
     """
-    c, r = pooled_bins(candidate, reference, min_expected=min_expected)
+    return _homogeneity(*_vectors(candidate, reference), min_expected, correction)
+
+
+def _homogeneity(c: FloatVector, r: FloatVector, min_expected: float, correction: bool) -> tuple[float, int]:
+    c, r = _pooled(c, r, min_expected)
     if c.size < 2:
         return 1.0, int(c.size)
     n_c, n_r = float(c.sum()), float(r.sum())
@@ -467,6 +478,7 @@ def _statistics(
     reference_n: float,
     notes: tuple[str, ...],
 ) -> _Measured:
+    c, r = _vectors(c, r)  # validated once here; the helpers below trust it
     bins = int(np.count_nonzero((c + r) > 0))
     if criteria.statistic == Statistic.KS:
         ks = ks_binned(c, r)
@@ -475,7 +487,7 @@ def _statistics(
         )
     if criteria.statistic == Statistic.CHI_SQUARE:
         # The statistic itself on the pooled table: its p-value is then one the chi-square law can give.
-        pooled_c, pooled_r = pooled_bins(c, r, min_expected=criteria.min_expected)
+        pooled_c, pooled_r = _pooled(c, r, criteria.min_expected)
         chi = chi_square(pooled_c, pooled_r, correction=criteria.correction)
         return _Measured(
             feature,
@@ -491,8 +503,8 @@ def _statistics(
             int(pooled_c.size),
             bins,
         )
-    value = psi(c, r, epsilon=criteria.epsilon) if criteria.statistic == Statistic.PSI else jensen_shannon(c, r)
-    test_pvalue, groups = homogeneity_pvalue(c, r, min_expected=criteria.min_expected, correction=criteria.correction)
+    value = _psi(c, r, criteria.epsilon) if criteria.statistic == Statistic.PSI else jensen_shannon(c, r)
+    test_pvalue, groups = _homogeneity(c, r, criteria.min_expected, criteria.correction)
     return _Measured(
         feature, candidate_n, reference_n, notes, None, value, None, None, "chi-square", test_pvalue, groups, bins
     )
