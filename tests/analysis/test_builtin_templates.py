@@ -72,7 +72,7 @@ def test_limits_and_kinds() -> None:
     drift = instantiate("input-drift")["drift"]
     assert (drift["statistic"], drift["max"], drift["groupBy"], drift["reference"]) == ("psi", 0.2, "feature", "stable")
     output = instantiate("output-drift")["drift"]
-    assert (output["statistic"], output["minPValue"], output["label"]) == ("chiSquare", 0.01, "class")
+    assert (output["statistic"], output["minPValue"], output["label"]) == ("chiSquare", 0.005, "class")
 
 
 def test_arguments_override_defaults() -> None:

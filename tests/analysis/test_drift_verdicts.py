@@ -33,9 +33,12 @@ def test_the_worst_feature_is_named_with_both_sample_sizes() -> None:
     assert result.verdict == Verdict.FAILED
     assert result.worst is not None and result.worst.feature == "mean radius"
     assert result.value == pytest.approx(expected)
+    significance = result.worst.significance
+    assert significance is not None and significance.family == 2
     assert result.message == (
-        f"input drift: worst feature 'mean radius' PSI {expected:.3g} > 0.2 "
-        "(candidate n=812, reference n=9,544); 1 of 2 features drifted"
+        f"input drift: worst feature 'mean radius' PSI {expected:.3g} > 0.2, beyond sampling noise: "
+        f"chi-square p={significance.pvalue:.3g}, Holm-adjusted {significance.adjusted:.3g} over 2 features "
+        "< 0.005 (candidate n=812, reference n=9,544); 1 of 2 features drifted"
     )
     assert result.feature("mean texture").verdict == Verdict.SUCCESSFUL
     measurement = result.measurement("2025-01-01T00:00:00Z")
@@ -128,12 +131,18 @@ def test_ks_judged_on_the_pvalue() -> None:
     assert "statistic 0.4" in result.message
 
 
-def test_ks_judged_on_the_statistic_and_the_pvalue() -> None:
-    criteria = DriftCriteria(Statistic.KS, max=0.5, min_pvalue=0.05)
-    result = feature_drift("a", [300, 100, 50, 50], [100, 100, 150, 150], criteria)
-    assert result.verdict == Verdict.FAILED
-    assert result.message.startswith("'a' KS p=")
-    assert "KS statistic" not in result.message  # only what failed is shown
+def test_ks_with_both_limits_fails_only_a_significant_shift_larger_than_max() -> None:
+    # D = 0.4 with p ~ 1e-17: significant, but smaller than a max of 0.5, so it does not matter.
+    small = feature_drift("a", [300, 100, 50, 50], [100, 100, 150, 150], DriftCriteria(Statistic.KS, 0.5, 0.05))
+    assert small.verdict == Verdict.SUCCESSFUL
+    assert small.message.startswith("'a' KS statistic 0.4 <= 0.5 (p=")
+    large = feature_drift("a", [300, 100, 50, 50], [100, 100, 150, 150], DriftCriteria(Statistic.KS, 0.3, 0.05))
+    assert large.verdict == Verdict.FAILED
+    assert large.message.startswith("'a' KS statistic 0.4 > 0.3 and KS p=")
+    # Larger than max but within noise: 40 observations a side cannot tell D = 0.2 from chance.
+    noisy = feature_drift("a", [12, 10, 10, 8], [8, 10, 10, 12], DriftCriteria(Statistic.KS, 0.05, 0.05, min_count=0))
+    assert noisy.verdict == Verdict.SUCCESSFUL
+    assert " but KS p=" in noisy.message and ">= 0.05" in noisy.message
 
 
 def test_output_drift_on_predicted_classes_with_chi_square() -> None:
@@ -146,7 +155,10 @@ def test_output_drift_on_predicted_classes_with_chi_square() -> None:
     changed = categorical_drift({"class": {"benign": 300.0, "malignant": 650.0, "__other__": 5.0}}, stable, criteria)
     assert changed.verdict == Verdict.FAILED
     assert changed.value is not None and changed.value < 0.01
-    assert "dof 2" in changed.message
+    # '__other__' expects 0.46 on the candidate's side: too few for the chi-square law, so it is pooled.
+    assert "dof 1, 3 categories pooled into 2" in changed.message
+    spread = categorical_drift({"class": {"benign": 300.0, "malignant": 600.0, "__other__": 100.0}}, stable, criteria)
+    assert "dof 2" in spread.message and "pooled" not in spread.message
 
 
 def test_categorical_drift_refuses_ks() -> None:

@@ -110,6 +110,13 @@ WINDOW: Final = TemplateArg(
 MIN_REQUESTS: Final = TemplateArg(
     "minCount", "100", "Fewer requests (or observations) than this in the window, on either side: Inconclusive."
 )
+#: The input-drift templates' minimum sample per feature. 150, not 100: with 30-50 features the
+#: false-alarm budget's Holm correction needs it for a 1 SD shift of one feature to fail >= 99 % of
+#: measurements (91-93 % at 100, 97.5-98 % at 120: bench/drift_calibration.py, docs/analysis.md).
+INPUT_DRIFT_MIN_COUNT: Final = "150"
+#: output-drift's default minPValue: half the 1 % false-alarm budget, as for every test read from the
+#: chi-square law (modelrollout.analysis.drift.CHI_SQUARE_BUDGET_SHARE); 0.01 measured up to 1.2 %.
+OUTPUT_DRIFT_MIN_PVALUE: Final = "0.005"
 
 
 def _latency_p99(version: str) -> str:
@@ -220,11 +227,16 @@ _TEMPLATES: Final = (
         name="input-drift",
         kind="drift",
         description="PSI of every numeric input feature's histogram, candidate vs stable over the same window; "
-        "fails when the worst feature's PSI exceeds maxPsi (0.1-0.2: moderate shift, > 0.2: significant).",
+        "fails when a feature's PSI exceeds maxPsi (0.1-0.2: moderate shift, > 0.2: significant) and its shift is "
+        "beyond sampling noise (chi-square, Holm-corrected over the features: at most 1 % false alarms).",
         args=(
             WINDOW,
             TemplateArg("maxPsi", "0.2", "The highest acceptable PSI of any feature."),
-            TemplateArg("minCount", "100", "Fewer observations of a feature than this, on either side: Inconclusive."),
+            TemplateArg(
+                "minCount",
+                INPUT_DRIFT_MIN_COUNT,
+                "Fewer observations of a feature than this, on either side: Inconclusive.",
+            ),
         ),
         query=_FEATURES,
         stable_query=_FEATURES_STABLE,
@@ -235,11 +247,11 @@ _TEMPLATES: Final = (
         name="input-drift-vs-training",
         kind="drift",
         description="PSI of every numeric input feature's histogram against the training-time reference counts "
-        "of the model's feature-edges file (for watching a promoted model).",
+        "of the model's feature-edges file (for watching a promoted model); fails as input-drift does.",
         args=(
             WINDOW,
             TemplateArg("maxPsi", "0.2", "The highest acceptable PSI of any feature."),
-            TemplateArg("minCount", "100", "Fewer observations of a feature than this: Inconclusive."),
+            TemplateArg("minCount", INPUT_DRIFT_MIN_COUNT, "Fewer observations of a feature than this: Inconclusive."),
         ),
         query=_FEATURES,
         limits={"statistic": "psi", "max": "{{maxPsi}}", "minCount": "{{minCount}}"},
@@ -252,7 +264,11 @@ _TEMPLATES: Final = (
         "when the p-value is below minPValue (the mixes are unlikely to come from one distribution).",
         args=(
             WINDOW,
-            TemplateArg("minPValue", "0.01", "The lowest acceptable p-value."),
+            TemplateArg(
+                "minPValue",
+                OUTPUT_DRIFT_MIN_PVALUE,
+                "The lowest acceptable p-value (Holm-adjusted when grouped): the false-alarm rate.",
+            ),
             TemplateArg("minCount", "100", "Fewer predictions than this, on either side: Inconclusive."),
         ),
         query=_CLASSES,
@@ -263,7 +279,8 @@ _TEMPLATES: Final = (
     BuiltinTemplate(
         name="output-score-drift",
         kind="drift",
-        description="PSI of the prediction-score histogram, candidate vs stable over the same window.",
+        description="PSI of the prediction-score histogram, candidate vs stable over the same window; fails when "
+        "PSI exceeds maxPsi and the shift is beyond sampling noise (chi-square test).",
         args=(
             WINDOW,
             TemplateArg("maxPsi", "0.2", "The highest acceptable PSI."),
