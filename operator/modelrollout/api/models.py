@@ -413,9 +413,15 @@ class Drift(ApiModel):
         description="psi, jensenShannon (distance, base 2), ks (binned two-sample Kolmogorov-Smirnov) or chiSquare "
         "(categorical).",
     )
-    max: float | None = Field(default=None, description="Fail when the statistic of the worst group exceeds it.")
+    max: float | None = Field(
+        default=None,
+        description="A group fails when its statistic exceeds this and its difference is beyond sampling noise "
+        "(significant after a Holm correction over the groups; see docs/analysis.md, False alarms).",
+    )
     min_p_value: float | None = Field(
-        default=None, description="ks and chiSquare: fail when the p-value of the worst group is below it."
+        default=None,
+        description="The significance level of that test, over all groups together (default: 0.01 for ks, "
+        "0.005 for the others); with max set, both must hold for a group to fail.",
     )
     shape: Literal["histogram", "categorical"] = Field(
         default="histogram",
