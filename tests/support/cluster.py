@@ -450,8 +450,9 @@ def _install_crds(cluster: Cluster) -> None:
 
 def release_namespace(cluster: Cluster) -> None:
     """On an API server the tests did not start, leave nothing behind: rollouts first (the operator,
-    still running, releases its finalizer), then the namespace. The emulator goes away whole."""
-    if cluster.emulated:
+    still running, releases its finalizer), then the namespace. An emulator of the test's own goes
+    away whole; a real API server, or one MODELROLLOUT_TEST_KUBECONFIG names, outlives the test."""
+    if cluster.emulated and external_kubeconfig() is None:
         return
     cluster.delete_all_rollouts()
     cluster.release_finalizers()
