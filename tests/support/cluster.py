@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import kubernetes
 import kubernetes.watch
@@ -221,19 +221,17 @@ class Cluster:
             raise AssertionError(f"{error}\nstatus: {self.status(name)}") from None
 
 
-class DeploymentController:
-    """Plays the Deployment controller and kubelet on a node-less API server: it reports every
-    Deployment's requested replicas as ready, except for the revisions a test marks as broken
-    (pods that never pass their readiness probe)."""
+class _Poller:
+    """A thread that calls `sync()` every `interval` until stopped, shrugging off API errors (the
+    next round sees the newer state)."""
 
-    def __init__(self, cluster: Cluster, interval: float = 0.1):
+    def __init__(self, cluster: Cluster, interval: float, name: str):
         self._cluster = cluster
         self._interval = interval
-        self.broken_versions: set[str] = set()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="deployment-controller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> DeploymentController:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -245,8 +243,21 @@ class DeploymentController:
         while not self._stopping.wait(self._interval):
             try:
                 self.sync()
-            except ApiException:
-                continue  # the next round sees the newer state
+            except (ApiException, urllib3.exceptions.HTTPError):
+                continue
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+
+class DeploymentController(_Poller):
+    """Plays the Deployment controller and kubelet on a node-less API server: it reports every
+    Deployment's requested replicas as ready, except for the revisions a test marks as broken
+    (pods that never pass their readiness probe)."""
+
+    def __init__(self, cluster: Cluster, interval: float = 0.1):
+        super().__init__(cluster, interval, "deployment-controller")
+        self.broken_versions: set[str] = set()
 
     def ready_for(self, version: str, wanted: int, ready_now: int) -> int:
         """How many of a Deployment's pods are ready: all, or none for a broken version."""
@@ -278,7 +289,7 @@ class DeploymentController:
             )
 
 
-class PodKubelet:
+class PodKubelet(_Poller):
     """Plays the kubelet on the real control plane, for tests that need no model-server processes:
     the real controller manager makes ReplicaSets and Pods, the real scheduler binds them to the
     session's Node, and this reports each pod of the test's namespace Running, and Ready unless its
@@ -288,27 +299,9 @@ class PodKubelet:
 
     def __init__(self, cluster: Cluster, interval: float = 0.1):
         assert cluster.node is not None, "PodKubelet needs the real control plane's Node"
-        self._cluster = cluster
-        self._interval = interval
+        super().__init__(cluster, interval, "pod-kubelet")
         self.broken_versions: set[str] = set()
         self.held: set[str] = set()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pod-kubelet", daemon=True)
-
-    def start(self) -> PodKubelet:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            try:
-                self.sync()
-            except (ApiException, urllib3.exceptions.HTTPError):
-                continue  # the next round sees the newer state
 
     def sync(self) -> None:
         pods = self._cluster.core.list_namespaced_pod(
