@@ -21,7 +21,6 @@ alone. Its Node is deleted when it stops.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
 import hashlib
@@ -35,15 +34,16 @@ from typing import Any
 
 import aiohttp
 
-from modelrollout.kube.api import ApiError, KubeApi
+from modelrollout.kube.api import ApiError
 from modelrollout.sandbox import procs
-from modelrollout.sandbox.kube import NODES, PODS, Informer, Obj, cancel_and_wait, connect, key_of
+from modelrollout.sandbox.kube import NODES, PODS, Informer, Obj, cancel_and_wait, key_of
 from modelrollout.sandbox.registry import Pod, PodRegistry
+from modelrollout.sandbox.status_writer import CoalescingStatusWriter, ObjectKey, with_transition_times
 from modelrollout.sandbox.workloads import (
-    DEFAULT_READINESS_PATH,
+    LocalPodHost,
     PodRunner,
     SimulatorOptions,
-    warm_model_cache,
+    readiness_path,
 )
 
 log = logging.getLogger("modelrollout.sandbox.kubelet")
@@ -110,7 +110,7 @@ class _PodState:
     deleting: bool = False
 
 
-class SandboxKubelet:
+class SandboxKubelet(LocalPodHost):
     """Registers ``node`` and runs the pods the scheduler binds to it. ``await start()`` returns once
     the Node is Ready and the pods are listed; ``await stop()`` stops every process and deletes the Node."""
 
@@ -124,33 +124,14 @@ class SandboxKubelet:
         node: str,
         namespaces: Sequence[str] = (),
     ) -> None:
-        self.kubeconfig = str(kubeconfig)
-        self.registry = registry
-        self.workdir = Path(workdir)
-        self.options = options or SimulatorOptions()
+        super().__init__(kubeconfig, registry, workdir, options)
         self.node = node
         self.namespaces = tuple(namespaces)
-        self.cache_dir = self.workdir / "model-cache"
-        self.log_dir = self.workdir / "logs" / "pods"
-        self.cache_ready = asyncio.Event()
         self.addresses = AddressPool(node_subnet(node))
-        self.status_writes = 0
         self._pods: dict[tuple[str, str], _PodState] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._background: set[asyncio.Task[None]] = set()
-        self._api: KubeApi | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._informer: Informer | None = None
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        assert self._http is not None, "the kubelet is not started"
-        return self._http
-
-    def base_env(self) -> dict[str, str]:
-        return {**procs.base_env(), "MODEL_CACHE_DIR": str(self.cache_dir), "PYTHONUNBUFFERED": "1"}
+        self._status_writer = CoalescingStatusWriter(
+            self._write_status, log, describe=lambda key: f"pod {key[0]}/{key[1]}"
+        )
 
     def owns(self, namespace: str) -> bool:
         return not self.namespaces or any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
@@ -158,18 +139,13 @@ class SandboxKubelet:
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self, timeout: float = 30.0) -> None:
-        self._api, raw = await connect(self.kubeconfig)
-        self._http = aiohttp.ClientSession()
+        raw = await self._connect()
+        assert self._api is not None
         await self.register_node()
-        self._informer = Informer(
+        informer = Informer(
             self._api, raw, PODS, self._on_event, field_selector=f"spec.nodeName={self.node}", name="pods"
         )
-        self._tasks = [
-            asyncio.create_task(self._warm_cache(), name="warm model cache"),
-            asyncio.create_task(self._informer.run(), name="pod informer"),
-            asyncio.create_task(self._status_writer(), name="pod status writer"),
-        ]
-        await asyncio.wait_for(self._informer.synced.wait(), timeout)
+        await self._run(informer, self._status_writer, "pod", timeout)
 
     async def stop(self) -> None:
         """Stop watching (no new pods), stop every process, then take the Node away: the scheduler
@@ -177,23 +153,11 @@ class SandboxKubelet:
         await cancel_and_wait(self._tasks)
         for key in list(self._pods):
             self._stop_later(key, delete=False)
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._finish_background()
         if self._api is not None:
             with contextlib.suppress(ApiError, aiohttp.ClientError, OSError):
                 await self._api.delete(NODES, None, self.node)
-            await self._api.close()
-        if self._http is not None:
-            await self._http.close()
-
-    async def wait_cache(self, timeout: float = 120.0) -> None:
-        await asyncio.wait_for(self.cache_ready.wait(), timeout)
-
-    async def _warm_cache(self) -> None:
-        try:
-            await warm_model_cache(self.options.python, self.base_env(), self.workdir / "logs" / "warm-cache.log")
-        finally:
-            self.cache_ready.set()
+        await self._close()
 
     async def register_node(self) -> None:
         """Create the Node (or take over ours from an earlier run), lift the not-ready taint the API
@@ -268,11 +232,6 @@ class SandboxKubelet:
         namespace, name = key_of(obj)
         containers = list(spec.get("containers") or [{}])
         first = containers[0] or {}
-        env = self.base_env()
-        for item in first.get("env") or []:
-            if "name" in item and "value" in item:
-                env[str(item["name"])] = str(item["value"])
-        probe = ((first.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or DEFAULT_READINESS_PATH
         address = self.addresses.take(str((obj.get("status") or {}).get("podIP") or ""))
         if address is None:
             log.error("pod %s/%s: no free address in %s", namespace, name, node_subnet(self.node))
@@ -298,15 +257,15 @@ class SandboxKubelet:
         )
         runner = PodRunner(
             pod=pod,
-            env=env,
-            readiness_path=str(probe),
+            env=self.container_env(first),
+            readiness_path=readiness_path(first),
             sim=self,
             restart_policy=str(spec.get("restartPolicy") or "Always"),
         )
         self._pods[(namespace, name)] = _PodState(runner, pod.uid, containers)
         self.registry.add(pod)
         runner.start()
-        self._mark((namespace, name))
+        self._status_writer.mark((namespace, name))
         log.info("pod %s/%s started: %s -> %s", namespace, name, pod.ip, pod.address)
 
     def _stop_later(self, key: tuple[str, str], *, delete: bool) -> None:
@@ -344,42 +303,11 @@ class SandboxKubelet:
         except (aiohttp.ClientError, OSError) as error:
             log.warning("deleting pod %s/%s: %s", *key, error)
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     def pod_changed(self, pod: Pod) -> None:
         self.registry.changed()
-        self._mark((pod.namespace, pod.name))
-
-    def _mark(self, key: tuple[str, str]) -> None:
-        self._dirty.add(key)
-        self._wakeup.set()
+        self._status_writer.mark((pod.namespace, pod.name))
 
     # --- status -----------------------------------------------------------------------------------
-
-    async def _status_writer(self) -> None:
-        """Writes the status of the pods marked dirty, coalescing bursts of changes."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            dirty, self._dirty = self._dirty, set()
-            for key in dirty:
-                state = self._pods.get(key)
-                if state is None or state.deleting:
-                    continue  # a pod going away keeps its last status; the endpoints drop it on deletion
-                try:
-                    await self._write_status(key, state)
-                except ApiError as error:
-                    if error.status != 404:
-                        log.warning("status of pod %s/%s: %s; retrying", *key, error)
-                        await asyncio.sleep(0.5)
-                        self._mark(key)
-                except (aiohttp.ClientError, OSError) as error:
-                    log.warning("status of pod %s/%s: %s; retrying", *key, error)
-                    await asyncio.sleep(0.5)
-                    self._mark(key)
 
     def compute_status(self, state: _PodState) -> dict[str, Any]:
         """What a kubelet reports for this pod now (condition times are filled in when written)."""
@@ -445,17 +373,14 @@ class SandboxKubelet:
             "containerStatuses": statuses,
         }
 
-    async def _write_status(self, key: tuple[str, str], state: _PodState) -> None:
+    async def _write_status(self, key: ObjectKey) -> None:
+        state = self._pods.get(key)
+        if state is None or state.deleting:
+            return  # a pod going away keeps its last status; the endpoints drop it on deletion
         status = self.compute_status(state)
         if status == state.last_written:
             return
-        now = _now()
-        body: dict[str, Any] = {**status, "conditions": []}
-        for condition in status["conditions"]:
-            previous = state.since.get(condition["type"])
-            if previous is None or previous[0] != condition["status"]:
-                previous = state.since[condition["type"]] = (condition["status"], now)
-            body["conditions"].append({**condition, "lastTransitionTime": previous[1]})
+        body = {**status, "conditions": with_transition_times(status["conditions"], state.since, _now())}
         assert self._api is not None
         # A merge patch replaces the lists whole: conditions and containerStatuses are always complete.
         await self._api.merge_patch(PODS, key[0], key[1], {"status": body}, subresource="status")

@@ -1,7 +1,8 @@
 """The workload simulator: the Deployment controller and the kubelet for the sandbox's model servers,
 for the emulator (which has no controllers). On a real control plane the real controller manager makes
 ReplicaSets and Pods and :mod:`modelrollout.sandbox.kubelet` plays only the kubelet; both run each pod
-with :class:`PodRunner` (process, restarts with back-off, readiness probe), defined here.
+with :class:`PodRunner` (process, restarts with back-off, readiness probe) and host the pods as a
+:class:`LocalPodHost`, both defined here.
 
 For every Deployment labelled ``app.kubernetes.io/managed-by=modelrollout`` (all namespaces) it runs
 ``spec.replicas`` processes of the reference model server, one per replica, each on its own loopback
@@ -37,17 +38,20 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+from kubernetes_asyncio import client
 
-from modelrollout.kube.api import DEPLOYMENTS, ApiError, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, KubeApi
 from modelrollout.kube.names import MANAGED_BY, MANAGED_BY_LABEL
 from modelrollout.sandbox import procs
 from modelrollout.sandbox.kube import Informer, Obj, cancel_and_wait, connect, key_of
 from modelrollout.sandbox.registry import Pod, PodRegistry
+from modelrollout.sandbox.status_writer import CoalescingStatusWriter, ObjectKey, with_transition_times
 
 log = logging.getLogger("modelrollout.sandbox.workloads")
 
@@ -82,6 +86,11 @@ def _first_container(template: dict[str, Any]) -> dict[str, Any]:
     containers = (template.get("spec") or {}).get("containers") or [{}]
     first: dict[str, Any] = containers[0] or {}
     return first
+
+
+def readiness_path(container: dict[str, Any]) -> str:
+    """The path the readiness probe polls: the container's ``readinessProbe.httpGet.path``."""
+    return str(((container.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or DEFAULT_READINESS_PATH)
 
 
 def _max_unavailable(spec: dict[str, Any], desired: int) -> int:
@@ -255,25 +264,12 @@ class PodRunner:
             await asyncio.sleep(opts.probe_interval)
 
 
-@dataclass
-class _DeploymentState:
-    namespace: str
-    name: str
-    uid: str = ""
-    generation: int = 0
-    desired: int = 0
-    template_hash: str = ""
-    spec: dict[str, Any] = field(default_factory=dict)
-    pods: list[PodRunner] = field(default_factory=list)
-    last_written: dict[str, Any] | None = None
-    conditions_since: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-
-class WorkloadSimulator:
-    """Runs the model-server pods of managed Deployments and reports their status.
-
-    ``await start()`` returns once the first list is done; ``await stop()`` stops every pod.
-    """
+class LocalPodHost:
+    """What the workload simulator and the kubelet share as hosts of :class:`PodRunner`: the two play
+    different controllers, but run their pods the same way. So they share where the pods' logs and the
+    model cache go, the env every pod starts from, warming the cache, the HTTP session the readiness
+    probes use, the API connection, and the tasks that outlive the event that started them (stopping a
+    pod, confirming a deletion), which :meth:`_finish_background` waits for so that none is cut short."""
 
     def __init__(
         self,
@@ -289,36 +285,112 @@ class WorkloadSimulator:
         self.cache_dir = self.workdir / "model-cache"
         self.log_dir = self.workdir / "logs" / "pods"
         self.cache_ready = asyncio.Event()
-        self._deployments: dict[tuple[str, str], _DeploymentState] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._wakeup = asyncio.Event()
+        self.status_writes = 0
         self._tasks: list[asyncio.Task[Any]] = []
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._api: KubeApi | None = None
         self._http: aiohttp.ClientSession | None = None
         self._informer: Informer | None = None
-        self.status_writes = 0
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        assert self._http is not None, "the simulator is not started"
+        assert self._http is not None, f"the {type(self).__name__} is not started"
         return self._http
 
     def base_env(self) -> dict[str, str]:
         return {**procs.base_env(), "MODEL_CACHE_DIR": str(self.cache_dir), "PYTHONUNBUFFERED": "1"}
 
-    async def start(self, timeout: float = 30.0) -> None:
+    def container_env(self, container: dict[str, Any]) -> dict[str, str]:
+        """A pod's env: :meth:`base_env` and the container's ``value`` entries (``valueFrom`` is not
+        resolved: the sandbox has no Secrets or ConfigMaps to take values from)."""
+        env = self.base_env()
+        for item in container.get("env") or []:
+            if "name" in item and "value" in item:
+                env[str(item["name"])] = str(item["value"])
+        return env
+
+    async def wait_cache(self, timeout: float = 120.0) -> None:
+        await asyncio.wait_for(self.cache_ready.wait(), timeout)
+
+    async def _warm_cache(self) -> None:
+        try:
+            await warm_model_cache(self.options.python, self.base_env(), self.workdir / "logs" / "warm-cache.log")
+        finally:
+            self.cache_ready.set()
+
+    async def _connect(self) -> client.ApiClient:
+        """Open the API connection and the probes' HTTP session; the raw client is for the informer."""
         self._api, raw = await connect(self.kubeconfig)
         self._http = aiohttp.ClientSession()
-        self._informer = Informer(
-            self._api, raw, DEPLOYMENTS, self._on_event, label_selector=MANAGED_SELECTOR, name="deployments"
-        )
+        return raw
+
+    async def _run(self, informer: Informer, status_writer: CoalescingStatusWriter, what: str, timeout: float) -> None:
+        """Warm the cache, watch with ``informer`` and write status, in the background; return once the
+        informer has listed (every existing ``what`` has been seen)."""
+        self._informer = informer
         self._tasks = [
             asyncio.create_task(self._warm_cache(), name="warm model cache"),
-            asyncio.create_task(self._informer.run(), name="deployment informer"),
-            asyncio.create_task(self._status_writer(), name="deployment status writer"),
+            asyncio.create_task(informer.run(), name=f"{what} informer"),
+            asyncio.create_task(status_writer.run(), name=f"{what} status writer"),
         ]
-        await asyncio.wait_for(self._informer.synced.wait(), timeout)
+        await asyncio.wait_for(informer.synced.wait(), timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in the background; :meth:`_finish_background` waits for it."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finish_background(self) -> None:
+        """Wait for every background task, and for any that those spawn while they run."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def _close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._api is not None:
+            await self._api.close()
+
+
+@dataclass
+class _DeploymentState:
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+    desired: int = 0
+    template_hash: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    pods: list[PodRunner] = field(default_factory=list)
+    last_written: dict[str, Any] | None = None
+    conditions_since: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+class WorkloadSimulator(LocalPodHost):
+    """Runs the model-server pods of managed Deployments and reports their status.
+
+    ``await start()`` returns once the first list is done; ``await stop()`` stops every pod.
+    """
+
+    def __init__(
+        self,
+        kubeconfig: str | Path,
+        registry: PodRegistry,
+        workdir: str | Path,
+        options: SimulatorOptions | None = None,
+    ) -> None:
+        super().__init__(kubeconfig, registry, workdir, options)
+        self._deployments: dict[tuple[str, str], _DeploymentState] = {}
+        self._status_writer = CoalescingStatusWriter(self._write_status, log)
+
+    async def start(self, timeout: float = 30.0) -> None:
+        raw = await self._connect()
+        assert self._api is not None
+        informer = Informer(
+            self._api, raw, DEPLOYMENTS, self._on_event, label_selector=MANAGED_SELECTOR, name="deployments"
+        )
+        await self._run(informer, self._status_writer, "deployment", timeout)
 
     async def stop(self) -> None:
         """Stop watching first (no new pods), then every pod, including those already stopping."""
@@ -327,23 +399,8 @@ class WorkloadSimulator:
             for runner in state.pods:
                 self._stop_later(runner)
         self._deployments.clear()
-        while self._stopping:
-            await asyncio.gather(*list(self._stopping), return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-        if self._api is not None:
-            await self._api.close()
-
-    async def wait_cache(self, timeout: float = 120.0) -> None:
-        await asyncio.wait_for(self.cache_ready.wait(), timeout)
-
-    # --- the model cache --------------------------------------------------------------------------
-
-    async def _warm_cache(self) -> None:
-        try:
-            await warm_model_cache(self.options.python, self.base_env(), self.workdir / "logs" / "warm-cache.log")
-        finally:
-            self.cache_ready.set()
+        await self._finish_background()
+        await self._close()
 
     # --- the controller ---------------------------------------------------------------------------
 
@@ -371,7 +428,7 @@ class WorkloadSimulator:
         state.desired = max(0, int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1))
         state.template_hash = _template_hash(spec.get("template") or {})
         self._reconcile(state)
-        self._mark(key)
+        self._status_writer.mark(key)
 
     def _reconcile(self, state: _DeploymentState) -> None:
         """Make the pods match the spec: replace outdated ones, then scale."""
@@ -390,11 +447,6 @@ class WorkloadSimulator:
         selector = ((state.spec.get("selector") or {}).get("matchLabels")) or {}
         labels = {**((template.get("metadata") or {}).get("labels") or {}), **selector}
         container = _first_container(template)
-        env = self.base_env()
-        for item in container.get("env") or []:
-            if "name" in item and "value" in item:
-                env[str(item["name"])] = str(item["value"])
-        probe = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or DEFAULT_READINESS_PATH
         name = f"{state.name}-{state.template_hash}-{secrets.token_hex(3)[:5]}"
         pod = Pod(
             namespace=state.namespace,
@@ -406,55 +458,29 @@ class WorkloadSimulator:
             template_hash=state.template_hash,
             log_path=str(self.log_dir / f"{state.namespace}_{name}.log"),
         )
-        runner = PodRunner(pod=pod, env=env, readiness_path=str(probe), sim=self)
+        runner = PodRunner(
+            pod=pod, env=self.container_env(container), readiness_path=readiness_path(container), sim=self
+        )
         self.registry.add(pod)
         runner.start()
         log.info("pod %s/%s started for %s (port %d)", pod.namespace, pod.name, state.name, pod.port)
         return runner
 
     def _stop_later(self, runner: PodRunner) -> None:
-        task = asyncio.create_task(self._stop_pod(runner), name=f"stop {runner.pod.name}")
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._spawn(self._stop_pod(runner), f"stop {runner.pod.name}")
 
     async def _stop_pod(self, runner: PodRunner) -> None:
         try:
             await runner.stop()
         finally:
             self.registry.remove(runner.pod)
-            self._mark((runner.pod.namespace, runner.pod.deployment))
+            self._status_writer.mark((runner.pod.namespace, runner.pod.deployment))
 
     def pod_changed(self, pod: Pod) -> None:
         self.registry.changed()
-        self._mark((pod.namespace, pod.deployment))
-
-    def _mark(self, key: tuple[str, str]) -> None:
-        self._dirty.add(key)
-        self._wakeup.set()
+        self._status_writer.mark((pod.namespace, pod.deployment))
 
     # --- status -----------------------------------------------------------------------------------
-
-    async def _status_writer(self) -> None:
-        """Writes the status of the Deployments marked dirty, coalescing bursts of changes."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            dirty, self._dirty = self._dirty, set()
-            for key in dirty:
-                state = self._deployments.get(key)
-                if state is None:
-                    continue
-                try:
-                    await self._write_status(state)
-                except ApiError as error:
-                    if error.status != 404:
-                        log.warning("status of %s/%s: %s; retrying", *key, error)
-                        await asyncio.sleep(0.5)
-                        self._mark(key)
-                except (aiohttp.ClientError, OSError) as error:
-                    log.warning("status of %s/%s: %s; retrying", *key, error)
-                    await asyncio.sleep(0.5)
-                    self._mark(key)
 
     def compute_status(self, state: _DeploymentState) -> dict[str, Any]:
         """The status the Deployment controller would report for these pods (without timestamps)."""
@@ -492,19 +518,16 @@ class WorkloadSimulator:
             ],
         }
 
-    async def _write_status(self, state: _DeploymentState) -> None:
+    async def _write_status(self, key: ObjectKey) -> None:
+        state = self._deployments.get(key)
+        if state is None:
+            return
         status = self.compute_status(state)
         if status == state.last_written:
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = json.loads(json.dumps(status))
-        for condition in body["conditions"]:
-            # lastTransitionTime moves only when the condition's status flips, as in Kubernetes.
-            previous = state.conditions_since.get(condition["type"])
-            if previous is None or previous[0] != condition["status"]:
-                previous = state.conditions_since[condition["type"]] = (condition["status"], now)
-            condition["lastTransitionTime"] = previous[1]
-            condition["lastUpdateTime"] = now
+        conditions = with_transition_times(status["conditions"], state.conditions_since, now)
+        body = {**status, "conditions": [{**condition, "lastUpdateTime": now} for condition in conditions]}
         assert self._api is not None
         await self._api.merge_patch(DEPLOYMENTS, state.namespace, state.name, {"status": body}, subresource="status")
         state.last_written = status
