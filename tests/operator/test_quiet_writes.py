@@ -50,6 +50,10 @@ def test_passing_measurements_are_written_in_batches_and_a_breach_at_once(
         shared_exporter.set(ERROR_RATIO, 0.30, rollout=name, version="2.0.0")
         prometheus_session.wait_for_value(series, lambda value: value > 0.2)
         status = cluster.wait_for_phase(name, "RolledBack", timeout=60)
+        # The watch runs in a thread of its own: leave only once it has seen what a GET just did.
+        cluster.wait_for(
+            "the watch to see the rollback", lambda: any(written.get("phase") == "RolledBack" for written in history)
+        )
 
     # The passing measurements reached status several at a time, not one write each.
     counts = [background(written).get("count", 0) for written in history if written.get("backgroundAnalysis")]
