@@ -61,11 +61,17 @@ def metric(spec: Spec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SpecCase:
-    """A spec with one thing wrong: `what` says what, `change` (in YAML-ish words) how."""
+    """A spec with one thing wrong: `what` says what, `change` (in YAML-ish words) how.
+
+    `server` is the API server's refusal, `<field>: <message>` of its one cause (HTTP 422, nothing
+    stored), for what the CRD schema catches; None: the server stores it and the operator reports it.
+    tests/realapi/test_bad_input.py checks both on a real API server.
+    """
 
     what: str
     change: str
     edit: Callable[[Spec], None]
+    server: str | None = None
 
     def spec(self) -> Spec:
         spec = copy.deepcopy(base_spec())
@@ -118,6 +124,11 @@ def _both(*edits: Callable[[Spec], None]) -> Callable[[Spec], None]:
     return edit
 
 
+def _bound(field: str, value: float, relation: str) -> str:
+    """The API server's words for a number the CRD schema's minimum or maximum refuses."""
+    return f"spec.{field}: Invalid value: {value}: spec.{field} in body should be {relation}"
+
+
 def _duplicate_metric(spec: Spec) -> None:
     spec["analysis"]["metrics"].append(copy.deepcopy(metric(spec)))
 
@@ -128,8 +139,18 @@ SPEC_CASES: list[SpecCase] = [
         "steps `setWeight: 10`, ..., `setWeight: 10`",
         _set("strategy.canary.steps.3", {"setWeight": 10}),
     ),
-    SpecCase("a weight over 100", "`setWeight: 150`", _set("strategy.canary.steps.3", {"setWeight": 150})),
-    SpecCase("a negative weight", "`setWeight: -5`", _set("strategy.canary.steps.0", {"setWeight": -5})),
+    SpecCase(
+        "a weight over 100",
+        "`setWeight: 150`",
+        _set("strategy.canary.steps.3", {"setWeight": 150}),
+        _bound("strategy.canary.steps[3].setWeight", 150, "less than or equal to 100"),
+    ),
+    SpecCase(
+        "a negative weight",
+        "`setWeight: -5`",
+        _set("strategy.canary.steps.0", {"setWeight": -5}),
+        _bound("strategy.canary.steps[0].setWeight", -5, "greater than or equal to 0"),
+    ),
     SpecCase(
         "a mirror percent over 100",
         "`mirror: {percent: 120}` (with a router)",
@@ -137,6 +158,7 @@ SPEC_CASES: list[SpecCase] = [
             _set("trafficRouting", {"gatewayAPI": {"httpRoute": "fraud-scorer"}}),
             _set("strategy.canary.steps.0", {"mirror": {"percent": 120}}),
         ),
+        _bound("strategy.canary.steps[0].mirror.percent", 120, "less than or equal to 100"),
     ),
     SpecCase(
         "an analysis step naming an unknown metric",
@@ -152,6 +174,7 @@ SPEC_CASES: list[SpecCase] = [
         "an analysis step with count 0",
         "`analysis: {metrics: [error-rate], count: 0}`",
         _set("strategy.canary.steps.2", {"analysis": {"metrics": ["error-rate"], "count": 0}}),
+        _bound("strategy.canary.steps[2].analysis.count", 0, "greater than or equal to 1"),
     ),
     SpecCase(
         "a blue-green gate naming an unknown metric",
@@ -239,29 +262,92 @@ SPEC_CASES: list[SpecCase] = [
             {"gatewayAPI": {"httpRoute": "fraud-scorer"}, "istio": {"virtualService": "fraud-scorer"}},
         ),
     ),
-    SpecCase("replicas 0", "`replicas: 0`", _set("replicas", 0)),
-    SpecCase("progressDeadlineSeconds 0", "`progressDeadlineSeconds: 0`", _set("progressDeadlineSeconds", 0)),
-    SpecCase("a negative failureLimit", "`analysis: {failureLimit: -1}`", _set("analysis.failureLimit", -1)),
+    SpecCase("replicas 0", "`replicas: 0`", _set("replicas", 0), _bound("replicas", 0, "greater than or equal to 1")),
     SpecCase(
-        "a negative inconclusiveLimit", "`analysis: {inconclusiveLimit: -1}`", _set("analysis.inconclusiveLimit", -1)
+        "negative replicas",
+        "`replicas: -2`",
+        _set("replicas", -2),
+        _bound("replicas", -2, "greater than or equal to 1"),
+    ),
+    SpecCase(
+        "progressDeadlineSeconds 0",
+        "`progressDeadlineSeconds: 0`",
+        _set("progressDeadlineSeconds", 0),
+        _bound("progressDeadlineSeconds", 0, "greater than or equal to 1"),
+    ),
+    SpecCase(
+        "a port out of range",
+        "`service: {port: 70000}`",
+        _set("service", {"port": 70000}),
+        _bound("service.port", 70000, "less than or equal to 65535"),
+    ),
+    SpecCase(
+        "a negative failureLimit",
+        "`analysis: {failureLimit: -1}`",
+        _set("analysis.failureLimit", -1),
+        _bound("analysis.failureLimit", -1, "greater than or equal to 0"),
+    ),
+    SpecCase(
+        "a negative inconclusiveLimit",
+        "`analysis: {inconclusiveLimit: -1}`",
+        _set("analysis.inconclusiveLimit", -1),
+        _bound("analysis.inconclusiveLimit", -1, "greater than or equal to 0"),
     ),
     SpecCase(
         "a negative consecutiveErrorLimit",
         "`analysis: {consecutiveErrorLimit: -1}`",
         _set("analysis.consecutiveErrorLimit", -1),
+        _bound("analysis.consecutiveErrorLimit", -1, "greater than or equal to 0"),
     ),
     SpecCase(
         "a negative blue-green delay",
         "`blueGreen: {scaleDownDelaySeconds: -1}`",
         _both(_delete("strategy.canary"), _set("strategy.blueGreen", {"scaleDownDelaySeconds": -1})),
+        _bound("strategy.blueGreen.scaleDownDelaySeconds", -1, "greater than or equal to 0"),
+    ),
+    SpecCase(
+        "a compare ratio of 0",
+        "`compare: {maxRatio: 0}` instead of `threshold`",
+        _both(_delete("analysis.metrics.0.threshold"), _set("analysis.metrics.0.compare", {"maxRatio": 0})),
+        _bound("analysis.metrics[0].compare.maxRatio", 0, "greater than 0"),
+    ),
+    SpecCase(
+        "a p-value over 1",
+        "`drift: {statistic: ks, minPValue: 1.5}` instead of `threshold`",
+        _both(
+            _delete("analysis.metrics.0.threshold"),
+            _set("analysis.metrics.0.drift", {"statistic": "ks", "minPValue": 1.5}),
+        ),
+        _bound("analysis.metrics[0].drift.minPValue", 1.5, "less than or equal to 1"),
+    ),
+    SpecCase(
+        "a negative minCount",
+        "`minCount: -1`",
+        _set("analysis.metrics.0.minCount", -1),
+        _bound("analysis.metrics[0].minCount", -1, "greater than or equal to 0"),
     ),
     SpecCase("two metrics with the same name", "`error-rate` defined twice", _duplicate_metric),
-    SpecCase("no model.version", "`model: {name: fraud-scorer}`", _delete("model.version")),
-    SpecCase("no model", "`model` left out", _delete("model")),
+    SpecCase(
+        "no model.version",
+        "`model: {name: fraud-scorer}`",
+        _delete("model.version"),
+        "spec.model.version: Required value",
+    ),
+    SpecCase("no model", "`model` left out", _delete("model"), "spec.model: Required value"),
     SpecCase("an empty containers list", "`template: {spec: {containers: []}}`", _set("template.spec.containers", [])),
-    SpecCase("no template", "`template` left out", _delete("template")),
-    SpecCase("a wrong type", "`replicas: four`", _set("replicas", "four")),
-    SpecCase("an unknown automation", "`automation: yolo`", _set("automation", "yolo")),
+    SpecCase("no template", "`template` left out", _delete("template"), "spec.template: Required value"),
+    SpecCase(
+        "a wrong type",
+        "`replicas: four`",
+        _set("replicas", "four"),
+        'spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string"',
+    ),
+    SpecCase(
+        "an unknown automation",
+        "`automation: yolo`",
+        _set("automation", "yolo"),
+        'spec.automation: Unsupported value: "yolo": supported values: "manual", "assisted", "auto"',
+    ),
 ]
 
 
@@ -389,19 +475,44 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def refused_by_the_server() -> list[SpecCase]:
+    return [case for case in SPEC_CASES if case.server is not None]
+
+
+def stored_for_the_operator() -> list[SpecCase]:
+    return [case for case in SPEC_CASES if case.server is None]
+
+
+def _messages(case: SpecCase) -> str:
+    return "<br>".join(f"`{_cell(m)}`" for m in case.messages())
+
+
 def render_tables() -> str:
     lines = [
+        "### Refused by the API server: HTTP 422, nothing stored",
+        "",
+        '`kubectl apply` prints `The ModelRollout "<name>" is invalid: ` followed by the API server\'s '
+        "message. The operator's message is what it reports (as below, `phase: Failed`) only for a spec "
+        "that reached it unchecked: for the bounds, one stored under a CRD from an older release.",
+        "",
+        "| # | what is wrong | example | the API server's message | the operator's message |",
+        "|---|---|---|---|---|",
+    ]
+    for number, case in enumerate(refused_by_the_server(), 1):
+        assert case.server is not None
+        lines.append(f"| {number} | {case.what} | {_cell(case.change)} | `{_cell(case.server)}` | {_messages(case)} |")
+    lines += [
+        "",
         "### Spec cases: `phase: Failed`, reason `InvalidSpec`",
         "",
-        "The rollout's `status.message` (and the Event) is `invalid spec: ` followed by these messages, "
-        "joined by `; ` when there are several.",
+        "The API server stores these. The rollout's `status.message` (and the Event) is `invalid spec: ` "
+        "followed by these messages, joined by `; ` when there are several.",
         "",
         "| # | what is wrong | example | message |",
         "|---|---|---|---|",
     ]
-    for number, case in enumerate(SPEC_CASES, 1):
-        message = "<br>".join(f"`{_cell(m)}`" for m in case.messages())
-        lines.append(f"| {number} | {case.what} | {_cell(case.change)} | {message} |")
+    for number, case in enumerate(stored_for_the_operator(), 1):
+        lines.append(f"| {number} | {case.what} | {_cell(case.change)} | {_messages(case)} |")
     lines += [
         "",
         "### Route cases: `phase: Failed`, reason `TrafficRoutingInvalid`",

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs.bad_input_cases import DOC, ROUTE_CASES, SPEC_CASES, SpecCase, generated_part, render_tables
+from tests.docs.bad_input_cases import (
+    DOC,
+    ROUTE_CASES,
+    SPEC_CASES,
+    SpecCase,
+    generated_part,
+    refused_by_the_server,
+    render_tables,
+)
 
 
 def test_the_page_matches_the_code() -> None:
@@ -19,6 +27,20 @@ def test_each_spec_case_names_a_field(case: SpecCase) -> None:
     messages = case.messages()
     assert len(messages) == 1, f"{case.what}: more than one thing is wrong: {messages}"
     assert messages[0].startswith("spec."), messages[0]
+
+
+@pytest.mark.parametrize("case", refused_by_the_server(), ids=lambda case: case.what)
+def test_a_refused_case_names_the_same_field_for_the_server_and_the_operator(case: SpecCase) -> None:
+    # The server's words are checked on a real API server (tests/realapi/test_bad_input.py); here,
+    # that the table's two messages are about one field.
+    assert case.server is not None
+    server_field = case.server.split(": ", 1)[0]
+    assert case.messages()[0].split(": ", 1)[0] == server_field
+
+
+def test_the_bounds_of_the_issue_are_refused_by_the_server() -> None:
+    refused = {case.change for case in refused_by_the_server()}
+    assert {"`setWeight: 150`", "`replicas: -2`"} <= refused
 
 
 def test_route_messages_name_the_object() -> None:

@@ -1,27 +1,23 @@
 """docs/bad-input.md on the real API server: which bad specs the CRD schema refuses (HTTP 422,
-naming the field), which it stores for the operator to report, and what happens to unknown fields
-(refused only under strict field validation; otherwise dropped with a warning)."""
+naming the field and, for a bound, what is allowed: word for word as the doc's first table says),
+which it stores for the operator to report, and what happens to unknown fields (refused only under
+strict field validation; otherwise dropped with a warning)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import kubernetes
 import pytest
 from kubernetes.client.rest import ApiException
 
 from modelrollout import GROUP, KIND, PLURAL, VERSION
-from tests.docs.bad_input_cases import SPEC_CASES, SpecCase, base_spec
+from tests.docs.bad_input_cases import SPEC_CASES, SpecCase, base_spec, refused_by_the_server
 
-# The rows docs/bad-input.md says the schema catches, and the field the server names.
-REFUSED_BY_THE_SCHEMA = {
-    "a wrong type": "spec.replicas",
-    "an unknown automation": "spec.automation",
-    "no model": "spec.model",
-    "no template": "spec.template",
-    "no model.version": "spec.model.version",
-}
+# The rows docs/bad-input.md says the schema catches: its first table, with the API server's words.
+REFUSED_BY_THE_SCHEMA = {case.what: case.server for case in refused_by_the_server()}
 
 
 def create(admin: kubernetes.client.ApiClient, namespace: str, spec: dict, validation: str, dry: bool = True) -> dict:
@@ -38,15 +34,19 @@ def create(admin: kubernetes.client.ApiClient, namespace: str, spec: dict, valid
     )
 
 
-def test_the_doc_names_every_case_the_schema_refuses() -> None:
-    assert set(REFUSED_BY_THE_SCHEMA) <= {case.what for case in SPEC_CASES}
+def test_the_schema_refuses_the_shape_errors_and_the_bounds() -> None:
+    # A wrong type, an unknown enum value, three missing fields, and every bound of the table.
+    assert len(REFUSED_BY_THE_SCHEMA) == 20
+    assert {"a weight over 100", "negative replicas", "a port out of range", "a p-value over 1"} <= set(
+        REFUSED_BY_THE_SCHEMA
+    )
 
 
 @pytest.mark.parametrize("case", SPEC_CASES, ids=lambda case: case.what)
-def test_the_server_refuses_exactly_the_shape_errors(
+def test_the_server_refuses_exactly_the_first_tables_rows(
     case: SpecCase, admin: kubernetes.client.ApiClient, namespace: str
 ) -> None:
-    if case.what not in REFUSED_BY_THE_SCHEMA:
+    if case.server is None:
         # Wrong in meaning: stored; the operator reports it (status.phase Failed, InvalidSpec).
         create(admin, namespace, case.spec(), "Strict")
         return
@@ -55,8 +55,36 @@ def test_the_server_refuses_exactly_the_shape_errors(
     status = json.loads(refused.value.body)
     assert refused.value.status == 422, status
     assert status["reason"] == "Invalid"
-    fields = [cause["field"] for cause in status["details"]["causes"]]
-    assert fields == [REFUSED_BY_THE_SCHEMA[case.what]], status
+    causes = [f"{cause['field']}: {cause['message']}" for cause in status["details"]["causes"]]
+    assert causes == [case.server], status
+    assert status["message"].endswith(f" is invalid: {case.server}")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "bound"),
+    [
+        ({"strategy": {"canary": {"steps": [{"setWeight": 150}]}}}, "spec.strategy.canary.steps[0].setWeight", 100),
+        ({"replicas": -2}, "spec.replicas", 1),
+    ],
+    ids=["setWeight 150", "replicas -2"],
+)
+def test_the_bounds_of_issue_16_are_refused_with_the_field_and_the_bound(
+    change: dict[str, Any], field: str, bound: int, admin: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    # Before the bounds were in the schema, both were stored and failed only in status.
+    with pytest.raises(ApiException) as refused:
+        create(admin, namespace, {**base_spec(), **change}, "Strict", dry=False)
+    assert refused.value.status == 422
+    (cause,) = json.loads(refused.value.body)["details"]["causes"]
+    assert cause["field"] == field
+    relation = "less than or equal to" if bound == 100 else "greater than or equal to"
+    assert cause["message"].endswith(f"{field} in body should be {relation} {bound}"), cause
+    assert (
+        kubernetes.client.CustomObjectsApi(admin).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)[
+            "items"
+        ]
+        == []
+    )
 
 
 @pytest.mark.parametrize("where", ["spec", "step"])

@@ -100,3 +100,24 @@ def test_get_events_lists_a_rollouts_event(
     assert "modelrollout/fraud-scorer" in out and "StepStarted" in out and "setWeight 10" in out, out
     out = kubectl.ok("events", "-n", namespace, "--for", "modelrollout/fraud-scorer")
     assert "StepStarted" in out, out
+
+
+def test_explain_shows_the_bounds_and_apply_refuses_what_crosses_them(kubectl: Kubectl, namespace: str) -> None:
+    # kubectl explain prints a field's type and description, never its `minimum`/`maximum`: the
+    # bound reaches a person through the description's last sentence, which crd.py writes from it.
+    replicas = kubectl.ok("explain", "modelrollout.spec.replicas")
+    assert "FIELD: replicas <integer>" in replicas
+    assert "Must be 1 or more." in " ".join(replicas.split()), replicas
+    assert "minimum" not in replicas.lower()
+    weight = kubectl.ok("explain", "modelrollout.spec.strategy.canary.steps.setWeight")
+    assert "Must be between 0 and 100." in " ".join(weight.split()), weight
+
+    rollout = in_namespace(ROLLOUT, namespace)
+    rollout["spec"]["replicas"] = -2
+    done = kubectl("apply", "--validate=strict", "-f", "-", stdin=yaml.safe_dump(rollout))
+    assert done.returncode != 0
+    assert (
+        'The ModelRollout "fraud-scorer" is invalid: spec.replicas: Invalid value: -2: '
+        "spec.replicas in body should be greater than or equal to 1" in done.stderr
+    ), done.stderr
+    assert kubectl("get", "mro", "fraud-scorer", "-n", namespace).returncode != 0

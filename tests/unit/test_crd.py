@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from modelrollout.api.crd import CRD_FILE_NAME, crd_manifest, render_crds
+from modelrollout.api.crd import CRD_FILE_NAME, crd_manifest, render_crds, template_crd_manifest
 from modelrollout.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,3 +84,78 @@ def test_names_columns_and_status_subresource() -> None:
         "Weight": ".status.weights.candidate",
         "Age": ".metadata.creationTimestamp",
     }
+
+
+# Every number of the spec and its bound: (minimum, maximum, exclusive minimum). None: no bound,
+# on purpose (a threshold may be any number). A numeric field added without an entry fails below.
+SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "root.spec.replicas": (1, None, False),
+    "root.spec.progressDeadlineSeconds": (1, None, False),
+    "root.spec.service.port": (1, 65535, False),
+    "root.spec.service.targetPort": (1, 65535, False),
+    "root.spec.strategy.canary.steps[].setWeight": (0, 100, False),
+    "root.spec.strategy.canary.steps[].mirror.percent": (0, 100, False),
+    "root.spec.strategy.canary.steps[].analysis.count": (1, None, False),
+    "root.spec.strategy.blueGreen.autoPromotionSeconds": (0, None, False),
+    "root.spec.strategy.blueGreen.scaleDownDelaySeconds": (0, None, False),
+    "root.spec.strategy.blueGreen.prePromotionAnalysis.count": (1, None, False),
+    "root.spec.strategy.blueGreen.postPromotionAnalysis.count": (1, None, False),
+    "root.spec.analysis.failureLimit": (0, None, False),
+    "root.spec.analysis.inconclusiveLimit": (0, None, False),
+    "root.spec.analysis.consecutiveErrorLimit": (0, None, False),
+    "root.spec.analysis.metrics[].threshold.min": (None, None, False),
+    "root.spec.analysis.metrics[].threshold.max": (None, None, False),
+    "root.spec.analysis.metrics[].compare.maxRatio": (0, None, True),
+    "root.spec.analysis.metrics[].compare.maxDifference": (0, None, False),
+    "root.spec.analysis.metrics[].drift.max": (0, None, False),
+    "root.spec.analysis.metrics[].drift.minPValue": (0, 1, True),
+    "root.spec.analysis.metrics[].minCount": (0, None, False),
+    "root.spec.monitoring.consecutiveFailures": (1, 10, False),
+}
+TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "root.spec.threshold.min": (None, None, False),
+    "root.spec.threshold.max": (None, None, False),
+    "root.spec.compare.maxRatio": (0, None, True),
+    "root.spec.compare.maxDifference": (0, None, False),
+    "root.spec.drift.max": (0, None, False),
+    "root.spec.drift.minPValue": (0, 1, True),
+    "root.spec.minCount": (0, None, False),
+}
+
+
+def _numbers(schema: dict[str, Any], under: str) -> dict[str, tuple[float | None, float | None, bool]]:
+    return {
+        path: (node.get("minimum"), node.get("maximum"), node.get("exclusiveMinimum", False))
+        for path, node in _walk(schema, "root")
+        if path.startswith(under) and node.get("type") in ("integer", "number")
+    }
+
+
+def test_every_number_of_the_spec_has_its_bound_in_the_schema() -> None:
+    # The API server refuses `setWeight: 150` or `replicas: -2` itself only if the bound is here.
+    assert _numbers(_schema(), "root.spec") == SPEC_BOUNDS
+
+
+def test_every_number_of_a_template_has_its_bound_in_the_schema() -> None:
+    for kind in ("ModelAnalysisTemplate", "ClusterModelAnalysisTemplate"):
+        schema = template_crd_manifest(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert _numbers(schema, "root.spec") == TEMPLATE_BOUNDS, kind
+
+
+def test_an_exclusive_bound_is_in_openapi_3_0_form() -> None:
+    # JSON Schema 2020-12 writes `exclusiveMinimum: 0`; the API server wants `minimum: 0` and `true`.
+    ratio = _schema()["properties"]["spec"]["properties"]["analysis"]["properties"]["metrics"]["items"]
+    max_ratio = ratio["properties"]["compare"]["properties"]["maxRatio"]
+    assert (max_ratio["minimum"], max_ratio["exclusiveMinimum"]) == (0, True)
+    assert "exclusiveMaximum" not in yaml.safe_dump(crd_manifest())
+
+
+def test_a_bound_is_said_in_its_description() -> None:
+    # kubectl explain prints descriptions, never `minimum`/`maximum` (tests/realapi/test_kubectl.py).
+    spec = _schema()["properties"]["spec"]["properties"]
+    assert spec["replicas"]["description"].endswith("Must be 1 or more.")
+    weight = spec["strategy"]["properties"]["canary"]["properties"]["steps"]["items"]["properties"]["setWeight"]
+    assert weight["description"].endswith("Must be between 0 and 100.")
+    for path, node in _walk(_schema(), "root"):
+        if "minimum" in node or "maximum" in node:
+            assert " Must be " in node["description"], path

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelrollout.api.crd import crd_manifest
 from modelrollout.api.models import Phase
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.machine import decide
@@ -128,3 +129,66 @@ def test_huge_specs_are_handled() -> None:
     assert len(world.status.wire()["backgroundAnalysis"]["metrics"]) == 500
     # Kubernetes stores objects up to about 1.5 MiB: the status of a huge spec stays well below.
     assert len(json.dumps(world.status.wire())) < 512 * 1024
+
+
+# Bounded fields of the spec, as (CRD schema path, how to set it in a spec).
+def _weight(value: float) -> dict[str, Any]:
+    return {"strategy": {"canary": {"steps": [{"setWeight": value}]}}}
+
+
+def _mirror(value: float) -> dict[str, Any]:
+    return {
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+        "strategy": {"canary": {"steps": [{"mirror": {"percent": value}}]}},
+    }
+
+
+def _metric(**fields: Any) -> dict[str, Any]:
+    return {"analysis": {"metrics": [{"name": "m", "prometheus": {"query": "q"}, **fields}]}}
+
+
+BOUNDED = {
+    "replicas": lambda v: {"replicas": v},
+    "progressDeadlineSeconds": lambda v: {"progressDeadlineSeconds": v},
+    "service.port": lambda v: {"service": {"port": v}},
+    "strategy.canary.steps[0].setWeight": _weight,
+    "strategy.canary.steps[0].mirror.percent": _mirror,
+    "strategy.blueGreen.scaleDownDelaySeconds": lambda v: {"strategy": {"blueGreen": {"scaleDownDelaySeconds": v}}},
+    "analysis.failureLimit": lambda v: {"analysis": {"failureLimit": v}},
+    "analysis.metrics[0].compare.maxRatio": lambda v: _metric(compare={"maxRatio": v}),
+    "analysis.metrics[0].drift.minPValue": lambda v: _metric(drift={"statistic": "ks", "minPValue": v}),
+    "analysis.metrics[0].minCount": lambda v: _metric(threshold={"max": 1}, minCount=v),
+}
+
+
+def _crd_allows(path: str, value: float) -> bool:
+    """What the API server decides, from the CRD's own minimum/maximum/exclusiveMinimum."""
+    node: dict[str, Any] = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for part in path.split("."):
+        name, _, index = part.partition("[")
+        node = node["properties"][name]
+        if index:
+            node = node["items"]
+    low, high = node.get("minimum"), node.get("maximum")
+    if low is not None and (value < low or (node.get("exclusiveMinimum") is True and value == low)):
+        return False
+    return high is None or value <= high
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.sampled_from(sorted(BOUNDED)), value=st.integers(-3, 70000) | st.sampled_from([0, 1, 100, 101, 65535]))
+def test_the_operator_refuses_a_number_exactly_where_the_crd_does(path: str, value: int) -> None:
+    # One source for each bound: the operator's judgement of a stored spec never disagrees with the
+    # API server's, so a spec from an older CRD is refused for the same numbers, naming the field.
+    if "minPValue" in path or "maxRatio" in path:
+        value = value / 100  # these are fractions: 0, 0.01, ..., with 1 and above out of range for p
+    spec = {**make_spec(), **BOUNDED[path](value)}
+    try:
+        parse_spec(spec)
+        refused = []
+    except InvalidSpec as invalid:
+        refused = [str(error) for error in invalid.errors if error.path == f"spec.{path}"]
+    if _crd_allows(path, value):
+        assert refused == []
+    else:
+        assert len(refused) == 1 and "must be " in refused[0] and refused[0].endswith(f", got {value:g}"), refused

@@ -44,7 +44,7 @@ CASES = [
         "as 30s, 5m, 1h30m or 250ms (units: ms, s, m, h)",
     ),
     (_steps({"setWeight": 10, "pause": {}}), "spec.strategy.canary.steps[0]: a step sets exactly one of"),
-    ({"replicas": 0}, "spec.replicas: must be at least 1, got 0"),
+    ({"replicas": 0}, "spec.replicas: must be 1 or more, got 0"),
     ({"automation": "yolo"}, "spec.automation: Input should be 'manual', 'assisted' or 'auto' (got 'yolo')"),
     ({"model": {"name": "m"}}, "spec.model.version: is required"),
     ({"analysis": {"interval": "0s"}}, "spec.analysis.interval: must be longer than 0s"),
@@ -80,3 +80,54 @@ def test_durations_format_for_people() -> None:
     assert format_duration(90) == "1m30s"
     assert format_duration(0.25) == "250ms"
     assert format_duration(3600) == "1h"
+
+
+# What the CRD schema refuses on a real API server still gets a clear message where a spec reaches
+# the operator without that check (a CRD from an older release): the path and the whole range.
+BOUND_CASES = [
+    (_steps({"setWeight": -5}), "spec.strategy.canary.steps[0].setWeight: must be between 0 and 100, got -5"),
+    ({"replicas": -2}, "spec.replicas: must be 1 or more, got -2"),
+    ({"progressDeadlineSeconds": 0}, "spec.progressDeadlineSeconds: must be 1 or more, got 0"),
+    ({"service": {"port": 70000}}, "spec.service.port: must be between 1 and 65535, got 70000"),
+    ({"service": {"targetPort": 0}}, "spec.service.targetPort: must be between 1 and 65535, got 0"),
+    (
+        _steps({"analysis": {"metrics": ["latency"], "count": 0}}) | {"analysis": {"metrics": [METRIC]}},
+        "spec.strategy.canary.steps[0].analysis.count: must be 1 or more, got 0",
+    ),
+    (
+        {"strategy": {"blueGreen": {"autoPromotionSeconds": -1}}},
+        "spec.strategy.blueGreen.autoPromotionSeconds: must be 0 or more, got -1",
+    ),
+    ({"analysis": {"consecutiveErrorLimit": -1}}, "spec.analysis.consecutiveErrorLimit: must be 0 or more, got -1"),
+    (
+        {"analysis": {"metrics": [{**METRIC, "threshold": None, "compare": {"maxRatio": 0}}]}},
+        "spec.analysis.metrics[0].compare.maxRatio: must be greater than 0, got 0",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "threshold": None, "compare": {"maxDifference": -0.5}}]}},
+        "spec.analysis.metrics[0].compare.maxDifference: must be 0 or more, got -0.5",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "threshold": None, "drift": {"statistic": "ks", "minPValue": 1.5}}]}},
+        "spec.analysis.metrics[0].drift.minPValue: must be greater than 0 and at most 1, got 1.5",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "threshold": None, "drift": {"statistic": "psi", "max": -0.1}}]}},
+        "spec.analysis.metrics[0].drift.max: must be 0 or more, got -0.1",
+    ),
+    (
+        {"analysis": {"metrics": [{**METRIC, "minCount": -1}]}},
+        "spec.analysis.metrics[0].minCount: must be 0 or more, got -1",
+    ),
+    (
+        {"analysis": {"metrics": [METRIC]}, "monitoring": {"metrics": ["latency"], "consecutiveFailures": 11}},
+        "spec.monitoring.consecutiveFailures: must be between 1 and 10, got 11",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BOUND_CASES, ids=[c[1].split(":")[0] for c in BOUND_CASES])
+def test_a_number_out_of_its_bounds_is_refused_with_the_range(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec(make_spec(**overrides))
+    assert [str(error) for error in refused.value.errors] == [message]

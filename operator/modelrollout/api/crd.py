@@ -3,8 +3,10 @@
 A real kube-apiserver refuses pydantic's raw JSON schema: it does not allow `$ref`/`$defs`, and
 it calls pydantic's `Optional[X]` shape (`anyOf: [{type: X}, {type: null}]`) non-structural.
 This module turns the schema into the structural form the apiserver accepts: references inlined,
-optionals as `nullable: true`, defaults that Kubernetes can apply (a missing object defaults to
-`{}`, so its own fields' defaults apply in turn), and no `title` noise.
+optionals as `nullable: true` (keeping their bounds), exclusive bounds in OpenAPI 3.0's form,
+each bound also said at the end of its field's description (`kubectl explain` prints no `minimum`),
+defaults that Kubernetes can apply (a missing object defaults to `{}`, so its own fields' defaults
+apply in turn), and no `title` noise.
 """
 
 from __future__ import annotations
@@ -55,6 +57,28 @@ def _resolve(node: Any, definitions: dict[str, Any]) -> Any:
     return _structural(node)
 
 
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def bounds_text(node: dict[str, Any]) -> str | None:
+    """A schema node's numeric bounds in words (`between 0 and 100`, `1 or more`); None when it has none.
+
+    The same words end the field's description (kubectl explain prints descriptions, not `minimum`)
+    and the operator's message for a spec that crossed a bound without the API server checking it.
+    """
+    low, high = node.get("minimum"), node.get("maximum")
+    low_open, high_open = node.get("exclusiveMinimum") is True, node.get("exclusiveMaximum") is True
+    if low is not None and high is not None and not low_open and not high_open:
+        return f"between {_number(low)} and {_number(high)}"
+    said = []
+    if low is not None:
+        said.append(f"greater than {_number(low)}" if low_open else f"{_number(low)} or more")
+    if high is not None:
+        said.append(f"less than {_number(high)}" if high_open else f"at most {_number(high)}")
+    return " and ".join(said) or None
+
+
 def _structural(node: dict[str, Any]) -> dict[str, Any]:
     """Rewrite one resolved schema node into the shape a structural CRD schema requires."""
     any_of = node.get("anyOf")
@@ -65,6 +89,16 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             node = {**non_null[0], **rest, "nullable": True}
     if node.get("default", 0) is None:
         del node["default"]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        # JSON Schema 2020-12 (pydantic's `gt=`/`lt=`) writes an exclusive bound as a number of its own;
+        # the API server speaks OpenAPI 3.0, where it is `minimum`/`maximum` plus `exclusive...: true`.
+        value = node.get(exclusive)
+        if value is not None and not isinstance(value, bool):
+            node[bound] = value
+            node[exclusive] = True
+    allowed = bounds_text(node)
+    if allowed is not None and "description" in node:
+        node["description"] = f"{node['description'].rstrip('.')}. Must be {allowed}."
     if "enum" in node and "type" not in node:
         node["type"] = "string"
     if node.get("type") == "object" and "properties" in node:

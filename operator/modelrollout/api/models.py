@@ -4,11 +4,13 @@
 responsibilities between the two layers is deliberate:
 
 * the CRD schema refuses what is structurally wrong (wrong types, unknown enum values, missing
-  required fields): a real API server rejects such a manifest at `kubectl apply` time;
+  required fields) and every simple bound of a number (`Field(ge=, le=, gt=)`: a weight over 100,
+  negative replicas, a port of 0): a real API server rejects such a manifest at `kubectl apply`
+  time, and the bound is in the schema `kubectl explain` reads;
 * the validators below judge meaning (weights that do not increase, an analysis step naming an
-  unknown metric, a threshold with min > max, a duration that does not parse). A manifest that
-  fails them is stored, then reported as `phase: Failed` with the field path in a `Degraded`
-  condition, and nothing in the cluster is touched.
+  unknown metric, a threshold with min > max, a duration that does not parse), which no schema
+  can say. A manifest that fails them is stored, then reported as `phase: Failed` with the field
+  path in a `Degraded` condition, and nothing in the cluster is touched.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ class ModelRef(ApiModel):
 class ServicePort(ApiModel):
     """The Service the operator creates in front of the model servers."""
 
-    port: int = Field(default=80, description="Port the Service listens on.")
-    target_port: int = Field(default=8080, description="Container port the model server listens on.")
+    port: int = Field(default=80, ge=1, le=65535, description="Port the Service listens on.")
+    target_port: int = Field(default=8080, ge=1, le=65535, description="Container port the model server listens on.")
 
 
 class PauseStep(ApiModel):
@@ -115,20 +117,13 @@ class AnalysisStep(ApiModel):
     """Run named metrics now and continue only when they pass."""
 
     metrics: list[str] = Field(description="Names of metrics defined in spec.analysis.metrics.")
-    count: int = Field(default=1, description="How many measurements of each metric to take.")
+    count: int = Field(default=1, ge=1, description="How many measurements of each metric to take.")
     interval: str = Field(default="30s", description=f"Time between measurements, as {DURATION_HELP}.")
 
     @field_validator("interval")
     @classmethod
     def _interval_parses(cls, value: str) -> str:
         parse_duration(value)
-        return value
-
-    @field_validator("count")
-    @classmethod
-    def _count_positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be at least 1, got {value}")
         return value
 
     @field_validator("metrics")
@@ -143,8 +138,10 @@ class MirrorStep(ApiModel):
     """Shadow traffic: copy a share of live requests to the candidate and discard its answers."""
 
     percent: int = Field(
-        description="Percentage (0-100) of live requests copied to the candidate; 0 stops mirroring. Needs a "
-        "traffic router (spec.trafficRouting)."
+        ge=0,
+        le=100,
+        description="Percentage of live requests copied to the candidate; 0 stops mirroring. Needs a "
+        "traffic router (spec.trafficRouting).",
     )
 
 
@@ -163,8 +160,9 @@ class CanaryStep(ApiModel):
 
     set_weight: int | None = Field(
         default=None,
-        description="Send this percentage (0-100) of traffic to the candidate. Weights must increase "
-        "from step to step.",
+        ge=0,
+        le=100,
+        description="Send this percentage of traffic to the candidate. Weights must increase from step to step.",
     )
     pause: PauseStep | None = Field(default=None, description="Wait, for a duration or for a person.")
     analysis: AnalysisStep | None = Field(
@@ -211,15 +209,13 @@ class CanaryStrategy(ApiModel):
     @field_validator("steps")
     @classmethod
     def _weights_increase(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
+        # The range of each weight (0-100) is the field's bound, checked by the schema; the order of
+        # the weights is something only the whole list shows.
         previous: int | None = None
         for index, step in enumerate(steps):
-            if step.mirror is not None and not 0 <= step.mirror.percent <= 100:
-                raise ValueError(f"steps[{index}].mirror.percent: must be between 0 and 100, got {step.mirror.percent}")
             weight = step.set_weight
             if weight is None:
                 continue
-            if not 0 <= weight <= 100:
-                raise ValueError(f"steps[{index}].setWeight: must be between 0 and 100, got {weight}")
             if previous is not None and weight <= previous:
                 raise ValueError(
                     f"steps[{index}].setWeight: must be greater than the previous weight ({previous}), got {weight}"
@@ -235,7 +231,9 @@ class BlueGreenStrategy(ApiModel):
         default=True, description="Switch on its own once the new version is ready (and pre-promotion analysis passed)."
     )
     auto_promotion_seconds: int = Field(
-        default=0, description="With autoPromotion: wait this long after the new version is ready before switching."
+        default=0,
+        ge=0,
+        description="With autoPromotion: wait this long after the new version is ready before switching.",
     )
     pre_promotion_analysis: AnalysisStep | None = Field(
         default=None, description="Metrics judged against the preview (the new version, before any user sees it)."
@@ -245,15 +243,10 @@ class BlueGreenStrategy(ApiModel):
         description="Metrics judged after the switch; a failure switches back to the old version at once.",
     )
     scale_down_delay_seconds: int = Field(
-        default=30, description="Keep the old version running this long after the switch, for an instant way back."
+        default=30,
+        ge=0,
+        description="Keep the old version running this long after the switch, for an instant way back.",
     )
-
-    @field_validator("auto_promotion_seconds", "scale_down_delay_seconds")
-    @classmethod
-    def _not_negative(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"must be 0 or more, got {value}")
-        return value
 
 
 class Strategy(ApiModel):
@@ -384,17 +377,17 @@ class Compare(ApiModel):
     direction: Literal["lowerIsBetter", "higherIsBetter"] = Field(
         default="lowerIsBetter", description="lowerIsBetter (latency, errors) or higherIsBetter (accuracy)."
     )
-    max_ratio: float | None = Field(default=None, description="The candidate may be at most this many times worse.")
-    max_difference: float | None = Field(default=None, description="The candidate may be at most this much worse.")
+    max_ratio: float | None = Field(
+        default=None, gt=0, description="The candidate may be at most this many times worse."
+    )
+    max_difference: float | None = Field(
+        default=None, ge=0, description="The candidate may be at most this much worse."
+    )
 
     @model_validator(mode="after")
     def _a_limit(self) -> Compare:
         if self.max_ratio is None and self.max_difference is None:
             raise ValueError("set maxRatio, maxDifference or both")
-        if self.max_ratio is not None and self.max_ratio <= 0:
-            raise ValueError(f"maxRatio must be greater than 0, got {self.max_ratio:g}")
-        if self.max_difference is not None and self.max_difference < 0:
-            raise ValueError(f"maxDifference must be 0 or more, got {self.max_difference:g}")
         return self
 
 
@@ -415,11 +408,14 @@ class Drift(ApiModel):
     )
     max: float | None = Field(
         default=None,
+        ge=0,
         description="A group fails when its statistic exceeds this and its difference is beyond sampling noise "
         "(significant after a Holm correction over the groups; see docs/analysis.md, False alarms).",
     )
     min_p_value: float | None = Field(
         default=None,
+        gt=0,
+        le=1,
         description="The significance level of that test, over all groups together (default: 0.01 for ks, "
         "0.005 for the others); with max set, both must hold for a group to fail.",
     )
@@ -476,6 +472,7 @@ class Metric(ApiModel):
     drift: Drift | None = Field(default=None, description="How far the candidate's distribution may drift.")
     min_count: float | None = Field(
         default=None,
+        ge=0,
         description="Minimum sample size (countQuery's value; for drift, observations per group) below which a "
         "measurement is Inconclusive.",
     )
@@ -535,14 +532,18 @@ class AnalysisSpec(ApiModel):
     """Metrics and the limits that decide when a rollout is rolled back (as in Argo Rollouts)."""
 
     interval: str = Field(default="30s", description=f"Time between background measurements, as {DURATION_HELP}.")
-    failure_limit: int = Field(default=0, description="A metric fails when more measurements than this have failed.")
+    failure_limit: int = Field(
+        default=0, ge=0, description="A metric fails when more measurements than this have failed."
+    )
     inconclusive_limit: int = Field(
         default=0,
+        ge=0,
         description="When more measurements than this are inconclusive (no data, NaN), the rollout "
         "pauses for a person to decide.",
     )
     consecutive_error_limit: int = Field(
         default=4,
+        ge=0,
         description="A metric fails when more consecutive measurements than this could not be taken "
         "(Prometheus unreachable, bad query).",
     )
@@ -556,13 +557,6 @@ class AnalysisSpec(ApiModel):
     def _interval_parses(cls, value: str) -> str:
         if parse_duration(value) <= 0:
             raise ValueError("must be longer than 0s")
-        return value
-
-    @field_validator("failure_limit", "inconclusive_limit", "consecutive_error_limit")
-    @classmethod
-    def _not_negative(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"must be 0 or more, got {value}")
         return value
 
     @field_validator("metrics")
@@ -645,7 +639,9 @@ class ModelRolloutSpec(ApiModel):
     # The revision (a hash of model and template), computed once: a parsed spec is shared by every
     # pass that reads the same spec and is never modified.
     _revision: str | None = PrivateAttr(default=None)
-    replicas: int = Field(default=1, description="Total model-server replicas across stable and candidate.")
+    replicas: int = Field(
+        default=1, ge=1, description="Total model-server replicas across stable and candidate (1 or more)."
+    )
     model: ModelRef = Field(description="The model version to deliver.")
     template: dict[str, Any] = Field(
         description="PodTemplateSpec of the model server. The operator adds its labels and injects "
@@ -669,22 +665,9 @@ class ModelRolloutSpec(ApiModel):
     )
     progress_deadline_seconds: int = Field(
         default=600,
+        ge=1,
         description="Roll back when the candidate's pods are not ready this long after a step asked for them.",
     )
-
-    @field_validator("replicas")
-    @classmethod
-    def _replicas_positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be at least 1, got {value}")
-        return value
-
-    @field_validator("progress_deadline_seconds")
-    @classmethod
-    def _deadline_positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be at least 1, got {value}")
-        return value
 
     @field_validator("template")
     @classmethod
@@ -938,7 +921,7 @@ class ModelAnalysisTemplateSpec(ApiModel):
     threshold: Threshold | None = Field(default=None, description="Judge one number against bounds.")
     compare: Compare | None = Field(default=None, description="Judge the candidate against stable.")
     drift: Drift | None = Field(default=None, description="Judge a distribution against a reference.")
-    min_count: float | None = Field(default=None, description="Minimum sample size; below it: Inconclusive.")
+    min_count: float | None = Field(default=None, ge=0, description="Minimum sample size; below it: Inconclusive.")
 
     @model_validator(mode="after")
     def _one_judgement(self) -> ModelAnalysisTemplateSpec:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
+from modelrollout.api.crd import bounds_text, structural_schema
 from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.api.templates import UnresolvedTemplate, resolve
 
@@ -62,6 +63,39 @@ def _join(parts: list[str], relative: str) -> str:
     return ".".join([*parts, relative])
 
 
+# pydantic's error types for a violated `Field(ge=, gt=, le=, lt=)`.
+_BOUND_ERRORS = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+
+
+@functools.cache
+def _spec_schema() -> dict[str, Any]:
+    # The bounds as the CRD states them (what the API server enforces), rendered once.
+    return structural_schema(ModelRolloutSpec)
+
+
+def _schema_at(parts: Sequence[str]) -> dict[str, Any]:
+    """The CRD schema node of a path such as ["spec", "strategy", "canary", "steps[3]", "setWeight"]."""
+    node = _spec_schema()
+    for part in parts[1:]:
+        name, _, index = part.partition("[")
+        node = node.get("properties", {}).get(name, {})
+        if index:
+            node = node.get("items", {})
+    return node
+
+
+def _bounds_message(parts: Sequence[str], given: Any) -> str:
+    """`must be between 0 and 100, got 150`: the whole allowed range, whichever bound was crossed.
+
+    A spec reaches this only where no API server checked it against the CRD first (a CRD from an
+    older release, a unit test); it then reads like every other message of the operator's, in the
+    words the field's description uses.
+    """
+    got = f"{given:g}" if isinstance(given, float) else str(given)
+    allowed = bounds_text(_schema_at(parts))
+    return f"must be {allowed}, got {got}" if allowed else f"is out of range, got {got}"
+
+
 def _error(raw: dict[str, Any]) -> SpecError:
     parts = _path(raw["loc"])
     message = str(raw["msg"])
@@ -74,6 +108,8 @@ def _error(raw: dict[str, Any]) -> SpecError:
     if raw["type"] == "missing":
         return SpecError(".".join(parts), "is required")
     given = raw.get("input")
+    if raw["type"] in _BOUND_ERRORS:
+        return SpecError(".".join(parts), _bounds_message(parts, given))
     if raw["type"].endswith("_type") or raw["type"] in {"enum", "literal_error"}:
         return SpecError(".".join(parts), f"{message} (got {given!r})")
     return SpecError(".".join(parts), message)
