@@ -131,3 +131,16 @@ def test_a_number_out_of_its_bounds_is_refused_with_the_range(overrides: dict[st
     with pytest.raises(InvalidSpec) as refused:
         parse_spec(make_spec(**overrides))
     assert [str(error) for error in refused.value.errors] == [message]
+
+
+def test_a_template_stored_out_of_bounds_is_refused_naming_the_field_inside_it() -> None:
+    """A template stored under an older CRD (no bounds) reaches the operator: the message names
+    the field of the template to fix, not only pydantic's words."""
+    from modelrollout.api.templates import UnresolvedTemplate, resolve
+
+    spec = {"analysis": {"metrics": [{"name": "errors", "template": {"name": "err"}}]}}
+    template = {"prometheus": {"query": "up"}, "threshold": {"max": 1}, "minCount": -1}
+    with pytest.raises(UnresolvedTemplate) as refused:
+        resolve(spec, {"err": template})
+    assert refused.value.path == "spec.analysis.metrics[0].template"
+    assert "the template is invalid: spec.minCount:" in refused.value.message, refused.value.message

@@ -100,7 +100,11 @@ def _custom(path: str, template: Mapping[str, Any], args: Mapping[str, str]) -> 
     try:
         spec = ModelAnalysisTemplateSpec.model_validate(template)
     except ValidationError as error:
-        raise UnresolvedTemplate(path, f"the template is invalid: {error.errors()[0]['msg']}") from None
+        first = error.errors()[0]
+        # Name the field inside the template: "minCount: ..." tells a person what to fix.
+        where = ".".join(str(part) for part in first["loc"])
+        detail = f"spec.{where}: {first['msg']}" if where else first["msg"]
+        raise UnresolvedTemplate(path, f"the template is invalid: {detail}") from None
     declared = {argument.name: argument for argument in spec.args}
     unknown = sorted(set(args) - set(declared))
     if unknown:
