@@ -7,12 +7,13 @@ would give: the pass reads the Deployments before it rolls back."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from tests.operator.test_canary import rollout_spec, unique
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, DeploymentController, PodKubelet
 
 from modelrollout.api.validation import parse_spec
 from modelrollout.engine.common import revision_of, timestamp
@@ -53,13 +54,15 @@ async def _rollout_waiting_for_its_candidate(
     for spec, revision, replicas, ready in ((old, old_revision, 2, 2), (new, new_revision, 1, candidate_ready)):
         made = manifests.deployment(owner, parse_spec(spec), revision, replicas)
         await api.create(DEPLOYMENTS, cluster.namespace, made)
-        await api.merge_patch(
-            DEPLOYMENTS,
-            cluster.namespace,
-            made["metadata"]["name"],
-            {"status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready}},
-            subresource="status",
-        )
+        # The pods' readiness comes from the kubelet (the real controllers then count it), or the
+        # stand-in Deployment controller: wait until the API server reports what the test wants.
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            seen = await api.get(DEPLOYMENTS, cluster.namespace, made["metadata"]["name"]) or {}
+            if seen and (seen.get("status") or {}).get("readyReplicas", 0) == ready:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"{made['metadata']['name']}: {seen.get('status')}"
+            await asyncio.sleep(0.1)
     current = await api.get(MODELROLLOUTS, cluster.namespace, name)
     assert current is not None
     return current, old_revision, new_revision
@@ -67,8 +70,10 @@ async def _rollout_waiting_for_its_candidate(
 
 @pytest.mark.parametrize(("ready_in_the_api", "phase"), [(1, "Paused"), (0, "RolledBack")])
 async def test_a_deadline_rollback_is_decided_on_the_deployments_as_the_api_server_has_them(
-    cluster: Cluster, ready_in_the_api: int, phase: str
+    cluster: Cluster, deployment_controller: DeploymentController | PodKubelet, ready_in_the_api: int, phase: str
 ) -> None:
+    if not ready_in_the_api:
+        deployment_controller.broken_versions.add("2")  # the candidate's pods never pass their probe
     api = await KubeApi.connect(str(cluster.kubeconfig))
     try:
         body, old_revision, new_revision = await _rollout_waiting_for_its_candidate(api, cluster, ready_in_the_api)
