@@ -82,8 +82,13 @@ def test_names_columns_and_status_subresource() -> None:
         "Stable": ".status.stableVersion",
         "Candidate": ".status.candidateVersion",
         "Weight": ".status.weights.candidate",
+        "Mirror": ".status.weights.mirror",
         "Age": ".metadata.creationTimestamp",
+        "Step": ".status.currentStepIndex",
+        "Revision": ".status.candidateRevision",
     }
+    wide = [column["name"] for column in version["additionalPrinterColumns"] if column.get("priority")]
+    assert wide == ["Step", "Revision"]
 
 
 # Every number of the spec and its bound: (minimum, maximum, exclusive minimum). None: no bound,

@@ -40,7 +40,30 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.weights.candidate",
         "description": "Percent of traffic on the candidate.",
     },
+    # A shadow step sends the candidate real requests at weight 0: without this column nothing in
+    # `kubectl get` showed that the shadow is live.
+    {
+        "name": "Mirror",
+        "type": "integer",
+        "jsonPath": ".status.weights.mirror",
+        "description": "Percent of traffic copied to the candidate (shadow); its answers are discarded.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide: which step, and the candidate's revision (a template-only change keeps the version).
+    {
+        "name": "Step",
+        "type": "integer",
+        "jsonPath": ".status.currentStepIndex",
+        "description": "Index of the step being run.",
+        "priority": 1,
+    },
+    {
+        "name": "Revision",
+        "type": "string",
+        "jsonPath": ".status.candidateRevision",
+        "description": "Hash of the candidate's model and pod template.",
+        "priority": 1,
+    },
 ]
 
 
