@@ -58,6 +58,21 @@ def service(name: str, rollout: str = "scorer") -> dict[str, Any]:
     }
 
 
+
+
+async def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll ``probe`` (sync or async) until it returns something truthy; fail naming what was awaited."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = probe()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
 @dataclass
 class Runtime:
     emulator: EmulatorServer
@@ -80,17 +95,7 @@ class Runtime:
         return dict(found.get("status") or {})
 
     async def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-        """Poll ``probe`` (sync or async) until it returns something truthy."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        last: Any = None
-        while asyncio.get_running_loop().time() < deadline:
-            last = probe()
-            if asyncio.iscoroutine(last):
-                last = await last
-            if last:
-                return last
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+        return await wait_until(what, probe, timeout, interval=0.1)
 
 
 @pytest.fixture(scope="session")

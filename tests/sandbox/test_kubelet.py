@@ -28,7 +28,7 @@ from modelrollout.sandbox.kube import ENDPOINTSLICES, PODS, connect
 from modelrollout.sandbox.kubelet import POD_RANGE, SandboxKubelet
 from modelrollout.sandbox.registry import PodRegistry
 from modelrollout.sandbox.workloads import SimulatorOptions
-from tests.sandbox.conftest import deployment, service
+from tests.sandbox.conftest import deployment, service, wait_until
 from tests.support.control_plane import RealControlPlane
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,17 +46,7 @@ class Node:
         return await self.api.list(PODS, self.namespace, label_selector=selector)
 
     async def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-        """Poll ``probe`` (sync or async) until it returns something truthy."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        last: Any = None
-        while asyncio.get_running_loop().time() < deadline:
-            last = probe()
-            if asyncio.iscoroutine(last):
-                last = await last
-            if last:
-                return last
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+        return await wait_until(what, probe, timeout)
 
 
 @pytest.fixture

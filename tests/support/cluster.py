@@ -381,26 +381,20 @@ def test_cluster(tmp_path: Path, control_plane: RealControlPlane | None = None) 
     """A fresh namespace: on the session's real control plane when there is one, else on the API
     server MODELROLLOUT_TEST_KUBECONFIG names, else on an emulator of its own."""
     namespace = f"mro-{uuid.uuid4().hex[:8]}"
-    if control_plane is not None:
-        cluster = Cluster(
-            control_plane.admin_kubeconfig,
-            namespace,
-            emulated=False,
-            operator_kubeconfig=control_plane.operator_kubeconfig,
-            node=control_plane.node,
-        )
-        cluster.core.create_namespace({"metadata": {"name": namespace}})
-        try:
-            yield cluster
-        finally:
-            cluster.release_finalizers()
-            cluster.core.delete_namespace(namespace)
-            cluster.api_client.close()
-        return
     given = external_kubeconfig()
-    if given is not None:
-        cluster = Cluster(Path(given), namespace, emulated=False)
-        _install_crds(cluster)
+    if control_plane is not None or given is not None:
+        if control_plane is not None:
+            cluster = Cluster(
+                control_plane.admin_kubeconfig,
+                namespace,
+                emulated=False,
+                operator_kubeconfig=control_plane.operator_kubeconfig,
+                node=control_plane.node,
+            )
+        else:
+            assert given is not None
+            cluster = Cluster(Path(given), namespace, emulated=False)
+            _install_crds(cluster)
         cluster.core.create_namespace({"metadata": {"name": namespace}})
         try:
             yield cluster
