@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -335,10 +336,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 demo.stop_load()
     except DemoFailed as failure:
         console.print(f"[bold red]The demo did not go as expected:[/bold red] {failure}")
-        console.print(f"Logs: {directory / 'logs'}")
+        console.print(f"Logs: {directory / 'logs'} (kept; remove {directory} when done)")
         return 1
     except Exception as error:  # the sandbox could not start: say why, in one line
         console.print(f"[bold red]The sandbox failed:[/bold red] {error}")
+        console.print(f"Logs: {directory / 'logs'} (kept; remove {directory} when done)")
         return 2
     console.print(
         "[bold green]The story ran as told.[/bold green] 2.0.0 was promoted; 3.0.0 was rolled back on its own."
@@ -346,12 +348,21 @@ def run_demo(args: argparse.Namespace) -> int:
     for line in timing_lines(timings):
         console.print(f"  {line}")
     console.print(f"  (scrape interval {SCRAPE_SECONDS:g}s, analysis interval 1s)")
+    if not args.dir:
+        # A run that went as told leaves nothing behind; --dir keeps the files, and a failed run keeps
+        # them too, for its logs.
+        shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
 def add_demo_command(commands: Any) -> None:
     demo = commands.add_parser("demo", help="watch a canary promoted and a bad model rolled back, in a local sandbox")
-    demo.add_argument("--dir", default=None, help="keep the sandbox's files (logs, kubeconfig) here")
+    demo.add_argument(
+        "--dir",
+        default=None,
+        help="keep the sandbox's files (logs, kubeconfig) here (default: a temporary folder, removed after a "
+        "run that went as told)",
+    )
     demo.add_argument(
         "--control-plane",
         default=None,
