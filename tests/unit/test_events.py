@@ -60,3 +60,21 @@ def test_an_event_is_a_valid_core_v1_event_about_the_rollout() -> None:
     assert body["type"] == "Warning" and body["reason"] == "AnalysisFailed"
     assert body["firstTimestamp"] == body["lastTimestamp"] == "2026-11-27T10:00:00Z"
     assert len(body["message"]) <= 1000
+
+
+def test_an_analysis_tally_counts_errors_and_failures_apart_from_passes() -> None:
+    """'error-rate 1/8 ok' while Prometheus was down read as seven failures; they were Errors."""
+    from modelrollout.api.models import AnalysisStatus, MetricResult
+    from modelrollout.engine.common import tally
+
+    analysis = AnalysisStatus(
+        kind="step",
+        started_at="2026-12-02T00:00:00Z",
+        metrics=[
+            MetricResult(name="error-rate", count=8, successful=1, error=7),
+            MetricResult(name="latency", count=4, successful=1, failed=1, inconclusive=2),
+            MetricResult(name="drift", count=3, successful=3),
+        ],
+    )
+    expected = "error-rate 1/8 ok, 7 errors, latency 1/4 ok, 1 failed, 2 inconclusive, drift 3/3 ok"
+    assert tally(analysis) == expected

@@ -255,7 +255,22 @@ def check_deadline(run: Pass) -> bool:
 
 
 def tally(analysis: AnalysisStatus) -> str:
-    return ", ".join(f"{result.name} {result.successful}/{result.count} ok" for result in analysis.metrics)
+    """Each metric's count of passing measurements, with the others named apart: "1/8 ok" alone read
+    as seven failures when seven were Errors (Prometheus down), which is another story to a person."""
+    return ", ".join(_metric_tally(result) for result in analysis.metrics)
+
+
+def _metric_tally(result: MetricResult) -> str:
+    others = [
+        f"{number} {what}"
+        for number, what in (
+            (result.failed, "failed"),
+            (result.inconclusive, "inconclusive"),
+            (result.error, "error" if result.error == 1 else "errors"),
+        )
+        if number
+    ]
+    return f"{result.name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
 
 
 def run_gate_analysis(run: Pass, gate: AnalysisStep, index: int, label: str) -> Verdict:
