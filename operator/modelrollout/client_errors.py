@@ -40,7 +40,7 @@ def explain(error: BaseException, kubeconfig: str | None) -> ClientFailure | Non
         return ClientFailure(f"{where} is not a kubeconfig: not valid YAML ({first})", EXIT_USAGE)
     if isinstance(error, ConfigException):
         text = str(error)
-        if "current-context" in text or "context" in text.lower():
+        if "context" in text.lower():
             hint = "set one with `kubectl config use-context NAME` or pass --context NAME"
         else:
             hint = "check it with `kubectl config view`"

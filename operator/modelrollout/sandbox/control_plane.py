@@ -30,7 +30,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -331,7 +331,7 @@ class ControlPlane:
             )
         self.components.append(_Component(name, process, log_path))
 
-    def _wait(self, deadline: float, what: str, ready: Any) -> None:
+    def _wait(self, deadline: float, what: str, ready: Callable[[], bool]) -> None:
         while True:
             for component in self.components:
                 if component.process.poll() is not None:
