@@ -213,7 +213,9 @@ async def measure(
             )
         roles = list(request.queries)
         if request.vector:
-            vectors = await asyncio.gather(*(backend.query_vector(address, request.queries[r]) for r in roles))
+            vectors = await asyncio.gather(
+                *(backend.query_vector(address, request.queries[r], domain=namespace) for r in roles)
+            )
             for role, vector in zip(roles, vectors, strict=True):
                 if vector.status == QueryStatus.ERROR:
                     return Observation(value=None, error=f"{role} query: {vector.message}")
@@ -225,7 +227,9 @@ async def measure(
                 vectors={role: vector.samples for role, vector in zip(roles, vectors, strict=True)},
                 reference=reference,
             )
-        outcomes = await asyncio.gather(*(backend.query_scalar(address, request.queries[r]) for r in roles))
+        outcomes = await asyncio.gather(
+            *(backend.query_scalar(address, request.queries[r], domain=namespace) for r in roles)
+        )
         values: dict[str, float | None] = {}
         notes: list[str] = []
         for role, outcome in zip(roles, outcomes, strict=True):

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
-from modelrollout.metrics import PrometheusBackend, QueryOutcome, VectorOutcome
+from modelrollout.metrics import PrometheusBackend, QueryOutcome, QueryStatus, VectorOutcome
 from modelrollout.metrics.base import Sample
 from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
 from tests.support.exporter import Exporter, free_port
@@ -270,3 +270,109 @@ async def test_an_overloaded_prometheus_is_not_asked_again_query_by_query(alone:
     finally:
         await batched.aclose()
         await runner.cleanup()
+
+
+class SlowNeighbourProxy:
+    """A proxy in front of the real Prometheus that holds back, until the client gives up, every
+    request whose expression names `SLOW`: what a neighbour's query slower than the timeout does to
+    a batch that carries it. It records each request's expression."""
+
+    SLOW = "slow_neighbour_marker"
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.expressions: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> SlowNeighbourProxy:
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", self._query)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.address = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _query(self, request: web.Request) -> web.StreamResponse:
+        params = dict(request.query) | dict(await request.post())
+        expression = str(params.get("query", ""))
+        self.expressions.append(expression)
+        if self.SLOW in expression:
+            await asyncio.Event().wait()  # until the client closes the connection
+        async with ClientSession() as session, session.get(
+            f"{self.upstream}/api/v1/query", params={"query": expression}
+        ) as answer:
+            return web.Response(status=answer.status, body=await answer.read(), content_type="application/json")
+
+
+def slow_neighbour_query() -> str:
+    # Answers like any healthy query (one series) when it answers at all: only its slowness differs.
+    return f'sum(up) * 0 + 1 # {SlowNeighbourProxy.SLOW}'
+
+
+async def test_a_slow_neighbour_in_the_same_batch_costs_a_healthy_query_nothing(
+    prometheus_session: PrometheusServer, shared_exporter: Exporter
+) -> None:
+    """A neighbour's query slower than the timeout, batched with a healthy one: the batch as a whole
+    is too slow, so each query is asked again alone within its own deadline. The healthy query gets
+    its value (no Error), only the slow one times out, and from then on it goes alone."""
+    rollout = unique()
+    shared_exporter.set("model_error_ratio", 0.125, rollout=rollout)
+    healthy = f'sum(model_error_ratio{{rollout="{rollout}"}})'
+    prometheus_session.wait_for_value(healthy, lambda value: value == 0.125)
+    async with SlowNeighbourProxy(prometheus_session.address) as proxy:
+        backend = PrometheusBackend(timeout=2.0, batch_seconds=0.05)
+        try:
+            first = await asyncio.gather(
+                backend.query_scalar(proxy.address, healthy, domain="team-a"),
+                backend.query_scalar(proxy.address, slow_neighbour_query(), domain="team-a"),
+            )
+            assert first[0] == QueryOutcome.of_value(0.125)
+            assert first[1] == QueryOutcome.error(f"Prometheus at {proxy.address} did not answer within 2s")
+            fused = [e for e in proxy.expressions if BATCH_LABEL in e]
+            assert len(fused) == 1 and healthy in fused[0] and SlowNeighbourProxy.SLOW in fused[0]
+
+            proxy.expressions.clear()
+            again = await asyncio.gather(
+                backend.query_scalar(proxy.address, healthy, domain="team-a"),
+                backend.query_scalar(proxy.address, slow_neighbour_query(), domain="team-a"),
+            )
+            assert again == first
+            # The slow query now goes alone: no request carries it with the healthy one.
+            assert not [e for e in proxy.expressions if healthy in e and SlowNeighbourProxy.SLOW in e]
+        finally:
+            await backend.aclose()
+
+
+async def test_queries_of_different_domains_never_share_a_request(
+    prometheus_session: PrometheusServer, shared_exporter: Exporter
+) -> None:
+    """Two teams' rollouts: their queries are never fused, so a slow query of one team's never
+    even reaches the other's request."""
+    rollout = unique()
+    shared_exporter.set("model_error_ratio", 0.25, rollout=rollout)
+    healthy = f'sum(model_error_ratio{{rollout="{rollout}"}})'
+    also_healthy = f'sum(model_error_ratio{{rollout="{rollout}"}}) * 2'
+    prometheus_session.wait_for_value(healthy, lambda value: value == 0.25)
+    async with SlowNeighbourProxy(prometheus_session.address) as proxy:
+        backend = PrometheusBackend(timeout=2.0, batch_seconds=0.05)
+        try:
+            got = await asyncio.gather(
+                backend.query_scalar(proxy.address, healthy, domain="team-a"),
+                backend.query_scalar(proxy.address, also_healthy, domain="team-a"),
+                backend.query_scalar(proxy.address, slow_neighbour_query(), domain="team-b"),
+            )
+            assert got[:2] == [QueryOutcome.of_value(0.25), QueryOutcome.of_value(0.5)]
+            assert got[2].status is QueryStatus.ERROR
+            # team-a's two queries in one request; team-b's alone; nothing asked twice.
+            assert len(proxy.expressions) == 2
+            assert [healthy in e and also_healthy in e for e in proxy.expressions].count(True) == 1
+            assert not [e for e in proxy.expressions if healthy in e and SlowNeighbourProxy.SLOW in e]
+        finally:
+            await backend.aclose()

@@ -78,11 +78,19 @@ class VectorOutcome:
 class MetricBackend(Protocol):
     """Where measurements come from. Implementations must not raise for query or network trouble."""
 
-    async def query_scalar(self, address: str, query: str, at: datetime | None = None) -> QueryOutcome:
-        """Evaluate `query` at `at` (default: the server's now); exactly one number is expected."""
+    async def query_scalar(
+        self, address: str, query: str, at: datetime | None = None, *, domain: str = ""
+    ) -> QueryOutcome:
+        """Evaluate `query` at `at` (default: the server's now); exactly one number is expected.
+
+        `domain` names who the query is for (the rollout's namespace): a backend that sends several
+        queries as one request sends together only queries of one domain, so that one team's slow
+        or broken query never costs another's measurement."""
         ...
 
-    async def query_vector(self, address: str, query: str, at: datetime | None = None) -> VectorOutcome:
+    async def query_vector(
+        self, address: str, query: str, at: datetime | None = None, *, domain: str = ""
+    ) -> VectorOutcome:
         """Evaluate `query` and return every series with its labels (NaN values are kept as NaN)."""
         ...
 

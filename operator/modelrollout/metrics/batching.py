@@ -18,6 +18,12 @@ closes, within itself, outside strings and comments, so it cannot close the `lab
 sits in, and it cannot reach a neighbour. Each query sits on lines of its own (a `#` comment ends
 at the line's end), and the tokens are random for each batch, so a query cannot name a neighbour's
 series either. A query that names the batch label goes alone.
+
+Nor may one query's slowness or failure cost another its measurement (`metrics.prometheus`):
+queries are batched only within one failure domain (the rollout's namespace, a team's), a batch
+may take half of what its most pressed query has left, and when a batch fails as a whole (too
+slow, or one query does not parse) each query is asked again alone within its own deadline;
+those that are slow or unbatchable alone go alone from then on.
 """
 
 from __future__ import annotations

@@ -187,15 +187,30 @@ def _text_encoding(response: aiohttp.ClientResponse) -> str:
 @dataclass(frozen=True)
 class _Failure:
     """A query that got no result, and why: "unreachable" (no answer could be had: connect, TLS,
-    address), "late" (no answer within the timeout, or the server said it is overloaded: HTTP 429
-    or 503) or "answered" (another HTTP error or a bad answer: the same query alone may fare
+    address), "late" (the server said it is overloaded: HTTP 429 or 503), "timeout" (no answer
+    before the request's deadline) or "answered" (another HTTP error or a bad answer: the same query alone may fare
     otherwise)."""
 
     message: str
-    why: Literal["unreachable", "late", "answered"]
+    why: Literal["unreachable", "late", "timeout", "answered"]
 
 
-_Waiting = tuple[str, "asyncio.Future[_Parsed | str]"]
+@dataclass(frozen=True)
+class _Waiting:
+    """A query waiting for its share of a batch, and when its own measurement stops waiting for it."""
+
+    query: str
+    future: asyncio.Future[_Parsed | str]
+    deadline: float  # in the loop's time
+
+
+@dataclass(eq=False)
+class _Pending:
+    """The queries of one failure domain waiting for the next batch, and the timer that sends them."""
+
+    items: list[_Waiting] = field(default_factory=list)
+    characters: int = 0
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -212,11 +227,9 @@ class _Client:
     batch_limit: int = DEFAULT_MAX_BATCH  # shrinks when a batch fails as a whole, grows back after
     session: aiohttp.ClientSession | None = field(default=None, repr=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    # Batching: queries waiting for the next batch, the timer that sends it, batches in flight.
-    waiting: list[_Waiting] = field(default_factory=list, repr=False)
-    waiting_characters: int = 0
+    # Batching: per failure domain, the queries waiting for the next batch; batches in flight.
+    pending: dict[str, _Pending] = field(default_factory=dict, repr=False)
     waiting_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    send_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     in_flight: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     alone: set[str] = field(default_factory=set, repr=False)
 
@@ -275,16 +288,15 @@ class _Client:
     def drop_batches(self) -> None:
         """Give up the queries waiting for a batch and the batches in flight (closing): their
         callers see the cancellation, as they would of a request cut short."""
-        loop, timer = self.waiting_loop, self.send_timer
-        waiting, tasks = self.waiting, list(self.in_flight)
-        self.waiting, self.waiting_characters, self.send_timer, self.waiting_loop = [], 0, None, None
-        self.in_flight = set()
+        loop, pending, tasks = self.waiting_loop, list(self.pending.values()), list(self.in_flight)
+        self.pending, self.waiting_loop, self.in_flight = {}, None, set()
 
         def cancel() -> None:
-            if timer is not None:
-                timer.cancel()
-            for _, future in waiting:
-                future.cancel()
+            for queue in pending:
+                if queue.timer is not None:
+                    queue.timer.cancel()
+                for waiting in queue.items:
+                    waiting.future.cancel()
             for task in tasks:
                 task.cancel()
 
@@ -418,8 +430,10 @@ class PrometheusBackend:
 
     # -- public API ------------------------------------------------------------------------------
 
-    async def query_scalar(self, address: str, query: str, at: datetime | None = None) -> QueryOutcome:
-        outcome = await self._run(address, query, at)
+    async def query_scalar(
+        self, address: str, query: str, at: datetime | None = None, *, domain: str = ""
+    ) -> QueryOutcome:
+        outcome = await self._run(address, query, at, domain)
         if isinstance(outcome, str):
             return QueryOutcome.error(outcome)
         if outcome.kind == "matrix":
@@ -441,8 +455,10 @@ class PrometheusBackend:
         note = "" if math.isfinite(value) else f"query returned {_format_value(value)}"
         return QueryOutcome.of_value(value, note)
 
-    async def query_vector(self, address: str, query: str, at: datetime | None = None) -> VectorOutcome:
-        outcome = await self._run(address, query, at)
+    async def query_vector(
+        self, address: str, query: str, at: datetime | None = None, *, domain: str = ""
+    ) -> VectorOutcome:
+        outcome = await self._run(address, query, at, domain)
         if isinstance(outcome, str):
             return VectorOutcome.error(outcome)
         if outcome.kind == "matrix":
@@ -536,7 +552,7 @@ class PrometheusBackend:
             reason = _snippet(str(exc)) or type(exc).__name__
             raise _Unusable(f"Prometheus at {shown}: TLS error: cannot use the CA bundle {bundle}: {reason}") from None
 
-    async def _run(self, address: str, query: str, at: datetime | None) -> _Parsed | str:
+    async def _run(self, address: str, query: str, at: datetime | None, domain: str) -> _Parsed | str:
         """The parsed result, or the message of an error."""
         address = _normalise_address(address)
         problem = _address_problem(address)
@@ -549,13 +565,18 @@ class PrometheusBackend:
         except _Unusable as exc:
             return str(exc)
         if self.batch_seconds > 0 and at is None and query not in client.alone and self_contained(query):
-            return await self._in_next_batch(client, query)
+            return await self._in_next_batch(client, query, domain)
         outcome = await self._ask(client, query, at)
         return outcome.message if isinstance(outcome, _Failure) else outcome
 
-    async def _ask(self, client: _Client, query: str, at: datetime | None = None) -> _Parsed | _Failure:
-        """One request for one expression."""
-        params = {"query": query, "timeout": f"{self.timeout:g}"}  # so Prometheus stops when we stop waiting
+    async def _ask(
+        self, client: _Client, query: str, at: datetime | None = None, timeout: float | None = None
+    ) -> _Parsed | _Failure:
+        """One request for one expression, answered within `timeout` (default: the backend's)."""
+        budget = self.timeout if timeout is None else max(timeout, 0.001)
+        # Prometheus is told a little more than we wait, so that it stops soon after we do, and a
+        # query we stop waiting for ends as a timeout of ours, not sometimes as its 503.
+        params = {"query": query, "timeout": f"{budget + 1:.3g}"}  # seconds
         if at is not None:
             moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # naive means UTC
             params["time"] = f"{moment.timestamp():.3f}"
@@ -565,10 +586,10 @@ class PrometheusBackend:
         form = len(query) > 2048
         url = URL(client.query_url[:-1] if form else client.query_url + urlencode(params), encoded=True)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(budget):
                 status, body, encoding = await self._fetch(client, url, params if form else None)
         except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
-            return _Failure(f"Prometheus at {shown} did not answer within {self.timeout:g}s", "late")
+            return _Failure(f"Prometheus at {shown} did not answer within {self.timeout:g}s", "timeout")
         except (aiohttp.ClientError, OSError, ValueError, RuntimeError, _ResponseTooLarge) as exc:
             message = self._request_error_message(exc, shown)
             if isinstance(exc, _ResponseTooLarge | aiohttp.ClientPayloadError):
@@ -596,74 +617,86 @@ class PrometheusBackend:
 
     # -- batching (see modelrollout.metrics.batching) ---------------------------------------------
 
-    async def _in_next_batch(self, client: _Client, query: str) -> _Parsed | str:
-        """Wait for the query's share of the next batch to this address."""
+    async def _in_next_batch(self, client: _Client, query: str, domain: str) -> _Parsed | str:
+        """Wait for the query's share of the next batch of its failure domain to this address."""
         loop = asyncio.get_running_loop()
         if client.waiting_loop is not loop:  # a backend used from another loop before (tests)
             client.drop_batches()
             client.waiting_loop = loop
         future: asyncio.Future[_Parsed | str] = loop.create_future()
-        client.waiting.append((query, future))
-        client.waiting_characters += len(query)
-        if len(client.waiting) >= client.batch_limit or client.waiting_characters >= _MAX_BATCH_CHARACTERS:
-            self._send_waiting(client)
-        elif client.send_timer is None:
-            client.send_timer = loop.call_later(self.batch_seconds, self._send_waiting, client)
+        queue = client.pending.setdefault(domain, _Pending())
+        queue.items.append(_Waiting(query, future, loop.time() + self.timeout))
+        queue.characters += len(query)
+        if len(queue.items) >= client.batch_limit or queue.characters >= _MAX_BATCH_CHARACTERS:
+            self._send_waiting(client, domain)
+        elif queue.timer is None:
+            queue.timer = loop.call_later(self.batch_seconds, self._send_waiting, client, domain)
         return await future
 
-    def _send_waiting(self, client: _Client) -> None:
-        if client.send_timer is not None:
-            client.send_timer.cancel()
-            client.send_timer = None
-        batch = [(query, future) for query, future in client.waiting if not future.done()]
-        client.waiting, client.waiting_characters = [], 0
+    def _send_waiting(self, client: _Client, domain: str) -> None:
+        queue = client.pending.pop(domain, None)
+        if queue is None:
+            return
+        if queue.timer is not None:
+            queue.timer.cancel()
+        batch = [waiting for waiting in queue.items if not waiting.future.done()]
         if batch:
             task = asyncio.get_running_loop().create_task(self._answer(client, batch))
             client.in_flight.add(task)
             task.add_done_callback(client.in_flight.discard)
 
     async def _answer(self, client: _Client, batch: list[_Waiting]) -> None:
-        queries = [query for query, _ in batch]
         try:
-            if len(queries) == 1:
-                outcomes = [await self._ask(client, queries[0])]
+            if len(batch) == 1:
+                outcomes = [await self._ask(client, batch[0].query, timeout=self._left(batch[0]))]
                 if _fits_a_batch(outcomes[0]):  # a batch that shrank grows back, one query at a time
                     client.batch_limit = min(self.max_batch, client.batch_limit + 1)
             else:
-                outcomes = await self._ask_together(client, queries)
+                outcomes = await self._ask_together(client, batch)
         except Exception as exc:  # a bug here must not leave measurements waiting for ever
             log.exception("Prometheus batch to %s failed", client.shown)
             outcomes = [_Failure(f"Prometheus at {client.shown}: request failed: {exc!r}", "unreachable")] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome.message if isinstance(outcome, _Failure) else outcome)
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if not waiting.future.done():
+                waiting.future.set_result(outcome.message if isinstance(outcome, _Failure) else outcome)
 
-    async def _ask_together(self, client: _Client, queries: list[str]) -> list[_Parsed | _Failure]:
+    @staticmethod
+    def _left(waiting: _Waiting) -> float:
+        """What is left of a query's own deadline."""
+        return waiting.deadline - asyncio.get_running_loop().time()
+
+    async def _ask_together(self, client: _Client, batch: list[_Waiting]) -> list[_Parsed | _Failure]:
         """Every query's answer, from one request when the batch works as a whole."""
+        queries = [waiting.query for waiting in batch]
         tokens = new_tokens(len(queries))
-        together = await self._ask(client, combine(queries, tokens))
+        # The batch may take half of what its most pressed query has left, so that each query can
+        # still be asked alone, in its own time, if the batch as a whole is too slow.
+        together = await self._ask(client, combine(queries, tokens), timeout=min(map(self._left, batch)) / 2)
         if isinstance(together, _Parsed) and together.kind == "vector":
             parts = split(together.samples, tokens)
             if parts is not None:
                 client.batch_limit = min(self.max_batch, client.batch_limit * 2)
                 return [_Parsed("vector", samples) for samples in parts]
-        if isinstance(together, _Failure) and together.why != "answered":
-            # Unreachable, too slow or overloaded: the same for each query (asking each again would
-            # cost each another timeout, or load an overloaded server more); a smaller batch next
-            # time unless it was unreachable.
+        if isinstance(together, _Failure) and together.why in ("unreachable", "late"):
+            # Unreachable or overloaded: the same for each query (asking each again would cost each
+            # another timeout, or load an overloaded server more); a smaller batch next time unless
+            # it was unreachable.
             if together.why == "late":
                 client.batch_limit = max(1, len(queries) // 2)
             return [together] * len(queries)
-        # The batch failed as a whole: one query does not parse, or its answer is not an instant
-        # vector (label_replace takes nothing else). Ask each alone, so that each gets its own
-        # answer, and send alone from now on those that cannot be batched.
-        alone = await asyncio.gather(*(self._ask(client, query) for query in queries))
+        # The batch failed as a whole: too slow (one slow query holds back the rest), one query
+        # does not parse, or its answer is not an instant vector (label_replace takes nothing
+        # else). Ask each alone, within what is left of its own deadline, so that each gets its own
+        # answer, and send alone from now on those that cannot be batched or are slow alone.
+        alone = await asyncio.gather(
+            *(self._ask(client, waiting.query, timeout=self._left(waiting)) for waiting in batch)
+        )
         misfits = [q for q, outcome in zip(queries, alone, strict=True) if not _fits_a_batch(outcome)]
         if len(client.alone) + len(misfits) > _ALONE_REMEMBERED:
             client.alone.clear()
         client.alone.update(misfits)
-        if not misfits:  # each works alone, so the batch was too much for the server
-            client.batch_limit = max(1, len(queries) // 2)
+        if not misfits or (isinstance(together, _Failure) and together.why == "timeout"):
+            client.batch_limit = max(1, len(queries) // 2)  # the batch was too much for the server
         return list(alone)
 
     async def _fetch(self, client: _Client, url: URL, form: dict[str, str] | None = None) -> tuple[int, bytes, str]:
