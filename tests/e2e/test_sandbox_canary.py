@@ -50,9 +50,6 @@ STEPS: list[dict[str, Any]] = [
 ]
 LOAD_RATE = 20.0
 
-TIMINGS: list[dict[str, Any]] = []
-
-
 def rollout_spec(version: str, env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "replicas": 4,
@@ -163,7 +160,6 @@ class Scenario:
             "breach_to_zero_traffic_s": None if breach is None or not last else round(last - breach, 2),
             "decision_to_zero_traffic_s": None if not last else round(last - decided, 2),
         }
-        TIMINGS.append(row)
         print(f"\n{label}: {row}")
 
 
@@ -299,8 +295,3 @@ def test_candidate_without_traffic_is_not_promoted_on_empty_queries(sandbox: San
         assert made.cluster.status(made.name)["phase"] == "Paused"
         assert made.cluster.replicas_by_version().get("2.0.0") != 4
 
-
-def test_zz_timings_summary() -> None:
-    """Not a check: the measured figures of this module, in one place."""
-    for row in TIMINGS:
-        print(f"\n{row}")
