@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from modelrollout.metrics import PrometheusBackend, QueryOutcome, VectorOutcome
-from modelrollout.metrics.base import Sample
 from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
+from modelrollout.vocabulary.samples import Sample
 from tests.support.exporter import Exporter, free_port
 from tests.support.prometheus import PrometheusServer
 
