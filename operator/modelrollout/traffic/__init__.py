@@ -4,6 +4,11 @@ One module per router behind the `Router` protocol (`base.py`): Gateway API HTTP
 VirtualService; `router_for` picks one from `spec.trafficRouting` (none: the engine splits by
 replica counts). Routers are pure: `observe(route)` and `edit(route, state)` on the route's dict;
 `kube.routing` reads and writes the object.
+
+A new router: one module here with a frozen dataclass on `ObjectRouter` (route name, stable and
+candidate Services) that has `resource`, `observe` and `edit`, with `observe(edit(route, s)) == s`
+for every state it supports; its key in `factory.py` (`_ROUTERS`, `RBAC`, `router_for`); the
+field in `api.models.TrafficRouting`. Nothing in the engine changes: it speaks `RouteState`.
 """
 
 from modelrollout.traffic.base import (
