@@ -110,15 +110,6 @@ def _with_header(match: JsonDict, header: HeaderMatch) -> JsonDict:
     return edited
 
 
-def _has_header(match: JsonDict, header: HeaderMatch) -> bool:
-    return any(
-        str(item.get("name", "")).lower() == header.name.lower()
-        and item.get("value") == header.value
-        and item.get("type", "Exact") == "Exact"
-        for item in match.get("headers") or []
-    )
-
-
 @dataclass(frozen=True)
 class GatewayApiRouter(ObjectRouter):
     features: GatewayApiFeatures = field(default_factory=GatewayApiFeatures)
