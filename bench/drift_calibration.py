@@ -42,7 +42,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from modelrollout.analysis import builtin_templates
 from modelrollout.analysis.drift import (
     CHI_SQUARE_BUDGET_SHARE,
     DEFAULT_FALSE_ALARM,
@@ -55,6 +54,7 @@ from modelrollout.analysis.drift import (
 )
 from modelrollout.analysis.histograms import Histogram
 from modelrollout.api.models import Verdict
+from modelrollout.vocabulary import builtin_templates
 
 Counts = npt.NDArray[np.float64]
 """Replicates x features x bins."""

@@ -80,7 +80,7 @@ from tests.support.prometheus import PrometheusServer  # noqa: E402
 
 from modelrollout import GROUP, PLURAL, VERSION  # noqa: E402
 from modelrollout.api.durations import parse_duration  # noqa: E402
-from modelrollout.kube.names import deployment_name  # noqa: E402
+from modelrollout.vocabulary.names import deployment_name  # noqa: E402
 
 NAMESPACE = "scale"
 METRIC = "bench_error_ratio"

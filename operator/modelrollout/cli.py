@@ -24,10 +24,10 @@ from modelrollout import __version__
 from modelrollout.client_errors import EXIT_NOT_FOUND, EXIT_USAGE, explain
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
-from modelrollout.kube.names import COMMAND_ANNOTATION
 from modelrollout.sandbox.cli import add_sandbox_commands
 from modelrollout.sandbox.demo import add_demo_command
 from modelrollout.settings import OperatorOptions
+from modelrollout.vocabulary.names import COMMAND_ANNOTATION
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -23,17 +23,17 @@ from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, Selector
 from modelrollout.kube.actuator import deployment_state, resource_version
 from modelrollout.kube.api import ApiError, KubeApi
-from modelrollout.kube.names import (
+from modelrollout.metrics.prometheus import PrometheusBackend
+from modelrollout.operator_metrics import OPERATOR_METRICS
+from modelrollout.reconcile import HeldStatus, Runtime, deployment_states, newer, reconcile, release_route
+from modelrollout.settings import OperatorOptions
+from modelrollout.vocabulary.names import (
     COMMAND_ANNOTATION,
     FINALIZER,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     ROLLOUT_LABEL,
 )
-from modelrollout.metrics.prometheus import PrometheusBackend
-from modelrollout.operator_metrics import OPERATOR_METRICS
-from modelrollout.reconcile import HeldStatus, Runtime, deployment_states, newer, reconcile, release_route
-from modelrollout.settings import OperatorOptions
 
 logger = logging.getLogger(__name__)
 

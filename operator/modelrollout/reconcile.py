@@ -33,8 +33,6 @@ from modelrollout.engine.types import (
     MeasurementRequest,
     Observations,
     RolloutRef,
-    RouteState,
-    RouteView,
     Selector,
 )
 from modelrollout.kube.actuator import Actuator, WrittenObjects, deployment_state
@@ -53,11 +51,12 @@ from modelrollout.kube.api import (
 from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
-from modelrollout.kube.names import COMMAND_ANNOTATION, ROLLOUT_LABEL
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
 from modelrollout.pacing import RoutineGate
+from modelrollout.vocabulary.names import COMMAND_ANNOTATION, ROLLOUT_LABEL, stable_service_name
+from modelrollout.vocabulary.routes import RouteState, RouteView
 
 logger = logging.getLogger(__name__)
 
@@ -502,6 +501,7 @@ async def release_route(api: KubeApi, name: str, namespace: str, raw_spec: dict[
     route = await observe_route(api, target)
     if route.error is None:
         await apply_route(api, target, RouteState())
-    service = await api.get(SERVICES, namespace, target.stable_service)
+    stable_service = stable_service_name(name)
+    service = await api.get(SERVICES, namespace, stable_service)
     if service is not None and service.get("metadata", {}).get("ownerReferences"):
-        await api.merge_patch(SERVICES, namespace, target.stable_service, {"metadata": {"ownerReferences": None}})
+        await api.merge_patch(SERVICES, namespace, stable_service, {"metadata": {"ownerReferences": None}})

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from modelrollout.analysis.builtin_templates import BUILTIN_TEMPLATES, TemplateError, instantiate
-from modelrollout.api.models import TEMPLATE_VARIABLES, PrometheusQuery, render_template, template_variables
+from modelrollout.api.models import PrometheusQuery, render_template, template_variables
 from modelrollout.sdk import names
+from modelrollout.vocabulary.builtin_templates import BUILTIN_TEMPLATES, TEMPLATE_VARIABLES, TemplateError, instantiate
 
 QUERY_KEYS = ("query", "stableQuery", "countQuery", "stableCountQuery")
 

@@ -21,7 +21,6 @@ import numpy.typing as npt
 import pytest
 from scipy import stats
 
-from modelrollout.analysis.builtin_templates import instantiate
 from modelrollout.analysis.drift import (
     DEFAULT_FALSE_ALARM,
     DriftCriteria,
@@ -34,6 +33,7 @@ from modelrollout.analysis.drift import (
 )
 from modelrollout.analysis.histograms import Histogram
 from modelrollout.api.models import Verdict
+from modelrollout.vocabulary.builtin_templates import instantiate
 
 DECILES = tuple(float(edge) for edge in stats.norm.ppf(np.arange(1, 10) / 10))
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "drift_calibration.py"

@@ -27,8 +27,8 @@ from modelrollout.analysis.histograms import (
     parse_le,
     training_reference,
 )
-from modelrollout.metrics.base import Sample
 from modelrollout.sdk import FeatureEdges, bin_index
+from modelrollout.vocabulary.samples import Sample
 
 EDGES_FILE = Path(__file__).parents[2] / "operator/modelrollout/sandbox/data/breast_cancer_feature_edges.json"
 

@@ -415,18 +415,20 @@ def _virtualservice_mirroring_elsewhere() -> dict[str, Any]:
     return route
 
 
+SERVICES = ("fraud-scorer-stable", "fraud-scorer-canary")  # the routers' stable and candidate Services
+
+
 def _observe(router: GatewayApiRouter | IstioRouter, route: dict[str, Any]) -> str:
-    seen = router.observe(route, "fraud-scorer-stable", "fraud-scorer-canary")
+    seen = router.observe(route)
     assert isinstance(seen, RouteError), seen
     return seen.message
 
 
 def _istio_mirror_elsewhere() -> str:
-    from modelrollout.traffic.base import RouteState
+    from modelrollout.vocabulary.routes import RouteState
 
-    edited = IstioRouter("fraud-scorer").desired(
-        _virtualservice_mirroring_elsewhere(),
-        RouteState("fraud-scorer-stable", "fraud-scorer-canary", mirror_percent=100),
+    edited = IstioRouter("fraud-scorer", *SERVICES).edit(
+        _virtualservice_mirroring_elsewhere(), RouteState(mirror_percent=100)
     )
     assert isinstance(edited, RouteError), edited
     return edited.message
@@ -441,12 +443,12 @@ ROUTE_CASES: list[RouteCase] = [
     RouteCase(
         "the HTTPRoute has no rule with a backendRef to `<name>-stable` (here it points at `fraud-scorer`)",
         "Gateway API",
-        lambda: _observe(GatewayApiRouter("fraud-scorer"), _httproute_without_stable_rule()),
+        lambda: _observe(GatewayApiRouter("fraud-scorer", *SERVICES), _httproute_without_stable_rule()),
     ),
     RouteCase(
         "the rule to `<name>-stable` also sends to another backend",
         "Gateway API",
-        lambda: _observe(GatewayApiRouter("fraud-scorer"), _httproute_with_foreign_backend()),
+        lambda: _observe(GatewayApiRouter("fraud-scorer", *SERVICES), _httproute_with_foreign_backend()),
     ),
     RouteCase(
         "`trafficRouting.istio.virtualService` names a VirtualService that does not exist",
@@ -456,12 +458,12 @@ ROUTE_CASES: list[RouteCase] = [
     RouteCase(
         "the VirtualService has no http route with a destination host `<name>-stable`",
         "Istio",
-        lambda: _observe(IstioRouter("fraud-scorer"), _virtualservice_without_stable_route()),
+        lambda: _observe(IstioRouter("fraud-scorer", *SERVICES), _virtualservice_without_stable_route()),
     ),
     RouteCase(
         "the http route to `<name>-stable` also sends to another host",
         "Istio",
-        lambda: _observe(IstioRouter("fraud-scorer"), _virtualservice_with_foreign_destination()),
+        lambda: _observe(IstioRouter("fraud-scorer", *SERVICES), _virtualservice_with_foreign_destination()),
     ),
     RouteCase(
         "a mirror step, and the http route to `<name>-stable` already mirrors elsewhere",

@@ -19,11 +19,11 @@ from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.api.validation import parse_spec
 from modelrollout.emulator.schema import admit
 from modelrollout.engine.canary import route_at
-from modelrollout.kube.names import candidate_service_name, stable_service_name
-from modelrollout.traffic.base import HeaderMatch, RouteError, RouteState, Verified
+from modelrollout.traffic.base import RouteError
 from modelrollout.traffic.factory import router_for
 from modelrollout.traffic.gateway_api import GatewayApiRouter
 from modelrollout.traffic.istio import IstioRouter
+from modelrollout.vocabulary.routes import RouteState
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -128,27 +128,24 @@ def test_router_examples_exist() -> None:
 def test_route_carries_every_step(case_id: str, rollout: Document, route: Document) -> None:
     name = rollout["metadata"]["name"]
     spec: ModelRolloutSpec = parse_spec(rollout["spec"])
-    router = router_for(spec.traffic_routing)
+    router = router_for(spec.traffic_routing, name)
     assert isinstance(router, GatewayApiRouter | IstioRouter)
-    stable, candidate = stable_service_name(name), candidate_service_name(name)
 
-    seen = router.observe(route, stable, candidate)
+    seen = router.observe(route)
     assert not isinstance(seen, RouteError), f"{case_id}: {seen}"
-    assert seen == RouteState.at_rest(stable, candidate), f"{case_id}: the route does not start at 100% stable"
+    assert seen == RouteState(), f"{case_id}: the route does not start at 100% stable"
 
     steps = spec.strategy.steps
     states = [route_at(steps, index) for index in range(len(steps))] + [route_at([], 0)]
     current = route
-    for index, step_state in enumerate(states):
-        header = HeaderMatch(*step_state.header) if step_state.header is not None else None
-        want = RouteState(stable, candidate, step_state.candidate_weight, step_state.mirror_percent, header)
-        edited = router.desired(current, want)
+    for index, want in enumerate(states):
+        edited = router.edit(current, want)
         assert not isinstance(edited, RouteError), f"{case_id} step {index}: {edited}"
-        assert router.verify(edited, want) == Verified(), f"{case_id} step {index}: {router.verify(edited, want)}"
-        assert router.observe(edited, stable, candidate) == want, f"{case_id} step {index}"
+        assert router.observe(edited) == want, f"{case_id} step {index}"
+        assert router.edit(edited, want) == edited, f"{case_id} step {index}: the edit is not idempotent"
         current = edited
-    restored = router.restore(current, stable, candidate)
+    restored = router.edit(current, RouteState())
     assert not isinstance(restored, RouteError)
     # Back at rest: the same route as the operator's first edit of the user's (stable weight 100 written out).
-    assert restored == router.desired(route, RouteState.at_rest(stable, candidate)), case_id
-    assert router.observe(restored, stable, candidate) == RouteState.at_rest(stable, candidate)
+    assert restored == router.edit(route, RouteState()), case_id
+    assert router.observe(restored) == RouteState()

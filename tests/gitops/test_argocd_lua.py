@@ -16,7 +16,7 @@ lupa = pytest.importorskip("lupa.lua51", reason="lupa (with Lua 5.1) is needed t
 
 from modelrollout.engine.machine import command_of  # noqa: E402
 from modelrollout.engine.types import CommandAction  # noqa: E402
-from modelrollout.kube.names import COMMAND_ANNOTATION  # noqa: E402
+from modelrollout.vocabulary.names import COMMAND_ANNOTATION  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "gitops" / "argocd"

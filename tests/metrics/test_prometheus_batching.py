@@ -17,8 +17,8 @@ import pytest
 from aiohttp import ClientSession, web
 
 from modelrollout.metrics import PrometheusBackend, QueryOutcome, QueryStatus, VectorOutcome
-from modelrollout.metrics.base import Sample
 from modelrollout.metrics.batching import BATCH_LABEL, combine, self_contained, split
+from modelrollout.vocabulary.samples import Sample
 from tests.support.exporter import Exporter, free_port
 from tests.support.prometheus import PrometheusServer
 

@@ -1,4 +1,4 @@
-"""The routers' one I/O path against the strict API emulator: read, edit, conditional write."""
+"""The routers' one I/O path (`kube.routing`) against the strict API emulator: read, edit, conditional write."""
 
 from __future__ import annotations
 
@@ -10,27 +10,28 @@ from kubernetes_asyncio import client
 
 from modelrollout.emulator import EmulatorServer
 from modelrollout.kube.api import ApiError, KubeApi, Resource
-from modelrollout.traffic import (
+from modelrollout.kube.routing import (
     Applied,
-    GatewayApiFeatures,
-    GatewayApiRouter,
-    HeaderMatch,
-    IstioRouter,
-    NotVerified,
-    RouteError,
-    RouteState,
-    Verified,
+    RouteTarget,
+    RouteWriteError,
+    apply_route,
     detect_features,
+    observe_route,
+    resource_of,
 )
+from modelrollout.traffic import GatewayApiFeatures, GatewayApiRouter, IstioRouter, RouteError
 from modelrollout.traffic.gateway_api import HTTPROUTES
+from modelrollout.vocabulary.routes import HeaderMatch, RouteState, RouteView
 
 from .crds import httproute_crd, typed_httproute_crd, virtualservice_crd
 from .test_gateway_api import httproute, stable_ref
 from .test_istio import dest, virtualservice
 
 JsonDict = dict[str, Any]
-STATE = RouteState("fraud-scorer-stable", "fraud-scorer-canary", 10, 25, HeaderMatch("x-tester", "yes"))
-GATEWAY = GatewayApiRouter("fraud-scorer")
+STATE = RouteState(10, 25, HeaderMatch("x-tester", "yes"))
+SERVICES = ("fraud-scorer-stable", "fraud-scorer-canary")
+GATEWAY_ROUTER = GatewayApiRouter("fraud-scorer", *SERVICES)
+GATEWAY = RouteTarget(GATEWAY_ROUTER, "ml")
 
 
 def connect(server: EmulatorServer, attempts: int = 1) -> KubeApi:
@@ -68,35 +69,33 @@ def create_route(server: EmulatorServer) -> JsonDict:
 
 async def test_apply_writes_once_then_nothing(server: EmulatorServer, api: KubeApi) -> None:
     created = create_route(server)
-    assert await GATEWAY.apply(api, "ml", "fraud-scorer", STATE) == Applied(changed=True)
+    assert await apply_route(api, GATEWAY, STATE) == Applied(changed=True)
     stored = stored_route(server)
-    assert stored["spec"] == GATEWAY.desired(created, STATE)["spec"]  # type: ignore[index]
-    assert await GATEWAY.verify_live(api, "ml", "fraud-scorer", STATE) == Verified()
+    assert stored["spec"] == GATEWAY_ROUTER.edit(created, STATE)["spec"]  # type: ignore[index]
+    assert await observe_route(api, GATEWAY) == RouteView(state=STATE)
 
     writes = api.writes
-    assert await GATEWAY.apply(api, "ml", "fraud-scorer", STATE) == Applied(changed=False)
+    assert await apply_route(api, GATEWAY, STATE) == Applied(changed=False)
     assert api.writes == writes, "no write when the route already says it"
     assert stored_route(server)["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
 
-    assert await GATEWAY.apply(
-        api, "ml", "fraud-scorer", RouteState.at_rest(STATE.stable_service, STATE.candidate_service)
-    ) == Applied(True)
+    assert await apply_route(api, GATEWAY, RouteState()) == Applied(True)
     assert stored_route(server)["spec"]["rules"] == [{"backendRefs": [stable_ref(100)]}]
 
 
 async def test_a_conflict_is_read_again_and_retried(server: EmulatorServer, api: KubeApi) -> None:
     create_route(server)
     rule = server.inject_faults(409, verbs=["patch"], resources=["httproutes.gateway.networking.k8s.io"], limit=2)
-    assert await GATEWAY.apply(api, "ml", "fraud-scorer", STATE) == Applied(changed=True, attempts=3)
+    assert await apply_route(api, GATEWAY, STATE) == Applied(changed=True, attempts=3)
     assert rule.injected == 2
-    assert await GATEWAY.verify_live(api, "ml", "fraud-scorer", STATE) == Verified()
+    assert await observe_route(api, GATEWAY) == RouteView(state=STATE)
 
 
 async def test_endless_conflicts_surface_as_the_api_error(server: EmulatorServer, api: KubeApi) -> None:
     create_route(server)
     server.inject_faults(409, verbs=["patch"])
     with pytest.raises(ApiError) as raised:
-        await GATEWAY.apply(api, "ml", "fraud-scorer", STATE)
+        await apply_route(api, GATEWAY, STATE)
     assert raised.value.status == 409
 
 
@@ -124,7 +123,7 @@ async def test_a_concurrent_edit_is_kept(server: EmulatorServer) -> None:
     # KubeApi's own retries resend the same stale resourceVersion; they fail too, then ours re-read.
     racing = RacingApi(client.ApiClient(configuration), attempts=2, backoff=0.001)
     try:
-        assert await GATEWAY.apply(racing, "ml", "fraud-scorer", STATE) == Applied(changed=True, attempts=2)
+        assert await apply_route(racing, GATEWAY, STATE) == Applied(changed=True, attempts=2)
     finally:
         await racing.close()
     stored = stored_route(server)
@@ -137,14 +136,15 @@ async def test_a_missing_route_is_a_route_error(api: KubeApi) -> None:
     message = (
         "HTTPRoute ml/fraud-scorer does not exist; create it, or name an existing HTTPRoute in spec.trafficRouting"
     )
-    assert await GATEWAY.apply(api, "ml", "fraud-scorer", STATE) == RouteError(
-        "HTTPRoute", "ml", "fraud-scorer", message
-    )
-    assert await GATEWAY.verify_live(api, "ml", "fraud-scorer", STATE) == RouteError(
-        "HTTPRoute", "ml", "fraud-scorer", message
-    )
-    istio = IstioRouter("fraud-scorer")
-    assert await istio.apply(api, "ml", "fraud-scorer", STATE) == RouteError(
+    with pytest.raises(RouteWriteError) as refused:
+        await apply_route(api, GATEWAY, STATE)
+    assert refused.value.error == RouteError("HTTPRoute", "ml", "fraud-scorer", message)
+    assert str(refused.value) == message
+    assert await observe_route(api, GATEWAY) == RouteView(error=message)
+    istio = RouteTarget(IstioRouter("fraud-scorer", *SERVICES), "ml")
+    with pytest.raises(RouteWriteError) as refused:
+        await apply_route(api, istio, STATE)
+    assert refused.value.error == RouteError(
         "VirtualService",
         "ml",
         "fraud-scorer",
@@ -158,9 +158,8 @@ async def test_a_route_without_our_rule_is_left_alone(server: EmulatorServer, ap
     del body["metadata"]["resourceVersion"], body["status"]
     server.emulator.create_object(body)
     writes = api.writes
-    result = await GATEWAY.apply(api, "ml", "fraud-scorer", STATE)
-    assert isinstance(result, RouteError)
-    assert "has no rule with a backendRef to Service" in result.message
+    with pytest.raises(RouteWriteError, match="has no rule with a backendRef to Service"):
+        await apply_route(api, GATEWAY, STATE)
     assert api.writes == writes
 
 
@@ -169,15 +168,19 @@ async def test_istio_apply_on_either_version(server: EmulatorServer, api: KubeAp
     body = virtualservice({"name": "primary", "route": [dest()]}, version=version)
     del body["metadata"]["resourceVersion"]
     server.emulator.create_object(body)
-    router = IstioRouter("fraud-scorer", version)
-    assert await router.apply(api, "ml", "fraud-scorer", STATE) == Applied(changed=True)
-    assert await router.verify_live(api, "ml", "fraud-scorer", STATE) == Verified()
-    assert await router.apply(api, "ml", "fraud-scorer", STATE) == Applied(changed=False)
+    target = RouteTarget(IstioRouter("fraud-scorer", *SERVICES, version), "ml")
+    path = f"/apis/networking.istio.io/{version}/namespaces/ml/virtualservices"
+    assert resource_of(target.router.resource).path("ml") == path
+    assert await apply_route(api, target, STATE) == Applied(changed=True)
+    assert await observe_route(api, target) == RouteView(state=STATE)
+    assert await apply_route(api, target, STATE) == Applied(changed=False)
     stored = server.get_object("virtualservices.networking.istio.io", "fraud-scorer", "ml")
     assert stored is not None
     assert [h["name"] for h in stored["spec"]["http"]] == ["modelrollout-header-route", "primary"]
-    later = RouteState(STATE.stable_service, STATE.candidate_service, 50)
-    assert isinstance(await router.verify_live(api, "ml", "fraud-scorer", later), NotVerified)
+    later = RouteState(50)
+    assert await observe_route(api, target) != RouteView(state=later)
+    assert await apply_route(api, target, later) == Applied(changed=True)
+    assert await observe_route(api, target) == RouteView(state=later)
 
 
 @pytest.mark.parametrize(
@@ -209,4 +212,4 @@ async def test_detect_features_defaults_without_the_crd_and_with_an_open_schema(
         assert await detect_features(api) == GatewayApiFeatures(mirror_percent=True, rule_names=True)
     finally:
         await api.close()
-    assert HTTPROUTES.path("ml", "x") == "/apis/gateway.networking.k8s.io/v1/namespaces/ml/httproutes/x"
+    assert resource_of(HTTPROUTES).path("ml", "x") == "/apis/gateway.networking.k8s.io/v1/namespaces/ml/httproutes/x"

@@ -1,4 +1,4 @@
-"""The router factory, the replica-ratio router, and the routers' RBAC needs."""
+"""The router factory (no router without `spec.trafficRouting`), and the routers' RBAC needs."""
 
 from __future__ import annotations
 
@@ -8,36 +8,51 @@ import pytest
 
 from modelrollout import rbac
 from modelrollout.traffic import (
-    Applied,
     GatewayApiFeatures,
     GatewayApiRouter,
     IstioRouter,
-    NotSupported,
-    ReplicaRouter,
     Router,
-    RouteState,
+    RouteResource,
     rbac_needs,
     router_for,
 )
 
-STATE = RouteState("fraud-scorer-stable", "fraud-scorer-canary", 30, 0, None)
+# The factory builds a router for one rollout: between its -stable and -canary Services.
+ROLLOUT = "scorer"
+SERVICES = ("scorer-stable", "scorer-canary")
 
 
 @pytest.mark.parametrize("spec", [None, {}, {"gatewayAPI": None}])
-def test_no_router_is_the_replica_ratio(spec: dict[str, Any] | None) -> None:
-    assert router_for(spec) == ReplicaRouter()
+def test_no_traffic_routing_is_no_router(spec: dict[str, Any] | None) -> None:
+    # The engine splits by replica counts then (engine.common.splits_by_replicas).
+    assert router_for(spec, ROLLOUT) is None
 
 
 def test_routers_by_name() -> None:
-    assert router_for({"gatewayAPI": {"httpRoute": "web"}}) == GatewayApiRouter("web")
+    assert router_for({"gatewayAPI": {"httpRoute": "web"}}, ROLLOUT) == GatewayApiRouter("web", *SERVICES)
     features = GatewayApiFeatures(mirror_percent=False)
-    assert router_for({"gatewayAPI": {"httpRoute": "web"}}, gateway_api=features) == GatewayApiRouter("web", features)
-    assert router_for({"istio": {"virtualService": "web"}}) == IstioRouter("web")
-    assert router_for({"istio": {"virtualService": "web"}}, istio_version="v1") == IstioRouter("web", "v1")
-    for router in (ReplicaRouter(), GatewayApiRouter("web"), IstioRouter("web")):
+    assert router_for({"gatewayAPI": {"httpRoute": "web"}}, ROLLOUT, gateway_api=features) == GatewayApiRouter(
+        "web", *SERVICES, features
+    )
+    assert router_for({"istio": {"virtualService": "web"}}, ROLLOUT) == IstioRouter("web", *SERVICES)
+    assert router_for({"istio": {"virtualService": "web"}}, ROLLOUT, istio_version="v1") == IstioRouter(
+        "web", *SERVICES, "v1"
+    )
+    for router in (GatewayApiRouter("web", *SERVICES), IstioRouter("web", *SERVICES)):
         assert isinstance(router, Router)
-    assert router_for({"istio": {"virtualService": "web"}}).route_name == "web"
-    assert ReplicaRouter().route_name is None
+    istio = router_for({"istio": {"virtualService": "web"}}, ROLLOUT)
+    assert istio is not None and istio.route_name == "web"
+    assert istio.resource == RouteResource("networking.istio.io", "v1beta1", "virtualservices", "VirtualService")
+    gateway = router_for({"gatewayAPI": {"httpRoute": "web"}}, ROLLOUT)
+    assert gateway is not None
+    assert gateway.resource == RouteResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+
+
+def test_a_router_needs_two_services() -> None:
+    with pytest.raises(ValueError, match='stable and candidate Services must differ, both are "web"'):
+        GatewayApiRouter("route", "web", "web")
+    with pytest.raises(ValueError, match=r"networking\.istio\.io version must be one of v1beta1, v1, got v2"):
+        IstioRouter("route", *SERVICES, "v2")
 
 
 @pytest.mark.parametrize(
@@ -54,19 +69,7 @@ def test_routers_by_name() -> None:
 )
 def test_bad_specs_name_the_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        router_for(spec)
-
-
-async def test_replica_router_writes_nothing_and_cannot_verify() -> None:
-    router = ReplicaRouter()
-    route = {"spec": {"anything": 1}}
-    assert router.desired(route, STATE) == route
-    assert router.desired(route, STATE) is not route
-    assert router.restore(route, "a", "b") == route
-    assert router.verify(route, STATE) == NotSupported()
-    # No API is touched: None stands in for the client.
-    assert await router.apply(None, "ml", "x", STATE) == Applied(changed=False, attempts=0)  # type: ignore[arg-type]
-    assert await router.verify_live(None, "ml", "x", STATE) == NotSupported()  # type: ignore[arg-type]
+        router_for(spec, ROLLOUT)
 
 
 def test_rbac_needs_are_announced_in_the_operators_rules() -> None:
@@ -83,7 +86,7 @@ def test_rbac_needs_are_announced_in_the_operators_rules() -> None:
 
 def test_the_spec_can_turn_the_mirror_percent_off() -> None:
     spec = {"gatewayAPI": {"httpRoute": "web", "mirrorPercentSupported": False}}
-    assert router_for(spec) == GatewayApiRouter("web", GatewayApiFeatures(mirror_percent=False))
+    assert router_for(spec, ROLLOUT) == GatewayApiRouter("web", *SERVICES, GatewayApiFeatures(mirror_percent=False))
 
 
 def test_the_spec_model_is_accepted() -> None:
@@ -92,5 +95,6 @@ def test_the_spec_model_is_accepted() -> None:
     if routing is None:
         pytest.skip("spec.trafficRouting not in the API models yet")
     model = routing.model_validate({"gatewayAPI": {"httpRoute": "web", "mirrorPercentSupported": False}})
-    assert router_for(model) == GatewayApiRouter("web", GatewayApiFeatures(mirror_percent=False))
-    assert router_for(routing.model_validate({"istio": {"virtualService": "web"}})) == IstioRouter("web")
+    assert router_for(model, ROLLOUT) == GatewayApiRouter("web", *SERVICES, GatewayApiFeatures(mirror_percent=False))
+    istio = routing.model_validate({"istio": {"virtualService": "web"}})
+    assert router_for(istio, ROLLOUT) == IstioRouter("web", *SERVICES)

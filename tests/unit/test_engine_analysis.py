@@ -11,7 +11,7 @@ from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
 from modelrollout.engine.monitoring import hook_backoff, record_hook_result
 from modelrollout.engine.types import FireHook, HookResult
-from modelrollout.metrics.base import Sample
+from modelrollout.vocabulary.samples import Sample
 
 from .world import World, make_spec
 

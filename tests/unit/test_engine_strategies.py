@@ -7,7 +7,8 @@ from collections import Counter
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
 from modelrollout.engine.machine import decide
-from modelrollout.engine.types import CommandAction, EnsureService, Observations, RouteState, RouteView, SetRoute
+from modelrollout.engine.types import CommandAction, EnsureService, Observations, SetRoute
+from modelrollout.vocabulary.routes import HeaderMatch, RouteState, RouteView
 
 from .world import World, make_spec
 
@@ -113,7 +114,7 @@ def test_header_route_sends_testers_to_the_candidate() -> None:
     world = routed([{"setHeaderRoute": {"name": "x-canary", "value": "yes"}}, {"pause": {}}])
     world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
     world.run(Phase.PAUSED)
-    assert world.route == RouteState(header=("x-canary", "yes"))
+    assert world.route == RouteState(header=HeaderMatch("x-canary", "yes"))
     assert world.replicas("2.0.0") == 1
     assert world.status.weights.header_route is True and world.status.weights.candidate == 0
     world.command(CommandAction.ABORT)

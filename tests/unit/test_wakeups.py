@@ -8,7 +8,7 @@ from typing import Any
 
 from modelrollout.handlers import WAKERS, deployment_changed
 from modelrollout.kube.actuator import WrittenObjects
-from modelrollout.kube.names import REVISION_LABEL, ROLLOUT_LABEL, VERSION_LABEL
+from modelrollout.vocabulary.names import REVISION_LABEL, ROLLOUT_LABEL, VERSION_LABEL
 
 NAMESPACE, ROLLOUT, REVISION = "ml", "fraud-scorer", "a1b2c3d4e5"
 

@@ -25,12 +25,11 @@ from modelrollout.engine.types import (
     EventRecord,
     Observations,
     RolloutRef,
-    RouteState,
-    RouteView,
     ScaleDeployment,
     Selector,
     SetRoute,
 )
+from modelrollout.vocabulary.routes import RouteState, RouteView
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 CONTAINER = {"name": "server", "image": "registry.example/fraud-scorer:serve"}

@@ -21,7 +21,7 @@ from modelrollout.api.models import (
     Threshold,
     Verdict,
 )
-from modelrollout.metrics.base import Sample
+from modelrollout.vocabulary.samples import Sample
 
 
 @dataclass(frozen=True)

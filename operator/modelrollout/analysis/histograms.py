@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from modelrollout.metrics.base import Sample
 from modelrollout.sdk.edges import FeatureEdges
 from modelrollout.sdk.names import LABEL_CATEGORY, LABEL_CLASS, LABEL_FEATURE, OTHER
+from modelrollout.vocabulary.samples import Sample
 
 #: What the functions below accept as one series: a backend sample, or a plain ``(labels, value)`` pair.
 SampleLike = Sample | tuple[Mapping[str, str], float]

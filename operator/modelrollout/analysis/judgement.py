@@ -22,7 +22,7 @@ from modelrollout.analysis.histograms import (
     training_reference,
 )
 from modelrollout.api.models import Measurement, Metric, Verdict
-from modelrollout.metrics.base import Sample
+from modelrollout.vocabulary.samples import Sample
 
 WHOLE = "all"  # the group name of a distribution that is not split by a label
 

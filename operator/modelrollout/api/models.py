@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.durations import DURATION_HELP, parse_duration
+from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
 
 
 class ApiModel(BaseModel):
@@ -39,13 +40,6 @@ class ApiModel(BaseModel):
 # Spec
 # ---------------------------------------------------------------------------------------------
 
-TEMPLATE_VARIABLES = {
-    "name": "the ModelRollout's name",
-    "namespace": "the ModelRollout's namespace",
-    "model": "spec.model.name",
-    "stable": "the stable model version",
-    "candidate": "the candidate model version",
-}
 _VARIABLE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 
 

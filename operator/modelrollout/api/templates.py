@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.builtin_templates import BUILTIN_TEMPLATES, TemplateError, instantiate
-from modelrollout.api.models import TEMPLATE_VARIABLES, ModelAnalysisTemplateSpec
+from modelrollout.api.models import ModelAnalysisTemplateSpec
+from modelrollout.vocabulary.builtin_templates import BUILTIN_TEMPLATES, TEMPLATE_VARIABLES, TemplateError, instantiate
 
 _ARGUMENT = re.compile(r"\{\{\s*([A-Za-z][\w-]*)\s*\}\}")
 # Arguments are pasted into PromQL as they are: a window, a number, a label value. Anything that

@@ -29,11 +29,12 @@ from modelrollout.engine.common import (
     replica_split,
     run_background_analysis,
     run_gate_analysis,
+    splits_by_replicas,
     start_background_analysis,
     timestamp,
-    uses_router,
 )
-from modelrollout.engine.types import DeleteDeployment, EnsureDeployment, RouteState, ScaleDeployment
+from modelrollout.engine.types import DeleteDeployment, EnsureDeployment, ScaleDeployment
+from modelrollout.vocabulary.routes import HeaderMatch, RouteState
 
 
 def route_at(steps: list[CanaryStep], index: int) -> RouteState:
@@ -45,7 +46,7 @@ def route_at(steps: list[CanaryStep], index: int) -> RouteState:
         if step.mirror is not None:
             mirror = step.mirror.percent
         if step.set_header_route is not None:
-            header = (step.set_header_route.name, step.set_header_route.value)
+            header = HeaderMatch(step.set_header_route.name, step.set_header_route.value)
     return RouteState(candidate_weight=weight, mirror_percent=mirror, header=header)
 
 
@@ -150,7 +151,7 @@ def advance(run: Pass, index: int, to: int) -> None:
 
 def _candidate_replicas(run: Pass, target: RouteState) -> int:
     total = run.spec.replicas
-    if not uses_router(run.spec):
+    if splits_by_replicas(run.spec):
         return replica_split(total, target.candidate_weight)[1]
     share = max(target.candidate_weight, target.mirror_percent)
     wanted = math.ceil(total * share / 100)
@@ -166,7 +167,7 @@ def apply_route(run: Pass, target: RouteState, promoting: bool) -> None:
     run.actions.append(EnsureDeployment(status.candidate_revision, candidate_replicas))
     candidate_ready = run.ready(status.candidate_revision)
     ready_for_target = candidate_ready >= candidate_replicas
-    if uses_router(spec):
+    if not splits_by_replicas(spec):
         # The router moves traffic only to pods that are ready; stable keeps its full size.
         run.route = target if ready_for_target else _route_now(run, target)
         run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))

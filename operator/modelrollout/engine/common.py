@@ -32,9 +32,9 @@ from modelrollout.engine.types import (
     EventRecord,
     Observations,
     RolloutRef,
-    RouteState,
     ScaleDeployment,
 )
+from modelrollout.vocabulary.routes import RouteState
 
 # How often a settled rollout is looked at again, as a safety net for missed watch events.
 IDLE_RESYNC_SECONDS = 300.0
@@ -85,9 +85,12 @@ def replica_split(total: int, weight: int) -> tuple[int, int]:
     return stable, candidate
 
 
-def uses_router(spec: ModelRolloutSpec) -> bool:
+def splits_by_replicas(spec: ModelRolloutSpec) -> bool:
+    """No traffic router (`spec.trafficRouting` names none): one Service fronts every version, so
+    the canary's share of traffic is its share of the ready pods (`replica_split`), and there is no
+    route to read or write. With a router the Deployments keep their size and the route moves traffic."""
     routing = spec.traffic_routing
-    return routing is not None and (routing.gateway_api is not None or routing.istio is not None)
+    return routing is None or (routing.gateway_api is None and routing.istio is None)
 
 
 def step_analysis_spec(spec: ModelRolloutSpec, index: int | None) -> AnalysisStep | None:

@@ -13,7 +13,6 @@ from datetime import datetime
 
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
-    TEMPLATE_VARIABLES,
     AnalysisStatus,
     Condition,
     ModelRolloutSpec,
@@ -39,10 +38,10 @@ from modelrollout.engine.common import (
     replica_split,
     revision_of,
     roll_back,
+    splits_by_replicas,
     stable_message,
     step_analysis_spec,
     timestamp,
-    uses_router,
 )
 from modelrollout.engine.monitoring import drift_condition, monitor
 from modelrollout.engine.types import (
@@ -62,7 +61,8 @@ from modelrollout.engine.types import (
     Selector,
     SetRoute,
 )
-from modelrollout.kube.names import (
+from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
+from modelrollout.vocabulary.names import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
     candidate_service_name,
@@ -245,7 +245,7 @@ def desired_services(run: Pass) -> dict[str, Selector]:
     """
     status, spec, name = run.status, run.spec, run.ref.name
     blue_green = spec.strategy.blue_green is not None
-    if not blue_green and not uses_router(spec):
+    if not blue_green and splits_by_replicas(spec):
         return {service_name(name): _selector(None, name)}
     in_flight = status.candidate_revision is not None and status.phase in (Phase.PROGRESSING, Phase.PAUSED)
     active = status.stable_revision

@@ -12,6 +12,7 @@ from typing import Any
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
 from modelrollout.api.validation import InvalidSpec, parse_or_refusal
+from modelrollout.vocabulary.routes import RouteState, RouteView
 
 
 @dataclass(frozen=True)
@@ -71,23 +72,6 @@ class Command:
 
     id: str
     action: CommandAction
-
-
-@dataclass(frozen=True)
-class RouteState:
-    """What a traffic router sends to the candidate: a weight, a mirrored share, a header route."""
-
-    candidate_weight: int = 0
-    mirror_percent: int = 0
-    header: tuple[str, str] | None = None  # (name, exact value)
-
-
-@dataclass(frozen=True)
-class RouteView:
-    """The route object as observed: its managed part read back, or why it cannot be used."""
-
-    error: str | None = None
-    state: RouteState | None = None
 
 
 Selector = tuple[tuple[str, str], ...]

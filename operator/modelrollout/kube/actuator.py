@@ -21,8 +21,8 @@ from modelrollout.engine.types import (
 from modelrollout.kube import manifests
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
-from modelrollout.kube.names import REVISION_LABEL, VERSION_LABEL, deployment_name
 from modelrollout.kube.routing import RouteTarget, apply_route
+from modelrollout.vocabulary.names import REVISION_LABEL, VERSION_LABEL, deployment_name
 
 
 def resource_version(obj: Mapping[str, Any]) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from modelrollout import GROUP, KIND, VERSION
 from modelrollout.api.models import ModelRolloutSpec
-from modelrollout.kube.names import (
+from modelrollout.vocabulary.names import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     REVISION_LABEL,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
+
+from modelrollout.vocabulary.samples import Sample
 
 NAN_MESSAGE = "query returned NaN (e.g. 0/0: no traffic in the window)"
 
@@ -51,14 +52,6 @@ class QueryOutcome:
     @classmethod
     def error(cls, message: str) -> QueryOutcome:
         return cls(QueryStatus.ERROR, None, message)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One series of an instant vector: its labels (`__name__` included when the query keeps it) and value."""
-
-    labels: Mapping[str, str]
-    value: float
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from modelrollout.metrics.base import Sample
+from modelrollout.vocabulary.samples import Sample
 
 BATCH_LABEL = "__modelrollout_query"
 _CLOSING = {"(": ")", "[": "]", "{": "}"}

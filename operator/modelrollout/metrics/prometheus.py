@@ -46,8 +46,9 @@ import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from modelrollout.metrics.base import QueryOutcome, QueryStatus, Sample, VectorOutcome
+from modelrollout.metrics.base import QueryOutcome, QueryStatus, VectorOutcome
 from modelrollout.metrics.batching import combine, new_tokens, self_contained, split
+from modelrollout.vocabulary.samples import Sample
 
 log = logging.getLogger(__name__)
 

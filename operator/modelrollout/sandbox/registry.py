@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from modelrollout.kube.names import VERSION_LABEL
+from modelrollout.vocabulary.names import VERSION_LABEL
 
 
 @dataclass

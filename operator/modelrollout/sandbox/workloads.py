@@ -47,11 +47,11 @@ import aiohttp
 from kubernetes_asyncio import client
 
 from modelrollout.kube.api import DEPLOYMENTS, KubeApi
-from modelrollout.kube.names import MANAGED_BY, MANAGED_BY_LABEL
 from modelrollout.sandbox import procs
 from modelrollout.sandbox.kube import Informer, Obj, cancel_and_wait, connect, key_of
 from modelrollout.sandbox.registry import Pod, PodRegistry
 from modelrollout.sandbox.status_writer import CoalescingStatusWriter, ObjectKey, with_transition_times
+from modelrollout.vocabulary.names import MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("modelrollout.sandbox.workloads")
 

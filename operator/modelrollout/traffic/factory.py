@@ -1,6 +1,7 @@
 """Pick the router the spec names, and say what each router needs from RBAC.
 
-`spec.trafficRouting` (absent: replica ratio behind the rollout's one Service):
+`spec.trafficRouting` (absent: no router; the engine splits by replica counts behind the rollout's
+one Service):
 
     trafficRouting:
       gatewayAPI: {httpRoute: fraud-scorer, mirrorPercentSupported: true}   # or
@@ -20,8 +21,9 @@ from pydantic import BaseModel
 from modelrollout.traffic.base import Router
 from modelrollout.traffic.gateway_api import HTTPROUTES, GatewayApiFeatures, GatewayApiRouter
 from modelrollout.traffic.istio import GROUP as ISTIO_GROUP
+from modelrollout.traffic.istio import PLURAL as ISTIO_PLURAL
 from modelrollout.traffic.istio import IstioRouter
-from modelrollout.traffic.replicas import ReplicaRouter
+from modelrollout.vocabulary.names import candidate_service_name, stable_service_name
 
 FIELD = "spec.trafficRouting"
 _ROUTERS = {"gatewayAPI": "httpRoute", "istio": "virtualService"}
@@ -43,7 +45,6 @@ class RbacNeed:
 _ROUTE_VERBS = ("get", "list", "watch", "patch", "update")
 
 RBAC: Mapping[str, tuple[RbacNeed, ...]] = {
-    "replicas": (),
     "gatewayAPI": (
         RbacNeed(
             HTTPROUTES.group,
@@ -56,7 +57,7 @@ RBAC: Mapping[str, tuple[RbacNeed, ...]] = {
     "istio": (
         RbacNeed(
             ISTIO_GROUP,
-            "virtualservices",
+            ISTIO_PLURAL,
             _ROUTE_VERBS,
             "Istio traffic routing: set the weights, the mirror and the header route of a VirtualService",
         ),
@@ -71,15 +72,18 @@ def rbac_needs() -> tuple[RbacNeed, ...]:
 
 def router_for(
     spec_traffic_routing: Mapping[str, Any] | BaseModel | None,
+    rollout: str,
     *,
     gateway_api: GatewayApiFeatures | None = None,
     istio_version: str = "v1beta1",
-) -> Router:
-    """The router `spec.trafficRouting` names; ValueError, naming the field, when it names none or two."""
+) -> Router | None:
+    """The router `spec.trafficRouting` names for the canary of `rollout` (between its `-stable` and
+    `-canary` Services); None when it names none (the split is the replica ratio); ValueError,
+    naming the field, when it names two or an unknown one."""
     if isinstance(spec_traffic_routing, BaseModel):
         spec_traffic_routing = spec_traffic_routing.model_dump(by_alias=True, exclude_none=True)
     if not spec_traffic_routing:
-        return ReplicaRouter()
+        return None
     unknown = sorted(set(spec_traffic_routing) - set(_ROUTERS))
     if unknown:
         raise ValueError(f"{FIELD}: unknown router {', '.join(unknown)}; use one of {', '.join(_ROUTERS)}")
@@ -87,16 +91,17 @@ def router_for(
     if len(chosen) > 1:
         raise ValueError(f"{FIELD}: set one of {', '.join(chosen)}, not both")
     if not chosen:
-        return ReplicaRouter()
+        return None
     key = chosen[0]
     options = spec_traffic_routing[key]
     name = options.get(_ROUTERS[key]) if isinstance(options, Mapping) else None
     if not isinstance(name, str) or not name:
         raise ValueError(f"{FIELD}.{key}.{_ROUTERS[key]}: required, the name of the route in the rollout's namespace")
+    stable, candidate = stable_service_name(rollout), candidate_service_name(rollout)
     if key == "gatewayAPI":
         features = gateway_api or GatewayApiFeatures()
         # The spec can only turn the percent off (a cluster with an older Gateway API), never force it on.
         if options.get("mirrorPercentSupported") is False:
             features = replace(features, mirror_percent=False)
-        return GatewayApiRouter(name, features)
-    return IstioRouter(name, istio_version)
+        return GatewayApiRouter(name, stable, candidate, features)
+    return IstioRouter(name, stable, candidate, istio_version)

@@ -21,7 +21,7 @@ does not know is pruned silently by the API server):
 * `rules[].name` (GEP-995) is experimental in v1.2 and standard from v1.4; off by default, since
   recognising the header rule by its backends works on every version.
 
-`detect_features` reads both from the installed CRD's schema.
+`features_of` reads both from the installed CRD's schema (`kube.routing` fetches the CRD).
 """
 
 from __future__ import annotations
@@ -30,25 +30,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import CRDS, KubeApi, Resource
 from modelrollout.traffic.base import (
     HEADER_ROUTE_NAME,
-    HeaderMatch,
     JsonDict,
-    NotVerified,
     ObjectRouter,
     RouteError,
-    RouteState,
-    Verification,
-    Verified,
+    RouteResource,
     clone,
     route_namespace,
-    same_percent,
     set_or_drop,
     share,
 )
+from modelrollout.vocabulary.routes import HeaderMatch, RouteState
 
-HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
+HTTPROUTES = RouteResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 MIRROR = "RequestMirror"
 # Fields of a backendRef that say *which* backend (BackendObjectReference), as opposed to how much
@@ -115,87 +110,76 @@ def _with_header(match: JsonDict, header: HeaderMatch) -> JsonDict:
     return edited
 
 
-def _has_header(match: JsonDict, header: HeaderMatch) -> bool:
-    return any(
-        str(item.get("name", "")).lower() == header.name.lower()
-        and item.get("value") == header.value
-        and item.get("type", "Exact") == "Exact"
-        for item in match.get("headers") or []
-    )
-
-
 @dataclass(frozen=True)
 class GatewayApiRouter(ObjectRouter):
-    route_name: str
     features: GatewayApiFeatures = field(default_factory=GatewayApiFeatures)
 
-    kind: ClassVar[str] = "HTTPRoute"
+    kind: ClassVar[str] = HTTPROUTES.kind
 
     @property
-    def resource(self) -> Resource:
+    def resource(self) -> RouteResource:
         return HTTPROUTES
 
     # --- recognising what is ours ------------------------------------------------------------------
 
-    def _is_header_rule(self, rule: JsonDict, state: RouteState, namespace: str) -> bool:
+    def _is_header_rule(self, rule: JsonDict, namespace: str) -> bool:
         if rule.get("name") == HEADER_ROUTE_NAME:
             return True
         refs = rule.get("backendRefs") or []
-        return bool(refs) and all(_refers_to(ref, state.candidate_service, namespace) for ref in refs)
+        return bool(refs) and all(_refers_to(ref, self.candidate_service, namespace) for ref in refs)
 
-    def _managed(self, route: JsonDict, state: RouteState) -> Iterator[tuple[int, JsonDict, JsonDict]]:
+    def _managed(self, route: JsonDict) -> Iterator[tuple[int, JsonDict, JsonDict]]:
         """(index, rule, its first stable backendRef) for every managed rule."""
         namespace = route_namespace(route)
         for index, rule in enumerate((route.get("spec") or {}).get("rules") or []):
-            if self._is_header_rule(rule, state, namespace):
+            if self._is_header_rule(rule, namespace):
                 continue
             stable = next(
-                (ref for ref in rule.get("backendRefs") or [] if _refers_to(ref, state.stable_service, namespace)),
+                (ref for ref in rule.get("backendRefs") or [] if _refers_to(ref, self.stable_service, namespace)),
                 None,
             )
             if stable is not None:
                 yield index, rule, stable
 
-    def _no_rule(self, route: JsonDict, state: RouteState) -> RouteError:
+    def _no_rule(self, route: JsonDict) -> RouteError:
         return self._error(
             route,
-            f'{_title(route)} has no rule with a backendRef to Service "{state.stable_service}"; add one, '
+            f'{_title(route)} has no rule with a backendRef to Service "{self.stable_service}"; add one, '
             "the operator manages its weights",
         )
 
-    def _foreign(self, route: JsonDict, index: int, rule: JsonDict, state: RouteState) -> str | None:
+    def _foreign(self, route: JsonDict, index: int, rule: JsonDict) -> str | None:
         namespace = route_namespace(route)
         for ref in rule.get("backendRefs") or []:
             if not (
-                _refers_to(ref, state.stable_service, namespace) or _refers_to(ref, state.candidate_service, namespace)
+                _refers_to(ref, self.stable_service, namespace) or _refers_to(ref, self.candidate_service, namespace)
             ):
                 other = ref.get("name", "?")
                 return (
                     f'{_title(route)} rules[{index}] sends traffic to "{other}" besides Service '
-                    f'"{state.stable_service}"; the operator sets every backendRef of a rule it manages, '
+                    f'"{self.stable_service}"; the operator sets every backendRef of a rule it manages, '
                     f'so move "{other}" to a rule of its own'
                 )
         return None
 
     # --- reading it back ---------------------------------------------------------------------------
 
-    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+    def observe(self, route: JsonDict) -> RouteState | RouteError:
         """What the route does now for the managed rules: the candidate's share of traffic, the share
         mirrored to it, and the header rule, read from the first managed rule (the edit keeps them
         all alike)."""
-        at_rest = RouteState.at_rest(stable_service, candidate_service)
         namespace = route_namespace(route)
-        managed = list(self._managed(route, at_rest))
+        managed = list(self._managed(route))
         if not managed:
-            return self._no_rule(route, at_rest)
+            return self._no_rule(route)
         for index, rule, _ in managed:
-            problem = self._foreign(route, index, rule, at_rest)
+            problem = self._foreign(route, index, rule)
             if problem is not None:
                 return self._error(route, problem)
         _, rule, _ = managed[0]
         stable_weight = candidate_weight = 0
         for ref in rule.get("backendRefs") or []:
-            if _refers_to(ref, candidate_service, namespace):
+            if _refers_to(ref, self.candidate_service, namespace):
                 candidate_weight += _weight(ref)
             else:
                 stable_weight += _weight(ref)
@@ -204,24 +188,26 @@ class GatewayApiRouter(ObjectRouter):
         mirror = 0
         for item in rule.get("filters") or []:
             target = _mirror_target(item)
-            if target is not None and _refers_to(target, candidate_service, namespace):
+            if target is not None and _refers_to(target, self.candidate_service, namespace):
                 mirror = round(_mirrored_percent(item))
         header: HeaderMatch | None = None
         for other in (route.get("spec") or {}).get("rules") or []:
-            if self._is_header_rule(other, at_rest, namespace):
-                for match in other.get("matches") or []:
-                    for item in match.get("headers") or []:
-                        if item.get("type", "Exact") == "Exact" and header is None:
-                            header = HeaderMatch(str(item.get("name")), str(item.get("value")))
-        return RouteState(stable_service, candidate_service, weight, mirror, header)
+            if self._is_header_rule(other, namespace):
+                # Ours is the last header of each match (`_with_header` appends it after the
+                # user's own header matches, which the header rule copies).
+                headers = ((other.get("matches") or [{}])[0].get("headers")) or []
+                if headers and headers[-1].get("type", "Exact") == "Exact":
+                    header = HeaderMatch(str(headers[-1].get("name")), str(headers[-1].get("value")))
+                break
+        return RouteState(weight, mirror, header)
 
     # --- the edit ----------------------------------------------------------------------------------
 
-    def _candidate_ref(self, stable: JsonDict, state: RouteState) -> JsonDict:
-        return {**clone(stable), "name": state.candidate_service}
+    def _candidate_ref(self, stable: JsonDict) -> JsonDict:
+        return {**clone(stable), "name": self.candidate_service}
 
     def _mirror_filter(self, stable: JsonDict, state: RouteState) -> JsonDict:
-        backend = {"name": state.candidate_service, **{key: stable[key] for key in _OBJECT_REF_FIELDS if key in stable}}
+        backend = {"name": self.candidate_service, **{key: stable[key] for key in _OBJECT_REF_FIELDS if key in stable}}
         mirror: JsonDict = {"backendRef": backend}
         if state.mirror_percent < 100 and self.features.mirror_percent:
             mirror["percent"] = state.mirror_percent
@@ -233,13 +219,13 @@ class GatewayApiRouter(ObjectRouter):
         # Stable stays listed even at weight 0: it is how the next pass finds this rule again.
         refs = [{**clone(stable), "weight": 100 - weight}]
         if weight > 0:
-            refs.append({**self._candidate_ref(stable, state), "weight": weight})
+            refs.append({**self._candidate_ref(stable), "weight": weight})
         edited["backendRefs"] = refs
 
         filters: list[JsonDict] = []
         placed = False
         for item in rule.get("filters") or []:
-            if _refers_to(_mirror_target(item), state.candidate_service, namespace):
+            if _refers_to(_mirror_target(item), self.candidate_service, namespace):
                 # Replace ours where it stands (or drop it), so the user's filter order is kept.
                 if state.mirror_percent > 0 and not placed:
                     filters.append(self._mirror_filter(stable, state))
@@ -251,14 +237,12 @@ class GatewayApiRouter(ObjectRouter):
         # A `filters` list that held only our mirror goes with it: the rule reads as the user wrote it.
         before = rule.get("filters") or []
         only_ours = bool(before) and all(
-            _refers_to(_mirror_target(item), state.candidate_service, namespace) for item in before
+            _refers_to(_mirror_target(item), self.candidate_service, namespace) for item in before
         )
         set_or_drop(edited, "filters", filters, "filters" in rule and not only_ours)
         return edited
 
-    def _header_rule(
-        self, managed: list[tuple[JsonDict, JsonDict]], header: HeaderMatch, state: RouteState, namespace: str
-    ) -> JsonDict:
+    def _header_rule(self, managed: list[tuple[JsonDict, JsonDict]], header: HeaderMatch, namespace: str) -> JsonDict:
         """One rule that sends requests with the header to the candidate: the managed rules' matches,
         each with the header added (more header matches win in Gateway API precedence), and the first
         managed rule's filters and timeouts, so the candidate gets requests shaped as stable does."""
@@ -274,7 +258,7 @@ class GatewayApiRouter(ObjectRouter):
         filters = [
             clone(item)
             for item in first.get("filters") or []
-            if not _refers_to(_mirror_target(item), state.candidate_service, namespace)
+            if not _refers_to(_mirror_target(item), self.candidate_service, namespace)
         ]
         if filters:
             rule["filters"] = filters
@@ -285,103 +269,32 @@ class GatewayApiRouter(ObjectRouter):
                 if key not in ("name", "matches", "filters", "backendRefs")
             }
         )
-        rule["backendRefs"] = [{**self._candidate_ref(stable, state), "weight": 100}]
+        rule["backendRefs"] = [{**self._candidate_ref(stable), "weight": 100}]
         return rule
 
-    def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
+    def edit(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
         namespace = route_namespace(route)
-        managed = list(self._managed(route, state))
+        managed = list(self._managed(route))
         if not managed:
-            return self._no_rule(route, state)
+            return self._no_rule(route)
         for index, rule, _ in managed:
-            problem = self._foreign(route, index, rule, state)
+            problem = self._foreign(route, index, rule)
             if problem is not None:
                 return self._error(route, problem)
 
         edits = {index: self._edit_rule(rule, stable, state, namespace) for index, rule, stable in managed}
         rules: list[JsonDict] = []
         for index, rule in enumerate(route["spec"].get("rules") or []):
-            if index == managed[0][0] and state.header_route is not None:
+            if index == managed[0][0] and state.header is not None:
                 sources = [(edits[i], stable) for i, _, stable in managed]
-                rules.append(self._header_rule(sources, state.header_route, state, namespace))
+                rules.append(self._header_rule(sources, state.header, namespace))
             if index in edits:
                 rules.append(edits[index])
-            elif not self._is_header_rule(rule, state, namespace):
+            elif not self._is_header_rule(rule, namespace):
                 rules.append(clone(rule))
         result = clone(route)
         result["spec"]["rules"] = rules
         return result
-
-    # --- verification ------------------------------------------------------------------------------
-
-    def verify(self, route: JsonDict, state: RouteState) -> Verification:
-        namespace = route_namespace(route)
-        managed = list(self._managed(route, state))
-        if not managed:
-            return NotVerified(self._no_rule(route, state).message)
-        title = _title(route)
-        for index, rule, _ in managed:
-            problem = self._foreign(route, index, rule, state)
-            if problem is not None:
-                return NotVerified(problem)
-            refs = rule.get("backendRefs") or []
-            stable = sum(_weight(ref) for ref in refs if _refers_to(ref, state.stable_service, namespace))
-            candidate = sum(_weight(ref) for ref in refs if _refers_to(ref, state.candidate_service, namespace))
-            sent = share(candidate, stable + candidate)
-            if not same_percent(sent, state.candidate_weight):
-                return NotVerified(
-                    f'{title} rules[{index}] sends {sent:g}% to Service "{state.candidate_service}", '
-                    f"want {state.candidate_weight}%"
-                )
-            mirrors = [
-                item
-                for item in rule.get("filters") or []
-                if _refers_to(_mirror_target(item), state.candidate_service, namespace)
-            ]
-            problem = self._verify_mirror(title, index, mirrors, state)
-            if problem is not None:
-                return NotVerified(problem)
-        problem = self._verify_header(route, state, namespace)
-        return Verified() if problem is None else NotVerified(problem)
-
-    def _verify_mirror(self, title: str, index: int, mirrors: list[JsonDict], state: RouteState) -> str | None:
-        target = f'Service "{state.candidate_service}"'
-        if state.mirror_percent == 0:
-            return f"{title} rules[{index}] still mirrors to {target}" if mirrors else None
-        if not mirrors:
-            return f"{title} rules[{index}] has no RequestMirror filter to {target}"
-        want = state.mirror_percent if self.features.mirror_percent else 100
-        got = _mirrored_percent(mirrors[0])
-        if same_percent(got, want):
-            return None
-        hint = ""
-        if "percent" not in (mirrors[0].get("requestMirror") or {}) and want < 100:
-            hint = (
-                "; requestMirror.percent needs Gateway API v1.2+ (standard channel v1.3+), and an older CRD "
-                "drops it: upgrade the CRDs or turn the mirror percent off"
-            )
-        return f"{title} rules[{index}] mirrors {got:g}% to {target}, want {want}%{hint}"
-
-    def _verify_header(self, route: JsonDict, state: RouteState, namespace: str) -> str | None:
-        title = _title(route)
-        header_rules = [
-            rule
-            for rule in (route.get("spec") or {}).get("rules") or []
-            if self._is_header_rule(rule, state, namespace)
-        ]
-        header = state.header_route
-        if header is None:
-            return f"{title} still has the header rule to the candidate" if header_rules else None
-        if len(header_rules) != 1:
-            return f"{title} has {len(header_rules)} header rules to the candidate, want 1"
-        rule = header_rules[0]
-        refs = rule.get("backendRefs") or []
-        if not refs or not all(_refers_to(ref, state.candidate_service, namespace) for ref in refs):
-            return f'{title} header rule does not send only to Service "{state.candidate_service}"'
-        matches = rule.get("matches") or []
-        if not matches or not all(_has_header(match, header) for match in matches):
-            return f'{title} header rule does not match header "{header.name}: {header.value}"'
-        return None
 
 
 # --- what the installed CRD accepts -----------------------------------------------------------------
@@ -399,10 +312,9 @@ def _schema_allows(schema: Any, path: list[str]) -> bool:
     return isinstance(node, dict)
 
 
-async def detect_features(api: KubeApi) -> GatewayApiFeatures:
-    """Read the installed HTTPRoute CRD and say which optional fields it keeps (defaults when the CRD
-    cannot be read: the operator may lack the permission, and the defaults suit current versions)."""
-    crd = await api.get(CRDS, None, HTTPROUTE_CRD)
+def features_of(crd: JsonDict | None) -> GatewayApiFeatures:
+    """Which optional fields the installed HTTPRoute CRD keeps (defaults when the CRD could not be
+    read: the operator may lack the permission, and the defaults suit current versions)."""
     if crd is None:
         return GatewayApiFeatures()
     versions = (crd.get("spec") or {}).get("versions") or []

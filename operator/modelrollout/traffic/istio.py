@@ -22,24 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import Resource
 from modelrollout.traffic.base import (
     HEADER_ROUTE_NAME,
-    HeaderMatch,
     JsonDict,
-    NotVerified,
     ObjectRouter,
     RouteError,
-    RouteState,
-    Verification,
-    Verified,
+    RouteResource,
     clone,
     route_namespace,
-    same_percent,
-    share,
 )
+from modelrollout.vocabulary.routes import HeaderMatch, RouteState
 
 GROUP = "networking.istio.io"
+KIND = "VirtualService"
+PLURAL = "virtualservices"
 VERSIONS = ("v1beta1", "v1")
 _MIRROR_KEYS = ("mirror", "mirrorPercentage")
 
@@ -75,18 +71,18 @@ def _weights(entries: list[JsonDict]) -> list[float]:
 
 @dataclass(frozen=True)
 class IstioRouter(ObjectRouter):
-    route_name: str
     version: str = "v1beta1"
 
-    kind: ClassVar[str] = "VirtualService"
+    kind: ClassVar[str] = KIND
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.version not in VERSIONS:
             raise ValueError(f"networking.istio.io version must be one of {', '.join(VERSIONS)}, got {self.version}")
 
     @property
-    def resource(self) -> Resource:
-        return Resource(GROUP, self.version, "virtualservices")
+    def resource(self) -> RouteResource:
+        return RouteResource(GROUP, self.version, PLURAL, KIND)
 
     # --- recognising what is ours ------------------------------------------------------------------
 
@@ -94,7 +90,7 @@ class IstioRouter(ObjectRouter):
     def _is_header_route(http: JsonDict) -> bool:
         return http.get("name") == HEADER_ROUTE_NAME
 
-    def _managed(self, route: JsonDict, state: RouteState) -> list[tuple[int, JsonDict, JsonDict]]:
+    def _managed(self, route: JsonDict) -> list[tuple[int, JsonDict, JsonDict]]:
         """(index, http route, its first stable route entry) for every managed http route."""
         namespace = route_namespace(route)
         found = []
@@ -102,38 +98,38 @@ class IstioRouter(ObjectRouter):
             if self._is_header_route(http):
                 continue
             stable = next(
-                (e for e in http.get("route") or [] if _is_host(_destination_host(e), state.stable_service, namespace)),
+                (e for e in http.get("route") or [] if _is_host(_destination_host(e), self.stable_service, namespace)),
                 None,
             )
             if stable is not None:
                 found.append((index, http, stable))
         return found
 
-    def _no_route(self, route: JsonDict, state: RouteState) -> RouteError:
+    def _no_route(self, route: JsonDict) -> RouteError:
         return self._error(
             route,
-            f'{_title(route)} has no http route with a destination host "{state.stable_service}"; add one, '
+            f'{_title(route)} has no http route with a destination host "{self.stable_service}"; add one, '
             "the operator manages its weights",
         )
 
-    def _problem(self, route: JsonDict, index: int, http: JsonDict, state: RouteState) -> str | None:
+    def _problem(self, route: JsonDict, index: int, http: JsonDict, mirror_percent: int) -> str | None:
         """Parts of a managed route we would have to overwrite to do our job."""
         namespace = route_namespace(route)
         where = f"{_title(route)} http[{index}]"
         for entry in http.get("route") or []:
             host = _destination_host(entry)
             if not (
-                _is_host(host, state.stable_service, namespace) or _is_host(host, state.candidate_service, namespace)
+                _is_host(host, self.stable_service, namespace) or _is_host(host, self.candidate_service, namespace)
             ):
                 return (
-                    f'{where} sends traffic to "{host}" besides "{state.stable_service}"; the operator sets every '
+                    f'{where} sends traffic to "{host}" besides "{self.stable_service}"; the operator sets every '
                     f'destination of a route it manages, so move "{host}" to an http route of its own'
                 )
         mirror_host = (http.get("mirror") or {}).get("host")
         if (
             mirror_host is not None
-            and state.mirror_percent > 0
-            and not _is_host(mirror_host, state.candidate_service, namespace)
+            and mirror_percent > 0
+            and not _is_host(mirror_host, self.candidate_service, namespace)
         ):
             return (
                 f'{where} already mirrors to "{mirror_host}" and Istio\'s mirror holds one target; remove it to '
@@ -143,16 +139,15 @@ class IstioRouter(ObjectRouter):
 
     # --- the edit ----------------------------------------------------------------------------------
 
-    def observe(self, route: JsonDict, stable_service: str, candidate_service: str) -> RouteState | RouteError:
+    def observe(self, route: JsonDict) -> RouteState | RouteError:
         """What the managed http routes do now: the candidate's weight, the mirrored share and the
         managed header route, read from the first managed route (the edit keeps them all alike)."""
-        at_rest = RouteState.at_rest(stable_service, candidate_service)
         namespace = route_namespace(route)
-        managed = self._managed(route, at_rest)
+        managed = self._managed(route)
         if not managed:
-            return self._no_route(route, at_rest)
+            return self._no_route(route)
         for index, http, _ in managed:
-            problem = self._problem(route, index, http, at_rest)
+            problem = self._problem(route, index, http, mirror_percent=0)
             if problem is not None:
                 return self._error(route, problem)
         _, http, _ = managed[0]
@@ -162,25 +157,27 @@ class IstioRouter(ObjectRouter):
         candidate = sum(
             weight
             for entry, weight in zip(entries, weights, strict=True)
-            if _is_host(_destination_host(entry), candidate_service, namespace)
+            if _is_host(_destination_host(entry), self.candidate_service, namespace)
         )
         weight = round(100 * candidate / total) if total else 0
         mirror = 0
-        if _is_host((http.get("mirror") or {}).get("host"), candidate_service, namespace):
+        if _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace):
             mirror = round(float((http.get("mirrorPercentage") or {}).get("value", 100)))
         header: HeaderMatch | None = None
         for other in (route.get("spec") or {}).get("http") or []:
             if self._is_header_route(other):
-                for match in other.get("match") or []:
-                    for name, condition in (match.get("headers") or {}).items():
-                        if isinstance(condition, dict) and "exact" in condition and header is None:
-                            header = HeaderMatch(str(name), str(condition["exact"]))
-        return RouteState(stable_service, candidate_service, weight, mirror, header)
+                # Ours is the last header of each match (`_header_route` puts it after the user's
+                # own header matches, which the header route copies).
+                headers = list(((other.get("match") or [{}])[0].get("headers") or {}).items())
+                if headers and isinstance(headers[-1][1], dict) and "exact" in headers[-1][1]:
+                    header = HeaderMatch(str(headers[-1][0]), str(headers[-1][1]["exact"]))
+                break
+        return RouteState(weight, mirror, header)
 
-    def _candidate_entry(self, stable: JsonDict, state: RouteState) -> JsonDict:
+    def _candidate_entry(self, stable: JsonDict) -> JsonDict:
         entry = clone(stable)
         destination = entry["destination"]
-        destination["host"] = _host_like(destination["host"], state.stable_service, state.candidate_service)
+        destination["host"] = _host_like(destination["host"], self.stable_service, self.candidate_service)
         destination.pop("subset", None)
         return entry
 
@@ -190,12 +187,12 @@ class IstioRouter(ObjectRouter):
         # Stable stays listed even at weight 0: it is how the next pass finds this route again.
         entries = [{**clone(stable), "weight": 100 - weight}]
         if weight > 0:
-            entries.append({**self._candidate_entry(stable, state), "weight": weight})
+            entries.append({**self._candidate_entry(stable), "weight": weight})
         edited["route"] = entries
 
-        ours = _is_host((http.get("mirror") or {}).get("host"), state.candidate_service, namespace)
+        ours = _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace)
         if state.mirror_percent > 0:
-            candidate = self._candidate_entry(stable, state)["destination"]
+            candidate = self._candidate_entry(stable)["destination"]
             edited["mirror"] = {key: candidate[key] for key in ("host", "port") if key in candidate}
             edited["mirrorPercentage"] = {"value": float(state.mirror_percent)}
         elif ours:
@@ -203,9 +200,7 @@ class IstioRouter(ObjectRouter):
                 edited.pop(key, None)
         return edited
 
-    def _header_route(
-        self, managed: list[tuple[JsonDict, JsonDict]], header: HeaderMatch, state: RouteState
-    ) -> JsonDict:
+    def _header_route(self, managed: list[tuple[JsonDict, JsonDict]], header: HeaderMatch) -> JsonDict:
         """The managed routes' match conditions, each with the header added (or just the header for
         a route that matches everything), sent whole to the candidate; the first managed route's
         rewrites, timeouts and retries come along so the candidate gets requests as stable does."""
@@ -215,7 +210,9 @@ class IstioRouter(ObjectRouter):
         for source, _ in managed:
             for match in source.get("match") or [{}]:
                 condition = clone(match)
-                condition["headers"] = {**(condition.get("headers") or {}), name: {"exact": header.value}}
+                # Ours goes last (replacing a same-named one), which is how `observe` tells it apart.
+                headers = {key: value for key, value in (condition.get("headers") or {}).items() if key != name}
+                condition["headers"] = {**headers, name: {"exact": header.value}}
                 if condition not in matches:
                     matches.append(condition)
         http: JsonDict = {"name": HEADER_ROUTE_NAME, "match": matches}
@@ -226,25 +223,25 @@ class IstioRouter(ObjectRouter):
                 if key not in ("name", "match", "route", "mirrors", *_MIRROR_KEYS)
             }
         )
-        http["route"] = [{**self._candidate_entry(stable, state), "weight": 100}]
+        http["route"] = [{**self._candidate_entry(stable), "weight": 100}]
         return http
 
-    def desired(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
+    def edit(self, route: JsonDict, state: RouteState) -> JsonDict | RouteError:
         namespace = route_namespace(route)
-        managed = self._managed(route, state)
+        managed = self._managed(route)
         if not managed:
-            return self._no_route(route, state)
+            return self._no_route(route)
         for index, http, _ in managed:
-            problem = self._problem(route, index, http, state)
+            problem = self._problem(route, index, http, state.mirror_percent)
             if problem is not None:
                 return self._error(route, problem)
 
         edits = {index: self._edit_http(http, stable, state, namespace) for index, http, stable in managed}
         routes: list[JsonDict] = []
         for index, http in enumerate(route["spec"].get("http") or []):
-            if index == managed[0][0] and state.header_route is not None:
+            if index == managed[0][0] and state.header is not None:
                 sources = [(edits[i], stable) for i, _, stable in managed]
-                routes.append(self._header_route(sources, state.header_route, state))
+                routes.append(self._header_route(sources, state.header))
             if index in edits:
                 routes.append(edits[index])
             elif not self._is_header_route(http):
@@ -252,68 +249,3 @@ class IstioRouter(ObjectRouter):
         result = clone(route)
         result["spec"]["http"] = routes
         return result
-
-    # --- verification ------------------------------------------------------------------------------
-
-    def verify(self, route: JsonDict, state: RouteState) -> Verification:
-        namespace = route_namespace(route)
-        managed = self._managed(route, state)
-        if not managed:
-            return NotVerified(self._no_route(route, state).message)
-        title = _title(route)
-        for index, http, _ in managed:
-            problem = self._problem(route, index, http, state)
-            if problem is not None:
-                return NotVerified(problem)
-            entries = http.get("route") or []
-            weights = _weights(entries)
-            candidate = sum(
-                w
-                for w, e in zip(weights, entries, strict=True)
-                if _is_host(_destination_host(e), state.candidate_service, namespace)
-            )
-            sent = share(candidate, sum(weights))
-            if not same_percent(sent, state.candidate_weight):
-                return NotVerified(
-                    f'{title} http[{index}] sends {sent:g}% to "{state.candidate_service}", '
-                    f"want {state.candidate_weight}%"
-                )
-            mirrored = _is_host((http.get("mirror") or {}).get("host"), state.candidate_service, namespace)
-            if state.mirror_percent == 0 and mirrored:
-                return NotVerified(f'{title} http[{index}] still mirrors to "{state.candidate_service}"')
-            if state.mirror_percent > 0:
-                if not mirrored:
-                    return NotVerified(f'{title} http[{index}] does not mirror to "{state.candidate_service}"')
-                # Istio mirrors everything when mirrorPercentage is absent.
-                got = float((http.get("mirrorPercentage") or {}).get("value", 100.0))
-                if not same_percent(got, state.mirror_percent):
-                    return NotVerified(
-                        f'{title} http[{index}] mirrors {got:g}% to "{state.candidate_service}", '
-                        f"want {state.mirror_percent}%"
-                    )
-        problem = self._verify_header(route, state, namespace)
-        return Verified() if problem is None else NotVerified(problem)
-
-    def _verify_header(self, route: JsonDict, state: RouteState, namespace: str) -> str | None:
-        title = _title(route)
-        https = (route.get("spec") or {}).get("http") or []
-        header_routes = [(index, http) for index, http in enumerate(https) if self._is_header_route(http)]
-        header = state.header_route
-        if header is None:
-            return f'{title} still has the http route "{HEADER_ROUTE_NAME}"' if header_routes else None
-        if len(header_routes) != 1:
-            return f'{title} has {len(header_routes)} http routes "{HEADER_ROUTE_NAME}", want 1'
-        index, http = header_routes[0]
-        entries = http.get("route") or []
-        if not entries or not all(_is_host(_destination_host(e), state.candidate_service, namespace) for e in entries):
-            return f'{title} http[{index}] does not send only to "{state.candidate_service}"'
-        name = header.name.lower()
-        matches = http.get("match") or []
-        if not matches or not all(
-            ((m.get("headers") or {}).get(name) or {}).get("exact") == header.value for m in matches
-        ):
-            return f'{title} http[{index}] does not match header "{name}: {header.value}"'
-        first_managed = min(index for index, _, _ in self._managed(route, state))
-        if index > first_managed:
-            return f"{title} http[{index}] comes after http[{first_managed}], which catches its requests first"
-        return None

@@ -16,10 +16,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from modelrollout.api.models import TEMPLATE_VARIABLES
 from modelrollout.sdk import names
 
 Kind = Literal["threshold", "compare", "drift"]
+
+#: The operator's own template variables, filled in per rollout (`api.models.render_template`);
+#: every other `{{name}}` in a template is one of its arguments.
+TEMPLATE_VARIABLES = {
+    "name": "the ModelRollout's name",
+    "namespace": "the ModelRollout's namespace",
+    "model": "spec.model.name",
+    "stable": "the stable model version",
+    "candidate": "the candidate model version",
+}
 
 
 class TemplateError(ValueError):
