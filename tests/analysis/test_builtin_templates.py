@@ -8,7 +8,7 @@ import pytest
 
 from modelrollout.analysis.builtin_templates import BUILTIN_TEMPLATES, TemplateError, instantiate
 from modelrollout.api.models import TEMPLATE_VARIABLES, PrometheusQuery, render_template, template_variables
-from modelrollout.sdk import names
+from modelrollout_sdk import names
 
 QUERY_KEYS = ("query", "stableQuery", "countQuery", "stableCountQuery")
 

@@ -28,9 +28,9 @@ from modelrollout.analysis.histograms import (
     training_reference,
 )
 from modelrollout.metrics.base import Sample
-from modelrollout.sdk import FeatureEdges, bin_index
+from modelrollout_sdk import FeatureEdges, bin_index
 
-EDGES_FILE = Path(__file__).parents[2] / "operator/modelrollout/sandbox/data/breast_cancer_feature_edges.json"
+EDGES_FILE = Path(__file__).parents[2] / "devkit/modelrollout_devkit/sandbox/data/breast_cancer_feature_edges.json"
 
 
 def buckets(feature: str, pairs: list[tuple[str, float]]) -> list[Sample]:
