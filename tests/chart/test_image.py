@@ -53,6 +53,19 @@ def test_operator_image_holds_the_operator_and_the_sdk_only() -> None:
         assert "devkit" not in _stage(stage)
 
 
+def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
+    """.dockerignore admits only what it names: every COPY source must be among them."""
+    admitted = {
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
+    copied = {
+        source.rstrip("*").rstrip("/")
+        for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M)
+        for source in line.split()[:-1]
+    }
+    assert copied and copied <= admitted, copied - admitted
+
+
 def test_runtime_writes_nothing_outside_tmp() -> None:
     runtime = _stage("runtime")
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime
