@@ -7,7 +7,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build the project's wheel; nothing of this stage ends up in the image but the wheel ---------
+# --- build the wheels; nothing of this stage ends up in an image but wheels ----------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -15,7 +15,12 @@ WORKDIR /src
 # working in a checkout without it.
 COPY pyproject.toml README.md* ./
 COPY operator ./operator
-RUN pip wheel --no-deps --wheel-dir /wheels .
+COPY sdk ./sdk
+COPY devkit ./devkit
+# The operator and the SDK it reads metric names from go into every image; the dev kit (emulator,
+# sandbox, reference model server, load generator) only into the model server's.
+RUN pip wheel --no-deps --wheel-dir /wheels . ./sdk \
+ && pip wheel --no-deps --wheel-dir /devkit-wheels ./devkit
 
 # --- the runtime: pinned dependencies, a non-root user ------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -23,7 +28,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN groupadd --system --gid 10001 modelrollout \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin modelrollout
-# Every runtime dependency at the version CI tested (hack/lock_image_deps.py writes the file).
+# Every runtime dependency at the version CI tested (hack/lock_image_deps.py writes the file). Only
+# the operator and the SDK: kmock, scikit-learn and the rest of the dev kit stay out of this image.
 COPY hack/image-constraints.txt /tmp/constraints.txt
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --constraint /tmp/constraints.txt /wheels/*.whl \
@@ -38,10 +44,15 @@ USER 10001:10001
 
 # --- the reference model server (examples/canary.yaml) ------------------------------------------
 FROM runtime AS model-server
+# The reference server (and the load generator hack/kind/loadgen.yaml runs) come with the dev kit.
 # Fit every model variant once, at build time, into a read-only cache: a pod then starts serving
 # with numpy alone, in well under a second, instead of importing scikit-learn and training.
 USER root
-RUN MODEL_CACHE_DIR=/opt/model-cache python -m modelrollout.sandbox.model_server --warm-cache \
+COPY hack/image-constraints.txt /tmp/constraints.txt
+RUN --mount=type=bind,from=build,source=/devkit-wheels,target=/devkit-wheels \
+    pip install --constraint /tmp/constraints.txt /devkit-wheels/*.whl \
+ && rm /tmp/constraints.txt
+RUN MODEL_CACHE_DIR=/opt/model-cache python -m modelrollout_devkit.sandbox.model_server --warm-cache \
  && chmod -R a+rX /opt/model-cache
 USER 10001:10001
 # The server listens on loopback unless told otherwise; in a pod it must answer the kubelet and
@@ -50,7 +61,7 @@ ENV HOST=0.0.0.0 \
     PORT=8080 \
     MODEL_CACHE_DIR=/opt/model-cache
 EXPOSE 8080
-ENTRYPOINT ["python", "-m", "modelrollout.sandbox.model_server"]
+ENTRYPOINT ["python", "-m", "modelrollout_devkit.sandbox.model_server"]
 CMD []
 
 # --- the operator: last, so a plain `docker build .` produces it ---------------------------------

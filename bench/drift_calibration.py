@@ -472,8 +472,8 @@ def sandbox_counts(
     training standard deviations and the shift (in standard deviations), floored at 0 for physical
     quantities; binned as Prometheus buckets them (``le``: value <= edge).
     """
-    from modelrollout.sandbox.loadgen import FeatureSampler
-    from modelrollout.sandbox.model_server import load_dataset, load_feature_edges
+    from modelrollout_devkit.sandbox.loadgen import FeatureSampler
+    from modelrollout_devkit.sandbox.model_server import load_dataset, load_feature_edges
 
     dataset = load_dataset()
     sampler = FeatureSampler(dataset, shift=shift)
@@ -500,7 +500,7 @@ def sandbox_table(gate: Gate, old_gate: Gate, replicates: int, seed: int) -> lis
     Sizes: each minimum, and the candidate / stable counts the issue saw at 10 requests/s over a 5 minute
     window (150 / 220) and twice that. Below a gate's minCount its measurement is Inconclusive (—).
     """
-    from modelrollout.sandbox.loadgen import PRESETS
+    from modelrollout_devkit.sandbox.loadgen import PRESETS
 
     rng = np.random.default_rng(seed)
     lines = [

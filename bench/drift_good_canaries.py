@@ -37,8 +37,8 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout import GROUP, PLURAL, VERSION
-from modelrollout.sandbox.loadgen import LoadGenerator, LoadStats
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.loadgen import LoadGenerator, LoadStats
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 
 T = TypeVar("T")
 

@@ -59,7 +59,7 @@ from rich.table import Table
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.api.durations import parse_duration
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 
 NAMESPACE = "bench"
 NAME = "scorer"
@@ -359,7 +359,7 @@ class Bench:
             [
                 sys.executable,
                 "-m",
-                "modelrollout.sandbox.loadgen",
+                "modelrollout_devkit.sandbox.loadgen",
                 "--url",
                 self.sandbox.service_url(NAMESPACE, NAME),
                 "--rate",

@@ -4,7 +4,7 @@
 
 For each size, every component runs as its own process, so each one's CPU and memory are its own:
 
-* the API emulator (``python -m modelrollout.emulator``), with the CRDs installed;
+* the API emulator (``python -m modelrollout_devkit.emulator``), with the CRDs installed;
 * a counting reverse proxy in front of it (``bench/scale_proxy.py``): the operator's kubeconfig
   points at the proxy, so every request the operator makes is counted by method and resource;
   the benchmark's own clients (creating rollouts, the Deployment controller) talk to the emulator
@@ -599,7 +599,7 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
             [
                 python,
                 "-m",
-                "modelrollout.emulator",
+                "modelrollout_devkit.emulator",
                 "--port",
                 "0",
                 "--kubeconfig",

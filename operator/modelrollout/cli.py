@@ -1,6 +1,9 @@
 """`modelrollout` (also installed as `kubectl-modelrollout`): run the operator, render the CRD, and
 talk to rollouts: status, promote, abort, retry, pause, resume.
 
+Other distributions add commands through the `modelrollout.commands` entry points (the dev kit adds
+`sandbox` and `demo`). Only the called one is imported: `modelrollout run` loads nothing of them.
+
 Commands from people are written as an annotation, never into `spec`, so a GitOps tool that owns
 the manifest sees no drift.
 """
@@ -15,8 +18,9 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,19 @@ from modelrollout import __version__
 from modelrollout.client_errors import EXIT_NOT_FOUND, EXIT_USAGE, explain
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
-from modelrollout.sandbox.cli import add_sandbox_commands
-from modelrollout.sandbox.demo import add_demo_command
 from modelrollout.settings import OperatorOptions
 from modelrollout.vocabulary.names import COMMAND_ANNOTATION
+
+#: The entry-point group through which other distributions add commands to the CLI.
+COMMAND_ENTRY_POINTS = "modelrollout.commands"
+#: Runs a parsed command; its result is the exit code.
+CommandHandler = Callable[[argparse.Namespace], int]
+#: What a `modelrollout.commands` entry point loads: given the CLI's sub-parsers
+#: (`argparse._SubParsersAction`), it adds the parser of the command named like the entry point and
+#: returns the function that runs it.
+AddCommand = Callable[[Any], CommandHandler]
+#: The dev kit's commands, named here only to say how to get them when it is not installed.
+DEVKIT_COMMANDS = ("sandbox", "demo")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -100,7 +113,15 @@ def _add_kube_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default=None, help="kubeconfig context")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def plugin_commands() -> dict[str, EntryPoint]:
+    """The installed `modelrollout.commands` entry points by command name (metadata only: nothing is imported)."""
+    return {entry.name: entry for entry in entry_points(group=COMMAND_ENTRY_POINTS)}
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; `load` names the one plugin command whose own parser is imported and added.
+
+    Every other plugin command is listed by name only, so that parsing `run` imports none of them."""
     parser = argparse.ArgumentParser(
         prog="modelrollout",
         description="Progressive delivery of machine-learning models on Kubernetes.",
@@ -172,9 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
         _add_target(sub)
         if action == "promote":
             sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
-    add_sandbox_commands(commands)
-    add_demo_command(commands)
+    _add_plugin_commands(commands, plugin_commands(), load)
     return parser
+
+
+def _add_plugin_commands(commands: Any, plugins: Mapping[str, EntryPoint], load: str | None) -> None:
+    for name, entry in sorted(plugins.items()):
+        if name in commands.choices:
+            continue  # a plugin does not replace a command of the operator's own
+        if name == load:
+            add: AddCommand = entry.load()
+            handler = add(commands)
+            commands.choices[name].set_defaults(plugin_handler=handler)
+        else:
+            origin = entry.dist.name if entry.dist is not None else "a plugin"
+            commands.add_parser(name, help=f"from {origin}: see `modelrollout {name} --help`")
+
+
+def _called_command(argv: Sequence[str]) -> str | None:
+    """The command's name: the first argument that is no option (the top level has only -h and --version)."""
+    return next((argument for argument in argv if not argument.startswith("-")), None)
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -184,11 +222,26 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "sandbox":
-        return int(args.sandbox_handler(args))
-    if args.command == "demo":
-        return int(args.demo_handler(args))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    called = _called_command(arguments)
+    plugins = plugin_commands()
+    if called in DEVKIT_COMMANDS and called not in plugins:
+        print(
+            f"modelrollout {called}: this command comes with the dev kit (modelrollout-devkit), which is not "
+            "installed; from a checkout: pip install ./devkit (./dev installs everything)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        parser = build_parser(load=called if called in plugins else None)
+    except ImportError as error:
+        # Installed, but something it needs is not: one line, not a traceback.
+        print(f"modelrollout {called}: cannot load the command: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(arguments)
+    plugin_handler: CommandHandler | None = getattr(args, "plugin_handler", None)
+    if plugin_handler is not None:
+        return int(plugin_handler(args))
     if args.command == "run":
         return run_operator(args)
     if args.command == "crd":

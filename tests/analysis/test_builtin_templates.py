@@ -7,8 +7,8 @@ import re
 import pytest
 
 from modelrollout.api.models import PrometheusQuery, render_template, template_variables
-from modelrollout.sdk import names
 from modelrollout.vocabulary.builtin_templates import BUILTIN_TEMPLATES, TEMPLATE_VARIABLES, TemplateError, instantiate
+from modelrollout_sdk import names
 
 QUERY_KEYS = ("query", "stableQuery", "countQuery", "stableCountQuery")
 

@@ -182,7 +182,7 @@ def test_output_drift_defaults_keep_false_alarms_within_the_budget_and_catch_the
 def sandbox_counts(
     sampler: object, n: int, edges: dict[str, tuple[float, ...]], names: Sequence[str]
 ) -> dict[str, Histogram]:
-    from modelrollout.sandbox.loadgen import FeatureSampler
+    from modelrollout_devkit.sandbox.loadgen import FeatureSampler
 
     assert isinstance(sampler, FeatureSampler)
     values = np.array([sampler.sample_array() for _ in range(n)])
@@ -194,8 +194,8 @@ def sandbox_counts(
 
 
 def test_input_drift_on_the_sandbox_traffic_passes_good_canaries_and_fails_the_drifted_preset() -> None:
-    from modelrollout.sandbox.loadgen import PRESETS, FeatureSampler
-    from modelrollout.sandbox.model_server import load_dataset, load_feature_edges
+    from modelrollout_devkit.sandbox.loadgen import PRESETS, FeatureSampler
+    from modelrollout_devkit.sandbox.model_server import load_dataset, load_feature_edges
 
     dataset = load_dataset()
     edges = {name: tuple(feature.edges) for name, feature in load_feature_edges().numeric.items()}

@@ -27,10 +27,10 @@ from modelrollout.analysis.histograms import (
     parse_le,
     training_reference,
 )
-from modelrollout.sdk import FeatureEdges, bin_index
 from modelrollout.vocabulary.samples import Sample
+from modelrollout_sdk import FeatureEdges, bin_index
 
-EDGES_FILE = Path(__file__).parents[2] / "operator/modelrollout/sandbox/data/breast_cancer_feature_edges.json"
+EDGES_FILE = Path(__file__).parents[2] / "devkit/modelrollout_devkit/sandbox/data/breast_cancer_feature_edges.json"
 
 
 def buckets(feature: str, pairs: list[tuple[str, float]]) -> list[Sample]:

@@ -39,8 +39,31 @@ def test_operator_is_the_default_target_and_runs_modelrollout() -> None:
 def test_model_server_target_runs_the_reference_server() -> None:
     stage = _stage("model-server")
     entrypoint = re.search(r"^ENTRYPOINT (.*)$", stage, re.M)
-    assert entrypoint and json.loads(entrypoint.group(1)) == ["python", "-m", "modelrollout.sandbox.model_server"]
+    server = ["python", "-m", "modelrollout_devkit.sandbox.model_server"]
+    assert entrypoint and json.loads(entrypoint.group(1)) == server
     assert "HOST=0.0.0.0" in stage
+    # The reference server comes with the dev kit, which this image (and only this one) adds.
+    assert "/devkit-wheels/*.whl" in stage
+
+
+def test_operator_image_holds_the_operator_and_the_sdk_only() -> None:
+    wheels = re.search(r"pip wheel --no-deps --wheel-dir /wheels (.*?)\s*(?:\\|&&|$)", _stage("build"), re.M)
+    assert wheels and wheels.group(1).split() == [".", "./sdk"]
+    for stage in ("runtime", "operator"):
+        assert "devkit" not in _stage(stage)
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
+    """.dockerignore admits only what it names: every COPY source must be among them."""
+    admitted = {
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
+    copied = {
+        source.rstrip("*").rstrip("/")
+        for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE, re.M)
+        for source in line.split()[:-1]
+    }
+    assert copied and copied <= admitted, copied - admitted
 
 
 def test_runtime_writes_nothing_outside_tmp() -> None:

@@ -17,13 +17,13 @@ import yaml
 
 from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.api.validation import parse_spec
-from modelrollout.emulator.schema import admit
 from modelrollout.engine.canary import route_at
 from modelrollout.traffic.base import RouteError
 from modelrollout.traffic.factory import router_for
 from modelrollout.traffic.gateway_api import GatewayApiRouter
 from modelrollout.traffic.istio import IstioRouter
 from modelrollout.vocabulary.routes import RouteState
+from modelrollout_devkit.emulator.schema import admit
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

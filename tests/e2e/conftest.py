@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.support.cluster import Cluster, external_kubeconfig, release_namespace
 from tests.support.control_plane import RealControlPlane
 from tests.support.prometheus import prometheus_binary

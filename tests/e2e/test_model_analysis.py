@@ -39,9 +39,9 @@ from typing import Any
 import pytest
 from kubernetes.client import V1ConfigMap, V1ObjectMeta
 
-from modelrollout.sandbox.dataplane import count_for
-from modelrollout.sandbox.model_server import REFERENCE_PATH
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.dataplane import count_for
+from modelrollout_devkit.sandbox.model_server import REFERENCE_PATH
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
 
@@ -152,7 +152,7 @@ class Scenario:
         """The load generator as its own process, through the data plane; `shift` drifts its inputs."""
         self.stop_load()
         command = [
-            sys.executable, "-m", "modelrollout.sandbox.loadgen",
+            sys.executable, "-m", "modelrollout_devkit.sandbox.loadgen",
             "--url", self.sandbox.service_url(self.namespace, self.name),
             "--rate", str(LOAD_RATE), "--duration", "300", "--seed", str(next(self.seeds)),
         ]  # fmt: skip

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.sandbox.dataplane import count_for
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.dataplane import count_for
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
 
@@ -192,7 +192,7 @@ def start_load(made: Scenario) -> None:
         [
             sys.executable,
             "-m",
-            "modelrollout.sandbox.loadgen",
+            "modelrollout_devkit.sandbox.loadgen",
             "--url",
             made.sandbox.service_url(made.namespace, made.name),
             "--rate",

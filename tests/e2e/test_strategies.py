@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from modelrollout.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
-from modelrollout.sandbox.loadgen import LoadGenerator
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
+from modelrollout_devkit.sandbox.loadgen import LoadGenerator
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
 
@@ -212,7 +212,7 @@ class Story:
         command = [
             sys.executable,
             "-m",
-            "modelrollout.sandbox.loadgen",
+            "modelrollout_devkit.sandbox.loadgen",
             "--url",
             self.sandbox.service_url(self.namespace, service or self.name),
             "--rate",

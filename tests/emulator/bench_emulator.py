@@ -13,7 +13,7 @@ import time
 
 import aiohttp
 
-from modelrollout.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer
 from tests.emulator.conftest import CR_PATH, modelrollout, modelrollout_crd
 
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from modelrollout.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer
 
 JsonDict = dict[str, Any]
 

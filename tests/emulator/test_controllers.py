@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from modelrollout.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer
 from tests.emulator.conftest import CR_PATH, Api, deployment, modelrollout
 
 CM_PATH = "/api/v1/namespaces/default/configmaps"

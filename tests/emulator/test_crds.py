@@ -6,7 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
-from modelrollout.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer
 from tests.emulator.conftest import CR_PATH, GROUP, Api, modelrollout, modelrollout_crd
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

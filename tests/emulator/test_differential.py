@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelrollout.emulator import EmulatorServer, ThreadedEmulator
-from modelrollout.sandbox.control_plane import HOW_TO_GET_BINARIES
+from modelrollout_devkit.emulator import EmulatorServer, ThreadedEmulator
+from modelrollout_devkit.sandbox.control_plane import HOW_TO_GET_BINARIES
 from tests.emulator.differential import GROUP, SCENARIOS, Recorder, Side, differences
 from tests.emulator.differential_scenarios import widget_crd
 from tests.support.cluster import crd_documents

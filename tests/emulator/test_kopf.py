@@ -12,7 +12,7 @@ import aiohttp
 import kopf
 import pytest
 
-from modelrollout.emulator import ThreadedEmulator, start_in_thread
+from modelrollout_devkit.emulator import ThreadedEmulator, start_in_thread
 from tests.emulator.conftest import CR_PATH, GROUP, Api, modelrollout, modelrollout_crd
 
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"

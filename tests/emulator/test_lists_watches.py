@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from modelrollout.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer
 from tests.emulator.conftest import Api
 
 CM_PATH = "/api/v1/namespaces/default/configmaps"

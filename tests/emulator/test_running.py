@@ -14,7 +14,7 @@ import kubernetes_asyncio
 import pytest
 import yaml
 
-from modelrollout.emulator import ThreadedEmulator, start_in_thread
+from modelrollout_devkit.emulator import ThreadedEmulator, start_in_thread
 from tests.emulator.conftest import GROUP, deployment, modelrollout, modelrollout_crd
 
 
@@ -33,7 +33,7 @@ def test_separate_process_serves_the_sync_client_and_stops_on_sigterm(tmp_path: 
         [
             sys.executable,
             "-m",
-            "modelrollout.emulator",
+            "modelrollout_devkit.emulator",
             "--port",
             "0",
             "--kubeconfig",

@@ -44,7 +44,7 @@ async def test_generation_bumps_on_spec_only(crd_api: Api) -> None:
 
 
 async def test_without_status_subresource_status_is_part_of_the_object(emu: object, api: Api) -> None:
-    from modelrollout.emulator import EmulatorServer
+    from modelrollout_devkit.emulator import EmulatorServer
     from tests.emulator.conftest import modelrollout_crd
 
     assert isinstance(emu, EmulatorServer)

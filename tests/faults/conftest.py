@@ -19,7 +19,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from modelrollout import GROUP
-from modelrollout.emulator.server import EmulatorServer, ThreadedEmulator
+from modelrollout_devkit.emulator.server import EmulatorServer, ThreadedEmulator
 from tests.support.cluster import Cluster, DeploymentController, PodKubelet, crd_documents, test_cluster
 from tests.support.control_plane import RealControlPlane
 from tests.support.operator_process import OperatorProcess

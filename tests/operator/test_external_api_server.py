@@ -19,7 +19,7 @@ from tests.support.cluster import REPO, TEST_KUBECONFIG_ENV
 def test_operator_suite_runs_against_an_external_api_server(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelrollout.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "modelrollout_devkit.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from modelrollout.emulator.server import EmulatorServer
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
-from modelrollout.sandbox.dataplane import DataPlane
-from modelrollout.sandbox.kube import connect
-from modelrollout.sandbox.registry import PodRegistry
-from modelrollout.sandbox.workloads import SimulatorOptions, WorkloadSimulator
+from modelrollout_devkit.emulator.server import EmulatorServer
+from modelrollout_devkit.sandbox.dataplane import DataPlane
+from modelrollout_devkit.sandbox.kube import connect
+from modelrollout_devkit.sandbox.registry import PodRegistry
+from modelrollout_devkit.sandbox.workloads import SimulatorOptions, WorkloadSimulator
 
 ROLLOUT_LABEL = "modelrollout.io/rollout"
 REVISION_LABEL = "modelrollout.io/revision"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.sandbox import procs
-from modelrollout.sandbox.supervisor import (
+from modelrollout_devkit.sandbox import procs
+from modelrollout_devkit.sandbox.supervisor import (
     EXIT_ALREADY_RUNNING,
     EXIT_PORT_TAKEN,
     EXIT_PROMETHEUS_MISSING,
@@ -25,7 +25,7 @@ from modelrollout.sandbox.supervisor import (
 from tests.support.prometheus import prometheus_binary
 
 # Until `modelrollout sandbox` is wired into modelrollout.cli, the same commands run from here.
-SANDBOX = [sys.executable, "-m", "modelrollout.sandbox.cli"]
+SANDBOX = [sys.executable, "-m", "modelrollout_devkit.sandbox.cli"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -30,7 +30,7 @@ def test_sandbox_up_uses_the_api_server_a_kubeconfig_names(tmp_path: Path) -> No
     prometheus_binary()
     kubeconfig = tmp_path / "external-kubeconfig"
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelrollout.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "modelrollout_devkit.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -93,7 +93,7 @@ def test_the_e2e_suite_takes_the_same_option(tmp_path: Path) -> None:
     prometheus_binary()
     kubeconfig = tmp_path / "kubeconfig"
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelrollout.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
+        [sys.executable, "-m", "modelrollout_devkit.emulator", "--port", "0", "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,
         text=True,
     )

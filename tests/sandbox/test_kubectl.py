@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelrollout.sandbox.supervisor import Sandbox
+from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.support.cluster import REPO, Cluster
 from tests.support.control_plane import RealControlPlane
 from tests.support.prometheus import prometheus_binary

@@ -21,13 +21,13 @@ import aiohttp
 import pytest
 
 from modelrollout.kube.api import DEPLOYMENTS, NAMESPACES, SERVICES, KubeApi
-from modelrollout.sandbox import procs
-from modelrollout.sandbox.control_plane import NODE_SELECTOR_ANNOTATION
-from modelrollout.sandbox.dataplane import POD_HEADER, DataPlane
-from modelrollout.sandbox.kube import ENDPOINTSLICES, PODS, connect
-from modelrollout.sandbox.kubelet import POD_RANGE, SandboxKubelet
-from modelrollout.sandbox.registry import PodRegistry
-from modelrollout.sandbox.workloads import SimulatorOptions
+from modelrollout_devkit.sandbox import procs
+from modelrollout_devkit.sandbox.control_plane import NODE_SELECTOR_ANNOTATION
+from modelrollout_devkit.sandbox.dataplane import POD_HEADER, DataPlane
+from modelrollout_devkit.sandbox.kube import ENDPOINTSLICES, PODS, connect
+from modelrollout_devkit.sandbox.kubelet import POD_RANGE, SandboxKubelet
+from modelrollout_devkit.sandbox.registry import PodRegistry
+from modelrollout_devkit.sandbox.workloads import SimulatorOptions
 from tests.sandbox.conftest import deployment, service, wait_until
 from tests.support.control_plane import RealControlPlane
 

@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
-from modelrollout.emulator.server import EmulatorServer
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi, Resource
-from modelrollout.sandbox.dataplane import (
+from modelrollout_devkit.emulator.server import EmulatorServer
+from modelrollout_devkit.sandbox.dataplane import (
     Backend,
     DataPlane,
     RouteDecision,
     RouteRequest,
     pick_backend,
 )
-from modelrollout.sandbox.kube import connect
-from modelrollout.sandbox.loadgen import LoadGenerator
-from modelrollout.sandbox.registry import PodRegistry
-from modelrollout.sandbox.routes import (
+from modelrollout_devkit.sandbox.kube import connect
+from modelrollout_devkit.sandbox.loadgen import LoadGenerator
+from modelrollout_devkit.sandbox.registry import PodRegistry
+from modelrollout_devkit.sandbox.routes import (
     HTTPROUTES,
     VIRTUALSERVICES,
     HTTPRouteResolver,
@@ -35,7 +35,7 @@ from modelrollout.sandbox.routes import (
     route_crd_documents,
     service_of_host,
 )
-from modelrollout.sandbox.workloads import SimulatorOptions, WorkloadSimulator
+from modelrollout_devkit.sandbox.workloads import SimulatorOptions, WorkloadSimulator
 from tests.sandbox.conftest import REVISION_LABEL, ROLLOUT_LABEL, deployment
 
 NS = "default"
@@ -515,7 +515,7 @@ async def test_live_slow_mirror_does_not_delay_callers(routed: Routed) -> None:
 async def test_route_crds_installed_on_an_external_api_server_only_where_missing(tmp_path: Path) -> None:
     """``sandbox up --kubeconfig``: ours where none exists; a cluster's own CRD is left as it is."""
     from modelrollout.kube.api import CRDS
-    from modelrollout.sandbox.supervisor import install_route_crds
+    from modelrollout_devkit.sandbox.supervisor import install_route_crds
 
     theirs = next(doc for doc in route_crd_documents() if doc["spec"]["names"]["kind"] == "VirtualService")
     theirs["spec"]["versions"] = [v for v in theirs["spec"]["versions"] if v["name"] == "v1beta1"]

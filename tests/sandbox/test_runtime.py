@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 
 from modelrollout.kube.api import DEPLOYMENTS
-from modelrollout.sandbox import procs
-from modelrollout.sandbox.dataplane import STATS_PATH, count_for
+from modelrollout_devkit.sandbox import procs
+from modelrollout_devkit.sandbox.dataplane import STATS_PATH, count_for
 from tests.sandbox.conftest import Runtime, deployment, service
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.sandbox.model_server import VARIANTS, load_or_train
+from modelrollout_devkit.sandbox.model_server import VARIANTS, load_or_train
 from tests.sandbox_units.sandbox_helpers import ServerProcess
 
 #: The servers every test module may use, started together (start-up overlaps) and shared.

@@ -34,7 +34,7 @@ def http_status(url: str, timeout: float = 2.0) -> int:
 
 
 class ServerProcess:
-    """``python -m modelrollout.sandbox.model_server`` on a free loopback port."""
+    """``python -m modelrollout_devkit.sandbox.model_server`` on a free loopback port."""
 
     def __init__(self, env: Mapping[str, str], log_dir: Path, name: str) -> None:
         self.port = free_port()
@@ -52,7 +52,7 @@ class ServerProcess:
         self._log = self.log_path.open("wb")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelrollout.sandbox.model_server"],
+            [sys.executable, "-m", "modelrollout_devkit.sandbox.model_server"],
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

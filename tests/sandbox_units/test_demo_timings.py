@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelrollout.sandbox.demo import timing_lines
+from modelrollout_devkit.sandbox.demo import timing_lines
 
 
 def test_a_request_after_the_breach_is_timed_from_it() -> None:

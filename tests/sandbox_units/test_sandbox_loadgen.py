@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from modelrollout.sandbox.loadgen import PRESETS, FeatureSampler, LoadGenerator, parse_shift
+from modelrollout_devkit.sandbox.loadgen import PRESETS, FeatureSampler, LoadGenerator, parse_shift
 from tests.sandbox_units.sandbox_helpers import ServerProcess, free_port
 
 
@@ -126,7 +126,7 @@ def test_cli_runs_and_prints_json_stats(servers: dict[str, ServerProcess]) -> No
         [
             sys.executable,
             "-m",
-            "modelrollout.sandbox.loadgen",
+            "modelrollout_devkit.sandbox.loadgen",
             "--url",
             servers["drifted"].url,
             "--rate",

@@ -13,7 +13,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from modelrollout.sandbox.model_server import (
+from modelrollout_devkit.sandbox.model_server import (
     FEATURE_NAMES,
     REFERENCE_PATH,
     BadRequest,
@@ -23,7 +23,7 @@ from modelrollout.sandbox.model_server import (
     parse_payload,
     train_model,
 )
-from modelrollout.sdk import FeatureEdges
+from modelrollout_sdk import FeatureEdges
 from tests.sandbox_units.sandbox_helpers import ServerProcess, http_status
 
 DATASET = load_dataset()

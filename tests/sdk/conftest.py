@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from modelrollout.sdk import ModelMonitor
+from modelrollout_sdk import ModelMonitor
 from tests.sdk.sdk_scrape import Series, scrape_monitor
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrollout.sdk import ModelMonitor
+from modelrollout_sdk import ModelMonitor
 
 
 class Series:

@@ -11,9 +11,9 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from modelrollout.sdk import ModelMetricsASGIMiddleware, ModelMetricsWSGIMiddleware, ModelMonitor, current_request
-from modelrollout.sdk.asgi import Message, Scope
-from modelrollout.sdk.wsgi import ENVIRON_KEY
+from modelrollout_sdk import ModelMetricsASGIMiddleware, ModelMetricsWSGIMiddleware, ModelMonitor, current_request
+from modelrollout_sdk.asgi import Message, Scope
+from modelrollout_sdk.wsgi import ENVIRON_KEY
 from tests.sdk.sdk_scrape import Series
 
 Scrape = Callable[[ModelMonitor], Series]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from modelrollout.sdk import FeatureEdges, InvalidInputError, ModelMonitor, current_request, names
+from modelrollout_sdk import FeatureEdges, InvalidInputError, ModelMonitor, current_request, names
 from tests.sdk.sdk_scrape import Series
 
 Scrape = Callable[[ModelMonitor], Series]

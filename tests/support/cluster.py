@@ -403,7 +403,7 @@ def test_cluster(tmp_path: Path, control_plane: RealControlPlane | None = None) 
             cluster.core.delete_namespace(namespace)
             cluster.api_client.close()
         return
-    from modelrollout.emulator.server import EmulatorServer, ThreadedEmulator
+    from modelrollout_devkit.emulator.server import EmulatorServer, ThreadedEmulator
 
     emulator = ThreadedEmulator(EmulatorServer(crds=crd_documents()))
     emulator.start()

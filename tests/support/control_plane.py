@@ -5,7 +5,7 @@ MODELROLLOUT_REQUIRE_CONTROL_PLANE=1; None too when MODELROLLOUT_TEST_KUBECONFIG
 server for the suites):
 
 * etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback
-  (:class:`modelrollout.sandbox.control_plane.ControlPlane`);
+  (:class:`modelrollout_devkit.sandbox.control_plane.ControlPlane`);
 * the project's CRDs, applied as a user would (``crds/``), and Established;
 * the Helm chart's ServiceAccount, ClusterRole and ClusterRoleBinding, rendered with the chart's
   defaults and applied, and a kubeconfig that authenticates as that ServiceAccount: the operator
@@ -29,7 +29,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from modelrollout.sandbox.control_plane import HOW_TO_GET_BINARIES, ControlPlane, find_assets
+from modelrollout_devkit.sandbox.control_plane import HOW_TO_GET_BINARIES, ControlPlane, find_assets
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout-operator"

@@ -3,7 +3,7 @@ fail a share of them as a flaky or overloaded API server would.
 
 The operator's kubeconfig points at it, so the requests it records (and the faults it injects) are
 exactly the operator's, not the test's own or the kubelet's. Watch streams are passed through as
-they arrive. Faults use the emulator's rules (:class:`modelrollout.emulator.faults.FaultInjector`:
+they arrive. Faults use the emulator's rules (:class:`modelrollout_devkit.emulator.faults.FaultInjector`:
 status, share, verbs, resources, namespaces, limit), so a fault test reads the same on the
 emulator and on a real API server.
 """
@@ -23,8 +23,8 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from modelrollout.emulator.faults import FaultInjector
-from modelrollout.emulator.server import _verb, parse_api_path
+from modelrollout_devkit.emulator.faults import FaultInjector
+from modelrollout_devkit.emulator.server import _verb, parse_api_path
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from modelrollout.emulator import EmulatorServer
 from modelrollout.kube.api import ApiError, KubeApi, Resource
 from modelrollout.kube.routing import (
     Applied,
@@ -22,6 +21,7 @@ from modelrollout.kube.routing import (
 from modelrollout.traffic import GatewayApiFeatures, GatewayApiRouter, IstioRouter, RouteError
 from modelrollout.traffic.gateway_api import HTTPROUTES
 from modelrollout.vocabulary.routes import HeaderMatch, RouteState, RouteView
+from modelrollout_devkit.emulator import EmulatorServer
 
 from .crds import httproute_crd, typed_httproute_crd, virtualservice_crd
 from .test_gateway_api import httproute, stable_ref

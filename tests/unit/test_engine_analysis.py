@@ -15,7 +15,7 @@ from modelrollout.vocabulary.samples import Sample
 
 from .world import World, make_spec
 
-DATA = Path(__file__).resolve().parents[2] / "operator/modelrollout/sandbox/data/breast_cancer_feature_edges.json"
+DATA = Path(__file__).resolve().parents[2] / "devkit/modelrollout_devkit/sandbox/data/breast_cancer_feature_edges.json"
 STEPS = {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1h"}}]}}
 
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from modelrollout.sdk.edges import FeatureEdges
-from modelrollout.sdk.names import LABEL_CATEGORY, LABEL_CLASS, LABEL_FEATURE, OTHER
 from modelrollout.vocabulary.samples import Sample
+from modelrollout_sdk.edges import FeatureEdges
+from modelrollout_sdk.names import LABEL_CATEGORY, LABEL_CLASS, LABEL_FEATURE, OTHER
 
 #: What the functions below accept as one series: a backend sample, or a plain ``(labels, value)`` pair.
 SampleLike = Sample | tuple[Mapping[str, str], float]
@@ -279,7 +279,7 @@ class TrainingReference:
 def training_reference(edges: FeatureEdges | Mapping[str, Any]) -> TrainingReference:
     """The reference histograms in a feature-edges file, already read (``FeatureEdges.load`` does the I/O).
 
-    Accepts the loaded :class:`~modelrollout.sdk.FeatureEdges` or the parsed JSON document (validated by
+    Accepts the loaded :class:`~modelrollout_sdk.FeatureEdges` or the parsed JSON document (validated by
     ``FeatureEdges.from_dict``). A feature saved without ``reference_counts`` cannot be a reference:
     that is an error naming the feature, not a silently empty histogram.
     """

@@ -1,6 +1,6 @@
 """The built-in analysis templates, as data: what a user gets by naming one (see ``docs/analysis.md``).
 
-Each template is written against the SDK's metric names (``modelrollout.sdk.names``) and labels
+Each template is written against the SDK's metric names (``modelrollout_sdk.names``) and labels
 (``rollout``, ``version``; ``namespace`` comes from the scrape target), with the operator's template
 variables ``{{name}}``, ``{{namespace}}``, ``{{candidate}}`` and ``{{stable}}`` left in place for
 ``modelrollout.api.models.render_template``, and its own arguments (``{{window}}``, limits) with
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from modelrollout.sdk import names
+from modelrollout_sdk import names
 
 Kind = Literal["threshold", "compare", "drift"]
 
