@@ -124,3 +124,19 @@ def test_after_the_operator_is_imported_every_kopf_and_client_class_is_as_its_li
                 if inspect.isfunction(function) and str(defined_in).startswith("modelrollout"):
                     foreign.append(f"{cls.__module__}.{cls.__qualname__}.{attribute} from {defined_in}")
     assert foreign == []
+
+
+def test_the_operator_does_not_import_the_synchronous_kubernetes_client() -> None:
+    """It logs in and talks to the API through kubernetes_asyncio's loader and its own session, so the
+    operator's distribution can go without the sync client (kopf imports it only when installed)."""
+    dev_kit = tuple(PACKAGE / part.removeprefix("modelrollout.") for part in NOT_IMPORTED)
+    found: list[str] = []
+    for path in sources():
+        if any(path.is_relative_to(where) for where in dev_kit):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+                names = [node.module]
+            found += [f"{path.name}:{node.lineno}: {name}" for name in names if name.split(".")[0] == "kubernetes"]
+    assert found == []
