@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
+from kubernetes_asyncio.config import ConfigException
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, Selector
@@ -41,7 +42,10 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
     kopf's own client logins read the default kubeconfig location only, so the file is loaded here."""
     options: OperatorOptions = memo.options
-    configuration = await load_configuration(options.kubeconfig)
+    try:
+        configuration = await load_configuration(options.kubeconfig)
+    except ConfigException as error:
+        raise kopf.LoginError(f"cannot log in, neither in-cluster nor with a kubeconfig: {error}") from error
     if not configuration.host:
         raise kopf.LoginError("the kubeconfig names no API server")
     # Through the getter: it runs the configuration's refresh hook (in-cluster tokens, exec plugins).

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from modelrollout.kube.api import DEPLOYMENTS, ApiTimeout, KubeApi, load_configuration
@@ -82,3 +84,27 @@ async def test_requests_carry_the_kubeconfig_token(tmp_path: Path) -> None:
     assert found == {"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}
     assert b"GET /apis/apps/v1/namespaces/ml/deployments/fraud-scorer HTTP/1.1" in heads[0]
     assert b"\r\nAuthorization: Bearer secret-token\r\n" in heads[0].replace(b"authorization", b"Authorization")
+
+
+async def test_kopf_logs_in_with_the_connection_the_operator_client_uses(tmp_path: Path) -> None:
+    from modelrollout.handlers import login
+    from modelrollout.settings import OperatorOptions
+
+    memo = SimpleNamespace(options=OperatorOptions(kubeconfig=kubeconfig(tmp_path, "https://kube.internal:6443")))
+    info = await login(memo=memo)  # type: ignore[arg-type]
+    assert (info.server, info.scheme, info.token) == ("https://kube.internal:6443", "Bearer", "secret-token")
+    assert info.insecure is False
+
+
+async def test_a_login_without_any_connection_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    from kubernetes_asyncio.config import kube_config
+
+    from modelrollout.handlers import login
+    from modelrollout.settings import OperatorOptions
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # The loader reads $KUBECONFIG once, when it is imported: its default is set for this test alone.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "missing"))
+    with pytest.raises(kopf.LoginError, match="cannot log in, neither in-cluster nor with a kubeconfig"):
+        await login(memo=SimpleNamespace(options=OperatorOptions()))  # type: ignore[arg-type]
