@@ -27,7 +27,7 @@ from modelrollout.kube.names import (
     ROLLOUT_LABEL,
 )
 from modelrollout.metrics.prometheus import PrometheusBackend
-from modelrollout.reconcile import Runtime, release_route
+from modelrollout.reconcile import Runtime, reconcile, release_route
 from modelrollout.runtime.cache import deployment_state, resource_version
 from modelrollout.runtime.worker import run_rollout
 from modelrollout.settings import OperatorOptions
@@ -245,6 +245,7 @@ async def rollout_loop(
     services_index: kopf.Index[tuple[str, str], tuple[str, tuple[int, Selector]]] = kwargs["rollout_services"]
     options: OperatorOptions = memo.options
     assert namespace is not None  # ModelRollout is a namespaced resource
+    runtime: Runtime = memo.runtime
     await run_rollout(
-        memo.runtime, body, namespace, name, deployments_index, services_index, stopped, options.resync_seconds
+        runtime, reconcile, body, namespace, name, deployments_index, services_index, stopped, options.resync_seconds
     )

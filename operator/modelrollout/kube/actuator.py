@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.engine.types import (
     Action,
@@ -19,7 +21,28 @@ from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.names import deployment_name
 from modelrollout.kube.routing import RouteTarget, apply_route
-from modelrollout.runtime.cache import OwnWrites
+
+
+class WriteLog(Protocol):
+    """Where the answers of our writes go (`runtime.cache.OwnWrites`), so the next pass sees them
+    before the watch does."""
+
+    def deployment(self, key: tuple[str, str], revision: str, obj: dict[str, Any]) -> None: ...
+    def deleted(self, key: tuple[str, str], revision: str) -> None: ...
+    def service(self, key: tuple[str, str], name: str, obj: dict[str, Any]) -> None: ...
+
+
+class _Forget:
+    """A log that keeps nothing: for an actuator whose caller reads the cluster afresh."""
+
+    def deployment(self, key: tuple[str, str], revision: str, obj: dict[str, Any]) -> None:
+        return None
+
+    def deleted(self, key: tuple[str, str], revision: str) -> None:
+        return None
+
+    def service(self, key: tuple[str, str], name: str, obj: dict[str, Any]) -> None:
+        return None
 
 
 class Actuator:
@@ -30,14 +53,14 @@ class Actuator:
         spec: ModelRolloutSpec,
         route: RouteTarget | None,
         hooks: HookRunner | None = None,
-        written: OwnWrites | None = None,
+        written: WriteLog | None = None,
     ):
         self._api = api
         self._owner = owner
         self._spec = spec
         self._route = route
         self._hooks = hooks or HookRunner()
-        self._written = written or OwnWrites()
+        self._written: WriteLog = written or _Forget()
         self._key = (owner.namespace, owner.name)
 
     async def apply(self, actions: list[Action], deployments: dict[str, DeploymentState]) -> list[HookResult]:

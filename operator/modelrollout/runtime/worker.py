@@ -5,6 +5,9 @@ two passes racing. After each pass the worker sleeps until the soonest deadline 
 (`next_deadlines`), the resync interval, a held status falling due, or a wake-up. A pass that only
 takes a background measurement first waits for a routine slot (`pacing.RoutineGate`), at most until
 something urgent of the same rollout falls due.
+
+The pass itself is given (`run_pass`, `reconcile.reconcile` in the operator): the worker knows what a
+pass needs and returns, not how it decides, so the runtime room does not import the reconcile layer.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import nullcontext
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from modelrollout.engine.types import Decision, DeploymentState, Selector
 from modelrollout.kube.api import ApiError
 from modelrollout.operator_metrics import OPERATOR_METRICS
-from modelrollout.reconcile import Runtime, reconcile
-from modelrollout.runtime.cache import deployment_states, fresher
+from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_states, fresher
+from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus
+from modelrollout.runtime.wakeups import WakeUps
 
 logger = logging.getLogger("modelrollout.handlers")  # the name these lines have always been logged under
 
@@ -33,6 +38,53 @@ EVENT_RETRY_SECONDS = 5.0  # an Event the API server refused is posted again thi
 Key = tuple[str, str]
 DeploymentIndex = Mapping[Key, Iterable[DeploymentState]]
 ServiceIndex = Mapping[Key, Iterable[tuple[str, tuple[int, Selector]]]]
+
+
+class Forgetful(Protocol):
+    def forget(self, key: Key) -> None: ...
+
+
+class WorkerContext(Protocol):
+    """What the worker needs of the operator's runtime state (`reconcile.Runtime`)."""
+
+    @property
+    def written(self) -> OwnWrites: ...
+    @property
+    def statuses(self) -> ParsedStatuses: ...
+    @property
+    def specs(self) -> ParsedSpecs: ...
+    @property
+    def events(self) -> Forgetful: ...  # the Events delivered, per rollout
+    @property
+    def routine(self) -> RoutineGate: ...
+    @property
+    def wakeups(self) -> WakeUps: ...
+    @property
+    def quiet_write_seconds(self) -> float: ...
+
+    def clock(self) -> datetime: ...
+
+
+class PassOutcome(Protocol):
+    """What a pass tells the worker (`reconcile.PassResult`)."""
+
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def written(self) -> Mapping[str, Any] | None: ...  # the object as our status write left it
+    @property
+    def held(self) -> HeldStatus | None: ...  # the status decided and not written yet
+    @property
+    def events_posted(self) -> bool: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+Context = TypeVar("Context", bound=WorkerContext)
+RunPass = Callable[
+    [Context, Mapping[str, Any], dict[str, DeploymentState], dict[str, Selector], HeldStatus | None],
+    Awaitable[PassOutcome],
+]
 
 
 class Stopped(Protocol):
@@ -50,7 +102,8 @@ def next_deadlines(decision: Decision) -> tuple[float | None, float | None]:
 
 
 async def run_rollout(
-    runtime: Runtime,
+    runtime: Context,
+    run_pass: RunPass[Context],
     body: Mapping[str, Any],
     namespace: str,
     name: str,
@@ -90,7 +143,7 @@ async def run_rollout(
                     indexed = deployment_states(list(deployments_index.get(key, [])))
                     deployments = runtime.written.merged_deployments(key, indexed)
                     services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
-                    result = await reconcile(runtime, current, deployments, services, held)
+                    result = await run_pass(runtime, current, deployments, services, held)
                     written = result.written or written
                     held = result.held
                     soonest, soonest_urgent = next_deadlines(result.decision)
@@ -126,7 +179,7 @@ async def run_rollout(
             forget_rollout(runtime, namespace, name)
 
 
-def forget_rollout(runtime: Runtime, namespace: str, name: str) -> None:
+def forget_rollout(runtime: WorkerContext, namespace: str, name: str) -> None:
     """Drop everything kept for a rollout that is gone, so memory follows the live fleet."""
     key = (namespace, name)
     OPERATOR_METRICS.forget(namespace, name)
