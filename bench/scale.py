@@ -41,7 +41,7 @@ Measured over the canary phase (from the version change to the last promotion):
   ``stepStartedAt`` (event driven rather than deadline driven);
 * measurement lateness: how much later than the analysis interval after the previous one each
   background measurement was taken (from the measurements' ``at`` in status): the operator lets
-  measurements wait when it is busy so that steps do not (``modelrollout.pacing``), and this is
+  measurements wait when it is busy so that steps do not (``modelrollout.runtime.pacing``), and this is
   what that costs.
 
 Targets (issue 7): 10,000 rollouts under 2 GiB RSS, p99 step lag under 2 s, at most 3 API writes per

@@ -316,9 +316,9 @@ async def send_command(args: argparse.Namespace) -> int:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    from modelrollout import handlers, kopf_acyclic  # importing handlers registers them with kopf
-    from modelrollout.gc_policy import FREEZE_SURVIVORS
+    from modelrollout import handlers  # importing handlers registers them with kopf
     from modelrollout.operator_metrics import OPERATOR_METRICS
+    from modelrollout.runtime.gc_policy import FREEZE_SURVIVORS
 
     namespaces = args.namespace or [n for n in (_env("NAMESPACES") or "").split(",") if n]
     options = OperatorOptions(
@@ -341,7 +341,6 @@ def run_operator(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("modelrollout").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    kopf_acyclic.install()
     FREEZE_SURVIVORS.install()
     if options.metrics_port:
         OPERATOR_METRICS.watch_gc()

@@ -1,31 +1,28 @@
-"""The kopf handlers: unpack kopf's arguments, run a pass, wait. Nothing else lives here.
+"""The kopf handlers: unpack kopf's arguments and call the runtime (modelrollout.runtime). Nothing else
+lives here.
 
-Each ModelRollout gets one daemon that runs passes one at a time, so a rollout never has two passes
-racing; any change to the rollout or to its Deployments wakes it at once, and otherwise it sleeps
-until the engine's next deadline (a pause ending, a measurement falling due).
-Deployments and Services are read from kopf indexes fed by watches, not fetched on every pass.
+kopf logs in, watches, keeps the Deployment and Service indexes, runs one daemon per ModelRollout and
+does the peering; every handler uses kopf's public API only. What the daemon does, what wakes it and
+what is kept between passes is the runtime's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import random
 from collections.abc import Mapping
-from contextlib import nullcontext
 from typing import Any, cast
 
 import kopf
-import kubernetes
+from kubernetes_asyncio.config import ConfigException
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, Selector
-from modelrollout.kube.actuator import deployment_state, resource_version
-from modelrollout.kube.api import ApiError, KubeApi
+from modelrollout.kube.api import KubeApi, load_configuration
 from modelrollout.metrics.prometheus import PrometheusBackend
-from modelrollout.operator_metrics import OPERATOR_METRICS
-from modelrollout.reconcile import HeldStatus, Runtime, deployment_states, newer, reconcile, release_route
+from modelrollout.reconcile import Runtime, reconcile, release_route
+from modelrollout.runtime.cache import deployment_state, resource_version
+from modelrollout.runtime.worker import run_rollout
 from modelrollout.settings import OperatorOptions
 from modelrollout.vocabulary.names import (
     COMMAND_ANNOTATION,
@@ -35,66 +32,24 @@ from modelrollout.vocabulary.names import (
     ROLLOUT_LABEL,
 )
 
-logger = logging.getLogger(__name__)
-
-# The fastest a rollout is looked at again after an error: enough to ride out an API hiccup
-# without hammering the server.
-ERROR_RETRY_SECONDS = 2.0
-EVENT_RETRY_SECONDS = 5.0  # an Event the API server refused is posted again this soon
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
-class Wakers:
-    """One asyncio.Event per rollout, set by watch events, awaited by the rollout's daemon."""
-
-    def __init__(self) -> None:
-        self._events: dict[tuple[str, str], asyncio.Event] = {}
-        self._seen: dict[tuple[str, str | None, str | None], tuple[Any, ...]] = {}
-
-    def get(self, namespace: str, name: str) -> asyncio.Event:
-        return self._events.setdefault((namespace, name), asyncio.Event())
-
-    def wake(self, namespace: str | None, name: str | None) -> None:
-        if namespace is not None and name is not None and (namespace, name) in self._events:
-            self._events[(namespace, name)].set()
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._events.pop((namespace, name), None)
-
-    def changed(self, key: tuple[str, str | None, str | None], seen: tuple[Any, ...], gone: bool = False) -> bool:
-        """Whether what matters of an object differs from what the last event showed."""
-        if gone:
-            self._seen.pop(key, None)  # nothing more will come of it; keep the memory bounded
-            return True
-        if self._seen.get(key) == seen:
-            return False
-        self._seen[key] = seen
-        return True
-
-    def forget_seen(self, namespace: str, name: str) -> None:
-        self._seen.pop(("rollout", namespace, name), None)
-
-
-WAKERS = Wakers()
-
-
 @kopf.on.login()
-def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """Log in with the kubeconfig named by --kubeconfig, else as kopf does (in-cluster, $KUBECONFIG).
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Log in with the kubeconfig named by --kubeconfig, else in-cluster, else the default kubeconfig:
+    the same loader (kubernetes_asyncio's) and so the same connection as the operator's own client.
 
-    kopf's own client login reads the default kubeconfig location fixed when the kubernetes
-    package was first imported, so an explicit file is loaded here instead.
-    """
+    kopf's own client logins read the default kubeconfig location only, so the file is loaded here."""
     options: OperatorOptions = memo.options
-    if options.kubeconfig is None:
-        return kopf.login_via_client(logger=logger, **kwargs)
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=options.kubeconfig, client_configuration=configuration
-    )
-    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
-        "authorization"
-    )
+    try:
+        configuration = await load_configuration(options.kubeconfig)
+    except ConfigException as error:
+        raise kopf.LoginError(f"cannot log in, neither in-cluster nor with a kubeconfig: {error}") from error
+    if not configuration.host:
+        raise kopf.LoginError("the kubeconfig names no API server")
+    # Through the getter: it runs the configuration's refresh hook (in-cluster tokens, exec plugins).
+    header = await configuration.get_api_key_with_prefix("BearerToken")
     parts = header.split(" ", 1) if header else []
     scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
     return kopf.ConnectionInfo(
@@ -107,6 +62,7 @@ def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.Connectio
         token=token,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,
     )
 
 
@@ -204,6 +160,12 @@ async def rollout_services(
 # writes (status, replicas), and a pass for each was most of the operator's work at scale.
 
 
+# kopf runs async event handlers in the event loop after it has indexed the same event, so the woken
+# worker reads fresh indexes. (Waking from a sync index function ran in a worker thread before the
+# index was updated: the worker saw the old readiness and slept 5 s.) The runtime has not started
+# before kopf's startup handlers have run; there is nothing to wake until then.
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 async def deployment_changed(
     type: str | None,
@@ -214,38 +176,36 @@ async def deployment_changed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    state = deployment_state(body)
-    seen = (state.replicas, state.ready_replicas)
-    rollout = labels.get(ROLLOUT_LABEL)
-    if not WAKERS.changed(("deployment", namespace, name), seen, gone=type == "DELETED"):
-        return
-    if type != "DELETED" and _echo_of_our_write(memo, namespace, rollout, state):
-        return  # the daemon has the answer to that write already
-    WAKERS.wake(namespace, rollout)
-
-
-def _echo_of_our_write(memo: kopf.Memo, namespace: str | None, rollout: str | None, seen: DeploymentState) -> bool:
     runtime: Runtime | None = getattr(memo, "runtime", None)
-    if runtime is None or namespace is None or rollout is None:
-        return False
-    return runtime.written.is_answer(namespace, rollout, seen)
+    if runtime is not None:
+        state = deployment_state(body)
+        rollout = labels.get(ROLLOUT_LABEL)
+        runtime.wakeups.deployment_event(namespace, name, rollout, state, type == "DELETED", runtime.written)
 
 
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 async def service_changed(
-    type: str | None, namespace: str | None, name: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    type: str | None,
+    namespace: str | None,
+    name: str | None,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    seen = (str(body.get("spec", {}).get("selector")),)
-    if WAKERS.changed(("service", namespace, name), seen, gone=type == "DELETED"):
-        WAKERS.wake(namespace, labels.get(ROLLOUT_LABEL))
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        selector = body.get("spec", {}).get("selector")
+        runtime.wakeups.service_event(namespace, name, labels.get(ROLLOUT_LABEL), selector, type == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def rollout_changed(namespace: str | None, name: str | None, meta: kopf.Meta, **_: Any) -> None:
-    annotations = meta.get("annotations") or {}
-    seen = (meta.get("generation"), annotations.get(COMMAND_ANNOTATION), meta.get("deletionTimestamp"))
-    if WAKERS.changed(("rollout", namespace, name), seen):
-        WAKERS.wake(namespace, name)
+async def rollout_changed(namespace: str | None, name: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        annotations = meta.get("annotations") or {}
+        generation, command = meta.get("generation"), annotations.get(COMMAND_ANNOTATION)
+        runtime.wakeups.rollout_event(namespace, name, generation, command, meta.get("deletionTimestamp"))
 
 
 class _QuietWakeups(logging.Filter):
@@ -283,94 +243,9 @@ async def rollout_loop(
     # kopf passes each index as a keyword named after its handler.
     deployments_index: kopf.Index[tuple[str, str], DeploymentState] = kwargs["rollout_deployments"]
     services_index: kopf.Index[tuple[str, str], tuple[str, tuple[int, Selector]]] = kwargs["rollout_services"]
-    runtime: Runtime = memo.runtime
     options: OperatorOptions = memo.options
     assert namespace is not None  # ModelRollout is a namespaced resource
-    wake = WAKERS.get(namespace, name)
-    written: dict[str, Any] | None = None
-    held: HeldStatus | None = None
-    # One waiter for the stop, for the daemon's life: kopf makes each `stopped.wait()` a new task,
-    # and at 10,000 rollouts one per sleep was a quarter of the operator's CPU.
-    stopping = asyncio.ensure_future(stopped.wait())
-    # Set when the coming pass only takes a background measurement: the longest it may wait for
-    # a routine slot (modelrollout.pacing) before something urgent falls due.
-    patience: float | None = None
-    due_at: float | None = None  # the deadline the daemon slept until, when it was not woken before it
-    try:
-        while not stopped:
-            gate = runtime.routine.slot(patience, wake, stopping) if patience is not None else nullcontext(False)
-            async with gate:
-                if stopped:  # stopped while waiting for a slot: no last pass on the way out
-                    break
-                if due_at is not None:
-                    lateness = max(0.0, asyncio.get_running_loop().time() - due_at)
-                    kind = "routine" if patience is not None else "urgent"
-                    OPERATOR_METRICS.pass_lateness.labels(kind=kind).observe(lateness)
-                wake.clear()
-                current = newer(body, written)
-                if current.get("metadata", {}).get("deletionTimestamp"):
-                    return
-                key = (namespace, name)
-                started = asyncio.get_running_loop().time()
-                try:
-                    indexed = deployment_states(list(deployments_index.get(key, [])))
-                    deployments = runtime.written.merged_deployments(key, indexed)
-                    services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
-                    result = await reconcile(runtime, current, deployments, services, held)
-                    written = result.written or written
-                    held = result.held
-                    decision = result.decision
-                    urgent = decision.urgent_after if decision.urgent_after is not None else math.inf
-                    delay = min(
-                        decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
-                        options.resync_seconds,
-                    )
-                    if held is not None:  # written by this deadline at the latest
-                        age = (runtime.clock() - held.since).total_seconds()
-                        delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
-                    if not result.events_posted:
-                        delay = min(delay, EVENT_RETRY_SECONDS)
-                    elapsed = asyncio.get_running_loop().time() - started
-                    OPERATOR_METRICS.observe_pass(namespace, name, decision, result.at, elapsed)
-                except ApiError as error:
-                    logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
-                    OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()
-                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
-                except Exception:
-                    # One rollout's surprise must not stop the others or kill this loop: log it with
-                    # the traceback and look again shortly.
-                    logger.exception("%s/%s: reconcile failed", namespace, name)
-                    OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
-                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
-            patience = due_at = None
-            if delay > 0:
-                deadline = asyncio.get_running_loop().time() + delay
-                if not await _sleep(wake, stopping, delay):
-                    due_at = deadline
-                    if delay < urgent:
-                        patience = min(urgent - delay, options.resync_seconds)
-    finally:
-        stopping.cancel()
-        WAKERS.forget(namespace, name)
-        if current_object_deleted(body):
-            OPERATOR_METRICS.forget(namespace, name)
-            runtime.written.forget((namespace, name))
-            runtime.statuses.forget((namespace, name))
-            runtime.specs.forget((namespace, name))
-            runtime.events.forget((namespace, name))
-            WAKERS.forget_seen(namespace, name)
-
-
-def current_object_deleted(body: kopf.Body) -> bool:
-    return bool(body.get("metadata", {}).get("deletionTimestamp"))
-
-
-async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> bool:
-    """Sleep until the deadline, a wake-up, or the daemon being stopped, whichever comes first;
-    whether it ended before the deadline."""
-    woken = asyncio.ensure_future(wake.wait())
-    try:
-        done, _ = await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
-    return bool(done)
+    runtime: Runtime = memo.runtime
+    await run_rollout(
+        runtime, reconcile, body, namespace, name, deployments_index, services_index, stopped, options.resync_seconds
+    )

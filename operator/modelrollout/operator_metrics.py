@@ -76,7 +76,7 @@ class OperatorMetrics:
         self._gc_started: float | None = None
         self.gc_frozen = Gauge(
             "modelrollout_gc_frozen_objects",
-            "Objects the garbage collector skips until the next thaw (see modelrollout.gc_policy).",
+            "Objects the garbage collector skips until the next thaw (see modelrollout.runtime.gc_policy).",
             registry=self.registry,
         )
         self.gc_frozen.set_function(gc.get_freeze_count)

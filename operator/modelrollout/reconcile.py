@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
-
-from pydantic import ValidationError
+from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import MetricResult, ModelRolloutSpec, ModelRolloutStatus, PrometheusAuth
+from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
-from modelrollout.api.validation import InvalidSpec, parse_or_refusal, parse_spec
+from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import timestamp
 from modelrollout.engine.machine import command_of, decide, plan_measurements
 from modelrollout.engine.monitoring import record_hook_result
@@ -35,7 +32,7 @@ from modelrollout.engine.types import (
     RolloutRef,
     Selector,
 )
-from modelrollout.kube.actuator import Actuator, WrittenObjects, deployment_state
+from modelrollout.kube.actuator import Actuator
 from modelrollout.kube.api import (
     CLUSTER_TEMPLATES,
     CONFIGMAPS,
@@ -54,71 +51,14 @@ from modelrollout.kube.manifests import Owner
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
-from modelrollout.pacing import RoutineGate
+from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
+from modelrollout.runtime.pacing import RoutineGate
+from modelrollout.runtime.status_writer import HeldStatus, quiet_change
+from modelrollout.runtime.wakeups import WakeUps
 from modelrollout.vocabulary.names import COMMAND_ANNOTATION, ROLLOUT_LABEL, stable_service_name
 from modelrollout.vocabulary.routes import RouteState, RouteView
 
 logger = logging.getLogger(__name__)
-
-
-Key = tuple[str, str]  # a rollout's (namespace, name)
-Kept = TypeVar("Kept")
-
-
-class _KeptPerRollout(Generic[Kept]):
-    """Per live rollout, a value worked out from a raw input, kept with that input: the next pass
-    reuses the value while the input is the same (a dict comparison), and deletion forgets it."""
-
-    def __init__(self) -> None:
-        self._kept: dict[Key, tuple[object, Kept]] = {}
-
-    def _get(self, key: Key, raw: object) -> Kept | None:
-        kept = self._kept.get(key)
-        return kept[1] if kept is not None and kept[0] == raw else None
-
-    def _keep(self, key: Key, raw: object, value: Kept) -> None:
-        self._kept[key] = (raw, value)
-
-    def forget(self, key: Key) -> None:
-        self._kept.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-
-class ParsedStatuses(_KeptPerRollout[ModelRolloutStatus]):
-    """The status each rollout's last pass decided, with the dict it was written or held as.
-
-    The next pass starts from the stored dict, which is that same dict unless someone else wrote
-    status; parsing it again with pydantic was a third of the operator's CPU at 10,000 rollouts,
-    where most passes are background measurements. `decide` works on a copy, so the parsed status
-    is shared, never changed."""
-
-    def read(self, key: Key, raw: dict[str, Any]) -> ModelRolloutStatus:
-        kept = self._get(key, raw)
-        return kept if kept is not None else read_status(raw)
-
-    def remember(self, key: Key, status: ModelRolloutStatus) -> None:
-        self._keep(key, status.wire(), status)
-
-
-class ParsedSpecs(_KeptPerRollout[ModelRolloutSpec | InvalidSpec]):
-    """Each rollout's spec as last parsed (or refused), with the raw spec and templates it came from.
-
-    A rollout keeps its spec for many passes; comparing dicts is much cheaper than building a
-    cache key from them, and one entry per live rollout cannot be evicted by the others (a shared
-    4,096-entry cache missed at 10,000 rollouts)."""
-
-    def read(
-        self, key: Key, raw: dict[str, Any], templates: dict[str, dict[str, Any]]
-    ) -> ModelRolloutSpec | InvalidSpec:
-        kept = self._get(key, (raw, templates))
-        if kept is not None:
-            return kept
-        parsed = parse_or_refusal(raw, templates)
-        # A copy: what is compared next time must be what was parsed, whoever holds the dicts.
-        self._keep(key, copy.deepcopy((raw, templates)), parsed)
-        return parsed
 
 
 @dataclass
@@ -134,10 +74,11 @@ class Runtime:
     prometheus_timeout: float = 10.0
     prometheus_batch_seconds: float = 0.0
     _backends: dict[Credentials, MetricBackend] = field(default_factory=dict)
-    written: WrittenObjects = field(default_factory=WrittenObjects)
+    written: OwnWrites = field(default_factory=OwnWrites)
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)
     routine: RoutineGate = field(default_factory=RoutineGate)
+    wakeups: WakeUps = field(default_factory=WakeUps)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0
@@ -156,10 +97,6 @@ class Runtime:
         for backend in backends:
             if isinstance(backend, PrometheusBackend):
                 await backend.aclose()
-
-
-def deployment_states(items: list[DeploymentState]) -> dict[str, DeploymentState]:
-    return {state.revision: state for state in items}
 
 
 async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth) -> Credentials | str:
@@ -274,42 +211,6 @@ async def fetch_templates(runtime: Runtime, namespace: str, spec: Mapping[str, A
     return found
 
 
-def read_status(raw: Mapping[str, Any] | None) -> ModelRolloutStatus:
-    """The status as stored; one the operator cannot read (hand-edited) starts afresh, logged."""
-    try:
-        return ModelRolloutStatus.model_validate(dict(raw or {}))
-    except ValidationError as error:
-        logger.warning("status could not be read, starting from an empty one: %s", error)
-        return ModelRolloutStatus()
-
-
-def newer(body: Mapping[str, Any], written: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The fresher of kopf's view of the object and the answer to our last status write.
-
-    kopf's view catches up only when the watch event arrives; deciding from it right after a write
-    would replay the previous pass. resourceVersions are opaque by contract but etcd's are integers;
-    if they are not, trust the watch.
-    """
-    if written is None:
-        return body
-    try:
-        seen = int(body.get("metadata", {}).get("resourceVersion", "0"))
-        ours = int(written.get("metadata", {}).get("resourceVersion", "0"))
-    except ValueError:
-        return body
-    return written if ours > seen else body
-
-
-@dataclass(frozen=True)
-class HeldStatus:
-    """A status decided but not written yet: only quiet background measurements set it apart from
-    the stored status it was decided from (`base`). Kept in the rollout's daemon, in memory."""
-
-    base: dict[str, Any]
-    status: dict[str, Any]
-    since: datetime
-
-
 @dataclass(frozen=True)
 class PassResult:
     decision: Decision
@@ -324,35 +225,6 @@ class Recorded:
     written: dict[str, Any] | None
     events_posted: bool
     held: HeldStatus | None = None
-
-
-# What a successful measurement changes in its metric's entry; anything else changing is news.
-_MEASUREMENT_BOOKKEEPING = frozenset({"count", "successful", "measurements", "message"})
-
-
-def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    """Whether a pass changed status only by adding measurements that change no verdict.
-
-    Such a pass is most of a large fleet's passes (a background measurement every interval while
-    a pause runs) and its status write most of the API writes. Losing one on a restart is harmless:
-    it changed no counter a decision reads, and the next pass measures again.
-    """
-    patch = merge_patch_between(dict(before), dict(after))
-    if not isinstance(patch, dict) or set(patch) != {"backgroundAnalysis"}:
-        return False
-    if not isinstance(patch["backgroundAnalysis"], dict) or set(patch["backgroundAnalysis"]) != {"metrics"}:
-        return False
-    old = {m.get("name"): m for m in (before.get("backgroundAnalysis") or {}).get("metrics") or []}
-    new = {m.get("name"): m for m in (after.get("backgroundAnalysis") or {}).get("metrics") or []}
-    if not old.keys() <= new.keys():
-        return False
-    for name, result in new.items():
-        # A metric measured for the first time had, in effect, a fresh entry before.
-        previous = old.get(name) or MetricResult(name=str(name)).wire()
-        keys = (previous.keys() | result.keys()) - _MEASUREMENT_BOOKKEEPING
-        if any(previous.get(key) != result.get(key) for key in keys):
-            return False
-    return True
 
 
 async def reconcile(

@@ -50,9 +50,8 @@ async def test_the_proxy_is_resolved_once_and_the_session_does_not_read_the_envi
     monkeypatch.setenv("NO_PROXY", no_proxy)
     api = await KubeApi.connect(_kubeconfig(tmp_path, "https://kube.internal:6443"))
     try:
-        rest = api._client.rest_client
-        assert rest.proxy == expected
-        assert rest.pool_manager.trust_env is False
+        assert api.proxy == expected
+        assert api.session.trust_env is False
     finally:
         await api.close()
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from modelrollout.gc_policy import FreezeSurvivors
 from modelrollout.operator_metrics import OperatorMetrics
+from modelrollout.runtime.gc_policy import FreezeSurvivors
 
 
 class Node:

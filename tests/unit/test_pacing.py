@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from modelrollout.pacing import RoutineGate
+from modelrollout.runtime.pacing import RoutineGate
 
 
 class Daemon:

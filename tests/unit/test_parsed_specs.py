@@ -9,7 +9,7 @@ from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 from modelrollout.engine.common import revision_of
 from modelrollout.engine.machine import decide, plan_measurements
 from modelrollout.engine.types import RolloutRef
-from modelrollout.reconcile import ParsedSpecs
+from modelrollout.runtime.cache import ParsedSpecs
 from tests.unit.world import World, make_spec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
 from modelrollout.engine.machine import decide
-from modelrollout.reconcile import ParsedStatuses
+from modelrollout.runtime.cache import ParsedStatuses
 from tests.unit.world import World, make_spec
 
 KEY = ("ml", "fraud-scorer")

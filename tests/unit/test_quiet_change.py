@@ -6,7 +6,7 @@ import pytest
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
-from modelrollout.reconcile import quiet_change
+from modelrollout.runtime.status_writer import quiet_change
 from tests.unit.world import World, make_spec
 
 STEPS = [{"setWeight": 25}, {"pause": {"duration": "10m"}}, {"setWeight": 50}]

@@ -6,8 +6,9 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from modelrollout.handlers import WAKERS, deployment_changed
-from modelrollout.kube.actuator import WrittenObjects
+from modelrollout.handlers import deployment_changed
+from modelrollout.runtime.cache import OwnWrites
+from modelrollout.runtime.wakeups import WakeUps
 from modelrollout.vocabulary.names import REVISION_LABEL, ROLLOUT_LABEL, VERSION_LABEL
 
 NAMESPACE, ROLLOUT, REVISION = "ml", "fraud-scorer", "a1b2c3d4e5"
@@ -22,8 +23,11 @@ def deployment(replicas: int, ready: int, resource_version: int) -> dict[str, An
     }
 
 
-def woken_by(written: WrittenObjects, body: dict[str, Any], kind: str = "MODIFIED") -> bool:
-    wake = WAKERS.get(NAMESPACE, ROLLOUT)
+WAKEUPS = WakeUps()
+
+
+def woken_by(written: OwnWrites, body: dict[str, Any], kind: str = "MODIFIED") -> bool:
+    wake = WAKEUPS.get(NAMESPACE, ROLLOUT)
     wake.clear()
     asyncio.run(
         deployment_changed(
@@ -32,19 +36,19 @@ def woken_by(written: WrittenObjects, body: dict[str, Any], kind: str = "MODIFIE
             name=body["metadata"]["name"],
             labels=body["metadata"]["labels"],
             body=body,  # type: ignore[arg-type]
-            memo=SimpleNamespace(runtime=SimpleNamespace(written=written)),  # type: ignore[arg-type]
+            memo=SimpleNamespace(runtime=SimpleNamespace(written=written, wakeups=WAKEUPS)),  # type: ignore[arg-type]
         )
     )
     return wake.is_set()
 
 
 def forget() -> None:
-    WAKERS.forget(NAMESPACE, ROLLOUT)
-    WAKERS.changed(("deployment", NAMESPACE, f"{ROLLOUT}-{REVISION}"), (), gone=True)
+    WAKEUPS.forget(NAMESPACE, ROLLOUT)
+    WAKEUPS.changed(("deployment", NAMESPACE, f"{ROLLOUT}-{REVISION}"), (), gone=True)
 
 
 def test_the_echo_of_our_scale_write_does_not_wake_but_readiness_and_deletion_do() -> None:
-    written = WrittenObjects()
+    written = OwnWrites()
     try:
         assert woken_by(written, deployment(replicas=1, ready=1, resource_version=10))
         # The operator scales to 2; the API server answers with resourceVersion 11.
@@ -61,7 +65,7 @@ def test_the_echo_of_our_scale_write_does_not_wake_but_readiness_and_deletion_do
 
 def test_an_event_older_than_our_write_still_wakes() -> None:
     """The controller's readiness update can reach the watch after our write was answered."""
-    written = WrittenObjects()
+    written = OwnWrites()
     try:
         assert woken_by(written, deployment(replicas=1, ready=0, resource_version=20))
         written.deployment((NAMESPACE, ROLLOUT), REVISION, deployment(replicas=2, ready=1, resource_version=22))

@@ -39,7 +39,7 @@ async def connect(kubeconfig: str) -> tuple[KubeApi, client.ApiClient]:
     configuration = client.Configuration()
     await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     raw = client.ApiClient(configuration)
-    return KubeApi(raw), raw
+    return KubeApi(configuration), raw
 
 
 def key_of(obj: Obj) -> tuple[str, str]:

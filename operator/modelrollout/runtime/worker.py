@@ -1,0 +1,201 @@
+"""A rollout's worker: passes one at a time, then sleep until the next deadline or a wake-up.
+
+kopf runs one daemon per ModelRollout, and the daemon runs `run_rollout`, so a rollout never has
+two passes racing. After each pass the worker sleeps until the soonest deadline the engine gave
+(`next_deadlines`), the resync interval, a held status falling due, or a wake-up. A pass that only
+takes a background measurement first waits for a routine slot (`pacing.RoutineGate`), at most until
+something urgent of the same rollout falls due.
+
+The pass itself is given (`run_pass`, `reconcile.reconcile` in the operator): the worker knows what a
+pass needs and returns, not how it decides, so the runtime room does not import the reconcile layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import nullcontext
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from modelrollout.engine.types import Decision, DeploymentState, Selector
+from modelrollout.kube.api import ApiError
+from modelrollout.operator_metrics import OPERATOR_METRICS
+from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_states, fresher
+from modelrollout.runtime.pacing import RoutineGate
+from modelrollout.runtime.status_writer import HeldStatus
+from modelrollout.runtime.wakeups import WakeUps
+
+logger = logging.getLogger("modelrollout.handlers")  # the name these lines have always been logged under
+
+# The fastest a rollout is looked at again after an error: enough to ride out an API hiccup
+# without hammering the server.
+ERROR_RETRY_SECONDS = 2.0
+EVENT_RETRY_SECONDS = 5.0  # an Event the API server refused is posted again this soon
+
+Key = tuple[str, str]
+DeploymentIndex = Mapping[Key, Iterable[DeploymentState]]
+ServiceIndex = Mapping[Key, Iterable[tuple[str, tuple[int, Selector]]]]
+
+
+class Forgetful(Protocol):
+    def forget(self, key: Key) -> None: ...
+
+
+class WorkerContext(Protocol):
+    """What the worker needs of the operator's runtime state (`reconcile.Runtime`)."""
+
+    @property
+    def written(self) -> OwnWrites: ...
+    @property
+    def statuses(self) -> ParsedStatuses: ...
+    @property
+    def specs(self) -> ParsedSpecs: ...
+    @property
+    def events(self) -> Forgetful: ...  # the Events delivered, per rollout
+    @property
+    def routine(self) -> RoutineGate: ...
+    @property
+    def wakeups(self) -> WakeUps: ...
+    @property
+    def quiet_write_seconds(self) -> float: ...
+
+    def clock(self) -> datetime: ...
+
+
+class PassOutcome(Protocol):
+    """What a pass tells the worker (`reconcile.PassResult`)."""
+
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def written(self) -> Mapping[str, Any] | None: ...  # the object as our status write left it
+    @property
+    def held(self) -> HeldStatus | None: ...  # the status decided and not written yet
+    @property
+    def events_posted(self) -> bool: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+Context = TypeVar("Context", bound=WorkerContext)
+RunPass = Callable[
+    [Context, Mapping[str, Any], dict[str, DeploymentState], dict[str, Selector], HeldStatus | None],
+    Awaitable[PassOutcome],
+]
+
+
+class Stopped(Protocol):
+    """What the worker needs of kopf's DaemonStopped: is it set, and a way to wait for it."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self) -> Awaitable[Any]: ...
+
+
+def next_deadlines(decision: Decision) -> tuple[float | None, float | None]:
+    """Seconds until the soonest thing falls due, and until the soonest that is not a background
+    measurement (None: nothing). The one place that reads the engine's scheduling fields."""
+    return decision.requeue_after, decision.urgent_after
+
+
+async def run_rollout(
+    runtime: Context,
+    run_pass: RunPass[Context],
+    body: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    deployments_index: DeploymentIndex,
+    services_index: ServiceIndex,
+    stopped: Stopped,
+    resync_seconds: float,
+) -> None:
+    """Run the rollout's passes until kopf stops the daemon or the rollout is being deleted."""
+    wake = runtime.wakeups.get(namespace, name)
+    written: Mapping[str, Any] | None = None
+    held: HeldStatus | None = None
+    # One waiter for the stop, for the worker's life: kopf makes each `stopped.wait()` a new task,
+    # and at 10,000 rollouts one per sleep was a quarter of the operator's CPU.
+    stopping = asyncio.ensure_future(stopped.wait())
+    # Set when the coming pass only takes a background measurement: the longest it may wait for
+    # a routine slot (modelrollout.runtime.pacing) before something urgent falls due.
+    patience: float | None = None
+    due_at: float | None = None  # the deadline the worker slept until, when it was not woken before it
+    key = (namespace, name)
+    loop = asyncio.get_running_loop()
+    try:
+        while not stopped:
+            gate = runtime.routine.slot(patience, wake, stopping) if patience is not None else nullcontext(False)
+            async with gate:
+                if stopped:  # stopped while waiting for a slot: no last pass on the way out
+                    break
+                if due_at is not None:
+                    kind = "routine" if patience is not None else "urgent"
+                    OPERATOR_METRICS.pass_lateness.labels(kind=kind).observe(max(0.0, loop.time() - due_at))
+                wake.clear()
+                current = fresher(body, written)
+                if current.get("metadata", {}).get("deletionTimestamp"):
+                    return
+                started = loop.time()
+                try:
+                    indexed = deployment_states(list(deployments_index.get(key, [])))
+                    deployments = runtime.written.merged_deployments(key, indexed)
+                    services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
+                    result = await run_pass(runtime, current, deployments, services, held)
+                    written = result.written or written
+                    held = result.held
+                    soonest, soonest_urgent = next_deadlines(result.decision)
+                    urgent = soonest_urgent if soonest_urgent is not None else math.inf
+                    delay = min(soonest if soonest is not None else resync_seconds, resync_seconds)
+                    if held is not None:  # written by this deadline at the latest
+                        age = (runtime.clock() - held.since).total_seconds()
+                        delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
+                    if not result.events_posted:
+                        delay = min(delay, EVENT_RETRY_SECONDS)
+                    OPERATOR_METRICS.observe_pass(namespace, name, result.decision, result.at, loop.time() - started)
+                except ApiError as error:
+                    logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
+                    OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()
+                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
+                except Exception:
+                    # One rollout's surprise must not stop the others or kill this loop: log it with
+                    # the traceback and look again shortly.
+                    logger.exception("%s/%s: reconcile failed", namespace, name)
+                    OPERATOR_METRICS.reconcile_errors.labels(kind="internal").inc()
+                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
+            patience = due_at = None
+            if delay > 0:
+                deadline = loop.time() + delay
+                if not await _sleep(wake, stopping, delay):
+                    due_at = deadline
+                    if delay < urgent:
+                        patience = min(urgent - delay, resync_seconds)
+    finally:
+        stopping.cancel()
+        runtime.wakeups.forget(namespace, name)
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            forget_rollout(runtime, namespace, name)
+
+
+def forget_rollout(runtime: WorkerContext, namespace: str, name: str) -> None:
+    """Drop everything kept for a rollout that is gone, so memory follows the live fleet."""
+    key = (namespace, name)
+    OPERATOR_METRICS.forget(namespace, name)
+    runtime.written.forget(key)
+    runtime.statuses.forget(key)
+    runtime.specs.forget(key)
+    runtime.events.forget(key)
+    runtime.wakeups.forget_seen(namespace, name)
+
+
+async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> bool:
+    """Sleep until the deadline, a wake-up, or the worker being stopped, whichever comes first;
+    whether it ended before the deadline."""
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        done, _ = await asyncio.wait({woken, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+    return bool(done)

@@ -1,0 +1,110 @@
+"""The operator's API client: every request has a timeout, so a hung connection fails a pass (which
+the worker retries) instead of hanging it for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from modelrollout.kube.api import DEPLOYMENTS, ApiTimeout, KubeApi, load_configuration
+
+
+def kubeconfig(tmp_path: Path, server: str) -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "secret-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return str(path)
+
+
+async def test_a_server_that_never_answers_is_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing, keep the connection open
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = KubeApi(await load_configuration(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")), timeout=0.3)
+    started = time.monotonic()
+    try:
+        try:
+            await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
+        except ApiTimeout as error:
+            assert (
+                error.message
+                == "GET /apis/apps/v1/namespaces/ml/deployments/fraud-scorer: no answer from the API server in 0.3 s"
+            )
+        else:
+            raise AssertionError("no timeout")
+    finally:
+        await api.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert time.monotonic() - started < 3.0, "a timeout is not retried"
+    assert len(accepted) == 1
+
+
+async def test_requests_carry_the_kubeconfig_token(tmp_path: Path) -> None:
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        body = b'{"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = await KubeApi.connect(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))
+    try:
+        found = await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()
+    assert found == {"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}
+    assert b"GET /apis/apps/v1/namespaces/ml/deployments/fraud-scorer HTTP/1.1" in heads[0]
+    assert b"\r\nAuthorization: Bearer secret-token\r\n" in heads[0].replace(b"authorization", b"Authorization")
+
+
+async def test_kopf_logs_in_with_the_connection_the_operator_client_uses(tmp_path: Path) -> None:
+    from modelrollout.handlers import login
+    from modelrollout.settings import OperatorOptions
+
+    memo = SimpleNamespace(options=OperatorOptions(kubeconfig=kubeconfig(tmp_path, "https://kube.internal:6443")))
+    info = await login(memo=memo)  # type: ignore[arg-type]
+    assert (info.server, info.scheme, info.token) == ("https://kube.internal:6443", "Bearer", "secret-token")
+    assert info.insecure is False
+
+
+async def test_a_login_without_any_connection_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    from kubernetes_asyncio.config import kube_config
+
+    from modelrollout.handlers import login
+    from modelrollout.settings import OperatorOptions
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # The loader reads $KUBECONFIG once, when it is imported: its default is set for this test alone.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "missing"))
+    with pytest.raises(kopf.LoginError, match="cannot log in, neither in-cluster nor with a kubeconfig"):
+        await login(memo=SimpleNamespace(options=OperatorOptions()))  # type: ignore[arg-type]
