@@ -35,15 +35,20 @@ class UnresolvedTemplate(Exception):
 
 def referenced_templates(spec: Mapping[str, Any]) -> list[str]:
     """The template names a raw spec refers to (for the caller to fetch)."""
-    metrics = ((spec.get("analysis") or {}).get("metrics")) or []
-    names = [str((metric.get("template") or {}).get("name")) for metric in metrics if isinstance(metric, Mapping)]
+    analysis = spec.get("analysis")
+    metrics = analysis.get("metrics") if isinstance(analysis, Mapping) else None
+    if not isinstance(metrics, list):
+        return []  # not a list of metrics at all: the spec's own validation says so
+    references = [metric.get("template") for metric in metrics if isinstance(metric, Mapping)]
+    names = [str(reference.get("name")) for reference in references if isinstance(reference, Mapping)]
     return [name for name in names if name and name != "None"]
 
 
 def resolve(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The spec with every templated metric replaced by the template's metric, arguments filled in."""
     resolved = copy.deepcopy(dict(spec))
-    metrics = (resolved.get("analysis") or {}).get("metrics")
+    analysis = resolved.get("analysis")
+    metrics = analysis.get("metrics") if isinstance(analysis, dict) else None
     if not isinstance(metrics, list):
         return resolved
     for index, metric in enumerate(metrics):
@@ -52,7 +57,8 @@ def resolve(spec: Mapping[str, Any], templates: Mapping[str, Mapping[str, Any]])
         path = f"spec.analysis.metrics[{index}].template"
         reference = metric["template"]
         name = str(reference.get("name") or "")
-        args = {str(key): str(value) for key, value in (reference.get("args") or {}).items()}
+        given = reference.get("args") or {}
+        args = {str(key): str(value) for key, value in given.items()} if isinstance(given, Mapping) else {}
         if name in templates:
             body = _custom(path, templates[name], args)
         elif name in BUILTIN_TEMPLATES:
