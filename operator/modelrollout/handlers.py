@@ -320,9 +320,10 @@ async def rollout_loop(
                     written = result.written or written
                     held = result.held
                     decision = result.decision
-                    urgent = decision.urgent_after if decision.urgent_after is not None else math.inf
+                    deadlines = decision.deadlines
+                    urgent = deadlines.urgent if deadlines.urgent is not None else math.inf
                     delay = min(
-                        decision.requeue_after if decision.requeue_after is not None else options.resync_seconds,
+                        deadlines.next if deadlines.next is not None else options.resync_seconds,
                         options.resync_seconds,
                     )
                     if held is not None:  # written by this deadline at the latest

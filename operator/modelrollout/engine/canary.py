@@ -11,7 +11,15 @@ import math
 from datetime import timedelta
 
 from modelrollout.api.durations import parse_duration
-from modelrollout.api.models import Automation, CanaryStep, ModelRolloutStatus, Phase, Verdict, Weights
+from modelrollout.api.models import (
+    Automation,
+    CanaryStep,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    Verdict,
+    Weights,
+)
 from modelrollout.engine.common import (
     PAUSE_INCONCLUSIVE,
     PAUSE_MANUAL_STEP,
@@ -149,8 +157,13 @@ def advance(run: Pass, index: int, to: int) -> None:
 
 
 def _candidate_replicas(run: Pass, target: RouteState) -> int:
-    total = run.spec.replicas
-    if not uses_router(run.spec):
+    return candidate_replicas(run.spec, target)
+
+
+def candidate_replicas(spec: ModelRolloutSpec, target: RouteState) -> int:
+    """The candidate's replicas that a route target needs."""
+    total = spec.replicas
+    if not uses_router(spec):
         return replica_split(total, target.candidate_weight)[1]
     share = max(target.candidate_weight, target.mirror_percent)
     wanted = math.ceil(total * share / 100)

@@ -27,6 +27,7 @@ from modelrollout.api.models import (
 )
 from modelrollout.engine.types import (
     Action,
+    Deadlines,
     DeleteDeployment,
     EnsureDeployment,
     EventRecord,
@@ -36,17 +37,14 @@ from modelrollout.engine.types import (
     ScaleDeployment,
 )
 
-# How often a settled rollout is looked at again, as a safety net for missed watch events.
-IDLE_RESYNC_SECONDS = 300.0
-
 PAUSE_STEP = "PauseStep"
 PAUSE_MANUAL_STEP = "ManualStep"
 PAUSE_PROMOTION = "Promotion"
 PAUSE_INCONCLUSIVE = "Inconclusive"
 PAUSE_USER = "User"
 PROMOTING = "Promoting"
-# The reason of the rollback (or failure) for pods not ready in time: the one decision the
-# reconciler double-checks against a fresh read of the Deployments.
+# The reason of the rollback (or failure) for pods not ready in time: the one decision made on
+# Deployments read afresh (see `machine.needs`).
 DEADLINE_REASON = "ProgressDeadlineExceeded"
 
 # Blue-green stages, kept in status.currentStepIndex so a restart resumes the right one.
@@ -133,7 +131,6 @@ class Pass:
     promote_full: bool = False
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
     background_recorded: bool = False
-    confirm_readiness: bool = False  # see Decision.confirm_readiness
 
     @cached_property
     def at(self) -> str:
@@ -147,6 +144,12 @@ class Pass:
         """Look again in `seconds`; `routine`: only a background measurement falls due then, which
         may wait when the operator is busy (a step, a gate or a deadline may not)."""
         (self.routine_requeue if routine else self.requeue).append(max(seconds, 0.0))
+
+    def deadlines(self) -> Deadlines:
+        everything = self.requeue + self.routine_requeue
+        return Deadlines(
+            next=min(everything) if everything else None, urgent=min(self.requeue) if self.requeue else None
+        )
 
     def replicas_now(self, revision: str, default: int) -> int:
         """Replicas a Deployment has: as set earlier in this pass, else as observed."""
@@ -244,7 +247,6 @@ def check_deadline(run: Pass) -> bool:
     state = run.observed.deployments.get(status.candidate_revision or "")
     ready = state.ready if state else 0
     wanted = state.replicas if state else 0
-    run.confirm_readiness = True
     roll_back(
         run,
         DEADLINE_REASON,

@@ -9,6 +9,7 @@ live in `canary.py` and `bluegreen.py`; what they share, in `common.py`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 
 from modelrollout.api.durations import format_duration, parse_duration
@@ -25,13 +26,13 @@ from modelrollout.api.models import (
 )
 from modelrollout.api.validation import InvalidSpec
 from modelrollout.engine.bluegreen import run_blue_green
-from modelrollout.engine.canary import resume, run_canary
+from modelrollout.engine.canary import candidate_replicas, resume, route_at, run_canary
 from modelrollout.engine.common import (
     BG_SWITCHED,
     DEADLINE_REASON,
-    IDLE_RESYNC_SECONDS,
     PAUSE_INCONCLUSIVE,
     PAUSE_USER,
+    PROMOTING,
     Pass,
     clear_candidate,
     next_due_in,
@@ -44,18 +45,21 @@ from modelrollout.engine.common import (
     timestamp,
     uses_router,
 )
-from modelrollout.engine.monitoring import drift_condition, monitor
+from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.types import (
     Action,
     Command,
     CommandAction,
+    Deadlines,
     Decision,
     DeleteDeployment,
+    DeploymentState,
     EnsureDeployment,
     EnsureService,
     EventRecord,
     FireHook,
     MeasurementRequest,
+    Needs,
     Observations,
     RolloutRef,
     ScaleDeployment,
@@ -70,7 +74,16 @@ from modelrollout.kube.names import (
     stable_service_name,
 )
 
-__all__ = ["command_of", "decide", "parse_time", "plan_measurements", "replica_split", "revision_of", "timestamp"]
+__all__ = [
+    "command_of",
+    "decide",
+    "needs",
+    "parse_time",
+    "plan_measurements",
+    "replica_split",
+    "revision_of",
+    "timestamp",
+]
 
 
 def template_values(
@@ -96,12 +109,59 @@ def _running(analysis: AnalysisStatus | None) -> bool:
     return analysis is not None and analysis.phase == Verdict.RUNNING
 
 
+def needs(
+    ref: RolloutRef, status: ModelRolloutStatus, now: datetime, deployments: Mapping[str, DeploymentState]
+) -> Needs:
+    """What the observer must gather for this pass's one `decide`, given the watch-fed Deployments."""
+    try:
+        spec = ref.spec_model()
+    except InvalidSpec:
+        return Needs()
+    return Needs(
+        measurements=_due_measurements(ref, spec, status, now),
+        fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
+        route=spec.strategy.blue_green is None and uses_router(spec),
+    )
+
+
 def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime) -> list[MeasurementRequest]:
-    """The queries that fall due in this pass, for the handler to run before `decide`."""
+    """The queries that fall due in this pass, for the observer to run before `decide`."""
     try:
         spec = ref.spec_model()
     except InvalidSpec:
         return []
+    return _due_measurements(ref, spec, status, now)
+
+
+def _deadline_may_fail(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, deployments: Mapping[str, DeploymentState]
+) -> bool:
+    """Whether this pass may fail a version for pods not ready by the progress deadline.
+
+    Then the Deployments are read afresh: at 10,000 rollouts the watch lagged so that hundreds of
+    candidates were rolled back as 0/1 ready though the API said 1/1. Only then: a read per pass of
+    every rollout in a long pause would be most of the operator's API calls.
+    """
+    revision = revision_of(spec)
+    if status.candidate_revision != revision:
+        return False
+    if status.stable_revision is None:  # the first deployment
+        if status.phase == Phase.FAILED or status.rollout_started_at is None:
+            return False  # already failed: nothing new to confirm
+        started, wanted = status.rollout_started_at, spec.replicas
+    else:
+        if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or status.step_started_at is None:
+            return False
+        started, wanted = status.step_started_at, wanted_candidate_replicas(spec, status)
+    if (now - parse_time(started)).total_seconds() <= spec.progress_deadline_seconds:
+        return False
+    seen = deployments.get(revision)
+    return (seen.ready if seen is not None else 0) < wanted
+
+
+def _due_measurements(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
+) -> list[MeasurementRequest]:
     if status.phase == Phase.SUCCEEDED and spec.monitoring is not None and status.monitoring is not None:
         return _plan_monitoring(ref, spec, status, now)
     if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or status.candidate_revision != revision_of(spec):
@@ -185,10 +245,11 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         spec = ref.spec_model()
     except InvalidSpec as invalid:
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
-    route_error = observed.route.error if observed.route is not None else None
+    route_error = observed.route_refusal or (observed.route.error if observed.route is not None else None)
     if route_error is not None:
         # Without a usable route nothing may move: traffic stays where the route sends it now, and a
-        # first deployment waits for the route the spec names.
+        # first deployment waits for the route the spec names. A route write the router refused is
+        # the same news: retrying it every pass would change nothing.
         return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now)
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
     if working.phase == Phase.FAILED and _condition_reason(working, "Degraded") in (
@@ -200,6 +261,10 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         working.message = "spec and traffic routing are valid again"
         run.event("SpecValid", "the spec and traffic routing are valid again; resuming")
     _apply_command(run)
+    if observed.hook_result is not None:
+        # The outcome of the hook the previous pass fired, whatever the rollout does meanwhile.
+        for reason, message, warning in record_hook_result(working, observed.hook_result):
+            run.event(reason, message, warning=warning)
     # A promote waits in status until a gate can use it: sent while an analysis runs or pods start,
     # it must not be lost.
     if working.promotion_requested is not None:
@@ -221,12 +286,7 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     )
     working.observed_generation = ref.generation
     _set_conditions(run)
-    deadlines = run.requeue + run.routine_requeue
-    requeue = min(deadlines) if deadlines else IDLE_RESYNC_SECONDS
-    urgent = min(run.requeue) if run.requeue else None
-    return Decision(
-        _traffic_actions(run) + compact(run.actions), working, run.events, requeue, urgent, run.confirm_readiness
-    )
+    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
 
 
 def _selector(revision: str | None, rollout: str) -> Selector:
@@ -311,7 +371,7 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: s
         _put_condition(status, kind, value, reason, message, ref.generation, at)
     for condition in status.conditions:
         condition.observed_generation = ref.generation
-    return Decision([], status, events, None)
+    return Decision([], status, events, Deadlines())
 
 
 def _condition_reason(status: ModelRolloutStatus, kind: str) -> str | None:
@@ -394,7 +454,6 @@ def _first_deploy(run: Pass) -> None:
         )
         if status.phase != Phase.FAILED:
             run.event(DEADLINE_REASON, message, warning=True)
-            run.confirm_readiness = True
         status.phase = Phase.FAILED
         status.message = message
     else:
@@ -513,3 +572,12 @@ def command_of(annotation: str | None) -> Command | None:
         return Command(id=str(data["id"]), action=CommandAction(data["action"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def wanted_candidate_replicas(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:
+    """How many ready pods the candidate needs where the rollout stands (a canary step may need fewer)."""
+    steps = spec.strategy.steps
+    index = status.current_step_index or 0
+    if spec.strategy.blue_green is not None or status.pause_reason == PROMOTING or index >= len(steps):
+        return spec.replicas
+    return candidate_replicas(spec, route_at(steps, index))
