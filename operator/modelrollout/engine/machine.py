@@ -16,28 +16,29 @@ from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     TEMPLATE_VARIABLES,
     AnalysisStatus,
+    CanaryStage,
     Condition,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    PauseReason,
     Phase,
+    SharedStage,
     Verdict,
     Weights,
     render_template,
 )
 from modelrollout.api.validation import InvalidSpec
-from modelrollout.engine.bluegreen import run_blue_green
-from modelrollout.engine.canary import candidate_replicas, resume, route_at, run_canary
+from modelrollout.engine.bluegreen import SWITCHED, run_blue_green
+from modelrollout.engine.canary import candidate_replicas, route_at, run_canary
 from modelrollout.engine.common import (
-    BG_SWITCHED,
     DEADLINE_REASON,
-    PAUSE_INCONCLUSIVE,
-    PAUSE_USER,
-    PROMOTING,
     Pass,
+    analysis_is_current,
     clear_candidate,
     next_due_in,
     parse_time,
     replica_split,
+    resume,
     revision_of,
     roll_back,
     stable_message,
@@ -46,6 +47,7 @@ from modelrollout.engine.common import (
     uses_router,
 )
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
+from modelrollout.engine.stages import IN_FLIGHT, Trigger, hold_of, move, pause_reason_of, phase_of, read_older
 from modelrollout.engine.types import (
     Action,
     Command,
@@ -117,6 +119,9 @@ def needs(
         spec = ref.spec_model()
     except InvalidSpec:
         return Needs()
+    if status.stage is None:  # written by an older operator: read as `decide` will
+        status = status.model_copy(deep=True)
+        read_older(status, spec)
     return Needs(
         measurements=_due_measurements(ref, spec, status, now),
         fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
@@ -176,8 +181,8 @@ def _due_measurements(
             if metric.background and next_due_in(result, background.started_at, interval, now, False) <= 0:
                 requests.append(_request("background", metric.name, spec, values))
     step = status.step_analysis
-    gate = step_analysis_spec(spec, status.current_step_index)
-    if step is not None and _running(step) and gate is not None and step.step_index == status.current_step_index:
+    gate = step_analysis_spec(spec, status)
+    if step is not None and _running(step) and gate is not None and analysis_is_current(step, status):
         interval = parse_duration(gate.interval)
         for name in gate.metrics:
             result = step.result(name)
@@ -244,7 +249,9 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     try:
         spec = ref.spec_model()
     except InvalidSpec as invalid:
+        read_older(working, None)
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
+    read_older(working, spec)
     route_error = observed.route_refusal or (observed.route.error if observed.route is not None else None)
     if route_error is not None:
         # Without a usable route nothing may move: traffic stays where the route sends it now, and a
@@ -252,12 +259,9 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         # the same news: retrying it every pass would change nothing.
         return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now)
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
-    if working.phase == Phase.FAILED and _condition_reason(working, "Degraded") in (
-        "InvalidSpec",
-        "TrafficRoutingInvalid",
-    ):
-        # The spec (or the route) was fixed: carry on from the progress the status still holds.
-        working.phase = Phase.PROGRESSING if working.candidate_revision else Phase.PENDING
+    if working.stage == SharedStage.INVALID:
+        # The spec (or the route) was fixed: carry on from the stage it interrupted.
+        run.enter(Trigger.VALID_AGAIN, working.interrupted_stage or SharedStage.PENDING)
         working.message = "spec and traffic routing are valid again"
         run.event("SpecValid", "the spec and traffic routing are valid again; resuming")
     _apply_command(run)
@@ -280,11 +284,12 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         run_blue_green(run)
     else:
         run_canary(run)
-    in_flight = working.candidate_revision is not None and working.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    in_flight = run.stage in IN_FLIGHT
     working.promotion_requested = (
         ("full" if run.promote_full else "step") if run.promote_requested and in_flight else None
     )
     working.observed_generation = ref.generation
+    assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)
     return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
 
@@ -309,7 +314,7 @@ def desired_services(run: Pass) -> dict[str, Selector]:
         return {service_name(name): _selector(None, name)}
     in_flight = status.candidate_revision is not None and status.phase in (Phase.PROGRESSING, Phase.PAUSED)
     active = status.stable_revision
-    if blue_green and in_flight and status.current_step_index == BG_SWITCHED:
+    if blue_green and in_flight and status.stage in SWITCHED:
         active = status.candidate_revision
     candidate = status.candidate_revision if in_flight else active
     return {
@@ -357,7 +362,7 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: s
     events = []
     if status.phase != Phase.FAILED or status.message != message:
         events.append(EventRecord("Warning", reason, message))
-    status.phase = Phase.FAILED
+    move(status, Trigger.INVALID, SharedStage.INVALID)
     status.message = message
     status.observed_generation = ref.generation
     at = timestamp(now)
@@ -388,7 +393,7 @@ def _apply_command(run: Pass) -> None:
     if command is None or command.id == status.last_command_id:
         return
     status.last_command_id = command.id
-    in_flight = status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.candidate_revision is not None
+    in_flight = run.stage in IN_FLIGHT
     action = command.action
     if action in (CommandAction.PROMOTE, CommandAction.PROMOTE_FULL) and in_flight:
         run.promote_requested = True
@@ -396,24 +401,15 @@ def _apply_command(run: Pass) -> None:
         run.event("PromoteRequested", "promotion requested" + (" (full)" if run.promote_full else ""))
     elif action == CommandAction.ABORT and in_flight:
         roll_back(run, "Aborted", "aborted by a person")
-    elif action == CommandAction.RETRY and status.phase == Phase.ROLLED_BACK:
+    elif action == CommandAction.RETRY and run.stage == SharedStage.ROLLED_BACK:
         status.rolled_back_revision = None
         status.candidate_revision = None
         run.event("RetryRequested", "retrying the rolled-back version")
     elif action == CommandAction.PAUSE and in_flight:
-        status.pause_reason = PAUSE_USER
-        status.phase = Phase.PAUSED
+        run.enter(Trigger.HOLD, run.stage, hold=PauseReason.USER)
         status.message = "paused by a person; `resume` or `promote` to continue"
         run.event("Paused", status.message)
-    elif (
-        action == CommandAction.RESUME
-        and status.phase == Phase.PAUSED
-        and status.pause_reason
-        in (
-            PAUSE_USER,
-            PAUSE_INCONCLUSIVE,
-        )
-    ):
+    elif action == CommandAction.RESUME and in_flight and hold_of(status) is not None:
         resume(run)
     else:
         run.event(
@@ -434,6 +430,8 @@ def _first_deploy(run: Pass) -> None:
         status.candidate_revision = run.revision
         status.candidate_version = spec.model.version
         run.event("Deploying", f"deploying {spec.model.version} as the first stable version")
+        if run.stage != SharedStage.DEPLOYING:
+            run.enter(Trigger.DEPLOY_FIRST, SharedStage.DEPLOYING)
     ready = run.ready(run.revision)
     if ready >= spec.replicas:
         status.stable_revision = run.revision
@@ -441,7 +439,7 @@ def _first_deploy(run: Pass) -> None:
         status.candidate_revision = None
         status.candidate_version = None
         status.rollout_started_at = None
-        status.phase = Phase.SUCCEEDED
+        run.enter(Trigger.DEPLOYED, SharedStage.STABLE)
         status.weights = Weights(stable=100, candidate=0)
         status.message = f"{spec.model.version} is stable with {ready} ready replica(s)"
         run.event("Deployed", status.message)
@@ -452,12 +450,11 @@ def _first_deploy(run: Pass) -> None:
             f"{spec.model.version}: {ready}/{spec.replicas} replicas ready after {format_duration(waited)} "
             f"(progressDeadlineSeconds {spec.progress_deadline_seconds})"
         )
-        if status.phase != Phase.FAILED:
+        if run.stage != SharedStage.DEPLOY_FAILED:
             run.event(DEADLINE_REASON, message, warning=True)
-        status.phase = Phase.FAILED
+            run.enter(Trigger.DEADLINE_MISSED, SharedStage.DEPLOY_FAILED)
         status.message = message
     else:
-        status.phase = Phase.PROGRESSING
         status.message = f"waiting for {spec.model.version}: {ready}/{spec.replicas} replicas ready"
         # Readiness changes wake the loop; the timer is for the deadline.
         run.again_in(spec.progress_deadline_seconds - waited + 0.01)
@@ -478,7 +475,8 @@ def _settle_on_stable(run: Pass) -> None:
     run.actions.append(EnsureDeployment(run.revision, spec.replicas))
     ready = run.ready(run.revision)
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.SUCCEEDED
+    if run.stage != SharedStage.STABLE:
+        run.enter(Trigger.WITHDRAWN, SharedStage.STABLE)
     # The message follows readiness: a readiness change wakes the loop.
     status.message = stable_message(status.stable_version, ready, spec.replicas)
     monitor(run)
@@ -491,7 +489,7 @@ def _hold_rolled_back(run: Pass) -> None:
     if status.candidate_revision is not None:
         run.actions.append(ScaleDeployment(status.candidate_revision, 0))
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.ROLLED_BACK
+    assert run.stage == SharedStage.ROLLED_BACK, run.stage  # only a rollback names a rolled-back revision
 
 
 # --- conditions ------------------------------------------------------------------------------------
@@ -578,6 +576,14 @@ def wanted_candidate_replicas(spec: ModelRolloutSpec, status: ModelRolloutStatus
     """How many ready pods the candidate needs where the rollout stands (a canary step may need fewer)."""
     steps = spec.strategy.steps
     index = status.current_step_index or 0
-    if spec.strategy.blue_green is not None or status.pause_reason == PROMOTING or index >= len(steps):
+    if spec.strategy.blue_green is not None or status.stage == CanaryStage.PROMOTING or index >= len(steps):
         return spec.replicas
     return candidate_replicas(spec, route_at(steps, index))
+
+
+def phase_matches_stage(status: ModelRolloutStatus) -> bool:
+    """Whether status's phase and pauseReason are what its stage says (every decision's are)."""
+    stage = status.stage if status.stage is not None else SharedStage.PENDING
+    return status.pause_reason == pause_reason_of(stage, status.pause_reason) and status.phase == phase_of(
+        stage, status.pause_reason
+    )
