@@ -210,3 +210,25 @@ def test_older_settled_and_first_deployment_statuses() -> None:
     assert first.status.stage == SharedStage.DEPLOY_FAILED
     first.unready.clear()
     first.run(Phase.SUCCEEDED)
+
+
+def test_an_older_switched_blue_green_read_while_its_spec_is_invalid_goes_on_switched_once_fixed() -> None:
+    world = blue_green_world()
+    for _ in range(100):
+        world.step(1)
+        if world.status.stage == BlueGreenStage.SCALE_DOWN_DELAY:
+            break
+    assert world.status.stage == BlueGreenStage.SCALE_DOWN_DELAY
+    older = as_written_before_stages(world.status)
+    assert older["currentStepIndex"] == 3
+    good = world.spec
+    read_back(world, older)
+    world.change_spec(replicas=0)
+    world.step(1)
+    assert (world.status.stage, world.status.phase) == (SharedStage.INVALID, Phase.FAILED)
+    world.spec = good
+    world.step(1)
+    assert world.status.stage == BlueGreenStage.SCALE_DOWN_DELAY, "the Services stay on the new version"
+    assert world.status.current_step_index is None
+    world.run(Phase.SUCCEEDED)
+    assert world.status.stable_version == "2.0.0"

@@ -1,8 +1,9 @@
 """The rollout state machine: decide(rollout, status, observations, now) -> actions and new status.
 
 No I/O and no clock: everything the next pass needs is in the status it returns, so a restarted
-operator given the same status and observations makes the same decision. The handler calls
-`plan_measurements` first, queries the metric backends, and passes the results in. The strategies
+operator given the same status and observations makes the same decision. The observer calls
+`needs` first (due measurements, fresh Deployments, the route), gathers them, and calls `decide`
+once. The strategies
 live in `canary.py` and `bluegreen.py`; what they share, in `common.py`.
 """
 
@@ -47,7 +48,16 @@ from modelrollout.engine.common import (
     uses_router,
 )
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
-from modelrollout.engine.stages import IN_FLIGHT, Trigger, hold_of, move, pause_reason_of, phase_of, read_older
+from modelrollout.engine.stages import (
+    IN_FLIGHT,
+    Trigger,
+    hold_of,
+    move,
+    pause_reason_of,
+    phase_of,
+    position_after_invalid,
+    read_older,
+)
 from modelrollout.engine.types import (
     Action,
     Command,
@@ -261,7 +271,8 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
     if working.stage == SharedStage.INVALID:
         # The spec (or the route) was fixed: carry on from the stage it interrupted.
-        run.enter(Trigger.VALID_AGAIN, working.interrupted_stage or SharedStage.PENDING)
+        back_to = working.interrupted_stage or position_after_invalid(working, spec)
+        run.enter(Trigger.VALID_AGAIN, back_to)
         working.message = "spec and traffic routing are valid again"
         run.event("SpecValid", "the spec and traffic routing are valid again; resuming")
     _apply_command(run)

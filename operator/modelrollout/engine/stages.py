@@ -207,10 +207,13 @@ def read_older(status: ModelRolloutStatus, spec: ModelRolloutSpec | None) -> Non
     if status.stage is not None:
         return
     stage = stage_of(status, spec)
+    if spec is None:
+        # The spec is invalid now: without it a candidate's position cannot be told (blue-green's
+        # step index reads as a canary's). The fixed spec tells it (`position_after_invalid`).
+        status.stage = Shared.INVALID if stage in (*IN_FLIGHT, Shared.INVALID) else stage
+        return
     if stage == Shared.INVALID:
-        status.interrupted_stage = stage_of(
-            status.model_copy(update={"phase": Phase.PROGRESSING, "conditions": []}), spec
-        )
+        status.interrupted_stage = position_after_invalid(status, spec)
     blue_green = spec is not None and spec.strategy.blue_green is not None
     if blue_green:
         analysis = status.step_analysis
@@ -220,3 +223,13 @@ def read_older(status: ModelRolloutStatus, spec: ModelRolloutSpec | None) -> Non
             analysis.step_index = None
         status.current_step_index = None
     status.stage = stage
+
+
+def position_after_invalid(status: ModelRolloutStatus, spec: ModelRolloutSpec) -> Stage:
+    """Where an older status that was read while its spec was invalid stood (it kept only the
+    progress; the stage it was interrupted at was never written)."""
+    probe = status.model_copy(update={"stage": None, "phase": Phase.PROGRESSING, "conditions": []}, deep=True)
+    read_older(probe, spec)
+    status.current_step_index, status.step_analysis = probe.current_step_index, probe.step_analysis
+    assert probe.stage is not None and probe.stage != Shared.INVALID
+    return probe.stage
