@@ -21,12 +21,12 @@ from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import timestamp
-from modelrollout.engine.machine import command_of, decide, plan_measurements
-from modelrollout.engine.monitoring import record_hook_result
+from modelrollout.engine.machine import command_of, decide, needs
 from modelrollout.engine.types import (
+    Deadlines,
     Decision,
     DeploymentState,
-    EventRecord,
+    HookResult,
     MeasurementRequest,
     Observations,
     RolloutRef,
@@ -51,14 +51,24 @@ from modelrollout.kube.manifests import Owner
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
-from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
+from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
 from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
 from modelrollout.runtime.wakeups import WakeUps
 from modelrollout.vocabulary.names import COMMAND_ANNOTATION, ROLLOUT_LABEL, stable_service_name
-from modelrollout.vocabulary.routes import RouteState, RouteView
+from modelrollout.vocabulary.routes import RouteState
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeftForNextPass:
+    """What a pass's actions gave that only the next pass decides on, which follows at once. Kept in
+    memory for that one pass: lost on a restart, the route write is refused again, and the hook (its
+    attempt counted in status) is fired again at its next attempt."""
+
+    hook_result: HookResult | None = None
+    route_refusal: str | None = None
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0
+    left_for_next_pass: dict[Key, LeftForNextPass] = field(default_factory=dict)
 
     def backend_with(self, credentials: Credentials) -> MetricBackend:
         """A backend that sends these credentials (one per set of credentials, kept for reuse)."""
@@ -258,27 +269,29 @@ async def reconcile(
         spec: ModelRolloutSpec | None = ref.spec_model()
     except InvalidSpec:
         spec = None
+    # Observe what the engine says it needs, then decide once.
+    wanted = needs(ref, status, now, deployments)
     auth = spec.analysis.prometheus.auth if spec is not None else None
-    measurements = await measure(runtime, ref.namespace, plan_measurements(ref, status, now), auth)
-    uses_gateway = spec is not None and spec.traffic_routing is not None and spec.traffic_routing.gateway_api
-    features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
-    target = route_target(spec, ref.name, ref.namespace, features) if spec is not None else None
+    measurements = await measure(runtime, ref.namespace, wanted.measurements, auth)
+    if wanted.fresh_deployments:
+        deployments = await read_deployments(runtime.api, ref.namespace, ref.name)
+    target = None
+    if spec is not None and wanted.route:
+        uses_gateway = spec.traffic_routing is not None and spec.traffic_routing.gateway_api
+        features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
+        target = route_target(spec, ref.name, ref.namespace, features)
     route = await observe_route(runtime.api, target) if target is not None else None
+    left = runtime.left_for_next_pass.pop(key, LeftForNextPass())
     observations = Observations(
         deployments=deployments,
         services=services,
         route=route,
         measurements=measurements,
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
+        hook_result=left.hook_result,
+        route_refusal=left.route_refusal,
     )
     decision = decide(ref, status, observations, now)
-    if decision.confirm_readiness:
-        # Seen at 10,000 rollouts before this read: hundreds of candidates rolled back as 0/1
-        # ready though the API said 1/1.
-        fresh = await read_deployments(runtime.api, ref.namespace, ref.name)
-        if fresh != deployments:
-            observations = replace(observations, deployments=fresh)
-            decision = decide(ref, status, observations, now)
     if decision.actions:
         assert spec is not None  # decide() returns no actions for an invalid spec
         owner = Owner(ref.name, ref.namespace, metadata["uid"])
@@ -288,14 +301,16 @@ async def reconcile(
             )
         except RouteWriteError as refused:
             # The route changed shape so that the router may not edit it (e.g. an Istio route that
-            # already mirrors elsewhere): decide again knowing that, which freezes the rollout with the
-            # router's message instead of retrying the same write for ever.
-            observations = replace(observations, route=RouteView(error=str(refused)))
-            decision = decide(ref, status, observations, now)
-            hook_results = []
-        for result in hook_results:
-            for reason, message, warning in record_hook_result(decision.status, result):
-                decision.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
+            # already mirrors elsewhere). This pass's status spoke of a route that is not in force:
+            # it is not recorded, and the next pass, at once, decides from the same status knowing
+            # the refusal (which freezes the rollout with the router's message).
+            runtime.left_for_next_pass[key] = LeftForNextPass(route_refusal=str(refused))
+            unrecorded = replace(decision, status=status, events=[], deadlines=Deadlines.at_once())
+            return PassResult(unrecorded, None, now, held=held)
+        if hook_results:
+            # One FireHook per pass at most: its outcome is the next pass's observation, decided at once.
+            runtime.left_for_next_pass[key] = LeftForNextPass(hook_result=hook_results[-1])
+            decision = replace(decision, deadlines=Deadlines.at_once())
     recorded = await record(runtime, body, stored, decision, held)
     runtime.statuses.remember(key, decision.status)
     return PassResult(decision, recorded.written, now, recorded.events_posted, recorded.held)

@@ -45,6 +45,8 @@ def render(rollout: dict[str, Any]) -> Group:
     header.add_column()
     header.add_row("Name", f"{metadata.get('namespace')}/{metadata.get('name')}")
     header.add_row("Phase", Text(status.phase.value, style=PHASE_STYLE[status.phase]))
+    if status.stage is not None:  # a status written before stages has none
+        header.add_row("Stage", status.stage.value)
     header.add_row("Message", status.message or "-")
     header.add_row("Stable", status.stable_version or "-")
     header.add_row("Candidate", status.candidate_version or "-")
@@ -120,11 +122,14 @@ def summary_line(rollout: dict[str, Any]) -> str:
         fields.append("headerRoute=on")
     if status.pause_reason:
         fields.append(f"paused={status.pause_reason}")
+    if status.stage is not None:
+        fields.append(f"stage={status.stage.value}")
     return " ".join(fields) + (f"  {status.message}" if status.message else "")
 
 
 def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
-    title = "Background analysis" if analysis.kind == "background" else f"Analysis of step {analysis.step_index}"
+    gated = f"stage {analysis.stage.value}" if analysis.stage is not None else f"step {analysis.step_index}"
+    title = "Background analysis" if analysis.kind == "background" else f"Analysis of {gated}"
     phase = "stopped" if ended and analysis.phase is Verdict.RUNNING else analysis.phase.value
     table = Table(title=f"{title}: {phase}", title_justify="left")
     for column in ("Metric", "Verdict", "Last value", "Ok/Total", "Why"):

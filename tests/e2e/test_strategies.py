@@ -390,7 +390,8 @@ def blue_green_promote(made: Story) -> None:
 
     preview = made.wait_status(
         "the preview at full size, before the switch",
-        lambda s: s.get("currentStepIndex", 0) >= 1 and not s.get("switchedAt"),
+        lambda s: s.get("stage") in ("PrePromotionAnalysis", "ReadyToSwitch", "AwaitingSwitch")
+        and not s.get("switchedAt"),
     )
     assert made.cluster.replicas_by_version() == {"1.0.0": REPLICAS, "2.0.0": REPLICAS}, preview
     assert made.served("2.0.0", made.stable_service) == 0, "green answered users before the switch"

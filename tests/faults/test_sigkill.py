@@ -45,9 +45,11 @@ def _status(cluster: Cluster, name: str) -> dict[str, Any]:
     return cluster.status(name)
 
 
-def _step_count(status: dict[str, Any], index: int) -> int | None:
+def _step_count(status: dict[str, Any], index: int | str) -> int | None:
+    """The first metric's count of the analysis of a canary step (its index) or blue-green stage (its name)."""
     analysis = status.get("stepAnalysis") or {}
-    if analysis.get("stepIndex") != index or not analysis.get("metrics"):
+    at = analysis.get("stepIndex") if isinstance(index, int) else analysis.get("stage")
+    if at != index or not analysis.get("metrics"):
         return None
     return int(analysis["metrics"][0].get("count", 0))
 
@@ -148,7 +150,7 @@ def test_canary_survives_sigkill(
         if kill_at == "in-promotion":
             deployment_controller.held.add(NEW)  # the candidate's new pods take their time
             assert cli(["promote", name, *kube]) == 0
-            wait_until("the promotion", lambda: _status(cluster, name).get("pauseReason") == "Promoting")
+            wait_until("the promotion", lambda: _status(cluster, name).get("stage") == "Promoting")
             _wait_event(cluster, name, "Promoting")
     else:
         wait_until("the rollback", lambda: _status(cluster, name).get("phase") == "RolledBack")
@@ -166,7 +168,7 @@ def test_canary_survives_sigkill(
         assert cli(["promote", name, *kube]) == 0
     elif kill_at == "in-promotion":
         _wait_restarted(operator)
-        assert _status(cluster, name).get("pauseReason") == "Promoting"
+        assert _status(cluster, name).get("stage") == "Promoting"
         deployment_controller.held.clear()
     elif kill_at == "after-rollback":
         _wait_restarted(operator)
@@ -236,7 +238,10 @@ def test_blue_green_survives_sigkill(
     )
     _start_rollouts(cluster, shared_exporter, prometheus_session, name, spec, bystander, GOOD)
     if kill_at == "in-preview-analysis":
-        wait_until("the first pre-promotion measurement", lambda: _step_count(_status(cluster, name), 1) == 1)
+        wait_until(
+            "the first pre-promotion measurement",
+            lambda: _step_count(_status(cluster, name), "PrePromotionAnalysis") == 1,
+        )
         _wait_event(cluster, name, "AnalysisStarted")
         assert replicas_by_version(cluster, name) == {OLD: 4, NEW: 4}
         assert _status(cluster, name)["weights"]["candidate"] == 0
@@ -259,7 +264,7 @@ def test_blue_green_survives_sigkill(
     assert (seen["AnalysisStarted"], seen["AnalysisSucceeded"]) == (2, 2)
     assert recorder.replicas_of(name, NEW) == [4]
     assert recorder.replicas_of(name, OLD) == [4, -1]  # never scaled down before it was deleted
-    taken = [c for c in (_step_count(s, 1) for s in recorder.statuses_of(name)) if c is not None]
+    taken = [c for c in (_step_count(s, "PrePromotionAnalysis") for s in recorder.statuses_of(name)) if c is not None]
     assert taken and monotonic(taken) and max(taken) <= 3, f"pre-promotion counts seen: {taken}"
     succeeded = messages(cluster, name, "AnalysisSucceeded")
     assert succeeded == [

@@ -36,15 +36,12 @@ def test_get_shows_every_printer_column(kubectl: Kubectl, admin: kubernetes.clie
     lines = kubectl.ok("get", "mro", "-n", namespace).splitlines()
     assert lines[0].split() == ["NAME", *(c["name"].upper() for c in PRINTER_COLUMNS if not c.get("priority"))]
     assert lines[1].split()[:5] == ["fraud-scorer", "Progressing", "1.0.0", "1.1.0", "10"]
-    # A live shadow shows at weight 0, and -o wide adds the step and the candidate's revision.
-    write_status(
-        admin,
-        namespace,
-        {**STATUS, "weights": {"candidate": 0, "mirror": 20}, "currentStepIndex": 1, "candidateRevision": "abc123"},
-    )
+    # A live shadow shows at weight 0, and -o wide adds the step, the stage and the candidate's revision.
+    wide_status = {"weights": {"candidate": 0, "mirror": 20}, "currentStepIndex": 1, "candidateRevision": "abc123"}
+    write_status(admin, namespace, {**STATUS, **wide_status, "stage": "Stepping"})
     wide = kubectl.ok("get", "mro", "-n", namespace, "-o", "wide").splitlines()
-    assert wide[0].split()[-3:] == ["AGE", "STEP", "REVISION"], wide[0]
-    assert wide[1].split()[4:6] == ["0", "20"] and wide[1].split()[-2:] == ["1", "abc123"], wide[1]
+    assert wide[0].split()[-4:] == ["AGE", "STEP", "STAGE", "REVISION"], wide[0]
+    assert wide[1].split()[4:6] == ["0", "20"] and wide[1].split()[-3:] == ["1", "Stepping", "abc123"], wide[1]
     # The singular and the plural name one object (a category named `modelrollout` once broke this).
     for resource in ("modelrollout", "modelrollouts", "mro", f"modelrollouts.{GROUP}"):
         assert kubectl.ok("get", resource, "fraud-scorer", "-n", namespace, "-o", "name") == (

@@ -85,10 +85,11 @@ def test_names_columns_and_status_subresource() -> None:
         "Mirror": ".status.weights.mirror",
         "Age": ".metadata.creationTimestamp",
         "Step": ".status.currentStepIndex",
+        "Stage": ".status.stage",
         "Revision": ".status.candidateRevision",
     }
     wide = [column["name"] for column in version["additionalPrinterColumns"] if column.get("priority")]
-    assert wide == ["Step", "Revision"]
+    assert wide == ["Step", "Stage", "Revision"]
 
 
 # Every number of the spec and its bound: (minimum, maximum, exclusive minimum). None: no bound,

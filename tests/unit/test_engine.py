@@ -73,15 +73,16 @@ def test_first_version_waits_for_pods_then_reports_the_deadline_and_recovers() -
     revision = next(iter(world.deployments))
     world.unready = {revision}
     world.deployments.clear()
-    waiting = world.step(1)
+    world.step(1)
     assert world.status.phase == Phase.PROGRESSING
     assert "0/4 replicas ready" in world.status.message
-    assert not waiting.confirm_readiness
-    failing = world.step(61)
+    assert not world.needed[-1].fresh_deployments
+    world.step(61)
     assert world.status.phase == Phase.FAILED
     assert "progressDeadlineSeconds 60" in world.status.message
-    assert failing.confirm_readiness, "the operator reads the Deployments afresh before it reports the failure"
-    assert not world.step(1).confirm_readiness, "once failed, nothing new to confirm"
+    assert world.needed[-1].fresh_deployments, "the operator reads the Deployments afresh before it decides the failure"
+    world.step(1)
+    assert not world.needed[-1].fresh_deployments, "once failed, nothing new to confirm"
     world.unready.clear()
     world.step(1)
     world.step(1)
@@ -231,12 +232,14 @@ def test_candidate_not_ready_within_the_deadline_is_rolled_back() -> None:
     world.step(1)
     assert world.status.candidate_revision is not None
     world.unready.add(world.status.candidate_revision)
-    decisions = [world.step(5)]
-    while world.status.phase != Phase.ROLLED_BACK and len(decisions) < 50:
-        decisions.append(world.step(5))
+    first = len(world.needed)
+    world.step(5)
+    while world.status.phase != Phase.ROLLED_BACK and len(world.needed) - first < 50:
+        world.step(5)
     assert world.status.phase == Phase.ROLLED_BACK
     # Only the pass that rolls back asks for a fresh read of the Deployments first.
-    assert [decision.confirm_readiness for decision in decisions] == [False] * (len(decisions) - 1) + [True]
+    fresh = [wanted.fresh_deployments for wanted in world.needed[first:]]
+    assert fresh == [False] * (len(fresh) - 1) + [True]
     assert "ProgressDeadlineExceeded" in world.reasons()
     assert "0/1 replicas ready" in world.status.message
     assert world.replicas("1.0.0") == 4
@@ -249,14 +252,14 @@ def test_a_candidate_waiting_for_its_pods_is_looked_at_again_only_at_the_deadlin
     world.spec.pop("analysis")  # no measurements: nothing else asks for a timer
     world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
     created = world.step(1)
-    assert created.requeue_after is not None and 599 < created.requeue_after <= 600.01
+    assert created.deadlines.next is not None and 599 < created.deadlines.next <= 600.01
     assert world.status.candidate_revision is not None
     world.unready.add(world.status.candidate_revision)
     world.step(1)  # the step that scales the candidate: its pods stop being ready
     waiting = world.step(1)  # one second into the pause, whose deadline counts from its start
     assert world.status.phase == Phase.PROGRESSING
-    assert waiting.requeue_after is not None and 598 < waiting.requeue_after <= 599.01
-    world.step(waiting.requeue_after)
+    assert waiting.deadlines.next is not None and 598 < waiting.deadlines.next <= 599.01
+    world.step(waiting.deadlines.next)
     assert world.status.phase == Phase.ROLLED_BACK
     assert "ProgressDeadlineExceeded" in world.reasons()
 
@@ -268,8 +271,8 @@ def test_a_first_version_waiting_for_its_pods_is_looked_at_again_only_at_the_dea
     world.deployments.clear()  # created again by the next pass, now with pods that are not ready
     waiting = world.step(20)
     assert world.status.phase == Phase.PROGRESSING
-    assert waiting.requeue_after is not None and 99 < waiting.requeue_after <= 100.01
-    world.step(waiting.requeue_after)
+    assert waiting.deadlines.next is not None and 99 < waiting.deadlines.next <= 100.01
+    world.step(waiting.deadlines.next)
     assert world.status.phase == Phase.FAILED
 
 
@@ -634,11 +637,11 @@ def test_only_background_measurements_are_routine_deadlines() -> None:
     pausing = world.step(1)
     assert world.status.current_step_index == 1
     # The background analysis (every 10s) falls due first; the pause ends in 30s.
-    assert pausing.requeue_after == pytest.approx(10.0)
-    assert pausing.urgent_after == pytest.approx(30.0)
-    measuring = world.step(pausing.requeue_after)
-    assert measuring.requeue_after == pytest.approx(10.0)
-    assert measuring.urgent_after == pytest.approx(20.0)
+    assert pausing.deadlines.next == pytest.approx(10.0)
+    assert pausing.deadlines.urgent == pytest.approx(30.0)
+    measuring = world.step(pausing.deadlines.next)
+    assert measuring.deadlines.next == pytest.approx(10.0)
+    assert measuring.deadlines.urgent == pytest.approx(20.0)
     world.run(Phase.SUCCEEDED)
     # A promoted rollout has nothing urgent left.
-    assert world.decisions[-1].urgent_after is None
+    assert world.decisions[-1].deadlines.urgent is None

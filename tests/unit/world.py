@@ -13,7 +13,7 @@ from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutStatus, Phase
-from modelrollout.engine.machine import decide, plan_measurements
+from modelrollout.engine.machine import decide, needs
 from modelrollout.engine.types import (
     Command,
     CommandAction,
@@ -23,6 +23,8 @@ from modelrollout.engine.types import (
     EnsureDeployment,
     EnsureService,
     EventRecord,
+    HookResult,
+    Needs,
     Observations,
     RolloutRef,
     ScaleDeployment,
@@ -74,6 +76,10 @@ class World:
     pending_command: Command | None = None
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     command_counter: int = 0
+    needed: list[Needs] = field(default_factory=list)  # what each pass asked to be observed
+    # Observations a pass's actions gave, for the next pass (as the reconciler carries them).
+    hook_result: HookResult | None = None
+    route_refusal: str | None = None
 
     def ref(self) -> RolloutRef:
         return RolloutRef("fraud-scorer", "ml", self.generation, copy.deepcopy(self.spec), dict(self.templates))
@@ -88,7 +94,9 @@ class World:
 
     def observations(self) -> Observations:
         measurements = {}
-        for request in plan_measurements(self.ref(), self.status, self.now):
+        wanted = needs(self.ref(), self.status, self.now, self.deployments)
+        self.needed.append(wanted)
+        for request in wanted.measurements:
             self.queries.extend(request.queries.values())
             outcome = self.metric_values.get(request.metric, Observation(value=0.0))
             measurements[(request.kind, request.metric)] = outcome
@@ -98,11 +106,14 @@ class World:
             route=RouteView(state=self.route) if self.route is not None else None,
             measurements=measurements,
             command=self.pending_command,
+            hook_result=self.hook_result,
+            route_refusal=self.route_refusal,
         )
 
     def step(self, seconds: float = 0.0) -> Decision:
         self.now += timedelta(seconds=seconds)
         decision = decide(self.ref(), self.status, self.observations(), self.now)
+        self.hook_result = self.route_refusal = None  # observed once, by the pass after the actions
         self._apply(decision)
         # What Kubernetes stores is JSON: the next pass reads the status back from the wire.
         self.status = ModelRolloutStatus.model_validate(decision.status.wire())

@@ -57,6 +57,14 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Index of the step being run.",
         "priority": 1,
     },
+    # Blue-green has no step index: its stage (Preview, ScaleDownDelay...) says where it stands.
+    {
+        "name": "Stage",
+        "type": "string",
+        "jsonPath": ".status.stage",
+        "description": "Where the rollout stands (phase and pause reason follow from it).",
+        "priority": 1,
+    },
     {
         "name": "Revision",
         "type": "string",

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.durations import DURATION_HELP, parse_duration
@@ -725,6 +725,58 @@ class Phase(enum.StrEnum):
     FAILED = "Failed"
 
 
+class PauseReason(enum.StrEnum):
+    """Why a rollout waits (its phase is then Paused), and what moves it on."""
+
+    PAUSE_STEP = "PauseStep"  # a pause step without a duration: `promote` ends it
+    MANUAL_STEP = "ManualStep"  # automation: manual, a step is done: `promote` starts the next
+    PROMOTION = "Promotion"  # every step (or the blue-green preview) is done: `promote` to promote
+    INCONCLUSIVE = "Inconclusive"  # an analysis had no data to judge: `promote` goes on, `abort` rolls back
+    USER = "User"  # paused by a person: `resume` or `promote`
+
+
+class SharedStage(enum.StrEnum):
+    """Stages of every rollout, whatever its strategy."""
+
+    PENDING = "Pending"  # nothing decided yet
+    DEPLOYING = "Deploying"  # the first version comes up; there is nothing to compare it with
+    DEPLOY_FAILED = "DeployFailed"  # the first version was not ready by its progress deadline
+    STABLE = "Stable"  # one version serves everything
+    ROLLED_BACK = "RolledBack"  # the candidate was rolled back; stable serves everything
+    INVALID = "Invalid"  # the spec or its traffic route is unusable: nothing moves until fixed
+
+
+class CanaryStage(enum.StrEnum):
+    """Where a canary stands; `currentStepIndex` says which step."""
+
+    STEPPING = "Stepping"  # running the current step: a weight, a timed pause, an analysis
+    PAUSED_AT_STEP = "PausedAtStep"  # a pause step without a duration
+    STEP_DONE_WAITING = "StepDoneWaiting"  # automation: manual: the step is done, `promote` goes on
+    AWAITING_PROMOTION = "AwaitingPromotion"  # every step is done, `promote` makes the candidate stable
+    PROMOTING = "Promoting"  # the candidate scales to full size, then becomes stable
+
+
+class BlueGreenStage(enum.StrEnum):
+    """Where a blue-green rollout stands."""
+
+    PREVIEW = "Preview"  # the new version comes up at full size behind the preview Service
+    PRE_PROMOTION_ANALYSIS = "PrePromotionAnalysis"  # the preview is measured before any switch
+    READY_TO_SWITCH = "ReadyToSwitch"  # waiting autoPromotionSeconds before switching
+    AWAITING_SWITCH = "AwaitingSwitch"  # waiting for `promote` to switch traffic
+    POST_PROMOTION_ANALYSIS = "PostPromotionAnalysis"  # switched; the old version is kept while measured
+    SCALE_DOWN_DELAY = "ScaleDownDelay"  # switched; the old version goes after scaleDownDelaySeconds
+
+
+Stage = SharedStage | CanaryStage | BlueGreenStage
+ALL_STAGES: tuple[Stage, ...] = (*SharedStage, *CanaryStage, *BlueGreenStage)
+STAGES_IN_WORDS = (
+    f"Every strategy: {', '.join(SharedStage)}. Canary: {', '.join(CanaryStage)}. "
+    f"Blue-green: {', '.join(BlueGreenStage)}."
+)
+# One string enum on the wire (a structural CRD schema takes no union of enums).
+WireStage = Annotated[Stage, WithJsonSchema({"type": "string", "enum": [stage.value for stage in ALL_STAGES]})]
+
+
 class Verdict(enum.StrEnum):
     """The verdict on one measurement, and on a metric as a whole."""
 
@@ -782,7 +834,8 @@ class AnalysisStatus(ApiModel):
     """One analysis: the background one, or the one an analysis step runs."""
 
     kind: Literal["background", "step"] = Field(description="background or step.")
-    step_index: int | None = Field(default=None, description="For a step analysis: the step's index.")
+    step_index: int | None = Field(default=None, description="For a canary step's analysis: the step's index.")
+    stage: WireStage | None = Field(default=None, description="For a blue-green gate's analysis: the stage it gates.")
     phase: Verdict = Field(default=Verdict.RUNNING, description="The analysis's verdict so far.")
     started_at: str = Field(description="When it started.")
     metrics: list[MetricResult] = Field(default_factory=list, description="One entry per metric.")
@@ -841,11 +894,19 @@ class ModelRolloutStatus(ApiModel):
     stable_revision: str | None = Field(default=None, description="Hash of the stable model and template.")
     candidate_version: str | None = Field(default=None, description="Model version being delivered.")
     candidate_revision: str | None = Field(default=None, description="Hash of the candidate model and template.")
-    current_step_index: int | None = Field(default=None, description="Index of the step being run.")
+    stage: WireStage | None = Field(
+        default=None, description=f"Where the rollout stands; phase and pauseReason follow from it. {STAGES_IN_WORDS}"
+    )
+    interrupted_stage: WireStage | None = Field(
+        default=None, description="While Invalid: the stage to go on from once the spec and route are valid."
+    )
+    current_step_index: int | None = Field(default=None, description="Canary: index of the step being run.")
     step_started_at: str | None = Field(default=None, description="When the current step started.")
     rollout_started_at: str | None = Field(default=None, description="When delivery of the candidate began.")
-    pause_reason: str | None = Field(
-        default=None, description="Why the rollout waits: PauseStep, ManualStep, Promotion, Inconclusive or User."
+    pause_reason: PauseReason | None = Field(
+        default=None,
+        description="Why the rollout waits: PauseStep, ManualStep and Promotion wait for `promote`; Inconclusive "
+        "(an analysis without data) for `promote` or `abort`; User (paused by a person) for `resume`.",
     )
     weights: Weights = Field(default_factory=Weights, description="Traffic split now in force.")
     background_analysis: AnalysisStatus | None = Field(default=None, description="Analysis run at interval.")
@@ -877,6 +938,16 @@ class ModelRolloutStatus(ApiModel):
 
     def condition(self, kind: str) -> Condition | None:
         return next((condition for condition in self.conditions if condition.type == kind), None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_status(cls, data: Any) -> Any:
+        """Status written before stages existed stored a promotion as `pauseReason: Promoting`; the
+        rest of such a status is given its stage by the engine, which knows the strategy."""
+        if isinstance(data, dict) and data.get("pauseReason") == "Promoting":
+            data = {key: value for key, value in data.items() if key != "pauseReason"}
+            data["stage"] = CanaryStage.PROMOTING.value
+        return data
 
 
 class ModelRollout(ApiModel):

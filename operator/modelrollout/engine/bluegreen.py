@@ -2,51 +2,49 @@
 and the active Service switches to it at once; the old version (blue) stays up for
 scaleDownDelaySeconds so that a failed post-promotion analysis switches back instantly.
 
-The stage lives in status.currentStepIndex (preview, pre-promotion analysis, gate, switched).
+The stage lives in status.stage (Preview, PrePromotionAnalysis, ReadyToSwitch or AwaitingSwitch,
+PostPromotionAnalysis, ScaleDownDelay); the moves between them are in `stages.TRANSITIONS`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from modelrollout.api.models import Automation, Phase, Verdict, Weights
-from modelrollout.engine.canary import ended, resume, start
+from modelrollout.api.models import Automation, BlueGreenStage, CanaryStage, SharedStage, Verdict, Weights
 from modelrollout.engine.common import (
-    BG_GATE,
-    BG_PRE_ANALYSIS,
-    BG_PREVIEW,
-    BG_SWITCHED,
-    PAUSE_INCONCLUSIVE,
-    PAUSE_PROMOTION,
-    PAUSE_USER,
     Pass,
     check_deadline,
     drop_unfinished_step_analysis,
+    ended,
     finish_promotion,
     parse_time,
+    resume,
     run_background_analysis,
     run_gate_analysis,
+    start,
     start_background_analysis,
 )
+from modelrollout.engine.stages import Trigger, hold_of
 from modelrollout.engine.types import EnsureDeployment, ScaleDeployment
 
-STAGES = {
-    BG_PREVIEW: "preview",
-    BG_PRE_ANALYSIS: "pre-promotion analysis",
-    BG_GATE: "promotion",
-    BG_SWITCHED: "switched",
+Stage = BlueGreenStage
+SWITCHED = (Stage.POST_PROMOTION_ANALYSIS, Stage.SCALE_DOWN_DELAY)
+# What the StepCompleted event calls the stage it leaves (the words a person saw before stages).
+DONE_WITH: dict[BlueGreenStage | CanaryStage | SharedStage, str] = {
+    Stage.PREVIEW: "preview",
+    Stage.PRE_PROMOTION_ANALYSIS: "pre-promotion analysis",
+    Stage.READY_TO_SWITCH: "promotion",
+    Stage.AWAITING_SWITCH: "promotion",
 }
 
 
-def _enter(run: Pass, stage: int) -> None:
-    status = run.status
-    if status.current_step_index is not None and status.current_step_index != stage:
-        run.event("StepCompleted", f"blue-green {STAGES[status.current_step_index]} completed")
-    status.current_step_index = stage
-    status.step_started_at = run.at
-    drop_unfinished_step_analysis(status)
-    status.pause_reason = None
-    status.phase = Phase.PROGRESSING
+def _enter(run: Pass, trigger: Trigger, stage: BlueGreenStage) -> None:
+    left = run.stage
+    if left in DONE_WITH:
+        run.event("StepCompleted", f"blue-green {DONE_WITH[left]} completed")
+    run.status.step_started_at = run.at
+    drop_unfinished_step_analysis(run.status)
+    run.enter(trigger, stage)
 
 
 def run_blue_green(run: Pass) -> None:
@@ -58,22 +56,23 @@ def run_blue_green(run: Pass) -> None:
     assert status.candidate_revision is not None and status.stable_revision is not None
     run.actions.append(EnsureDeployment(status.candidate_revision, spec.replicas))
     run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
-    for _ in range(len(STAGES) + 1):
+    for _ in range(len(Stage) + 1):
         if ended(status):
             return
-        stage = status.current_step_index if status.current_step_index is not None else BG_PREVIEW
-        switched = stage == BG_SWITCHED
+        stage = run.stage
+        switched = stage in SWITCHED
         status.weights = Weights(stable=0, candidate=100) if switched else Weights()
         if switched:
             start_background_analysis(run)
         run_background_analysis(run)
         if ended(status):
             return
-        if status.phase == Phase.PAUSED and status.pause_reason in (PAUSE_USER, PAUSE_INCONCLUSIVE):
+        if hold_of(status) is not None:
             if not run.promote_requested:
                 return
             resume(run, fresh_step_analysis=False)
-        if stage == BG_PREVIEW:
+            stage = run.stage
+        if stage == Stage.PREVIEW:
             if run.ready(status.candidate_revision) < spec.replicas:
                 status.message = (
                     f"preview of {status.candidate_version}: {run.ready(status.candidate_revision)}/{spec.replicas} "
@@ -81,24 +80,27 @@ def run_blue_green(run: Pass) -> None:
                 )
                 check_deadline(run)
                 return
-            _enter(run, BG_PRE_ANALYSIS)
-        elif stage == BG_PRE_ANALYSIS:
+            _enter(run, Trigger.PREVIEW_READY, Stage.PRE_PROMOTION_ANALYSIS)
+        elif stage == Stage.PRE_PROMOTION_ANALYSIS:
             gate = blue_green.pre_promotion_analysis
-            if (
-                gate is not None
-                and run_gate_analysis(run, gate, BG_PRE_ANALYSIS, "pre-promotion") != Verdict.SUCCESSFUL
-            ):
+            if gate is not None and run_gate_analysis(run, gate, "pre-promotion") != Verdict.SUCCESSFUL:
                 return
-            _enter(run, BG_GATE)
-        elif stage == BG_GATE:
+            _enter(run, Trigger.PRE_ANALYSIS_PASSED, Stage.READY_TO_SWITCH)
+        elif stage in (Stage.READY_TO_SWITCH, Stage.AWAITING_SWITCH):
             if not _may_switch(run):
                 return
-            _enter(run, BG_SWITCHED)
+            _enter(run, Trigger.SWITCH, Stage.POST_PROMOTION_ANALYSIS)
             status.switched_at = run.at
             status.message = f"switched traffic to {status.candidate_version}; {status.stable_version} kept running"
             run.event("Switched", status.message)
+        elif stage == Stage.POST_PROMOTION_ANALYSIS:
+            gate = blue_green.post_promotion_analysis
+            if gate is not None and run_gate_analysis(run, gate, "post-promotion") != Verdict.SUCCESSFUL:
+                return
+            # The passed analysis stays in status for `kubectl get -o yaml` (see drop_unfinished_step_analysis).
+            run.enter(Trigger.POST_ANALYSIS_PASSED, Stage.SCALE_DOWN_DELAY)
         else:
-            _after_switch(run)
+            _scale_down_after_delay(run)
             return
 
 
@@ -110,9 +112,8 @@ def _may_switch(run: Pass) -> bool:
         run.promote_requested = run.promote_full = False
         return True
     if not blue_green.auto_promotion or spec.automation != Automation.AUTO:
-        if status.pause_reason != PAUSE_PROMOTION:
-            status.pause_reason = PAUSE_PROMOTION
-            status.phase = Phase.PAUSED
+        if run.stage != Stage.AWAITING_SWITCH:
+            run.enter(Trigger.AWAIT_PROMOTION, Stage.AWAITING_SWITCH)
             status.message = f"preview of {status.candidate_version} ready; `promote` to switch traffic to it"
             run.event("WaitingForPromote", status.message)
         return False
@@ -124,15 +125,10 @@ def _may_switch(run: Pass) -> bool:
     return True
 
 
-def _after_switch(run: Pass) -> None:
+def _scale_down_after_delay(run: Pass) -> None:
     status, spec = run.status, run.spec
     blue_green = spec.strategy.blue_green
     assert blue_green is not None and status.switched_at is not None
-    gate = blue_green.post_promotion_analysis
-    if gate is not None:
-        verdict = run_gate_analysis(run, gate, BG_SWITCHED, "post-promotion")
-        if verdict != Verdict.SUCCESSFUL:
-            return
     scale_down_at = parse_time(status.switched_at) + timedelta(seconds=blue_green.scale_down_delay_seconds)
     if run.now < scale_down_at:
         status.message = (

@@ -11,29 +11,25 @@ import math
 from datetime import timedelta
 
 from modelrollout.api.durations import parse_duration
-from modelrollout.api.models import Automation, CanaryStep, ModelRolloutStatus, Phase, Verdict, Weights
+from modelrollout.api.models import Automation, CanaryStage, CanaryStep, ModelRolloutSpec, Verdict, Weights
 from modelrollout.engine.common import (
-    PAUSE_INCONCLUSIVE,
-    PAUSE_MANUAL_STEP,
-    PAUSE_PROMOTION,
-    PAUSE_STEP,
-    PAUSE_USER,
-    PROMOTING,
     Pass,
     check_deadline,
-    clear_candidate,
     drop_unfinished_step_analysis,
+    ended,
     finish_promotion,
-    new_analysis,
     parse_time,
     replica_split,
+    resume,
     run_background_analysis,
     run_gate_analysis,
     splits_by_replicas,
+    start,
     start_background_analysis,
     timestamp,
 )
-from modelrollout.engine.types import DeleteDeployment, EnsureDeployment, ScaleDeployment
+from modelrollout.engine.stages import Trigger, hold_of
+from modelrollout.engine.types import EnsureDeployment, ScaleDeployment
 from modelrollout.vocabulary.routes import HeaderMatch, RouteState
 
 
@@ -50,50 +46,6 @@ def route_at(steps: list[CanaryStep], index: int) -> RouteState:
     return RouteState(candidate_weight=weight, mirror_percent=mirror, header=header)
 
 
-def start(run: Pass) -> None:
-    status = run.status
-    if status.candidate_revision is not None and status.candidate_revision != run.revision:
-        run.event(
-            "CandidateReplaced",
-            f"{status.candidate_version} is replaced by {run.spec.model.version} before it finished",
-        )
-        run.actions.append(DeleteDeployment(status.candidate_revision))
-    clear_candidate(status)
-    status.rolled_back_revision = None
-    status.candidate_revision = run.revision
-    status.candidate_version = run.spec.model.version
-    status.current_step_index = 0
-    status.step_started_at = run.at
-    status.rollout_started_at = run.at
-    status.phase = Phase.PROGRESSING
-    kind = "blue-green" if run.spec.strategy.blue_green is not None else "canary"
-    status.message = f"delivering {run.spec.model.version} by {kind}"
-    run.event("RolloutStarted", f"{kind} of {run.spec.model.version} started (stable: {status.stable_version})")
-
-
-def ended(status: ModelRolloutStatus) -> bool:
-    """The candidate is out of the picture: rolled back, or promoted in this pass."""
-    return status.phase == Phase.ROLLED_BACK or status.candidate_revision is None
-
-
-def resume(run: Pass, fresh_step_analysis: bool = True) -> None:
-    """Go on after a pause; an inconclusive background analysis starts afresh.
-
-    A person who looked at inconclusive metrics and said go on should not see the rollout stop
-    again on the same tally. `resume` also re-measures an inconclusive analysis step, while
-    `promote` lets that step pass.
-    """
-    status = run.status
-    if status.background_analysis is not None and status.background_analysis.phase == Verdict.INCONCLUSIVE:
-        status.background_analysis = new_analysis(run, "background", None)
-    step = status.step_analysis
-    if fresh_step_analysis and step is not None and step.phase == Verdict.INCONCLUSIVE:
-        status.step_analysis = None
-    status.pause_reason = None
-    status.phase = Phase.PROGRESSING
-    run.event("Resumed", "rollout resumed")
-
-
 def run_canary(run: Pass) -> None:
     status, spec = run.status, run.spec
     if status.candidate_revision != run.revision:
@@ -108,10 +60,10 @@ def run_canary(run: Pass) -> None:
         if ended(status):
             return
         index = status.current_step_index if status.current_step_index is not None else 0
-        promoting = status.pause_reason == PROMOTING
+        promoting = run.stage == CanaryStage.PROMOTING
         target = RouteState(candidate_weight=100) if promoting else route_at(steps, min(index, len(steps) - 1))
         apply_route(run, target, promoting)
-        if status.phase == Phase.PAUSED and status.pause_reason in (PAUSE_USER, PAUSE_INCONCLUSIVE):
+        if hold_of(status) is not None:
             if not run.promote_requested:
                 return
             resume(run, fresh_step_analysis=False)
@@ -121,9 +73,8 @@ def run_canary(run: Pass) -> None:
         if not step_done(run, steps[index], index):
             return
         if spec.automation == Automation.MANUAL and not run.promote_requested:
-            if status.pause_reason != PAUSE_MANUAL_STEP:
-                status.pause_reason = PAUSE_MANUAL_STEP
-                status.phase = Phase.PAUSED
+            if run.stage != CanaryStage.STEP_DONE_WAITING:
+                run.enter(Trigger.STEP_DONE_MANUAL, CanaryStage.STEP_DONE_WAITING)
                 status.message = f"step {index} ({steps[index].describe()}) done; waiting for `promote`"
                 run.event("WaitingForPromote", status.message)
             return
@@ -144,14 +95,18 @@ def advance(run: Pass, index: int, to: int) -> None:
     status.current_step_index = to
     status.step_started_at = run.at
     drop_unfinished_step_analysis(status)
-    status.pause_reason = None
-    status.phase = Phase.PROGRESSING
+    run.enter(Trigger.ADVANCE, CanaryStage.STEPPING)
     status.message = f"step {to}: {steps[to].describe()}" if to < len(steps) else "all steps completed; promoting"
 
 
 def _candidate_replicas(run: Pass, target: RouteState) -> int:
-    total = run.spec.replicas
-    if splits_by_replicas(run.spec):
+    return candidate_replicas(run.spec, target)
+
+
+def candidate_replicas(spec: ModelRolloutSpec, target: RouteState) -> int:
+    """The candidate's replicas that a route target needs."""
+    total = spec.replicas
+    if splits_by_replicas(spec):
         return replica_split(total, target.candidate_weight)[1]
     share = max(target.candidate_weight, target.mirror_percent)
     wanted = math.ceil(total * share / 100)
@@ -226,9 +181,8 @@ def step_done(run: Pass, step: CanaryStep, index: int) -> bool:
         if step.pause.duration is None:
             if run.promote_requested:
                 return True
-            if status.pause_reason != PAUSE_STEP:
-                status.pause_reason = PAUSE_STEP
-                status.phase = Phase.PAUSED
+            if run.stage != CanaryStage.PAUSED_AT_STEP:
+                run.enter(Trigger.STEP_PAUSE, CanaryStage.PAUSED_AT_STEP)
                 status.message = f"step {index}: paused until `promote`"
                 run.event("Paused", status.message)
             return False
@@ -239,24 +193,22 @@ def step_done(run: Pass, step: CanaryStep, index: int) -> bool:
         run.again_in((ends - run.now).total_seconds())
         return False
     assert step.analysis is not None
-    return run_gate_analysis(run, step.analysis, index, f"step {index}") == Verdict.SUCCESSFUL
+    return run_gate_analysis(run, step.analysis, f"step {index}") == Verdict.SUCCESSFUL
 
 
 def promote(run: Pass) -> None:
     status, spec = run.status, run.spec
-    if spec.automation != Automation.AUTO and not run.promote_requested and status.pause_reason != PROMOTING:
-        if status.pause_reason != PAUSE_PROMOTION:
-            status.pause_reason = PAUSE_PROMOTION
-            status.phase = Phase.PAUSED
+    if spec.automation != Automation.AUTO and not run.promote_requested and run.stage != CanaryStage.PROMOTING:
+        if run.stage != CanaryStage.AWAITING_PROMOTION:
+            run.enter(Trigger.AWAIT_PROMOTION, CanaryStage.AWAITING_PROMOTION)
             status.message = f"all steps done; `promote` to make {status.candidate_version} stable"
             run.event("WaitingForPromote", status.message)
         return
-    starting = status.pause_reason != PROMOTING
+    starting = run.stage != CanaryStage.PROMOTING
     if starting:
         # Remembered in status, so the decision holds across passes (and restarts) while pods scale.
         run.promote_requested = run.promote_full = False
-        status.pause_reason = PROMOTING
-        status.phase = Phase.PROGRESSING
+        run.enter(Trigger.PROMOTE, CanaryStage.PROMOTING)
         status.step_started_at = run.at
         apply_route(run, RouteState(candidate_weight=100), promoting=True)
     candidate_ready = run.ready(status.candidate_revision)

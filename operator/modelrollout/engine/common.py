@@ -18,15 +18,21 @@ from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     AnalysisStatus,
     AnalysisStep,
+    BlueGreenStage,
+    CanaryStage,
     MetricResult,
     ModelRolloutSpec,
     ModelRolloutStatus,
-    Phase,
+    PauseReason,
+    SharedStage,
+    Stage,
     Verdict,
     Weights,
 )
+from modelrollout.engine.stages import RESUMES_TO, Trigger, hold_of, move
 from modelrollout.engine.types import (
     Action,
+    Deadlines,
     DeleteDeployment,
     EnsureDeployment,
     EventRecord,
@@ -36,24 +42,9 @@ from modelrollout.engine.types import (
 )
 from modelrollout.vocabulary.routes import RouteState
 
-# How often a settled rollout is looked at again, as a safety net for missed watch events.
-IDLE_RESYNC_SECONDS = 300.0
-
-PAUSE_STEP = "PauseStep"
-PAUSE_MANUAL_STEP = "ManualStep"
-PAUSE_PROMOTION = "Promotion"
-PAUSE_INCONCLUSIVE = "Inconclusive"
-PAUSE_USER = "User"
-PROMOTING = "Promoting"
-# The reason of the rollback (or failure) for pods not ready in time: the one decision the
-# reconciler double-checks against a fresh read of the Deployments.
+# The reason of the rollback (or failure) for pods not ready in time: the one decision made on
+# Deployments read afresh (see `machine.needs`).
 DEADLINE_REASON = "ProgressDeadlineExceeded"
-
-# Blue-green stages, kept in status.currentStepIndex so a restart resumes the right one.
-BG_PREVIEW = 0
-BG_PRE_ANALYSIS = 1
-BG_GATE = 2
-BG_SWITCHED = 3
 
 
 def timestamp(moment: datetime) -> str:
@@ -93,19 +84,24 @@ def splits_by_replicas(spec: ModelRolloutSpec) -> bool:
     return routing is None or (routing.gateway_api is None and routing.istio is None)
 
 
-def step_analysis_spec(spec: ModelRolloutSpec, index: int | None) -> AnalysisStep | None:
-    """The analysis that the step (or blue-green stage) at `index` runs, if any."""
-    if index is None:
-        return None
+def step_analysis_spec(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> AnalysisStep | None:
+    """The analysis that the current canary step (or blue-green stage) runs, if any."""
     blue_green = spec.strategy.blue_green
     if blue_green is not None:
-        if index == BG_PRE_ANALYSIS:
+        if status.stage == BlueGreenStage.PRE_PROMOTION_ANALYSIS:
             return blue_green.pre_promotion_analysis
-        if index == BG_SWITCHED:
+        if status.stage == BlueGreenStage.POST_PROMOTION_ANALYSIS:
             return blue_green.post_promotion_analysis
         return None
-    steps = spec.strategy.steps
-    return steps[index].analysis if 0 <= index < len(steps) else None
+    index, steps = status.current_step_index, spec.strategy.steps
+    return steps[index].analysis if index is not None and 0 <= index < len(steps) else None
+
+
+def analysis_is_current(analysis: AnalysisStatus, status: ModelRolloutStatus) -> bool:
+    """The step analysis in status is the current step's (or blue-green stage's), not a finished one's."""
+    if analysis.stage is not None:
+        return analysis.stage == status.stage
+    return analysis.step_index == status.current_step_index
 
 
 def next_due_in(result: MetricResult | None, started_at: str, interval: float, now: datetime, immediate: bool) -> float:
@@ -136,7 +132,6 @@ class Pass:
     promote_full: bool = False
     route: RouteState = field(default_factory=RouteState)  # what the router should do this pass
     background_recorded: bool = False
-    confirm_readiness: bool = False  # see Decision.confirm_readiness
 
     @cached_property
     def at(self) -> str:
@@ -150,6 +145,20 @@ class Pass:
         """Look again in `seconds`; `routine`: only a background measurement falls due then, which
         may wait when the operator is busy (a step, a gate or a deadline may not)."""
         (self.routine_requeue if routine else self.requeue).append(max(seconds, 0.0))
+
+    def deadlines(self) -> Deadlines:
+        everything = self.requeue + self.routine_requeue
+        return Deadlines(
+            next=min(everything) if everything else None, urgent=min(self.requeue) if self.requeue else None
+        )
+
+    def enter(self, trigger: Trigger, to: Stage, hold: PauseReason | None = None) -> None:
+        """Change stage (see `stages.move`): phase and pauseReason follow."""
+        move(self.status, trigger, to, hold)
+
+    @property
+    def stage(self) -> Stage:
+        return self.status.stage if self.status.stage is not None else SharedStage.PENDING
 
     def replicas_now(self, revision: str, default: int) -> int:
         """Replicas a Deployment has: as set earlier in this pass, else as observed."""
@@ -169,8 +178,10 @@ class Pass:
         return view is None or view.state == self.route
 
 
-def new_analysis(run: Pass, kind: str, step_index: int | None) -> AnalysisStatus:
-    return AnalysisStatus.model_validate({"kind": kind, "stepIndex": step_index, "startedAt": run.at})
+def new_analysis(run: Pass, kind: str, step_index: int | None, stage: Stage | None = None) -> AnalysisStatus:
+    return AnalysisStatus.model_validate(
+        {"kind": kind, "stepIndex": step_index, "stage": stage, "startedAt": run.at}
+    )
 
 
 def clear_candidate(status: ModelRolloutStatus) -> None:
@@ -179,7 +190,6 @@ def clear_candidate(status: ModelRolloutStatus) -> None:
     status.current_step_index = None
     status.step_started_at = None
     status.rollout_started_at = None
-    status.pause_reason = None
     status.background_analysis = None
     status.step_analysis = None
     status.switched_at = None
@@ -203,8 +213,7 @@ def roll_back(run: Pass, reason: str, message: str) -> None:
         run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
     status.rolled_back_revision = status.candidate_revision
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.ROLLED_BACK
-    status.pause_reason = None
+    run.enter(Trigger.ROLL_BACK, SharedStage.ROLLED_BACK)
     status.switched_at = None
     status.message = f"rolled back {status.candidate_version}: {message}"
     if status.background_analysis is not None and status.background_analysis.phase == Verdict.RUNNING:
@@ -223,7 +232,7 @@ def finish_promotion(run: Pass) -> None:
     clear_candidate(status)
     run.route = RouteState()
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.SUCCEEDED
+    run.enter(Trigger.PROMOTED, SharedStage.STABLE)
     # The message the next pass writes for a settled stable version: one status write, not two.
     status.message = stable_message(status.stable_version, run.ready(status.stable_revision), run.spec.replicas)
     run.event("Promoted", f"{status.stable_version} promoted to stable (was {previous})")
@@ -247,7 +256,6 @@ def check_deadline(run: Pass) -> bool:
     state = run.observed.deployments.get(status.candidate_revision or "")
     ready = state.ready if state else 0
     wanted = state.replicas if state else 0
-    run.confirm_readiness = True
     roll_back(
         run,
         DEADLINE_REASON,
@@ -276,14 +284,18 @@ def _metric_tally(result: MetricResult) -> str:
     return f"{result.name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
 
 
-def run_gate_analysis(run: Pass, gate: AnalysisStep, index: int, label: str) -> Verdict:
-    """Run (or continue) the analysis of a step or blue-green stage; act on Failed/Error/Inconclusive.
+def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
+    """Run (or continue) the analysis of the current step or blue-green stage; act on
+    Failed/Error/Inconclusive.
 
     Returns Successful when the gate is passed (or a person promoted past an inconclusive one).
     """
     status, spec = run.status, run.spec
-    if status.step_analysis is None or status.step_analysis.step_index != index:
-        status.step_analysis = new_analysis(run, "step", index)
+    if status.step_analysis is None or not analysis_is_current(status.step_analysis, status):
+        blue_green = spec.strategy.blue_green is not None
+        status.step_analysis = new_analysis(
+            run, "step", None if blue_green else status.current_step_index, run.stage if blue_green else None
+        )
         status.step_analysis.metrics = [MetricResult(name=name) for name in gate.metrics]
         run.event("AnalysisStarted", f"{label}: measuring {', '.join(gate.metrics)}")
         run.again_in(0)
@@ -319,10 +331,9 @@ def judge_analysis_outcome(run: Pass, analysis: AnalysisStatus, what: str) -> No
     reason = f"{what}: metric {culprit.name!r} {culprit.message}" if culprit else what
     if analysis.phase in (Verdict.FAILED, Verdict.ERROR):
         roll_back(run, "AnalysisFailed" if analysis.phase == Verdict.FAILED else "AnalysisError", reason)
-    elif analysis.phase == Verdict.INCONCLUSIVE and run.status.pause_reason != PAUSE_INCONCLUSIVE:
+    elif analysis.phase == Verdict.INCONCLUSIVE and hold_of(run.status) != PauseReason.INCONCLUSIVE:
         status = run.status
-        status.pause_reason = PAUSE_INCONCLUSIVE
-        status.phase = Phase.PAUSED
+        run.enter(Trigger.HOLD, run.stage, hold=PauseReason.INCONCLUSIVE)
         status.message = f"{reason}; waiting for a person (`promote` to go on, `abort` to roll back)"
         run.event("AnalysisInconclusive", status.message, warning=True)
 
@@ -369,3 +380,52 @@ def start_background_analysis(run: Pass) -> None:
     if status.background_analysis is None and any(metric.background for metric in spec.analysis.metrics):
         status.background_analysis = new_analysis(run, "background", None)
         run.again_in(parse_duration(spec.analysis.interval), routine=True)
+
+
+# --- what both strategies do with a candidate ----------------------------------------------------
+
+
+def start(run: Pass) -> None:
+    """A new candidate: the one in flight (if any) goes, and delivery starts from the first stage."""
+    status = run.status
+    if status.candidate_revision is not None and status.candidate_revision != run.revision:
+        run.event(
+            "CandidateReplaced",
+            f"{status.candidate_version} is replaced by {run.spec.model.version} before it finished",
+        )
+        run.actions.append(DeleteDeployment(status.candidate_revision))
+    clear_candidate(status)
+    status.rolled_back_revision = None
+    status.candidate_revision = run.revision
+    status.candidate_version = run.spec.model.version
+    blue_green = run.spec.strategy.blue_green is not None
+    status.current_step_index = None if blue_green else 0
+    status.step_started_at = run.at
+    status.rollout_started_at = run.at
+    run.enter(Trigger.START, BlueGreenStage.PREVIEW if blue_green else CanaryStage.STEPPING)
+    kind = "blue-green" if blue_green else "canary"
+    status.message = f"delivering {run.spec.model.version} by {kind}"
+    run.event("RolloutStarted", f"{kind} of {run.spec.model.version} started (stable: {status.stable_version})")
+
+
+def ended(status: ModelRolloutStatus) -> bool:
+    """The candidate is out of the picture: rolled back, or promoted in this pass."""
+    return status.stage == SharedStage.ROLLED_BACK or status.candidate_revision is None
+
+
+def resume(run: Pass, fresh_step_analysis: bool = True) -> None:
+    """Go on after a hold (a person's pause, an inconclusive analysis); an inconclusive background
+    analysis starts afresh.
+
+    A person who looked at inconclusive metrics and said go on should not see the rollout stop
+    again on the same tally. `resume` also re-measures an inconclusive analysis step, while
+    `promote` lets that step pass.
+    """
+    status = run.status
+    if status.background_analysis is not None and status.background_analysis.phase == Verdict.INCONCLUSIVE:
+        status.background_analysis = new_analysis(run, "background", None)
+    step = status.step_analysis
+    if fresh_step_analysis and step is not None and step.phase == Verdict.INCONCLUSIVE:
+        status.step_analysis = None
+    run.enter(Trigger.RESUME, RESUMES_TO[run.stage])
+    run.event("Resumed", "rollout resumed")

@@ -1,41 +1,44 @@
 """The rollout state machine: decide(rollout, status, observations, now) -> actions and new status.
 
 No I/O and no clock: everything the next pass needs is in the status it returns, so a restarted
-operator given the same status and observations makes the same decision. The handler calls
-`plan_measurements` first, queries the metric backends, and passes the results in. The strategies
+operator given the same status and observations makes the same decision. The observer calls
+`needs` first (due measurements, fresh Deployments, the route), gathers them, and calls `decide`
+once. The strategies
 live in `canary.py` and `bluegreen.py`; what they share, in `common.py`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     AnalysisStatus,
+    CanaryStage,
     Condition,
     ModelRolloutSpec,
     ModelRolloutStatus,
+    PauseReason,
     Phase,
+    SharedStage,
     Verdict,
     Weights,
     render_template,
 )
 from modelrollout.api.validation import InvalidSpec
-from modelrollout.engine.bluegreen import run_blue_green
-from modelrollout.engine.canary import resume, run_canary
+from modelrollout.engine.bluegreen import SWITCHED, run_blue_green
+from modelrollout.engine.canary import candidate_replicas, route_at, run_canary
 from modelrollout.engine.common import (
-    BG_SWITCHED,
     DEADLINE_REASON,
-    IDLE_RESYNC_SECONDS,
-    PAUSE_INCONCLUSIVE,
-    PAUSE_USER,
     Pass,
+    analysis_is_current,
     clear_candidate,
     next_due_in,
     parse_time,
     replica_split,
+    resume,
     revision_of,
     roll_back,
     splits_by_replicas,
@@ -43,18 +46,31 @@ from modelrollout.engine.common import (
     step_analysis_spec,
     timestamp,
 )
-from modelrollout.engine.monitoring import drift_condition, monitor
+from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
+from modelrollout.engine.stages import (
+    IN_FLIGHT,
+    Trigger,
+    hold_of,
+    move,
+    pause_reason_of,
+    phase_of,
+    position_after_invalid,
+    read_older,
+)
 from modelrollout.engine.types import (
     Action,
     Command,
     CommandAction,
+    Deadlines,
     Decision,
     DeleteDeployment,
+    DeploymentState,
     EnsureDeployment,
     EnsureService,
     EventRecord,
     FireHook,
     MeasurementRequest,
+    Needs,
     Observations,
     RolloutRef,
     ScaleDeployment,
@@ -70,7 +86,16 @@ from modelrollout.vocabulary.names import (
     stable_service_name,
 )
 
-__all__ = ["command_of", "decide", "parse_time", "plan_measurements", "replica_split", "revision_of", "timestamp"]
+__all__ = [
+    "command_of",
+    "decide",
+    "needs",
+    "parse_time",
+    "plan_measurements",
+    "replica_split",
+    "revision_of",
+    "timestamp",
+]
 
 
 def template_values(
@@ -96,12 +121,62 @@ def _running(analysis: AnalysisStatus | None) -> bool:
     return analysis is not None and analysis.phase == Verdict.RUNNING
 
 
+def needs(
+    ref: RolloutRef, status: ModelRolloutStatus, now: datetime, deployments: Mapping[str, DeploymentState]
+) -> Needs:
+    """What the observer must gather for this pass's one `decide`, given the watch-fed Deployments."""
+    try:
+        spec = ref.spec_model()
+    except InvalidSpec:
+        return Needs()
+    if status.stage is None:  # written by an older operator: read as `decide` will
+        status = status.model_copy(deep=True)
+        read_older(status, spec)
+    return Needs(
+        measurements=_due_measurements(ref, spec, status, now),
+        fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
+        route=spec.strategy.blue_green is None and not splits_by_replicas(spec),
+    )
+
+
 def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime) -> list[MeasurementRequest]:
-    """The queries that fall due in this pass, for the handler to run before `decide`."""
+    """The queries that fall due in this pass, for the observer to run before `decide`."""
     try:
         spec = ref.spec_model()
     except InvalidSpec:
         return []
+    return _due_measurements(ref, spec, status, now)
+
+
+def _deadline_may_fail(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, deployments: Mapping[str, DeploymentState]
+) -> bool:
+    """Whether this pass may fail a version for pods not ready by the progress deadline.
+
+    Then the Deployments are read afresh: at 10,000 rollouts the watch lagged so that hundreds of
+    candidates were rolled back as 0/1 ready though the API said 1/1. Only then: a read per pass of
+    every rollout in a long pause would be most of the operator's API calls.
+    """
+    revision = revision_of(spec)
+    if status.candidate_revision != revision:
+        return False
+    if status.stable_revision is None:  # the first deployment
+        if status.phase == Phase.FAILED or status.rollout_started_at is None:
+            return False  # already failed: nothing new to confirm
+        started, wanted = status.rollout_started_at, spec.replicas
+    else:
+        if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or status.step_started_at is None:
+            return False
+        started, wanted = status.step_started_at, wanted_candidate_replicas(spec, status)
+    if (now - parse_time(started)).total_seconds() <= spec.progress_deadline_seconds:
+        return False
+    seen = deployments.get(revision)
+    return (seen.ready if seen is not None else 0) < wanted
+
+
+def _due_measurements(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
+) -> list[MeasurementRequest]:
     if status.phase == Phase.SUCCEEDED and spec.monitoring is not None and status.monitoring is not None:
         return _plan_monitoring(ref, spec, status, now)
     if status.phase not in (Phase.PROGRESSING, Phase.PAUSED) or status.candidate_revision != revision_of(spec):
@@ -116,8 +191,8 @@ def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime
             if metric.background and next_due_in(result, background.started_at, interval, now, False) <= 0:
                 requests.append(_request("background", metric.name, spec, values))
     step = status.step_analysis
-    gate = step_analysis_spec(spec, status.current_step_index)
-    if step is not None and _running(step) and gate is not None and step.step_index == status.current_step_index:
+    gate = step_analysis_spec(spec, status)
+    if step is not None and _running(step) and gate is not None and analysis_is_current(step, status):
         interval = parse_duration(gate.interval)
         for name in gate.metrics:
             result = step.result(name)
@@ -184,22 +259,27 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     try:
         spec = ref.spec_model()
     except InvalidSpec as invalid:
+        read_older(working, None)
         return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
-    route_error = observed.route.error if observed.route is not None else None
+    read_older(working, spec)
+    route_error = observed.route_refusal or (observed.route.error if observed.route is not None else None)
     if route_error is not None:
         # Without a usable route nothing may move: traffic stays where the route sends it now, and a
-        # first deployment waits for the route the spec names.
+        # first deployment waits for the route the spec names. A route write the router refused is
+        # the same news: retrying it every pass would change nothing.
         return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now)
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
-    if working.phase == Phase.FAILED and _condition_reason(working, "Degraded") in (
-        "InvalidSpec",
-        "TrafficRoutingInvalid",
-    ):
-        # The spec (or the route) was fixed: carry on from the progress the status still holds.
-        working.phase = Phase.PROGRESSING if working.candidate_revision else Phase.PENDING
+    if working.stage == SharedStage.INVALID:
+        # The spec (or the route) was fixed: carry on from the stage it interrupted.
+        back_to = working.interrupted_stage or position_after_invalid(working, spec)
+        run.enter(Trigger.VALID_AGAIN, back_to)
         working.message = "spec and traffic routing are valid again"
         run.event("SpecValid", "the spec and traffic routing are valid again; resuming")
     _apply_command(run)
+    if observed.hook_result is not None:
+        # The outcome of the hook the previous pass fired, whatever the rollout does meanwhile.
+        for reason, message, warning in record_hook_result(working, observed.hook_result):
+            run.event(reason, message, warning=warning)
     # A promote waits in status until a gate can use it: sent while an analysis runs or pods start,
     # it must not be lost.
     if working.promotion_requested is not None:
@@ -215,18 +295,14 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         run_blue_green(run)
     else:
         run_canary(run)
-    in_flight = working.candidate_revision is not None and working.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    in_flight = run.stage in IN_FLIGHT
     working.promotion_requested = (
         ("full" if run.promote_full else "step") if run.promote_requested and in_flight else None
     )
     working.observed_generation = ref.generation
+    assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)
-    deadlines = run.requeue + run.routine_requeue
-    requeue = min(deadlines) if deadlines else IDLE_RESYNC_SECONDS
-    urgent = min(run.requeue) if run.requeue else None
-    return Decision(
-        _traffic_actions(run) + compact(run.actions), working, run.events, requeue, urgent, run.confirm_readiness
-    )
+    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
 
 
 def _selector(revision: str | None, rollout: str) -> Selector:
@@ -249,7 +325,7 @@ def desired_services(run: Pass) -> dict[str, Selector]:
         return {service_name(name): _selector(None, name)}
     in_flight = status.candidate_revision is not None and status.phase in (Phase.PROGRESSING, Phase.PAUSED)
     active = status.stable_revision
-    if blue_green and in_flight and status.current_step_index == BG_SWITCHED:
+    if blue_green and in_flight and status.stage in SWITCHED:
         active = status.candidate_revision
     candidate = status.candidate_revision if in_flight else active
     return {
@@ -297,7 +373,7 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: s
     events = []
     if status.phase != Phase.FAILED or status.message != message:
         events.append(EventRecord("Warning", reason, message))
-    status.phase = Phase.FAILED
+    move(status, Trigger.INVALID, SharedStage.INVALID)
     status.message = message
     status.observed_generation = ref.generation
     at = timestamp(now)
@@ -311,7 +387,7 @@ def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: s
         _put_condition(status, kind, value, reason, message, ref.generation, at)
     for condition in status.conditions:
         condition.observed_generation = ref.generation
-    return Decision([], status, events, None)
+    return Decision([], status, events, Deadlines())
 
 
 def _condition_reason(status: ModelRolloutStatus, kind: str) -> str | None:
@@ -328,7 +404,7 @@ def _apply_command(run: Pass) -> None:
     if command is None or command.id == status.last_command_id:
         return
     status.last_command_id = command.id
-    in_flight = status.phase in (Phase.PROGRESSING, Phase.PAUSED) and status.candidate_revision is not None
+    in_flight = run.stage in IN_FLIGHT
     action = command.action
     if action in (CommandAction.PROMOTE, CommandAction.PROMOTE_FULL) and in_flight:
         run.promote_requested = True
@@ -336,24 +412,15 @@ def _apply_command(run: Pass) -> None:
         run.event("PromoteRequested", "promotion requested" + (" (full)" if run.promote_full else ""))
     elif action == CommandAction.ABORT and in_flight:
         roll_back(run, "Aborted", "aborted by a person")
-    elif action == CommandAction.RETRY and status.phase == Phase.ROLLED_BACK:
+    elif action == CommandAction.RETRY and run.stage == SharedStage.ROLLED_BACK:
         status.rolled_back_revision = None
         status.candidate_revision = None
         run.event("RetryRequested", "retrying the rolled-back version")
     elif action == CommandAction.PAUSE and in_flight:
-        status.pause_reason = PAUSE_USER
-        status.phase = Phase.PAUSED
+        run.enter(Trigger.HOLD, run.stage, hold=PauseReason.USER)
         status.message = "paused by a person; `resume` or `promote` to continue"
         run.event("Paused", status.message)
-    elif (
-        action == CommandAction.RESUME
-        and status.phase == Phase.PAUSED
-        and status.pause_reason
-        in (
-            PAUSE_USER,
-            PAUSE_INCONCLUSIVE,
-        )
-    ):
+    elif action == CommandAction.RESUME and in_flight and hold_of(status) is not None:
         resume(run)
     else:
         run.event(
@@ -374,6 +441,8 @@ def _first_deploy(run: Pass) -> None:
         status.candidate_revision = run.revision
         status.candidate_version = spec.model.version
         run.event("Deploying", f"deploying {spec.model.version} as the first stable version")
+        if run.stage != SharedStage.DEPLOYING:
+            run.enter(Trigger.DEPLOY_FIRST, SharedStage.DEPLOYING)
     ready = run.ready(run.revision)
     if ready >= spec.replicas:
         status.stable_revision = run.revision
@@ -381,7 +450,7 @@ def _first_deploy(run: Pass) -> None:
         status.candidate_revision = None
         status.candidate_version = None
         status.rollout_started_at = None
-        status.phase = Phase.SUCCEEDED
+        run.enter(Trigger.DEPLOYED, SharedStage.STABLE)
         status.weights = Weights(stable=100, candidate=0)
         status.message = f"{spec.model.version} is stable with {ready} ready replica(s)"
         run.event("Deployed", status.message)
@@ -392,13 +461,11 @@ def _first_deploy(run: Pass) -> None:
             f"{spec.model.version}: {ready}/{spec.replicas} replicas ready after {format_duration(waited)} "
             f"(progressDeadlineSeconds {spec.progress_deadline_seconds})"
         )
-        if status.phase != Phase.FAILED:
+        if run.stage != SharedStage.DEPLOY_FAILED:
             run.event(DEADLINE_REASON, message, warning=True)
-            run.confirm_readiness = True
-        status.phase = Phase.FAILED
+            run.enter(Trigger.DEADLINE_MISSED, SharedStage.DEPLOY_FAILED)
         status.message = message
     else:
-        status.phase = Phase.PROGRESSING
         status.message = f"waiting for {spec.model.version}: {ready}/{spec.replicas} replicas ready"
         # Readiness changes wake the loop; the timer is for the deadline.
         run.again_in(spec.progress_deadline_seconds - waited + 0.01)
@@ -419,7 +486,8 @@ def _settle_on_stable(run: Pass) -> None:
     run.actions.append(EnsureDeployment(run.revision, spec.replicas))
     ready = run.ready(run.revision)
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.SUCCEEDED
+    if run.stage != SharedStage.STABLE:
+        run.enter(Trigger.WITHDRAWN, SharedStage.STABLE)
     # The message follows readiness: a readiness change wakes the loop.
     status.message = stable_message(status.stable_version, ready, spec.replicas)
     monitor(run)
@@ -432,7 +500,7 @@ def _hold_rolled_back(run: Pass) -> None:
     if status.candidate_revision is not None:
         run.actions.append(ScaleDeployment(status.candidate_revision, 0))
     status.weights = Weights(stable=100, candidate=0)
-    status.phase = Phase.ROLLED_BACK
+    assert run.stage == SharedStage.ROLLED_BACK, run.stage  # only a rollback names a rolled-back revision
 
 
 # --- conditions ------------------------------------------------------------------------------------
@@ -513,3 +581,20 @@ def command_of(annotation: str | None) -> Command | None:
         return Command(id=str(data["id"]), action=CommandAction(data["action"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def wanted_candidate_replicas(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:
+    """How many ready pods the candidate needs where the rollout stands (a canary step may need fewer)."""
+    steps = spec.strategy.steps
+    index = status.current_step_index or 0
+    if spec.strategy.blue_green is not None or status.stage == CanaryStage.PROMOTING or index >= len(steps):
+        return spec.replicas
+    return candidate_replicas(spec, route_at(steps, index))
+
+
+def phase_matches_stage(status: ModelRolloutStatus) -> bool:
+    """Whether status's phase and pauseReason are what its stage says (every decision's are)."""
+    stage = status.stage if status.stage is not None else SharedStage.PENDING
+    return status.pause_reason == pause_reason_of(stage, status.pause_reason) and status.phase == phase_of(
+        stage, status.pause_reason
+    )

@@ -91,9 +91,24 @@ class Observations:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     services: dict[str, Selector] = field(default_factory=dict)
     route: RouteView | None = None  # None: no traffic router configured
+    # What the previous pass's FireHook gave: an outcome is news for the pass after the one that fired.
     hook_result: HookResult | None = None
     measurements: dict[tuple[str, str], Observation] = field(default_factory=dict)
     command: Command | None = None
+    # The router's refusal of the previous pass's route write (e.g. an Istio route that mirrors
+    # elsewhere already): the rollout freezes with it instead of retrying the same write for ever.
+    route_refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the observer must gather before the one `decide` of a pass (see `engine.machine.needs`)."""
+
+    measurements: list[MeasurementRequest] = field(default_factory=list)
+    # Read the Deployments from the API, not the watch-fed index: a progress deadline has passed and
+    # the index shows pods not ready, so the decision may fail a version on what a lagging watch says.
+    fresh_deployments: bool = False
+    route: bool = False  # observe the traffic router's route (the spec names one)
 
 
 @dataclass(frozen=True)
@@ -171,15 +186,22 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class Deadlines:
+    """When the rollout must be looked at again, in seconds after the `now` that `decide` was given."""
+
+    next: float | None = None  # the soonest anything falls due; None: nothing but the periodic resync
+    urgent: float | None = None  # the soonest of what is not a background measurement (a pause ending, a
+    # gate, a progress deadline): until then a busy operator may delay measurements
+
+    @classmethod
+    def at_once(cls) -> Deadlines:
+        """Look again now: the previous pass left an observation (a hook outcome, a refusal) to decide on."""
+        return cls(next=0.0, urgent=0.0)
+
+
+@dataclass(frozen=True)
 class Decision:
     actions: list[Action]
     status: ModelRolloutStatus
     events: list[EventRecord]
-    requeue_after: float | None
-    # The soonest deadline of anything but a background measurement (a pause ending, a gate, a
-    # progress deadline): until then the operator may delay the rollout's measurements when busy.
-    urgent_after: float | None = None
-    # The decision fails a version because its pods were not ready by the progress deadline, as the
-    # watch-fed Deployments showed them: the caller reads the Deployments afresh and decides again
-    # before acting on it (the watch lags when the operator is overloaded).
-    confirm_readiness: bool = False
+    deadlines: Deadlines = field(default_factory=Deadlines)

@@ -98,7 +98,7 @@ class Stopped(Protocol):
 def next_deadlines(decision: Decision) -> tuple[float | None, float | None]:
     """Seconds until the soonest thing falls due, and until the soonest that is not a background
     measurement (None: nothing). The one place that reads the engine's scheduling fields."""
-    return decision.requeue_after, decision.urgent_after
+    return decision.deadlines.next, decision.deadlines.urgent
 
 
 async def run_rollout(
