@@ -38,7 +38,7 @@ def connect(server: EmulatorServer, attempts: int = 1) -> KubeApi:
     configuration = client.Configuration()
     configuration.host = server.url
     # One attempt by default: the router's own conflict loop is what these tests are about.
-    return KubeApi(client.ApiClient(configuration), attempts=attempts, backoff=0.001)
+    return KubeApi(configuration, attempts=attempts, backoff=0.001)
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ async def test_a_concurrent_edit_is_kept(server: EmulatorServer) -> None:
     configuration = client.Configuration()
     configuration.host = server.url
     # KubeApi's own retries resend the same stale resourceVersion; they fail too, then ours re-read.
-    racing = RacingApi(client.ApiClient(configuration), attempts=2, backoff=0.001)
+    racing = RacingApi(configuration, attempts=2, backoff=0.001)
     try:
         assert await apply_route(racing, GATEWAY, STATE) == Applied(changed=True, attempts=2)
     finally:
