@@ -60,6 +60,8 @@ class WorkerContext(Protocol):
     @property
     def wakeups(self) -> WakeUps: ...
     @property
+    def left_for_next_pass(self) -> dict[Key, Any]: ...  # a pass's outcome the next one decides on
+    @property
     def quiet_write_seconds(self) -> float: ...
 
     def clock(self) -> datetime: ...
@@ -188,6 +190,7 @@ def forget_rollout(runtime: WorkerContext, namespace: str, name: str) -> None:
     runtime.specs.forget(key)
     runtime.events.forget(key)
     runtime.wakeups.forget_seen(namespace, name)
+    runtime.left_for_next_pass.pop(key, None)
 
 
 async def _sleep(wake: asyncio.Event, stopping: asyncio.Future[Any], seconds: float) -> bool:
