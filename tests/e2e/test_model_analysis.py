@@ -421,6 +421,18 @@ def monitoring(status: dict[str, Any]) -> dict[str, Any]:
     return dict(status.get("monitoring") or {})
 
 
+def wait_for_more_monitoring(made: Scenario, more: int = 3) -> None:
+    """Until every monitoring metric has taken `more` measurements beyond what status shows now:
+    "several more intervals" as the operator counts them, however slow the machine is."""
+
+    def fewest() -> int:
+        metrics = (monitoring(made.status()).get("analysis") or {}).get("metrics") or []
+        return min((int(metric.get("count", 0)) for metric in metrics), default=0)
+
+    start = fewest()
+    made.cluster.wait_for(f"{more} more monitoring measurements", lambda: fewest() >= start + more, timeout=90)
+
+
 def wait_for_clean_measurement(made: Scenario, version: str) -> None:
     """The watched version's live inputs were judged within limits at least once (no drift yet)."""
 
@@ -470,7 +482,7 @@ def test_promoted_model_whose_inputs_drift_gets_drifted_and_fires_its_webhook_on
         events = made.events("Drifted")
         assert len(events) == 1 and "2.0.0 drifted" in events[0] and SHIFTED_FEATURE in events[0], events
         # Several more intervals of the same drift: the same episode, no second POST.
-        time.sleep(7)
+        wait_for_more_monitoring(made)
         status = made.status()
         hook = monitoring(status)["hook"]
         assert hook["state"] == "Delivered" and hook["attempts"] == 1, hook
@@ -519,7 +531,7 @@ def test_failing_retraining_webhook_is_retried_until_delivered(sandbox: Sandbox,
         assert all("HTTP 500" in text for text in failures), failures
         assert "attempt 1 failed" in failures[0] and "attempt 2 failed" in failures[1], failures
         assert len(made.events("RetrainingHookFired")) == 1
-        time.sleep(5)
+        wait_for_more_monitoring(made)  # more intervals of the same episode: no fourth POST
         deliveries = webhook.to(path)
         assert [d.status for d in deliveries] == [500, 500, 200], [(d.status, d.body) for d in deliveries]
         assert len({d.body["episode"] for d in deliveries}) == 1, "the retries belong to one drift episode"
