@@ -153,13 +153,6 @@ async def rollout_services(
     return {(namespace, rollout): (name, (resource_version(body), selector))}
 
 
-# Wake-ups come from async event handlers: kopf runs them in the event loop after it has indexed
-# the same event, so the woken daemon reads fresh indexes. (Waking from a sync index function ran
-# in a worker thread before the index was updated: the daemon saw the old readiness and slept 5 s.)
-# Only changes that can move a rollout wake it: most watch events are the echoes of its own
-# writes (status, replicas), and a pass for each was most of the operator's work at scale.
-
-
 # kopf runs async event handlers in the event loop after it has indexed the same event, so the woken
 # worker reads fresh indexes. (Waking from a sync index function ran in a worker thread before the
 # index was updated: the worker saw the old readiness and slept 5 s.) The runtime has not started

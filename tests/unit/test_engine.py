@@ -9,7 +9,7 @@ import pytest
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutStatus, Phase, Verdict
 from modelrollout.api.validation import parse_spec
-from modelrollout.engine.machine import decide, plan_measurements, replica_split, revision_of
+from modelrollout.engine.machine import decide, needs, replica_split, revision_of
 from modelrollout.engine.types import CommandAction, DeleteDeployment, EnsureDeployment, Observations, ScaleDeployment
 
 from .world import T0, World, make_spec
@@ -507,9 +507,10 @@ def test_measurements_are_planned_only_when_due() -> None:
     world.step(1)
     world.step(1)
     assert world.status.background_analysis is not None
-    assert plan_measurements(world.ref(), world.status, world.now) == []
+    assert needs(world.ref(), world.status, world.now, world.deployments).measurements == []
     later = world.now + __import__("datetime").timedelta(seconds=10)
-    assert [r.metric for r in plan_measurements(world.ref(), world.status, later)] == ["error-rate"]
+    due = needs(world.ref(), world.status, later, world.deployments).measurements
+    assert [r.metric for r in due] == ["error-rate"]
 
 
 def test_measurements_in_status_are_bounded() -> None:

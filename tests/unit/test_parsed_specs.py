@@ -7,7 +7,7 @@ import pytest
 from modelrollout.api.models import Phase
 from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 from modelrollout.engine.common import revision_of
-from modelrollout.engine.machine import decide, plan_measurements
+from modelrollout.engine.machine import decide, needs
 from modelrollout.engine.types import RolloutRef
 from modelrollout.runtime.cache import ParsedSpecs
 from tests.unit.world import World, make_spec
@@ -42,7 +42,7 @@ def test_an_invalid_spec_is_refused_every_time_with_its_fields() -> None:
         assert raised.value is not refusal  # a fresh exception: the kept one gathers no tracebacks
         assert "spec.replicas" in str(raised.value)
     world = World(make_spec())
-    assert plan_measurements(ref, world.status, world.now) == []
+    assert needs(ref, world.status, world.now, world.deployments).measurements == []
     refused = decide(ref, world.status, world.observations(), world.now)
     assert "spec.replicas" in refused.status.message
 

@@ -91,7 +91,6 @@ __all__ = [
     "decide",
     "needs",
     "parse_time",
-    "plan_measurements",
     "replica_split",
     "revision_of",
     "timestamp",
@@ -137,15 +136,6 @@ def needs(
         fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
         route=spec.strategy.blue_green is None and not splits_by_replicas(spec),
     )
-
-
-def plan_measurements(ref: RolloutRef, status: ModelRolloutStatus, now: datetime) -> list[MeasurementRequest]:
-    """The queries that fall due in this pass, for the observer to run before `decide`."""
-    try:
-        spec = ref.spec_model()
-    except InvalidSpec:
-        return []
-    return _due_measurements(ref, spec, status, now)
 
 
 def _deadline_may_fail(

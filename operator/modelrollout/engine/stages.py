@@ -214,8 +214,7 @@ def read_older(status: ModelRolloutStatus, spec: ModelRolloutSpec | None) -> Non
         return
     if stage == Shared.INVALID:
         status.interrupted_stage = position_after_invalid(status, spec)
-    blue_green = spec is not None and spec.strategy.blue_green is not None
-    if blue_green:
+    if spec.strategy.blue_green is not None:
         analysis = status.step_analysis
         if analysis is not None and analysis.step_index in (1, 3) and analysis.stage is None:
             pre = analysis.step_index == 1

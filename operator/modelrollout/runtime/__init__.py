@@ -24,7 +24,7 @@ lives here, in five pieces:
 * `wakeups`: which watch events wake a worker before its deadline: a change that can move the
   rollout, never the echo of its own write (what `OwnWrites` answered).
 * `worker`: the loop kopf's daemon runs: a pass, then sleep until the soonest of the engine's
-  deadlines (`next_deadlines`), a held status falling due, an Event to post again, the resync.
+  deadlines (`decision.deadlines`), a held status falling due, an Event to post again, the resync.
 * `pacing`: when the operator is saturated, steps go before background measurements.
 * `status_writer`: which status writes may wait (`quiet_change`, `HeldStatus`); `reconcile.record`
   writes the status and holds back the quiet ones.

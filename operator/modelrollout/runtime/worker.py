@@ -2,7 +2,7 @@
 
 kopf runs one daemon per ModelRollout, and the daemon runs `run_rollout`, so a rollout never has
 two passes racing. After each pass the worker sleeps until the soonest deadline the engine gave
-(`next_deadlines`), the resync interval, a held status falling due, or a wake-up. A pass that only
+(`decision.deadlines`), the resync interval, a held status falling due, or a wake-up. A pass that only
 takes a background measurement first waits for a routine slot (`pacing.RoutineGate`), at most until
 something urgent of the same rollout falls due.
 
@@ -97,12 +97,6 @@ class Stopped(Protocol):
     def wait(self) -> Awaitable[Any]: ...
 
 
-def next_deadlines(decision: Decision) -> tuple[float | None, float | None]:
-    """Seconds until the soonest thing falls due, and until the soonest that is not a background
-    measurement (None: nothing). The one place that reads the engine's scheduling fields."""
-    return decision.deadlines.next, decision.deadlines.urgent
-
-
 async def run_rollout(
     runtime: Context,
     run_pass: RunPass[Context],
@@ -148,9 +142,9 @@ async def run_rollout(
                     result = await run_pass(runtime, current, deployments, services, held)
                     written = result.written or written
                     held = result.held
-                    soonest, soonest_urgent = next_deadlines(result.decision)
-                    urgent = soonest_urgent if soonest_urgent is not None else math.inf
-                    delay = min(soonest if soonest is not None else resync_seconds, resync_seconds)
+                    deadlines = result.decision.deadlines
+                    urgent = deadlines.urgent if deadlines.urgent is not None else math.inf
+                    delay = min(deadlines.next if deadlines.next is not None else resync_seconds, resync_seconds)
                     if held is not None:  # written by this deadline at the latest
                         age = (runtime.clock() - held.since).total_seconds()
                         delay = min(delay, max(0.0, runtime.quiet_write_seconds - age))
