@@ -140,7 +140,7 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
         # A rollout that ended takes no more measurements: "Running" would say otherwise.
         verdict = Text("stopped", style="dim") if ended and result.phase is Verdict.RUNNING else None
         table.add_row(
-            result.name,
+            f"{result.name} (dry run)" if result.dry_run else result.name,
             verdict or Text(result.phase.value, style=VERDICT_STYLE[result.phase]),
             value,
             f"{result.successful}/{result.count}",

@@ -102,10 +102,13 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.strategy.canary.steps[].setWeight": (0, 100, False),
     "root.spec.strategy.canary.steps[].mirror.percent": (0, 100, False),
     "root.spec.strategy.canary.steps[].analysis.count": (1, None, False),
+    "root.spec.strategy.canary.steps[].analysis.consecutiveSuccessLimit": (0, 1000, False),
     "root.spec.strategy.blueGreen.autoPromotionSeconds": (0, None, False),
     "root.spec.strategy.blueGreen.scaleDownDelaySeconds": (0, None, False),
     "root.spec.strategy.blueGreen.prePromotionAnalysis.count": (1, None, False),
+    "root.spec.strategy.blueGreen.prePromotionAnalysis.consecutiveSuccessLimit": (0, 1000, False),
     "root.spec.strategy.blueGreen.postPromotionAnalysis.count": (1, None, False),
+    "root.spec.strategy.blueGreen.postPromotionAnalysis.consecutiveSuccessLimit": (0, 1000, False),
     "root.spec.analysis.failureLimit": (0, None, False),
     "root.spec.analysis.inconclusiveLimit": (0, None, False),
     "root.spec.analysis.consecutiveErrorLimit": (0, None, False),
@@ -116,6 +119,7 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].drift.max": (0, None, False),
     "root.spec.analysis.metrics[].drift.minPValue": (0, 1, True),
     "root.spec.analysis.metrics[].minCount": (0, None, False),
+    "root.spec.analysis.metrics[].measurementRetention": (1, 100, False),
     "root.spec.monitoring.consecutiveFailures": (1, 10, False),
 }
 TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {

@@ -1,8 +1,10 @@
 """Judge measurements: pure functions over numbers the metric backends fetched.
 
 The limits follow Argo Rollouts' `assessMetricStatus`: a metric fails when failed measurements
-exceed `failureLimit`, errors when consecutive errors exceed `consecutiveErrorLimit`, and is
-inconclusive when inconclusive measurements exceed `inconclusiveLimit`. Nothing here does I/O.
+exceed `failureLimit`, errors when consecutive errors exceed `consecutiveErrorLimit`, is
+inconclusive when inconclusive measurements exceed `inconclusiveLimit`, and (with a count) passes
+once `consecutiveSuccessLimit` measurements in a row succeeded. A dry-run metric is judged the same
+way, but its verdict never decides an analysis. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ class Limits:
     failure: int
     inconclusive: int
     consecutive_error: int
+    consecutive_success: int = 0  # 0: off; only an analysis step (a count) sets it
 
     @classmethod
-    def of(cls, analysis: AnalysisSpec) -> Limits:
-        return cls(analysis.failure_limit, analysis.inconclusive_limit, analysis.consecutive_error_limit)
+    def of(cls, analysis: AnalysisSpec, consecutive_success: int = 0) -> Limits:
+        return cls(
+            analysis.failure_limit, analysis.inconclusive_limit, analysis.consecutive_error_limit, consecutive_success
+        )
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,11 @@ def assess(result: MetricResult, limits: Limits) -> tuple[Verdict, str]:
 MEASUREMENTS_BUDGET = 1000
 
 
-def measurements_kept(metrics: int) -> int:
-    """How many measurements of each metric status keeps when an analysis has `metrics` metrics."""
-    return max(1, min(MEASUREMENTS_KEPT, MEASUREMENTS_BUDGET // max(metrics, 1)))
+def measurements_kept(metrics: int, retention: int | None = None) -> int:
+    """How many measurements of a metric status keeps: its `measurementRetention` (default
+    MEASUREMENTS_KEPT), but never more than its share of the budget of an analysis of `metrics` metrics."""
+    wanted = MEASUREMENTS_KEPT if retention is None else retention
+    return max(1, min(wanted, MEASUREMENTS_BUDGET // max(metrics, 1)))
 
 
 def record(
@@ -117,11 +124,14 @@ def record(
     tally.count += 1
     tally.measurements = [*tally.measurements, measurement][-keep:]
     if measurement.phase == Verdict.ERROR:
+        # An error is no measurement: it breaks a run of errors' absence, not a run of successes.
         tally.error += 1
         tally.consecutive_error += 1
     else:
         tally.consecutive_error = 0
+        tally.consecutive_successful = 0
         if measurement.phase == Verdict.SUCCESSFUL:
+            tally.consecutive_successful = result.consecutive_successful + 1
             tally.successful += 1
         elif measurement.phase == Verdict.FAILED:
             tally.failed += 1
@@ -131,15 +141,25 @@ def record(
     # An error is no measurement: it counts towards consecutiveErrorLimit, never towards `count`, so
     # an outage neither completes an analysis step nor makes it inconclusive; it waits or fails.
     taken = tally.count - tally.error
-    if verdict == Verdict.RUNNING and count is not None and taken >= count:
-        # Errors that stayed within the limit do not turn into a pass on their own: at least one
-        # measurement must have succeeded for the metric to be Successful.
-        verdict = Verdict.SUCCESSFUL if tally.successful > 0 else Verdict.INCONCLUSIVE
-        message = (
-            f"{tally.successful}/{taken} measurements successful"
-            if verdict == Verdict.SUCCESSFUL
-            else f"no successful measurement in {taken}"
-        )
+    streak = limits.consecutive_success
+    if verdict == Verdict.RUNNING and count is not None and streak and tally.consecutive_successful >= streak:
+        verdict = Verdict.SUCCESSFUL
+        message = f"{tally.consecutive_successful} successful measurements in a row (consecutiveSuccessLimit {streak})"
+    elif verdict == Verdict.RUNNING and count is not None and taken >= count:
+        if streak:
+            # As in Argo Rollouts with both limits set: neither reached by the end is Inconclusive.
+            verdict = Verdict.INCONCLUSIVE
+            message = f"{taken} measurements taken without {streak} successful in a row (consecutiveSuccessLimit)"
+        else:
+            # Errors that stayed within the limit do not turn into a pass on their own: at least one
+            # measurement must have succeeded for the metric to be Successful (Argo Rollouts calls
+            # this case Successful; see docs/analysis.md).
+            verdict = Verdict.SUCCESSFUL if tally.successful > 0 else Verdict.INCONCLUSIVE
+            message = (
+                f"{tally.successful}/{taken} measurements successful"
+                if verdict == Verdict.SUCCESSFUL
+                else f"no successful measurement in {taken}"
+            )
     tally.phase = verdict
     tally.message = message or (measurement.message if measurement.phase != Verdict.SUCCESSFUL else "")
     return tally
@@ -150,9 +170,17 @@ def record(
 _SEVERITY = [Verdict.FAILED, Verdict.ERROR, Verdict.INCONCLUSIVE, Verdict.RUNNING, Verdict.PENDING]
 
 
+def decisive_phase(result: MetricResult) -> Verdict:
+    """What a metric's verdict means for its analysis: a dry-run metric is waited for while it is
+    measured, and passes whatever its own verdict."""
+    if result.dry_run and result.phase not in (Verdict.RUNNING, Verdict.PENDING):
+        return Verdict.SUCCESSFUL
+    return result.phase
+
+
 def overall(analysis: AnalysisStatus) -> Verdict:
     """The analysis's verdict: the worst metric's, Successful only when every metric is."""
-    phases = {result.phase for result in analysis.metrics}
+    phases = {decisive_phase(result) for result in analysis.metrics}
     for verdict in _SEVERITY:
         if verdict in phases:
             return verdict
@@ -163,6 +191,6 @@ def worst(analysis: AnalysisStatus) -> MetricResult | None:
     """The metric that decides the analysis's verdict, for the user-facing reason."""
     for verdict in _SEVERITY[:3]:
         for result in analysis.metrics:
-            if result.phase == verdict:
+            if decisive_phase(result) == verdict:
                 return result
     return None

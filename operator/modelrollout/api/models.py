@@ -107,18 +107,38 @@ class PauseStep(ApiModel):
         return value
 
 
+MAX_CONSECUTIVE_SUCCESS_LIMIT = 1000
+
+
 class AnalysisStep(ApiModel):
     """Run named metrics now and continue only when they pass."""
 
     metrics: list[str] = Field(description="Names of metrics defined in spec.analysis.metrics.")
     count: int = Field(default=1, ge=1, description="How many measurements of each metric to take.")
     interval: str = Field(default="30s", description=f"Time between measurements, as {DURATION_HELP}.")
+    consecutive_success_limit: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_CONSECUTIVE_SUCCESS_LIMIT,
+        description="A metric passes the step as soon as this many measurements in a row succeeded, and only "
+        "then: reaching count without such a run is Inconclusive. At most count. 0: off (the metric passes "
+        "when count measurements are taken with at least one success and no limit exceeded).",
+    )
 
     @field_validator("interval")
     @classmethod
     def _interval_parses(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _success_limit_reachable(self) -> AnalysisStep:
+        if self.consecutive_success_limit > self.count:
+            raise ValueError(
+                f"consecutiveSuccessLimit {self.consecutive_success_limit} is more than count {self.count}: "
+                "the step could never pass; raise count or lower consecutiveSuccessLimit"
+            )
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -455,6 +475,10 @@ class TemplateRef(ApiModel):
     args: dict[str, str] = Field(default_factory=dict, description="Values for the template's arguments.")
 
 
+MEASUREMENTS_KEPT = 10
+MAX_MEASUREMENT_RETENTION = 100
+
+
 class Metric(ApiModel):
     """A metric the candidate is judged on: a query and how to judge it, or a template."""
 
@@ -474,6 +498,19 @@ class Metric(ApiModel):
         default=True,
         description="Also measure at spec.analysis.interval for the whole rollout, not only in analysis "
         "steps that name it.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Measure and judge the metric, show its verdict in status and Events, but never let it "
+        "decide: a dry-run metric that fails neither rolls back nor pauses the rollout.",
+    )
+    measurement_retention: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MEASUREMENT_RETENTION,
+        description=f"How many of this metric's last measurements status keeps (default {MEASUREMENTS_KEPT}; "
+        "fewer when an analysis has so many metrics that status would grow too large). The counts in status "
+        "cover every measurement whatever is kept.",
     )
 
     @model_validator(mode="after")
@@ -808,9 +845,6 @@ class Measurement(ApiModel):
     message: str = Field(default="", description="Why this verdict.")
 
 
-MEASUREMENTS_KEPT = 10
-
-
 class MetricResult(ApiModel):
     """The running tally of one metric in one analysis."""
 
@@ -822,11 +856,17 @@ class MetricResult(ApiModel):
     inconclusive: int = Field(default=0, description="Inconclusive measurements.")
     error: int = Field(default=0, description="Measurements that could not be taken.")
     consecutive_error: int = Field(default=0, description="Errors in a row, reset by any other verdict.")
+    consecutive_successful: int = Field(
+        default=0, description="Successful measurements in a row, reset by any other verdict but an error."
+    )
+    dry_run: bool = Field(
+        default=False, description="A dry-run metric: measured and judged, never decisive for the rollout."
+    )
     message: str = Field(default="", description="Why the metric has its verdict.")
     measurements: list[Measurement] = Field(
         default_factory=list,
-        description=f"The last measurements, oldest first: {MEASUREMENTS_KEPT}, fewer when an analysis has more "
-        "than 100 metrics (status stays small).",
+        description=f"The last measurements, oldest first: the metric's measurementRetention (default "
+        f"{MEASUREMENTS_KEPT}), fewer when an analysis has so many metrics that status would grow too large.",
     )
 
 

@@ -281,7 +281,8 @@ def _metric_tally(result: MetricResult) -> str:
         )
         if number
     ]
-    return f"{result.name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
+    name = f"{result.name} (dry run)" if result.dry_run else result.name
+    return f"{name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
 
 
 def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
@@ -296,18 +297,22 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
         status.step_analysis = new_analysis(
             run, "step", None if blue_green else status.current_step_index, run.stage if blue_green else None
         )
-        status.step_analysis.metrics = [MetricResult(name=name) for name in gate.metrics]
+        status.step_analysis.metrics = [
+            MetricResult(name=name, dry_run=spec.analysis.metric(name).dry_run) for name in gate.metrics
+        ]
         run.event("AnalysisStarted", f"{label}: measuring {', '.join(gate.metrics)}")
         run.again_in(0)
     analysis = status.step_analysis
     before = analysis.phase
-    limits = Limits.of(spec.analysis)
+    limits = Limits.of(spec.analysis, gate.consecutive_success_limit)
     for position, result in enumerate(analysis.metrics):
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
-            measurement = judge_metric(spec.analysis.metric(result.name), observation, run.at)
-            keep = measurements_kept(len(analysis.metrics))
-            analysis.metrics[position] = record(result, measurement, limits, gate.count, keep)
+            metric = spec.analysis.metric(result.name)
+            measurement = judge_metric(metric, observation, run.at)
+            keep = measurements_kept(len(analysis.metrics), metric.measurement_retention)
+            analysis.metrics[position] = updated = record(result, measurement, limits, gate.count, keep)
+            tell_dry_run_verdict(run, result, updated, label)
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.SUCCESSFUL:
         if before != Verdict.SUCCESSFUL:
@@ -324,6 +329,19 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
     if before == Verdict.RUNNING:
         judge_analysis_outcome(run, analysis, f"{label} analysis")
     return analysis.phase
+
+
+def tell_dry_run_verdict(run: Pass, before: MetricResult, after: MetricResult, what: str) -> None:
+    """A dry-run metric that reaches a verdict other than a pass says so in an Event, and that it
+    decided nothing: the point of a dry run is to see what the metric would have done."""
+    if not after.dry_run or after.phase == before.phase or after.phase in (Verdict.RUNNING, Verdict.SUCCESSFUL):
+        return
+    run.event(
+        "DryRunMetric" + after.phase.value,
+        f"{what}: dry-run metric {after.name!r} is {after.phase.value} ({after.message}); dry run, so the "
+        "rollout goes on as if it had passed",
+        warning=True,
+    )
 
 
 def judge_analysis_outcome(run: Pass, analysis: AnalysisStatus, what: str) -> None:
@@ -351,11 +369,12 @@ def run_background_analysis(run: Pass) -> None:
             continue
         result = analysis.result(metric.name)
         if result is None:
-            result = MetricResult(name=metric.name)
+            result = MetricResult(name=metric.name, dry_run=metric.dry_run)
             analysis.metrics.append(result)
-        keep = measurements_kept(len(spec.analysis.metrics))
+        keep = measurements_kept(len(spec.analysis.metrics), metric.measurement_retention)
         updated = record(result, judge_metric(metric, observation, run.at), limits, None, keep)
         analysis.metrics[analysis.metrics.index(result)] = updated
+        tell_dry_run_verdict(run, result, updated, "background analysis")
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.RUNNING:
         interval = parse_duration(spec.analysis.interval)

@@ -30,7 +30,7 @@ class HeldStatus:
 
 
 # What a successful measurement changes in its metric's entry; anything else changing is news.
-_MEASUREMENT_BOOKKEEPING = frozenset({"count", "successful", "measurements", "message"})
+_MEASUREMENT_BOOKKEEPING = frozenset({"count", "successful", "consecutiveSuccessful", "measurements", "message"})
 
 
 def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
@@ -46,7 +46,7 @@ def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
         return False
     for name, result in new.items():
         # A metric measured for the first time had, in effect, a fresh entry before.
-        previous = old.get(name) or MetricResult(name=str(name)).wire()
+        previous = old.get(name) or MetricResult(name=str(name), dry_run=bool(result.get("dryRun"))).wire()
         keys = (previous.keys() | result.keys()) - _MEASUREMENT_BOOKKEEPING
         if any(previous.get(key) != result.get(key) for key in keys):
             return False
