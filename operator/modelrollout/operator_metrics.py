@@ -50,6 +50,13 @@ class OperatorMetrics:
             ["namespace", "name"],
             registry=self.registry,
         )
+        self.passes = Counter(
+            "modelrollout_rollout_passes",
+            "Reconcile passes over each ModelRollout that completed: that the operator has looked at a "
+            "rollout since some moment, whether or not anything changed.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
         self.reconcile_duration = Histogram(
             "modelrollout_reconcile_duration_seconds",
             "Time of one reconcile pass (read, decide, act, record).",
@@ -90,6 +97,7 @@ class OperatorMetrics:
     def observe_pass(self, namespace: str, name: str, decision: Decision, now: datetime, seconds: float) -> None:
         status: ModelRolloutStatus = decision.status
         self.reconcile_duration.observe(seconds)
+        self.passes.labels(namespace, name).inc()
         for phase in Phase:
             self.phase.labels(namespace, name, phase.value).set(1 if status.phase == phase else 0)
         self.weight.labels(namespace, name, "stable").set(status.weights.stable)

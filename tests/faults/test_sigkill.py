@@ -6,6 +6,7 @@ back down before promotion or rollback (no second weight bump), and no rollout l
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,14 +25,16 @@ from tests.faults.rollouts import (
 )
 from tests.support.cluster import Cluster
 from tests.support.exporter import Exporter
+from tests.support.operator_passes import metrics_url, serving_metrics, wait_for_passes
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus import PrometheusServer
 
 OLD, NEW = "1.0.0", "2.0.0"
 ANALYSIS_STEP = 2
+PAUSE_SECONDS = 3
 CANARY_STEPS: list[dict[str, Any]] = [
     {"setWeight": 25},
-    {"pause": {"duration": "3s"}},
+    {"pause": {"duration": f"{PAUSE_SECONDS}s"}},
     {"analysis": {"metrics": ["error-rate"], "count": 3, "interval": "1s"}},
     {"setWeight": 50},
     {"pause": {}},
@@ -86,11 +89,21 @@ def _wait_event(cluster: Cluster, name: str, reason: str, text: str = "") -> Non
     )
 
 
-def _wait_restarted(operator: OperatorProcess) -> None:
-    deadline = time.monotonic() + 60
-    while operator.logs().count("Activity 'start' succeeded") < operator.starts and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2.0)  # give the new process the chance to do something wrong
+def _wait_restarted(operator: OperatorProcess, *names: str) -> None:
+    """Until the restarted process has done a whole pass over each of `names` (its own /metrics
+    say so): the pass that would do something wrong with what it read is the first one."""
+    wait_until(
+        "the operator's start",
+        lambda: operator.logs().count("Activity 'start' succeeded") >= operator.starts,
+        interval=0.1,
+    )
+    wait_for_passes(metrics_url(operator), dict.fromkeys(names, 0))
+
+
+def _wait_for_the_pause_to_end(cluster: Cluster, name: str, duration: float) -> None:
+    """Until the current step (a timed pause) would have ended, by the start time status records."""
+    started = datetime.fromisoformat(_status(cluster, name)["stepStartedAt"].replace("Z", "+00:00")).timestamp()
+    wait_until("the timed pause's end", lambda: time.time() > started + duration, interval=0.1)
 
 
 def _assert_bystander_unharmed(cluster: Cluster, bystander: str) -> None:
@@ -118,7 +131,7 @@ def test_canary_survives_sigkill(
     kill_at: str,
 ) -> None:
     name, bystander = unique("canary"), unique("bystander")
-    operator = operators.new().start()
+    operator = operators.new(extra_args=serving_metrics()).start()
     rolls_back = kill_at == "after-rollback"
     _start_rollouts(
         cluster,
@@ -140,7 +153,6 @@ def test_canary_survives_sigkill(
     elif kill_at == "in-timed-pause":
         wait_until("the timed pause", lambda: at(1))
         _wait_event(cluster, name, "StepCompleted", "step 0 ")
-        time.sleep(1.0)
     elif kill_at == "mid-analysis":
         wait_until("the first measurement of the analysis step", lambda: _step_count(_status(cluster, name), 2) == 1)
         _wait_event(cluster, name, "AnalysisStarted")
@@ -158,20 +170,20 @@ def test_canary_survives_sigkill(
     before = _status(cluster, name)
     operator.kill()
     if kill_at == "in-timed-pause":
-        time.sleep(2.5)  # the pause ends while nobody is watching
+        _wait_for_the_pause_to_end(cluster, name, PAUSE_SECONDS)  # while nobody is watching
     operator.start()
 
     if kill_at == "at-gate":
-        _wait_restarted(operator)
+        _wait_restarted(operator, name, bystander)
         after = _status(cluster, name)
         assert (after["phase"], after["pauseReason"], after["currentStepIndex"]) == ("Paused", "PauseStep", 4)
         assert cli(["promote", name, *kube]) == 0
     elif kill_at == "in-promotion":
-        _wait_restarted(operator)
+        _wait_restarted(operator, name, bystander)
         assert _status(cluster, name).get("stage") == "Promoting"
         deployment_controller.held.clear()
     elif kill_at == "after-rollback":
-        _wait_restarted(operator)
+        _wait_restarted(operator, name, bystander)
     else:
         wait_until("the gate", lambda: _status(cluster, name).get("pauseReason") == "PauseStep", timeout=60)
         assert cli(["promote", name, *kube]) == 0
@@ -228,7 +240,7 @@ def test_blue_green_survives_sigkill(
     kill_at: str,
 ) -> None:
     name, bystander = unique("bluegreen"), unique("bystander")
-    operator = operators.new().start()
+    operator = operators.new(extra_args=serving_metrics()).start()
     spec = blue_green_spec(
         name,
         OLD,
@@ -282,7 +294,7 @@ def test_events_of_the_last_pass_survive_sigkill(
     Events wait in status.pendingEvents; the restarted operator posts each of them once."""
     cluster = faulty.cluster
     name = unique("events")
-    operator = operators.new().start()
+    operator = operators.new(extra_args=serving_metrics()).start()
     steps: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}]
     cluster.create_rollout(name, canary_spec(name, OLD, steps, metrics=[]))
     cluster.wait_for_phase(name, "Succeeded")
@@ -300,8 +312,7 @@ def test_events_of_the_last_pass_survive_sigkill(
     operator.kill()
     faulty.clear_faults()
     operator.start()
-    _wait_restarted(operator)
-    time.sleep(2.0)
-    seen = counts(cluster, name)
+    _wait_restarted(operator, name)
+    seen = counts(cluster, name)  # once the Events status names as pending are posted
     assert (seen["RolloutStarted"], seen["StepCompleted"], seen["Promoted"]) == (1, len(steps), 1), seen
     assert (seen["PromoteRequested"], seen["Promoting"]) == (1, 1), seen
