@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from modelrollout_devkit.sandbox.model_server import REFERENCE_PATH
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
+from tests.support.operator_passes import passes, wait_for_passes
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -193,6 +193,12 @@ class Scenario:
     def condition(self, kind: str) -> dict[str, Any]:
         found = [c for c in self.status().get("conditions") or [] if c.get("type") == kind]
         return found[0] if found else {}
+
+    def wait_for_another_pass(self) -> None:
+        """Until the operator has looked at the rollout again (at the latest its resync), so that a
+        check of "nothing more happened" follows a pass that could have done it."""
+        url = self.sandbox.operator.metrics_url
+        wait_for_passes(url, {self.name: (passes(url) or {}).get(self.name, 0)})
 
     def events(self, reason: str) -> list[str]:
         return [event.message or "" for event in self.cluster.events(self.name) if event.reason == reason]
@@ -573,8 +579,8 @@ def test_unknown_template_fails_the_rollout_naming_the_field(sandbox: Sandbox) -
         assert "spec.analysis.metrics[1].template.name" in degraded["message"], degraded
         assert "'input-drfit'" in degraded["message"], degraded
         assert "spec.analysis.metrics[1].template.name" in status["message"], status["message"]
-        # Nothing moved: no candidate, stable serves everything.
-        time.sleep(2)
+        # Nothing moved, even once the operator looked again: no candidate, stable serves everything.
+        made.wait_for_another_pass()
         status = made.status()
         assert status["phase"] == "Failed" and status["stableVersion"] == STABLE
         assert not status.get("candidateVersion"), status
@@ -610,7 +616,7 @@ def test_drift_metric_without_buckets_in_prometheus_pauses_the_rollout(sandbox: 
         # The candidate does get traffic: the missing buckets are the query's fault, not a lack of samples.
         assert made.served("2.0.0") > 0
         held = (status["currentStepIndex"], status["weights"]["candidate"])
-        time.sleep(3)
+        made.wait_for_another_pass()
         status = made.status()
         assert status["phase"] == "Paused" and (status["currentStepIndex"], status["weights"]["candidate"]) == held
         assert status["stableVersion"] == STABLE and status["candidateVersion"] == "2.0.0"

@@ -28,6 +28,7 @@ from modelrollout_devkit.sandbox.dataplane import count_for
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
+from tests.support.operator_passes import passes, wait_for_passes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,15 +143,27 @@ class Scenario:
             time.sleep(0.2)
         raise AssertionError(f"{self.name} was not rolled back in {timeout:g}s: {self.cluster.status(self.name)}")
 
-    def assert_no_more_traffic_to(self, version: str, settle: float = 3.0) -> None:
-        """The failed version is out of the data plane: its count stops growing while load goes on."""
+    def assert_no_more_traffic_to(self, version: str, answers: int = 20) -> None:
+        """The failed version is out of the data plane (the scale-down reaches it through a watch):
+        while the load goes on, the stable version answers `answers` more requests and it none."""
         before_stable = self.served("1.0.0")
-        time.sleep(0.5)  # the scale-down reaches the simulator through a watch
-        frozen = self.served(version)
-        time.sleep(settle)
-        assert self.served(version) == frozen, "the rolled-back version still gets requests"
+
+        def out() -> bool:
+            frozen, start = self.served(version), self.served("1.0.0")
+            self.cluster.wait_for(
+                "the stable version to answer more", lambda: self.served("1.0.0") >= start + answers, timeout=30
+            )
+            return self.served(version) == frozen
+
+        self.cluster.wait_for(f"{version} to get no more requests", out, timeout=60)
         assert self.served("1.0.0") > before_stable, "the stable version stopped serving"
         self.notes["last_candidate_request"] = self.last_served_at(version)
+
+    def wait_for_another_pass(self) -> None:
+        """Until the operator has looked at the rollout again (at the latest its resync), so that a
+        check of "nothing more happened" follows a pass that could have done it."""
+        url = self.sandbox.operator.metrics_url
+        wait_for_passes(url, {self.name: (passes(url) or {}).get(self.name, 0)})
 
     def record_timings(self, label: str) -> None:
         breach, decided, last = (self.notes.get(k) for k in ("breach", "decided", "last_candidate_request"))
@@ -291,7 +304,7 @@ def test_candidate_without_traffic_is_not_promoted_on_empty_queries(sandbox: San
         # Not for want of scraping: Prometheus has the candidate's series, at zero requests.
         served = made.query(f'sum(model_requests_total{{rollout="{made.name}",version="2.0.0"}})')
         assert served == 0.0, served
-        time.sleep(2)
+        made.wait_for_another_pass()
         assert made.cluster.status(made.name)["phase"] == "Paused"
         assert made.cluster.replicas_by_version().get("2.0.0") != 4
 

@@ -32,6 +32,7 @@ from modelrollout_devkit.sandbox.loadgen import LoadGenerator
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
+from tests.support.operator_passes import passes, wait_for_passes
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
 # The first test carries every story of the module (the fixture runs them all): on the real control
@@ -256,11 +257,28 @@ class Story:
     def mirrored(self, version: str) -> int:
         return mirrored_in_namespace(self.sandbox.stats(), self.namespace, version)
 
-    def assert_stops_serving(self, version: str, settle: float = 2.5) -> None:
-        time.sleep(0.5)  # the selector or route change reaches the data plane through a watch
+    def assert_stops_serving(self, version: str) -> None:
+        """`version` answers no caller once the selector or route change has reached the data plane
+        (through a watch): requests of ours, sent after that, all go elsewhere, and so do the load's."""
+
+        def stopped() -> bool:
+            frozen = self.served(version)
+            answered = self.send(20)
+            return version not in answered and self.served(version) == frozen
+
+        self.cluster.wait_for(f"{version} to stop answering callers", stopped, timeout=30, interval=0.5)
         frozen = self.served(version)
-        time.sleep(settle)
+        assert version not in self.send(40), f"{version} still answers callers"
         assert self.served(version) == frozen, f"{version} still answers callers"
+
+    def operator_passes(self) -> int:
+        """The operator's completed passes over this rollout so far (its own /metrics)."""
+        return (passes(self.sandbox.operator.metrics_url) or {}).get(self.name, 0)
+
+    def wait_for_another_pass(self) -> None:
+        """Until the operator has looked at the rollout again (at the latest its resync), so that a
+        check of "nothing more happened" follows a pass that could have done it."""
+        wait_for_passes(self.sandbox.operator.metrics_url, {self.name: self.operator_passes()})
 
     def stop_loads(self) -> None:
         for process in self.loads:
@@ -444,8 +462,9 @@ def blue_green_rolled_back_by_post_promotion_analysis(made: Story) -> None:
     assert made.served("2.0.0-err", made.stable_service) > 0, "green was judged on traffic it really got"
     made.assert_stops_serving("2.0.0-err")
     before = made.served("1.0.0", made.stable_service)
-    time.sleep(1.0)
-    assert made.served("1.0.0", made.stable_service) > before, "traffic is not back on blue"
+    made.cluster.wait_for(
+        "traffic back on blue", lambda: made.served("1.0.0", made.stable_service) > before, timeout=20
+    )
     made.cluster.wait_for("green scaled to 0", lambda: made.cluster.replicas_by_version().get("2.0.0-err") == 0)
     assert made.cluster.replicas_by_version()["1.0.0"] == REPLICAS
 
@@ -474,11 +493,17 @@ def failing_shadow_is_rolled_back_before_any_user_saw_the_candidate(made: Story)
     primary = vs["spec"]["http"][-1]
     assert "mirror" not in primary and "mirrorPercentage" not in primary, primary
     assert [e["destination"]["host"] for e in primary["route"]] == [made.stable_service], primary
-    # Mirroring stopped: no more copies reach the candidate.
-    time.sleep(0.5)
-    copies = made.mirrored("2.0.0-err")
-    time.sleep(2.0)
-    assert made.mirrored("2.0.0-err") == copies
+
+    # Mirroring stopped: once the route change reached the data plane, no request of ours (nor of the
+    # load's) is copied to the candidate; a copy is sent as its request is answered, so a second batch
+    # gives the first one's copies the time to land.
+    def copies_stopped() -> bool:
+        copies = made.mirrored("2.0.0-err")
+        made.send(20)
+        made.send(20)
+        return made.mirrored("2.0.0-err") == copies
+
+    made.cluster.wait_for("mirroring to stop", copies_stopped, timeout=30, interval=0.5)
 
 
 @story_of("shadow-canary")
@@ -556,7 +581,12 @@ def header_routed_step_on_gateway_api(made: Story) -> None:
     status = made.wait_status("the header route", lambda s: (s.get("weights") or {}).get("headerRoute") is True)
     assert status["weights"]["candidate"] == 0, status["weights"]
 
-    time.sleep(0.5)  # the route edit reaches the data plane through a watch
+    made.cluster.wait_for(  # the route edit reaches the data plane through a watch
+        "the header route in the data plane",
+        lambda: made.send(10, headers={"X-Model-Canary": "testers"}) == {"2.0.0": 10},
+        timeout=30,
+        interval=0.5,
+    )
     assert made.send(40, headers={"X-Model-Canary": "testers"}) == {"2.0.0": 40}
     assert made.send(40, headers={"X-Model-Canary": "someone-else"}) == {"1.0.0": 40}
     assert made.send(40) == {"1.0.0": 40}
@@ -585,7 +615,9 @@ def missing_httproute_is_degraded_and_moves_no_traffic(made: Story) -> None:
 
     spec = rollout_spec("2.0.0", strategy, routing)
     made.cluster.patch_spec(made.name, {"model": spec["model"]})
-    time.sleep(3)
+    generation = made.cluster.rollout(made.name)["metadata"]["generation"]
+    made.wait_status("the new version judged", lambda s: s.get("observedGeneration") == generation)
+    made.wait_for_another_pass()
     status = made.cluster.status(made.name)
     assert status["phase"] == "Failed" and status.get("candidateVersion") in (None, "1.0.0"), status
     assert "2.0.0" not in made.cluster.replicas_by_version(), "a candidate was deployed without a route"
@@ -604,7 +636,7 @@ def delivery_to_a_missing_httproute_is_degraded_and_moves_no_traffic(made: Story
     made.cluster.patch_spec(made.name, {"model": spec["model"], "trafficRouting": routing})
     status = assert_routing_invalid(made, "does-not-exist")
     assert status.get("candidateVersion") is None and status["stableVersion"] == "1.0.0", status
-    time.sleep(2)
+    made.wait_for_another_pass()
     assert "2.0.0" not in made.cluster.replicas_by_version(), "a candidate was deployed without a route"
     assert made.served("2.0.0") == 0 and made.served("1.0.0", made.stable_service) > 0
     rule = managed_rule(made.route(GATEWAY, f"{made.name}-route"))
