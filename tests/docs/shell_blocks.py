@@ -6,7 +6,9 @@ An HTML comment on the line before a block (blank lines between are allowed) cha
 
     <!-- docs-test: skip: WHY -->          not run (say why: it needs Docker, network, ...)
     <!-- docs-test: background: WHY -->    run in the background, as with `&`
-    <!-- docs-test: fails: WHY -->         its last command must fail (the doc shows a refusal)
+    <!-- docs-test: fails: WHY -->         its last command must fail (the doc shows a refusal); in a
+                                           console block, saying what the shown output ends with
+                                           (after its last ": ")
 
 and `<!-- docs-test: skip-section: WHY -->` right after a heading skips every block of that section
 (until the next heading of the same or a higher level).
@@ -36,6 +38,13 @@ class Block:
     commands: str  # what a reader types, one command per line (continuations kept)
     how: str  # "run", "skip", "background" or "fails"
     why: str = ""
+    says: str = ""  # for "fails": what its output must contain (the shown error's last part)
+
+
+def shown_error(text: str) -> str:
+    """The end of the last line a console block shows (after its last ": "): how a refusal ends."""
+    shown = [line for line in text.splitlines() if line.strip() and not line.startswith("$ ")]
+    return shown[-1].rsplit(": ", 1)[-1].strip() if shown else ""
 
 
 def console_commands(text: str) -> str:
@@ -91,7 +100,8 @@ def blocks(path: Path, name: str | None = None) -> list[Block]:
             how, why = marker if marker is not None else ("run", "")
             if skipped_section is not None:
                 how, why = "skip", section_why
-            found.append(Block(name or str(path), index + 1, language, commands, how, why))
+            says = shown_error(body) if how == "fails" and language == "console" else ""
+            found.append(Block(name or str(path), index + 1, language, commands, how, why, says))
         marker = None
         index = end + 1
     return found
@@ -106,13 +116,16 @@ def script(found: list[Block]) -> str:
         if block.how == "skip":
             parts.append(f"# {where}: skipped ({block.why})")
             continue
-        parts.append(f"echo {shlex.quote(f'### {where} ({block.how})')} >&2")
+        parts.append(f"printf '\\n%s\\n' {shlex.quote(f'### {where} ({block.how})')} >&2")
         if block.how == "background":
             parts.append(f"(\n{block.commands}\n) &")
         elif block.how == "fails":
-            parts.append(
-                f"if {{\n{block.commands}\n}}; then echo {shlex.quote(f'{where}: expected to fail')} >&2; exit 1; fi"
-            )
+            parts.append(f"if said=$( {{\n{block.commands}\n}} 2>&1 ); then")
+            parts.append(f"  echo {shlex.quote(f'{where}: expected to fail')} >&2; exit 1")
+            parts.append('fi\nprintf "%s\\n" "$said"')
+            if block.says:
+                parts.append(f'grep -qF -- {shlex.quote(block.says)} <<<"$said" || {{')
+                parts.append(f"  echo {shlex.quote(f'{where}: the failure does not say {block.says}')} >&2; exit 1\n}}")
         else:
             parts.append(block.commands)
     return "\n".join(parts) + "\n"

@@ -75,7 +75,9 @@ def _run(clone: Path, doc: str, log: Path) -> subprocess.CompletedProcess[str]:
     scratch.mkdir(exist_ok=True)
     text = script(blocks(clone / doc, doc))
     # Whatever the docs left running goes when the script ends: their background jobs, their sandbox.
-    cleanup = "trap 'kill $(jobs -p) 2>/dev/null; .venv/bin/modelrollout sandbox down >/dev/null 2>&1 || true' EXIT\n"
+    cleanup = (
+        "trap 'set +e; jobs -p | xargs -r kill 2>/dev/null; .venv/bin/modelrollout sandbox down >/dev/null 2>&1' EXIT\n"
+    )
     (log.parent / f"{Path(doc).stem}.sh").write_text(cleanup + text)
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -110,3 +112,48 @@ def test_the_docs_shell_blocks_run_as_written(clone: Path, doc: str, tmp_path: P
     assert ran.returncode == 0, f"{doc}: exit {ran.returncode} (script in {tmp_path}); the end:\n{ran.stdout[-6000:]}"
     left = sorted(path.name for path in (clone.parent / "tmp").glob("modelrollout-demo-*"))
     assert not left, f"the demo left {left} behind"
+
+
+SAMPLE = """# Doc
+
+## Kind
+
+<!-- docs-test: skip-section: needs Docker -->
+
+```bash
+kind create cluster
+```
+
+## Sandbox
+
+```console
+$ modelrollout sandbox up \\
+    --dir .sandbox
+sandbox ready
+$ export KUBECONFIG=.sandbox/kubeconfig
+```
+
+<!-- docs-test: fails: it is refused -->
+```console
+$ kubectl create -f bad.yaml
+Error from server (BadRequest): strict decoding error: unknown field "spec.replica"
+```
+
+```yaml
+not: shell
+```
+"""
+
+
+def test_blocks_are_read_as_a_reader_types_them(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(SAMPLE)
+    found = blocks(doc, "doc.md")
+    assert [(block.how, block.commands) for block in found] == [
+        ("skip", "kind create cluster"),
+        ("run", "modelrollout sandbox up \\\n    --dir .sandbox\nexport KUBECONFIG=.sandbox/kubeconfig"),
+        ("fails", "kubectl create -f bad.yaml"),
+    ]
+    assert found[0].why == "needs Docker" and found[2].says == 'unknown field "spec.replica"'
+    text = script(found)
+    assert "kind create" not in text and "sandbox ready" not in text
