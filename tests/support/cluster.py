@@ -157,10 +157,15 @@ class Cluster:
         stopping = threading.Event()
         watch = kubernetes.watch.Watch()
 
+        # Where the watch starts is fixed here, before the block runs: listed in the thread, it
+        # could come after the block's first writes (a slow thread on a loaded machine), which the
+        # history would then lack.
+        start = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["metadata"][
+            "resourceVersion"
+        ]
+
         def follow() -> None:
-            version = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["metadata"][
-                "resourceVersion"
-            ]
+            version = start
             while not stopping.is_set():
                 try:
                     for change in watch.stream(
