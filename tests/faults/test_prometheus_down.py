@@ -5,7 +5,6 @@ AnalysisError. Each test has a Prometheus of its own: stopping the session's wou
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from tests.faults.conftest import HeldDeploymentController, Operators, Recorder
 from tests.faults.rollouts import ERROR_RATIO, canary_spec, counts, set_error_ratio, unique, wait_until
 from tests.support.cluster import Cluster
 from tests.support.exporter import Exporter, running_exporter
+from tests.support.operator_passes import metrics_url, passes, serving_metrics, wait_for_passes
 from tests.support.prometheus import PrometheusServer
 
 OLD, NEW = "1.0.0", "2.0.0"
@@ -52,6 +52,11 @@ def _spec(name: str, prometheus: PrometheusServer, consecutive_error_limit: int,
     )
     spec["analysis"]["metrics"][0]["background"] = False  # only the analysis step measures
     return spec
+
+
+def _errors(status: dict[str, Any]) -> int:
+    metrics = (status.get("stepAnalysis") or {}).get("metrics") or [{}]
+    return int(metrics[0].get("error", 0))
 
 
 def _measurements(status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,7 +97,6 @@ def test_high_error_limit_waits_and_never_promotes_while_prometheus_is_down(
             lambda: [m["phase"] for m in _measurements(cluster.status(name))] == ["Successful"],
         )
         own_prometheus.stop(graceful=False)
-    down_at = time.monotonic()
 
     cluster.wait_for(
         "an Error measurement",
@@ -102,8 +106,13 @@ def test_high_error_limit_waits_and_never_promotes_while_prometheus_is_down(
     errors = [m for m in _measurements(cluster.status(name)) if m["phase"] == "Error"]
     assert all("unreachable" in m["message"] and own_prometheus.address in m["message"] for m in errors), errors
 
-    # Long past the time the step would have taken: still not promoted, still not rolled back.
-    time.sleep(max(0.0, down_at + (COUNT + 2) * INTERVAL - time.monotonic()))
+    # Long past the time the step would have taken (an Error where each of its measurements and two
+    # more would have been): still not promoted, still not rolled back.
+    cluster.wait_for(
+        f"{COUNT + 2} Error measurements",
+        lambda: _errors(cluster.status(name)) >= COUNT + 2,
+        timeout=30 + (COUNT + 2) * INTERVAL * 4,
+    )
     seen = recorder.statuses_of(name)
     phases = [status.get("phase") for status in seen]
     promoted_while_down = any(s.get("phase") == "Succeeded" and s.get("stableVersion") == NEW for s in seen)
@@ -130,7 +139,7 @@ def test_low_error_limit_rolls_back_with_analysis_error_and_stays_rolled_back(
     own_prometheus: PrometheusServer,
 ) -> None:
     name = unique("promdown")
-    operators.new().start()
+    operator = operators.new(extra_args=serving_metrics()).start()
     _deliver(cluster, name, _spec(name, own_prometheus, 1, 5), own_exporter, own_prometheus)
     own_prometheus.stop(graceful=False)
     cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": NEW}})
@@ -149,7 +158,8 @@ def test_low_error_limit_rolls_back_with_analysis_error_and_stays_rolled_back(
     # Prometheus back (and answering well): a rolled-back version stays rolled back.
     own_prometheus.start()
     own_prometheus.wait_for_value(f'{ERROR_RATIO}{{rollout="{name}",version="{NEW}"}}')
-    time.sleep(2 * INTERVAL)
+    url = metrics_url(operator)
+    wait_for_passes(url, {name: (passes(url) or {}).get(name, 0)})  # it has looked again since
     after = cluster.status(name)
     assert (after["phase"], after["stableVersion"]) == ("RolledBack", OLD)
     assert "Promoted" not in cluster.event_reasons(name)
