@@ -16,6 +16,7 @@ from modelrollout.api.models import (
     Phase,
     Verdict,
 )
+from modelrollout.engine.types import FireHook
 from tests.unit.world import World, make_spec
 
 OK, FAIL, ERR, INC = Verdict.SUCCESSFUL, Verdict.FAILED, Verdict.ERROR, Verdict.INCONCLUSIVE
@@ -192,3 +193,31 @@ def test_measurement_retention_keeps_that_many_in_status() -> None:
     analysis = run_to_success(world)
     result = analysis.result("errors")
     assert result is not None and result.count == 4 and len(result.measurements) == 2
+
+
+def test_a_dry_run_monitoring_metric_is_watched_but_never_starts_a_drift_episode() -> None:
+    monitoring = {"interval": "30s", "metrics": ["inputs"], "hook": {"webhook": {"url": "http://127.0.0.1:9/retrain"}}}
+    spec = make_spec(
+        "1.0.0",
+        analysis={"metrics": [metric("inputs", dryRun=True, measurementRetention=2)]},
+        monitoring={**monitoring, "consecutiveFailures": 1},
+    )
+    world = World(spec)
+    world.run(Phase.SUCCEEDED)
+    world.metric_values["inputs"] = Observation(value=0.9)
+    for _ in range(4):
+        decision = world.step(31)
+        assert not [action for action in decision.actions if isinstance(action, FireHook)], decision.actions
+    assert world.status.monitoring is not None
+    result = world.status.monitoring.analysis.result("inputs")
+    assert result is not None and result.dry_run and result.phase == FAIL and len(result.measurements) == 2
+    assert "Drifted" not in world.reasons()
+    drifted = world.status.condition("Drifted")
+    assert drifted is None or drifted.status == "False"
+    # The same metric, decisive: the first failure is a drift episode, and the hook fires.
+    decisive = World({**spec, "analysis": {"metrics": [metric("inputs")]}})
+    decisive.run(Phase.SUCCEEDED)
+    decisive.metric_values["inputs"] = Observation(value=0.9)
+    for _ in range(4):
+        decisive.step(31)
+    assert "Drifted" in decisive.reasons()

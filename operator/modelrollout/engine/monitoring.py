@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from modelrollout.analysis.evaluate import Limits, record
+from modelrollout.analysis.evaluate import Limits, measurements_kept, record
 from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.models import (
@@ -48,21 +48,25 @@ def monitor(run: Pass) -> None:
     analysis = current.analysis
     interval = parse_duration(watch.interval)
     for name in watch.metrics:
+        metric = spec.analysis.metric(name)
         result = analysis.result(name)
         if result is None:
-            result = MetricResult(name=name)
+            result = MetricResult(name=name, dry_run=metric.dry_run)
             analysis.metrics.append(result)
         observation = run.observed.measurements.get(("monitor", name))
         if observation is not None:
-            measurement = judge_metric(spec.analysis.metric(name), observation, run.at)
-            updated = record(result, measurement, _NO_LIMITS, None)
+            measurement = judge_metric(metric, observation, run.at)
+            keep = measurements_kept(len(watch.metrics), metric.measurement_retention)
+            updated = record(result, measurement, _NO_LIMITS, None, keep)
             updated.phase = measurement.phase
             updated.message = measurement.message
             analysis.metrics[analysis.metrics.index(result)] = updated
     for result in analysis.metrics:
         run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False), routine=True)
-    drifted = [result for result in analysis.metrics if _failure_streak(result) >= watch.consecutive_failures]
-    clean = analysis.metrics and all(result.phase == Verdict.SUCCESSFUL for result in analysis.metrics)
+    # A dry-run metric is watched and shown, but neither starts nor ends a drift episode.
+    decisive = [result for result in analysis.metrics if not result.dry_run]
+    drifted = [result for result in decisive if _failure_streak(result) >= watch.consecutive_failures]
+    clean = decisive and all(result.phase == Verdict.SUCCESSFUL for result in decisive)
     if drifted and current.drifted_since is None:
         current.drifted_since = run.at
         message = f"{status.stable_version} drifted: " + "; ".join(_named(r) for r in drifted)
@@ -85,7 +89,7 @@ def _fire(run: Pass, current: MonitoringStatus) -> None:
         return
     hook.attempts += 1
     hook.next_attempt_at = timestamp(run.now + timedelta(seconds=hook_backoff(hook.attempts)))
-    reasons = "; ".join(_named(r) for r in current.analysis.metrics if r.phase == Verdict.FAILED)
+    reasons = "; ".join(_named(r) for r in current.analysis.metrics if r.phase == Verdict.FAILED and not r.dry_run)
     run.actions.append(FireHook(hook.episode, current.version, reasons or "drift"))
     run.again_in(hook_backoff(hook.attempts))
 
@@ -95,7 +99,7 @@ def drift_condition(status: ModelRolloutStatus, needed: int) -> tuple[bool, str]
     watch = status.monitoring
     if watch is None:
         return False, ""
-    failing = [result for result in watch.analysis.metrics if result.phase == Verdict.FAILED]
+    failing = [result for result in watch.analysis.metrics if result.phase == Verdict.FAILED and not result.dry_run]
     if watch.drifted_since is not None:
         return True, "; ".join(_named(result) for result in failing)
     notes = []
