@@ -7,8 +7,11 @@ from rich.console import Console
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
 from modelrollout.status_view import render, summary_line
+from modelrollout.vocabulary.routes import RouteState
 
 from .world import World, make_spec
+
+ROUTING = {"gatewayAPI": {"httpRoute": "scorer"}}
 
 
 def _screen(rollout: dict[str, object]) -> str:
@@ -61,3 +64,22 @@ def test_a_live_shadow_and_header_route_are_shown_even_at_weight_0() -> None:
 def test_status_of_a_rollout_not_yet_seen_by_the_operator() -> None:
     screen = _screen({"metadata": {"name": "new", "namespace": "ml"}, "spec": make_spec()})
     assert "Pending" in screen and "setWeight 25" in screen
+
+
+def test_the_summary_shows_a_live_shadow_a_header_route_and_a_template_only_change() -> None:
+    steps = [{"mirror": {"percent": 20}}, {"setHeaderRoute": {"name": "x-canary", "value": "1"}}, {"pause": {}}]
+    world = World(make_spec("1.0.0", strategy={"canary": {"steps": steps}}, trafficRouting=ROUTING))
+    world.route = RouteState()
+    world.run(Phase.SUCCEEDED)
+    template = {"spec": {"containers": [{"name": "server", "image": "registry.example/fraud-scorer:v2"}]}}
+    world.change_spec(template=template)
+    seen = []
+    for _ in range(8):
+        world.step(1)
+        assert world.status.summary is not None
+        seen.append(world.status.summary)
+    traffic = [summary.traffic for summary in seen]
+    assert "100/0 +mirror 20%" in traffic and traffic[-1] == "100/0 +mirror 20% header x-canary=1", traffic
+    revision = world.status.candidate_revision or ""
+    assert seen[-1].candidate == f"1.0.0 (rev {revision[:7]})" and seen[-1].step == "2/3", seen[-1]
+    assert world.status.phase == Phase.PAUSED

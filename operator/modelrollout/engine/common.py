@@ -24,6 +24,7 @@ from modelrollout.api.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     PauseReason,
+    RevisionSource,
     SharedStage,
     Stage,
     Verdict,
@@ -227,6 +228,8 @@ def finish_promotion(run: Pass) -> None:
     assert status.stable_revision is not None
     run.actions.append(DeleteDeployment(status.stable_revision))
     previous = status.stable_version
+    status.previous_stable = status.stable_source
+    status.stable_source = revision_source(run)
     status.stable_revision = status.candidate_revision
     status.stable_version = status.candidate_version
     clear_candidate(status)
@@ -236,6 +239,16 @@ def finish_promotion(run: Pass) -> None:
     # The message the next pass writes for a settled stable version: one status write, not two.
     status.message = stable_message(status.stable_version, run.ready(status.stable_revision), run.spec.replicas)
     run.event("Promoted", f"{status.stable_version} promoted to stable (was {previous})")
+
+
+def revision_source(run: Pass) -> RevisionSource:
+    """What the spec's revision is built from, as the spec says it (to write it back unchanged)."""
+    return RevisionSource(
+        version=run.spec.model.version,
+        revision=run.revision,
+        model=dict(run.ref.spec.get("model") or {}),
+        template=dict(run.ref.spec.get("template") or {}),
+    )
 
 
 def stable_message(version: str | None, ready: int, replicas: int) -> str:
