@@ -16,6 +16,7 @@ from rich.text import Text
 
 from modelrollout.api.models import AnalysisStatus, ModelRolloutStatus, Phase, Verdict
 from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.engine.common import measured
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 
 PHASE_STYLE = {
@@ -37,35 +38,70 @@ VERDICT_STYLE = {
 
 
 def render(rollout: dict[str, Any]) -> Group:
-    """Everything a person asks of a rollout, in one screen."""
+    """Everything a person asks of a rollout, in one screen: what is true now first (phase, traffic,
+    conditions, the last command's outcome), then the measurements, then the steps, compact enough
+    for a 24-row terminal."""
     metadata = rollout.get("metadata", {})
+    spec = rollout.get("spec") or {}
     status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
+    phase = Text(status.phase.value, style=PHASE_STYLE[status.phase])
+    if status.stage is not None and status.stage.value != status.phase.value:  # older status has none
+        phase.append(f"  stage {status.stage.value}", style="")
     header.add_row("Name", f"{metadata.get('namespace')}/{metadata.get('name')}")
-    header.add_row("Phase", Text(status.phase.value, style=PHASE_STYLE[status.phase]))
-    if status.stage is not None:  # a status written before stages has none
-        header.add_row("Stage", status.stage.value)
+    header.add_row("Phase", phase)
     header.add_row("Message", status.message or "-")
-    header.add_row("Stable", status.stable_version or "-")
-    header.add_row("Candidate", status.candidate_version or "-")
+    header.add_row("Versions", versions(status, spec))
     header.add_row("Traffic", traffic(status))
-    parts: list[Any] = [header, _steps(rollout.get("spec") or {}, status)]
-    for analysis in (status.background_analysis, status.step_analysis):
+    header.add_row("Conditions", _conditions(status))
+    if status.last_command is not None:
+        last = status.last_command
+        style = "green" if last.outcome == "Applied" else "yellow"
+        header.add_row("Last command", Text(f"{last.action} {last.outcome.lower()}: {last.reason}", style=style))
+    parts: list[Any] = [header]
+    for analysis in (status.step_analysis, status.background_analysis):
         if analysis is not None:
             parts.append(_analysis(analysis, ended=status.phase in ENDED_AT_STEP))
-    conditions = Table(title="Conditions", title_justify="left")
-    for column in ("Type", "Status", "Reason", "Since"):
-        conditions.add_column(column)
-    for condition in status.conditions:
-        conditions.add_row(condition.type, condition.status, condition.reason, condition.last_transition_time or "")
-    parts.append(conditions)
+    parts.append(_steps(spec, status))
     return Group(*parts)
 
 
+def versions(status: ModelRolloutStatus, spec: dict[str, Any]) -> str:
+    """Stable and candidate, the candidate's revision when only its template differs, and what the
+    spec asks for when the operator has not taken it up (an invalid edit, or not seen yet)."""
+    text = f"stable {status.stable_version or '-'}"
+    if status.candidate_version is not None:
+        text += f"  candidate {status.candidate_version}"
+        if status.candidate_version == status.stable_version and status.candidate_revision:
+            text += f" (rev {status.candidate_revision[:7]}: the pod template changed)"
+    requested = (spec.get("model") or {}).get("version") if isinstance(spec.get("model"), dict) else None
+    if requested is not None and requested not in (status.candidate_version, status.stable_version):
+        text += f"  requested {requested} (not taken up: see Message)"
+    return text
+
+
+def _conditions(status: ModelRolloutStatus) -> Text:
+    """The conditions on one line: which are True (the others are False), and their reason."""
+    if not status.conditions:
+        return Text("-")
+    true = [condition.type for condition in status.conditions if condition.status == "True"]
+    text = Text("True: ")
+    for position, kind in enumerate(true):
+        text.append(kind, style="red" if kind in ("Degraded", "Stalled", "Drifted") else "green")
+        if position < len(true) - 1:
+            text.append(", ")
+    if not true:
+        text.append("none", style="dim")
+    reasons = sorted({condition.reason for condition in status.conditions if condition.reason})
+    if reasons:
+        text.append(f"  (reason {', '.join(reasons)})")
+    return text
+
+
 def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
-    table = Table(title="Steps", title_justify="left")
+    table = Table(title="Steps", title_justify="left", box=None, header_style="bold underline")
     table.add_column("#", justify="right")
     table.add_column("Step")
     table.add_column("State")
@@ -85,6 +121,8 @@ def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
                 state = Text(ended, style=PHASE_STYLE[status.phase])
             else:
                 state = Text(status.pause_reason or "running", style="bold cyan")
+        elif current is not None and ended is not None:
+            state = Text("not run", style="dim")
         table.add_row(str(index), step.describe(), state)
     return table
 
@@ -101,7 +139,8 @@ def traffic(status: ModelRolloutStatus) -> str:
     if weights.mirror:
         parts.append(f"mirror {weights.mirror}% (shadow: answers discarded)")
     if weights.header_route:
-        parts.append("header route to the candidate")
+        match = f" {weights.header}" if weights.header else ""
+        parts.append(f"header route{match} to the candidate")
     return "  ".join(parts)
 
 
@@ -131,8 +170,8 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
     gated = f"stage {analysis.stage.value}" if analysis.stage is not None else f"step {analysis.step_index}"
     title = "Background analysis" if analysis.kind == "background" else f"Analysis of {gated}"
     phase = "stopped" if ended and analysis.phase is Verdict.RUNNING else analysis.phase.value
-    table = Table(title=f"{title}: {phase}", title_justify="left")
-    for column in ("Metric", "Verdict", "Last value", "Ok/Total", "Why"):
+    table = Table(title=f"{title}: {phase}", title_justify="left", box=None, header_style="bold underline")
+    for column in ("Metric", "Verdict", "Last value", "Measured", "Why"):
         table.add_column(column)
     for result in analysis.metrics:
         last = result.measurements[-1] if result.measurements else None
@@ -143,7 +182,7 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
             result.name,
             verdict or Text(result.phase.value, style=VERDICT_STYLE[result.phase]),
             value,
-            f"{result.successful}/{result.count}",
+            measured(result) if result.count else "-",
             result.message or (last.message if last else ""),
         )
     return table
@@ -164,7 +203,7 @@ async def show_status(args: argparse.Namespace) -> int:
             return 0
         if not sys.stdout.isatty():
             return await _watch_lines(api, args, rollout)
-        with Live(render(rollout), console=console, refresh_per_second=4, vertical_overflow="visible") as live:
+        with Live(render(rollout), console=console, refresh_per_second=4, vertical_overflow="ellipsis") as live:
             while True:
                 await asyncio.sleep(1)
                 fresh = await _fetch(api, args)

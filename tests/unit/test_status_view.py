@@ -6,6 +6,7 @@ from rich.console import Console
 
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase
+from modelrollout.engine.types import CommandAction
 from modelrollout.status_view import render, summary_line
 from modelrollout.vocabulary.routes import RouteState
 
@@ -83,3 +84,49 @@ def test_the_summary_shows_a_live_shadow_a_header_route_and_a_template_only_chan
     revision = world.status.candidate_revision or ""
     assert seen[-1].candidate == f"1.0.0 (rev {revision[:7]})" and seen[-1].step == "2/3", seen[-1]
     assert world.status.phase == Phase.PAUSED
+
+
+def _rolled_back_at_an_analysis() -> World:
+    steps = [
+        {"setWeight": 10},
+        {"pause": {"duration": "2m"}},
+        {"analysis": {"metrics": ["error-rate"], "count": 3, "interval": "10s"}},
+        {"setWeight": 50},
+        {"pause": {}},
+        {"setWeight": 75},
+    ]
+    world = World(make_spec("1.0.0", strategy={"canary": {"steps": steps}}))
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.metric_values["error-rate"] = Observation(value=0.01)
+    for _ in range(3):
+        world.step(1)
+    world.command(CommandAction.PROMOTE)
+    world.step(1)
+    world.metric_values["error-rate"] = Observation(value=0.5)
+    world.run(Phase.ROLLED_BACK, seconds=10)
+    return world
+
+
+def test_a_rolled_back_rollout_fits_a_24_row_terminal_conditions_and_outcome_first() -> None:
+    world = _rolled_back_at_an_analysis()
+    console = Console(record=True, width=100, height=24)
+    console.print(
+        render({"metadata": {"name": "s", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()})
+    )
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 24, "\n".join(lines)
+    assert any(line.startswith("Conditions") and "True: Degraded, Stalled" in line for line in lines[:10]), lines
+    assert any("promote applied: ends step 1's pause now" in line for line in lines[:10]), lines
+    steps = {line.split()[0]: line for line in lines if line[:3].strip().isdigit()}
+    assert "stopped: rolled back" in steps["2"] and all("not run" in steps[n] for n in "345"), steps
+    assert "done" in steps["0"] and "done" in steps["1"]
+
+
+def test_the_version_asked_for_shows_when_the_operator_did_not_take_it_up() -> None:
+    world = World(make_spec("1.0.0"))
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"}, replicas=-1)
+    world.step(1)
+    screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()})
+    assert "stable 1.0.0  requested 2.0.0 (not taken up: see Message)" in screen, screen

@@ -280,21 +280,26 @@ def check_deadline(run: Pass) -> bool:
 
 def tally(analysis: AnalysisStatus) -> str:
     """Each metric's count of passing measurements, with the others named apart: "1/8 ok" alone read
-    as seven failures when seven were Errors (Prometheus down), which is another story to a person."""
-    return ", ".join(_metric_tally(result) for result in analysis.metrics)
+    as seven failures when seven were Errors (Prometheus down), which is another story to a person;
+    and "every metric passed (error-rate 4/15 ok)" hid eleven measurements that could not be taken."""
+    return "; ".join(f"{result.name} {measured(result)}" for result in analysis.metrics)
 
 
-def _metric_tally(result: MetricResult) -> str:
-    others = [
+def measured(result: MetricResult) -> str:
+    """`3/3 ok` when every measurement passed; else each kind counted apart, e.g. `4 ok, 11 could
+    not be measured (Error) of 15`."""
+    if result.successful == result.count:
+        return f"{result.successful}/{result.count} ok"
+    parts = [f"{result.successful} ok"] + [
         f"{number} {what}"
         for number, what in (
             (result.failed, "failed"),
             (result.inconclusive, "inconclusive"),
-            (result.error, "error" if result.error == 1 else "errors"),
+            (result.error, "could not be measured (Error)"),
         )
         if number
     ]
-    return f"{result.name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
+    return ", ".join(parts) + f" of {result.count}"
 
 
 def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
