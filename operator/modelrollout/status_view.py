@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -239,3 +239,89 @@ async def _fetch(api: KubeApi, args: argparse.Namespace) -> dict[str, Any] | Non
     if rollout is None:
         print(f"modelrollout status: ModelRollout {args.namespace}/{args.name} not found", file=sys.stderr)
     return rollout
+
+
+# --- `modelrollout list` ---------------------------------------------------------------------------
+
+LIST_COLUMNS = ("NAMESPACE", "NAME", "PHASE", "STABLE", "CANDIDATE", "TRAFFIC", "STEP", "AGE")
+
+
+def list_row(rollout: dict[str, Any], now: datetime) -> dict[str, str]:
+    """One rollout as `list` shows it (the same words as `kubectl get mro`'s columns)."""
+    metadata = rollout.get("metadata") or {}
+    status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
+    summary = status.summary
+    phase = status.phase.value + (f" ({status.pause_reason})" if status.pause_reason else "")
+    return {
+        "NAMESPACE": str(metadata.get("namespace", "")),
+        "NAME": str(metadata.get("name", "")),
+        "PHASE": phase,
+        "STABLE": status.stable_version or "-",
+        "CANDIDATE": (summary.candidate if summary is not None else status.candidate_version) or "-",
+        "TRAFFIC": summary.traffic if summary is not None and summary.traffic else traffic_short(status),
+        "STEP": (summary.step if summary is not None else "") or "-",
+        "AGE": age(metadata.get("creationTimestamp"), now),
+    }
+
+
+def traffic_short(status: ModelRolloutStatus) -> str:
+    weights = status.weights
+    text = f"{weights.stable}/{weights.candidate}"
+    if weights.mirror:
+        text += f" +mirror {weights.mirror}%"
+    if weights.header_route:
+        text += " +header route"
+    return text
+
+
+def age(created: str | None, now: datetime) -> str:
+    """kubectl's way: 45s, 12m, 5h, 3d."""
+    if not created:
+        return "-"
+    seconds = max(0, int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()))
+    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
+
+
+def list_table(rollouts: list[dict[str, Any]], now: datetime, *, all_namespaces: bool, terminal: bool) -> Any:
+    """A rich table for a terminal; plain aligned columns (one line per rollout) for a pipe."""
+    columns = LIST_COLUMNS if all_namespaces else LIST_COLUMNS[1:]
+    rows = [list_row(rollout, now) for rollout in sorted(rollouts, key=_namespace_and_name)]
+    if terminal:
+        table = Table(box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            style = {"Succeeded": "green", "RolledBack": "red", "Failed": "red"}.get(row["PHASE"].split()[0])
+            table.add_row(*(row[column] for column in columns), style=style)
+        return table
+    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
+    lines = ["   ".join(column.ljust(widths[column]) for column in columns).rstrip()]
+    lines += ["   ".join(row[column].ljust(widths[column]) for column in columns).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _namespace_and_name(rollout: dict[str, Any]) -> tuple[str, str]:
+    metadata = rollout.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+async def list_rollouts(args: argparse.Namespace) -> int:
+    api = await KubeApi.connect(args.kubeconfig, args.context)
+    try:
+        rollouts = await api.list(MODELROLLOUTS, None if args.all_namespaces else args.namespace)
+    finally:
+        await api.close()
+    if not rollouts:
+        where = "any namespace" if args.all_namespaces else f"namespace {args.namespace}"
+        print(f"No ModelRollouts in {where}.", file=sys.stderr)
+        return 0
+    terminal = sys.stdout.isatty()
+    shown = list_table(rollouts, datetime.now(UTC), all_namespaces=args.all_namespaces, terminal=terminal)
+    if terminal:
+        Console().print(shown)
+    else:
+        print(shown)
+    return 0
