@@ -163,6 +163,8 @@ def summary_line(rollout: dict[str, Any]) -> str:
         fields.append(f"paused={status.pause_reason}")
     if status.stage is not None:
         fields.append(f"stage={status.stage.value}")
+    if status.last_command is not None:
+        fields.append(f"lastCommand={status.last_command.action}:{status.last_command.outcome}")
     return " ".join(fields) + (f"  {status.message}" if status.message else "")
 
 

@@ -130,3 +130,33 @@ def test_the_version_asked_for_shows_when_the_operator_did_not_take_it_up() -> N
     world.step(1)
     screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()})
     assert "stable 1.0.0  requested 2.0.0 (not taken up: see Message)" in screen, screen
+
+
+def test_list_is_plain_columns_in_a_pipe_and_says_ages_as_kubectl_does() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from modelrollout.status_view import list_table
+
+    now = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+
+    def rollout(namespace: str, name: str, age: timedelta, status: dict[str, object]) -> dict[str, object]:
+        created = (now - age).isoformat().replace("+00:00", "Z")
+        return {"metadata": {"namespace": namespace, "name": name, "creationTimestamp": created}, "status": status}
+
+    shadow = {"candidate": "3.2.0 (rev 9f3c2a1)", "traffic": "100/0 +mirror 20%", "step": "0/4"}
+    rollouts = [
+        rollout("shop", "recommender", timedelta(days=4), {"phase": "Succeeded", "stableVersion": "2.0.0"}),
+        rollout(
+            "ml", "ranker", timedelta(seconds=45), {"phase": "Progressing", "stableVersion": "3.2.0", "summary": shadow}
+        ),
+        rollout("ml", "scorer", timedelta(hours=3), {"phase": "Paused", "pauseReason": "PauseStep"}),
+    ]
+    text = list_table(rollouts, now, all_namespaces=True, terminal=False)
+    assert isinstance(text, str)
+    header, *rows = text.splitlines()
+    assert header.split() == ["NAMESPACE", "NAME", "PHASE", "STABLE", "CANDIDATE", "TRAFFIC", "STEP", "AGE"]
+    assert [row.split()[1] for row in rows] == ["ranker", "scorer", "recommender"]  # by namespace, then name
+    assert "3.2.0 (rev 9f3c2a1)   100/0 +mirror 20%   0/4    45s" in rows[0], rows[0]
+    assert "Paused (PauseStep)" in rows[1] and rows[1].endswith("3h"), rows[1]
+    assert rows[2].split()[2:] == ["Succeeded", "2.0.0", "-", "100/0", "-", "4d"], rows[2]
+    assert not list_table(rollouts, now, all_namespaces=False, terminal=False).startswith("NAMESPACE")
