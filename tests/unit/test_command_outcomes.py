@@ -165,3 +165,29 @@ def test_a_promotion_remembers_the_previous_stable_revision_for_undo() -> None:
     world.run(Phase.SUCCEEDED, seconds=31)
     assert world.status.previous_stable == first
     assert world.status.stable_source is not None and world.status.stable_source.version == "2.0.0"
+
+
+def test_blue_green_promote_is_queued_before_the_switch_applied_at_the_gate_and_ignored_after() -> None:
+    blue_green = {"blueGreen": {"autoPromotion": False, "scaleDownDelaySeconds": 600}}
+    world = deployed(strategy=blue_green)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.run(Phase.PAUSED)
+    world.command(CommandAction.PROMOTE)
+    world.step(1)
+    assert outcome(world) == ("Applied", "switches traffic to 2.0.0")
+    assert world.status.weights.candidate == 100
+    world.command(CommandAction.PROMOTE)
+    world.step(1)
+    verdict, reason = outcome(world)
+    assert verdict == "Ignored" and reason.startswith("traffic already switched to 2.0.0"), reason
+    world.command(CommandAction.RESTART)
+    world.step(1)
+    assert outcome(world)[0] == "Ignored" and "being retired" in outcome(world)[1]
+
+    other = deployed(strategy=blue_green)
+    other.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    other.step(1)
+    other.command(CommandAction.PROMOTE)
+    other.step(1)
+    verdict, reason = outcome(other)
+    assert verdict == "Applied" and reason.startswith("queued: traffic switches as soon as"), (verdict, reason)

@@ -529,8 +529,10 @@ def promote_outcome(run: Pass, full: bool) -> tuple[bool, str]:
     if stage in (CanaryStage.PAUSED_AT_STEP, CanaryStage.STEP_DONE_WAITING):
         what = "skips the remaining steps and promotes" if full else "goes past the step"
         return True, f"{what} (step {status.current_step_index})"
-    if stage in (CanaryStage.AWAITING_PROMOTION, BlueGreenStage.AWAITING_SWITCH):
+    if stage == CanaryStage.AWAITING_PROMOTION:
         return True, f"makes {status.candidate_version} stable"
+    if stage == BlueGreenStage.AWAITING_SWITCH:
+        return True, f"switches traffic to {status.candidate_version}"
     queued = "queued: takes effect at the next gate (a pause, an analysis verdict or a manual step)"
     if spec.strategy.blue_green is not None:
         return True, "queued: traffic switches as soon as the preview is ready and has passed its analysis"
