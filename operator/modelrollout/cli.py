@@ -397,9 +397,14 @@ async def undo(args: argparse.Namespace) -> int:
         try:
             await api.request("PATCH", MODELROLLOUTS.path(args.namespace, args.name), patch, JSON_PATCH)
         except ApiError as error:
-            if error.status not in (409, 422):
+            # A failed `test` is a 422 like any refused patch: tell them apart by reading again.
+            again = await api.get(MODELROLLOUTS, args.namespace, args.name) if error.status == 422 else None
+            if again is None or again["metadata"]["resourceVersion"] == rollout["metadata"]["resourceVersion"]:
                 raise
-            print(f"modelrollout undo: {target} changed while undo read it; run it again", file=sys.stderr)
+            print(
+                f"modelrollout undo: {target} changed while undo read it; nothing written, run it again",
+                file=sys.stderr,
+            )
             return EXIT_API
     finally:
         await api.close()

@@ -124,6 +124,14 @@ def test_list_shows_every_rollout_with_phase_versions_traffic_step_and_age(
     assert fields[1:6] == ["Paused", "(PauseStep)", "1.0.0", "2.0.0", "50/50"], fields  # 1 of 2 pods: 50%
     assert fields[6] == "1/2" and fields[7].endswith(("s", "m")), fields
 
+    # Nothing was promoted after the first version: undo has nothing to go back to, and says so.
+    said(cli(cluster, "undo", settled), EXIT_IGNORED, "stderr", "nothing to go back to")
+    assert cluster.rollout(settled)["spec"]["model"]["version"] == "1.0.0"
+    # With a candidate in flight, undo goes back to the stable revision: the candidate is withdrawn.
+    said(cli(cluster, "undo", moving), 0, "stdout", "spec.model.version 2.0.0 -> 1.0.0")
+    withdrawn = cluster.wait_for_phase(moving, "Succeeded", timeout=60)
+    assert withdrawn["stableVersion"] == "1.0.0" and "candidateVersion" not in withdrawn, withdrawn
+
     everywhere = cli(cluster, "list", "-A")
     assert everywhere.stdout.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"], everywhere.stdout
     assert any(line.split()[:2] == [cluster.namespace, moving] for line in everywhere.stdout.splitlines())
