@@ -1,35 +1,40 @@
 """`modelrollout` (also installed as `kubectl-modelrollout`): run the operator, render the CRD, and
-talk to rollouts: status, promote, abort, retry, pause, resume.
+talk to rollouts: list, status, promote, abort, retry, pause, resume, restart, undo.
 
 Other distributions add commands through the `modelrollout.commands` entry points (the dev kit adds
 `sandbox` and `demo`). Only the called one is imported: `modelrollout run` loads nothing of them.
 
 Commands from people are written as an annotation, never into `spec`, so a GitOps tool that owns
-the manifest sees no drift.
+the manifest sees no drift (`command_client`), and the CLI waits for the operator's answer. `undo`
+alone edits spec: going back to an earlier revision is a change of what is asked for.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
 import sys
-import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from modelrollout import __version__
-from modelrollout.client_errors import EXIT_NOT_FOUND, EXIT_USAGE, explain
+from modelrollout import __version__, command_client
+from modelrollout.api.models import ModelRolloutStatus
+from modelrollout.client_errors import (
+    EXIT_API,
+    EXIT_IGNORED,
+    EXIT_NO_ANSWER,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    explain,
+)
 from modelrollout.engine.types import CommandAction
-from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
+from modelrollout.kube.api import JSON_PATCH, MODELROLLOUTS, ApiError, KubeApi
 from modelrollout.settings import OperatorOptions
-from modelrollout.vocabulary.names import COMMAND_ANNOTATION
 
 #: The entry-point group through which other distributions add commands to the CLI.
 COMMAND_ENTRY_POINTS = "modelrollout.commands"
@@ -182,19 +187,43 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     status.add_argument("--watch", "-w", action="store_true", help="follow live")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
-    for action, text in [
-        ("promote", "go past the current pause or gate (--full: skip every remaining step)"),
-        ("abort", "roll back now"),
-        ("retry", "deliver a rolled-back version again"),
-        ("pause", "hold the rollout where it is"),
-        ("resume", "continue a paused rollout"),
-    ]:
+    for action, text in COMMANDS.items():
         sub = commands.add_parser(action, help=text)
         _add_target(sub)
         if action == "promote":
             sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
+        sub.add_argument(
+            "--wait-seconds",
+            type=_POSITIVE_SECONDS,
+            default=30.0,
+            help="how long to wait for the operator's answer (default: 30)",
+        )
+        sub.add_argument(
+            "--no-wait", action="store_true", help="only send the command; do not wait for the operator's answer"
+        )
+
+    undo = commands.add_parser(
+        "undo", help="ask for the previous stable revision again (edits spec: a GitOps tool will revert it)"
+    )
+    _add_target(undo)
+
+    listing = commands.add_parser("list", help="every rollout: phase, versions, traffic, step, age")
+    listing.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="rollouts of every namespace")
+    _add_kube_flags(listing)
     _add_plugin_commands(commands, plugin_commands(), load)
     return parser
+
+
+#: The commands a person sends to a rollout, answered by the operator in `status.lastCommand`.
+COMMANDS = {
+    "promote": "go past the current pause or gate (--full: skip every remaining step)",
+    "abort": "roll back now",
+    "retry": "deliver a rolled-back version again",
+    "pause": "hold the rollout where it is",
+    "resume": "continue a paused rollout",
+    "restart": "replace the stable version's pods, one at a time",
+}
 
 
 def _add_plugin_commands(commands: Any, plugins: Mapping[str, EntryPoint], load: str | None) -> None:
@@ -250,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelrollout.status_view import show_status
 
         return _talk_to_the_api(args, lambda: show_status(args))
+    if args.command == "list":
+        from modelrollout.status_view import list_rollouts
+
+        return _talk_to_the_api(args, lambda: list_rollouts(args))
+    if args.command == "undo":
+        return _talk_to_the_api(args, lambda: undo(args))
     return _talk_to_the_api(args, lambda: send_command(args))
 
 
@@ -292,24 +327,95 @@ def crd_command(args: argparse.Namespace) -> int:
 
 
 async def send_command(args: argparse.Namespace) -> int:
+    """Send the command and, unless --no-wait, say what the operator did with it."""
     action = CommandAction.PROMOTE_FULL if args.command == "promote" and args.full else CommandAction(args.command)
-    command = {"id": uuid.uuid4().hex[:12], "action": action.value, "at": datetime.now(UTC).isoformat()}
+    target = f"{args.namespace}/{args.name}"
     api = await KubeApi.connect(args.kubeconfig, args.context)
     try:
-        await api.merge_patch(
-            MODELROLLOUTS,
-            args.namespace,
-            args.name,
-            {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command)}}},
-        )
-    except ApiError as error:
-        if error.status != 404:
-            raise  # said in one line by _talk_to_the_api
-        print(f"modelrollout {args.command}: {args.namespace}/{args.name}: {error.message}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        try:
+            command_id = await command_client.send(api, args.namespace, args.name, action)
+        except ApiError as error:
+            if error.status != 404:
+                raise  # said in one line by _talk_to_the_api
+            print(f"modelrollout {args.command}: {target}: {error.message}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        if args.no_wait:
+            print(f"{action.value} sent to {target} (command {command_id})")
+            return 0
+        answer = await command_client.wait_for_answer(api, args.namespace, args.name, command_id, args.wait_seconds)
     finally:
         await api.close()
-    print(f"{action.value} sent to {args.namespace}/{args.name} (command {command['id']})")
+    if answer is None:
+        print(
+            f"modelrollout {args.command}: sent to {target} (command {command_id}), but the operator did not "
+            f"answer within {args.wait_seconds:g}s; is it running and watching namespace {args.namespace}? "
+            f"`modelrollout status {args.name} -n {args.namespace}` shows whether it was handled later",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ANSWER
+    if answer.outcome == "Applied":
+        print(f"{action.value} applied to {target}: {answer.reason}")
+        return 0
+    print(f"{action.value} ignored by {target}: {answer.reason}", file=sys.stderr)
+    return EXIT_IGNORED
+
+
+async def undo(args: argparse.Namespace) -> int:
+    """Write the previous stable revision's model and template back into spec; the operator delivers
+    it by the rollout's own strategy, as any spec change.
+
+    "Previous" is the revision before the spec's: the stable one while a candidate is in flight (or
+    was rolled back), the one stable before the last promotion once the spec is on the stable one."""
+    target = f"{args.namespace}/{args.name}"
+    api = await KubeApi.connect(args.kubeconfig, args.context)
+    try:
+        rollout = await api.get(MODELROLLOUTS, args.namespace, args.name)
+        if rollout is None:
+            print(f"modelrollout undo: ModelRollout {target} not found", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        spec = rollout.get("spec") or {}
+        status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
+        current = {"model": spec.get("model"), "template": spec.get("template")}
+        stable = status.stable_source
+        on_stable = stable is not None and current == {"model": stable.model, "template": stable.template}
+        back_to = status.previous_stable if on_stable else stable
+        if back_to is None:
+            why = (
+                "no earlier stable revision is recorded (none was promoted since the operator began recording it)"
+                if on_stable or stable is None
+                else "no stable revision is recorded yet"
+            )
+            print(f"modelrollout undo: {target}: nothing to go back to: {why}", file=sys.stderr)
+            return EXIT_IGNORED
+        # A JSON patch that replaces both (a merge patch would merge the old template into the new),
+        # guarded by the resourceVersion read: an edit in between is not overwritten unseen.
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rollout["metadata"]["resourceVersion"]},
+            {"op": "replace", "path": "/spec/model", "value": back_to.model},
+            {"op": "replace", "path": "/spec/template", "value": back_to.template},
+        ]
+        try:
+            await api.request("PATCH", MODELROLLOUTS.path(args.namespace, args.name), patch, JSON_PATCH)
+        except ApiError as error:
+            # A failed `test` is a 422 like any refused patch: tell them apart by reading again.
+            again = await api.get(MODELROLLOUTS, args.namespace, args.name) if error.status == 422 else None
+            if again is None or again["metadata"]["resourceVersion"] == rollout["metadata"]["resourceVersion"]:
+                raise
+            print(
+                f"modelrollout undo: {target} changed while undo read it; nothing written, run it again",
+                file=sys.stderr,
+            )
+            return EXIT_API
+    finally:
+        await api.close()
+    now = (spec.get("model") or {}).get("version")
+    changed = ["spec.model"] + (["spec.template"] if current["template"] != back_to.template else [])
+    print(f"undo: {target}: spec.model.version {now} -> {back_to.version} ({' and '.join(changed)} replaced)")
+    print(
+        "warning: undo edited the spec; if a GitOps tool (Argo CD, Flux) owns this manifest it will change it "
+        f"back: put {back_to.version} in Git instead",
+        file=sys.stderr,
+    )
     return 0
 
 

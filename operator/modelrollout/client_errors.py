@@ -22,6 +22,11 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_API = 4
 EXIT_UNREACHABLE = 5
+#: The operator answered that the command does not apply now (`status.lastCommand.outcome: Ignored`),
+#: or `undo` has nothing to go back to.
+EXIT_IGNORED = 6
+#: The command was sent, but the operator did not answer within --wait-seconds.
+EXIT_NO_ANSWER = 7
 
 
 @dataclass(frozen=True)

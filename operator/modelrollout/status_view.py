@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -16,6 +16,7 @@ from rich.text import Text
 
 from modelrollout.api.models import AnalysisStatus, ModelRolloutStatus, Phase, Verdict
 from modelrollout.api.validation import InvalidSpec, parse_spec
+from modelrollout.engine.common import measured
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 
 PHASE_STYLE = {
@@ -37,35 +38,70 @@ VERDICT_STYLE = {
 
 
 def render(rollout: dict[str, Any]) -> Group:
-    """Everything a person asks of a rollout, in one screen."""
+    """Everything a person asks of a rollout, in one screen: what is true now first (phase, traffic,
+    conditions, the last command's outcome), then the measurements, then the steps, compact enough
+    for a 24-row terminal."""
     metadata = rollout.get("metadata", {})
+    spec = rollout.get("spec") or {}
     status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
+    phase = Text(status.phase.value, style=PHASE_STYLE[status.phase])
+    if status.stage is not None and status.stage.value != status.phase.value:  # older status has none
+        phase.append(f"  stage {status.stage.value}", style="")
     header.add_row("Name", f"{metadata.get('namespace')}/{metadata.get('name')}")
-    header.add_row("Phase", Text(status.phase.value, style=PHASE_STYLE[status.phase]))
-    if status.stage is not None:  # a status written before stages has none
-        header.add_row("Stage", status.stage.value)
+    header.add_row("Phase", phase)
     header.add_row("Message", status.message or "-")
-    header.add_row("Stable", status.stable_version or "-")
-    header.add_row("Candidate", status.candidate_version or "-")
+    header.add_row("Versions", versions(status, spec))
     header.add_row("Traffic", traffic(status))
-    parts: list[Any] = [header, _steps(rollout.get("spec") or {}, status)]
-    for analysis in (status.background_analysis, status.step_analysis):
+    header.add_row("Conditions", _conditions(status))
+    if status.last_command is not None:
+        last = status.last_command
+        style = "green" if last.outcome == "Applied" else "yellow"
+        header.add_row("Last command", Text(f"{last.action} {last.outcome.lower()}: {last.reason}", style=style))
+    parts: list[Any] = [header]
+    for analysis in (status.step_analysis, status.background_analysis):
         if analysis is not None:
             parts.append(_analysis(analysis, ended=status.phase in ENDED_AT_STEP))
-    conditions = Table(title="Conditions", title_justify="left")
-    for column in ("Type", "Status", "Reason", "Since"):
-        conditions.add_column(column)
-    for condition in status.conditions:
-        conditions.add_row(condition.type, condition.status, condition.reason, condition.last_transition_time or "")
-    parts.append(conditions)
+    parts.append(_steps(spec, status))
     return Group(*parts)
 
 
+def versions(status: ModelRolloutStatus, spec: dict[str, Any]) -> str:
+    """Stable and candidate, the candidate's revision when only its template differs, and what the
+    spec asks for when the operator has not taken it up (an invalid edit, or not seen yet)."""
+    text = f"stable {status.stable_version or '-'}"
+    if status.candidate_version is not None:
+        text += f"  candidate {status.candidate_version}"
+        if status.candidate_version == status.stable_version and status.candidate_revision:
+            text += f" (rev {status.candidate_revision[:7]}: the pod template changed)"
+    requested = (spec.get("model") or {}).get("version") if isinstance(spec.get("model"), dict) else None
+    if requested is not None and requested not in (status.candidate_version, status.stable_version):
+        text += f"  requested {requested} (not taken up: see Message)"
+    return text
+
+
+def _conditions(status: ModelRolloutStatus) -> Text:
+    """The conditions on one line: which are True (the others are False), and their reason."""
+    if not status.conditions:
+        return Text("-")
+    true = [condition.type for condition in status.conditions if condition.status == "True"]
+    text = Text("True: ")
+    for position, kind in enumerate(true):
+        text.append(kind, style="red" if kind in ("Degraded", "Stalled", "Drifted") else "green")
+        if position < len(true) - 1:
+            text.append(", ")
+    if not true:
+        text.append("none", style="dim")
+    reasons = sorted({condition.reason for condition in status.conditions if condition.reason})
+    if reasons:
+        text.append(f"  (reason {', '.join(reasons)})")
+    return text
+
+
 def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
-    table = Table(title="Steps", title_justify="left")
+    table = Table(title="Steps", title_justify="left", box=None, header_style="bold underline")
     table.add_column("#", justify="right")
     table.add_column("Step")
     table.add_column("State")
@@ -85,6 +121,8 @@ def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
                 state = Text(ended, style=PHASE_STYLE[status.phase])
             else:
                 state = Text(status.pause_reason or "running", style="bold cyan")
+        elif current is not None and ended is not None:
+            state = Text("not run", style="dim")
         table.add_row(str(index), step.describe(), state)
     return table
 
@@ -101,7 +139,8 @@ def traffic(status: ModelRolloutStatus) -> str:
     if weights.mirror:
         parts.append(f"mirror {weights.mirror}% (shadow: answers discarded)")
     if weights.header_route:
-        parts.append("header route to the candidate")
+        match = f" {weights.header}" if weights.header else ""
+        parts.append(f"header route{match} to the candidate")
     return "  ".join(parts)
 
 
@@ -124,6 +163,8 @@ def summary_line(rollout: dict[str, Any]) -> str:
         fields.append(f"paused={status.pause_reason}")
     if status.stage is not None:
         fields.append(f"stage={status.stage.value}")
+    if status.last_command is not None:
+        fields.append(f"lastCommand={status.last_command.action}:{status.last_command.outcome}")
     return " ".join(fields) + (f"  {status.message}" if status.message else "")
 
 
@@ -131,8 +172,8 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
     gated = f"stage {analysis.stage.value}" if analysis.stage is not None else f"step {analysis.step_index}"
     title = "Background analysis" if analysis.kind == "background" else f"Analysis of {gated}"
     phase = "stopped" if ended and analysis.phase is Verdict.RUNNING else analysis.phase.value
-    table = Table(title=f"{title}: {phase}", title_justify="left")
-    for column in ("Metric", "Verdict", "Last value", "Ok/Total", "Why"):
+    table = Table(title=f"{title}: {phase}", title_justify="left", box=None, header_style="bold underline")
+    for column in ("Metric", "Verdict", "Last value", "Measured", "Why"):
         table.add_column(column)
     for result in analysis.metrics:
         last = result.measurements[-1] if result.measurements else None
@@ -143,7 +184,7 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
             f"{result.name} (dry run)" if result.dry_run else result.name,
             verdict or Text(result.phase.value, style=VERDICT_STYLE[result.phase]),
             value,
-            f"{result.successful}/{result.count}",
+            measured(result) if result.count else "-",
             result.message or (last.message if last else ""),
         )
     return table
@@ -164,7 +205,7 @@ async def show_status(args: argparse.Namespace) -> int:
             return 0
         if not sys.stdout.isatty():
             return await _watch_lines(api, args, rollout)
-        with Live(render(rollout), console=console, refresh_per_second=4, vertical_overflow="visible") as live:
+        with Live(render(rollout), console=console, refresh_per_second=4, vertical_overflow="ellipsis") as live:
             while True:
                 await asyncio.sleep(1)
                 fresh = await _fetch(api, args)
@@ -200,3 +241,89 @@ async def _fetch(api: KubeApi, args: argparse.Namespace) -> dict[str, Any] | Non
     if rollout is None:
         print(f"modelrollout status: ModelRollout {args.namespace}/{args.name} not found", file=sys.stderr)
     return rollout
+
+
+# --- `modelrollout list` ---------------------------------------------------------------------------
+
+LIST_COLUMNS = ("NAMESPACE", "NAME", "PHASE", "STABLE", "CANDIDATE", "TRAFFIC", "STEP", "AGE")
+
+
+def list_row(rollout: dict[str, Any], now: datetime) -> dict[str, str]:
+    """One rollout as `list` shows it (the same words as `kubectl get mro`'s columns)."""
+    metadata = rollout.get("metadata") or {}
+    status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
+    summary = status.summary
+    phase = status.phase.value + (f" ({status.pause_reason})" if status.pause_reason else "")
+    return {
+        "NAMESPACE": str(metadata.get("namespace", "")),
+        "NAME": str(metadata.get("name", "")),
+        "PHASE": phase,
+        "STABLE": status.stable_version or "-",
+        "CANDIDATE": (summary.candidate if summary is not None else status.candidate_version) or "-",
+        "TRAFFIC": summary.traffic if summary is not None and summary.traffic else traffic_short(status),
+        "STEP": (summary.step if summary is not None else "") or "-",
+        "AGE": age(metadata.get("creationTimestamp"), now),
+    }
+
+
+def traffic_short(status: ModelRolloutStatus) -> str:
+    weights = status.weights
+    text = f"{weights.stable}/{weights.candidate}"
+    if weights.mirror:
+        text += f" +mirror {weights.mirror}%"
+    if weights.header_route:
+        text += " +header route"
+    return text
+
+
+def age(created: str | None, now: datetime) -> str:
+    """kubectl's way: 45s, 12m, 5h, 3d."""
+    if not created:
+        return "-"
+    seconds = max(0, int((now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()))
+    for unit, size, up_to in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
+
+
+def list_table(rollouts: list[dict[str, Any]], now: datetime, *, all_namespaces: bool, terminal: bool) -> Any:
+    """A rich table for a terminal; plain aligned columns (one line per rollout) for a pipe."""
+    columns = LIST_COLUMNS if all_namespaces else LIST_COLUMNS[1:]
+    rows = [list_row(rollout, now) for rollout in sorted(rollouts, key=_namespace_and_name)]
+    if terminal:
+        table = Table(box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            style = {"Succeeded": "green", "RolledBack": "red", "Failed": "red"}.get(row["PHASE"].split()[0])
+            table.add_row(*(row[column] for column in columns), style=style)
+        return table
+    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
+    lines = ["   ".join(column.ljust(widths[column]) for column in columns).rstrip()]
+    lines += ["   ".join(row[column].ljust(widths[column]) for column in columns).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _namespace_and_name(rollout: dict[str, Any]) -> tuple[str, str]:
+    metadata = rollout.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+async def list_rollouts(args: argparse.Namespace) -> int:
+    api = await KubeApi.connect(args.kubeconfig, args.context)
+    try:
+        rollouts = await api.list(MODELROLLOUTS, None if args.all_namespaces else args.namespace)
+    finally:
+        await api.close()
+    if not rollouts:
+        where = "any namespace" if args.all_namespaces else f"namespace {args.namespace}"
+        print(f"No ModelRollouts in {where}.", file=sys.stderr)
+        return 0
+    terminal = sys.stdout.isatty()
+    shown = list_table(rollouts, datetime.now(UTC), all_namespaces=args.all_namespaces, terminal=terminal)
+    if terminal:
+        Console().print(shown)
+    else:
+        print(shown)
+    return 0

@@ -5,6 +5,7 @@ AnalysisError. Each test has a Prometheus of its own: stopping the session's wou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,6 +130,15 @@ def test_high_error_limit_waits_and_never_promotes_while_prometheus_is_down(
     final = cluster.wait_for_phase(name, "Succeeded", timeout=60)
     assert final["stableVersion"] == NEW
     assert counts(cluster, name)["Promoted"] == 1
+    # The gate passed on measurements taken; the ones Prometheus could not answer are said apart,
+    # neither counted as failures nor hidden ("error-rate 3/9 ok" read as six failures).
+    passed = [event.message for event in cluster.events(name) if event.reason == "AnalysisSucceeded"]
+    assert len(passed) == 1, passed
+    tally = re.fullmatch(
+        rf"step 1: every metric passed \(error-rate {COUNT} ok, (\d+) could not be measured \(Error\) of (\d+)\)",
+        passed[0],
+    )
+    assert tally is not None and int(tally[1]) >= 1 and int(tally[2]) == COUNT + int(tally[1]), passed[0]
 
 
 def test_low_error_limit_rolls_back_with_analysis_error_and_stays_rolled_back(

@@ -17,7 +17,14 @@ from modelrollout.api.crd import PRINTER_COLUMNS
 from tests.realapi.conftest import ROOT, Kubectl, documents, in_namespace, wait_for
 
 ROLLOUT = documents((ROOT / "examples" / "canary.yaml").read_text())[0]
-STATUS = {"phase": "Progressing", "stableVersion": "1.0.0", "candidateVersion": "1.1.0", "weights": {"candidate": 10}}
+SUMMARY = {"candidate": "1.1.0", "traffic": "90/10", "step": "1/4"}
+STATUS = {
+    "phase": "Progressing",
+    "stableVersion": "1.0.0",
+    "candidateVersion": "1.1.0",
+    "weights": {"candidate": 10},
+    "summary": SUMMARY,
+}
 
 
 def create_rollout(kubectl: Kubectl, namespace: str) -> None:
@@ -30,18 +37,52 @@ def write_status(admin: kubernetes.client.ApiClient, namespace: str, status: dic
     )
 
 
+def columns(table: str) -> list[dict[str, str]]:
+    """kubectl's table as rows by column name, cut at the header's column starts (values hold spaces)."""
+    header, *rows = table.splitlines()
+    names = header.split()
+    starts = [header.index(f" {name} ") + 1 if index else 0 for index, name in enumerate(names[:-1])]
+    starts.append(header.rindex(names[-1]))
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{name: row[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)} for row in rows]
+
+
 def test_get_shows_every_printer_column(kubectl: Kubectl, admin: kubernetes.client.ApiClient, namespace: str) -> None:
     create_rollout(kubectl, namespace)
     write_status(admin, namespace, STATUS)
-    lines = kubectl.ok("get", "mro", "-n", namespace).splitlines()
-    assert lines[0].split() == ["NAME", *(c["name"].upper() for c in PRINTER_COLUMNS if not c.get("priority"))]
-    assert lines[1].split()[:5] == ["fraud-scorer", "Progressing", "1.0.0", "1.1.0", "10"]
-    # A live shadow shows at weight 0, and -o wide adds the step, the stage and the candidate's revision.
-    wide_status = {"weights": {"candidate": 0, "mirror": 20}, "currentStepIndex": 1, "candidateRevision": "abc123"}
-    write_status(admin, namespace, {**STATUS, **wide_status, "stage": "Stepping"})
-    wide = kubectl.ok("get", "mro", "-n", namespace, "-o", "wide").splitlines()
-    assert wide[0].split()[-4:] == ["AGE", "STEP", "STAGE", "REVISION"], wide[0]
-    assert wide[1].split()[4:6] == ["0", "20"] and wide[1].split()[-3:] == ["1", "Stepping", "abc123"], wide[1]
+    table = kubectl.ok("get", "mro", "-n", namespace)
+    assert table.splitlines()[0].split() == [
+        "NAME",
+        *(c["name"].upper() for c in PRINTER_COLUMNS if not c.get("priority")),
+    ]
+    row = columns(table)[0]
+    assert [row[name] for name in ("NAME", "PHASE", "STABLE", "CANDIDATE", "REQUESTED", "WEIGHT")] == [
+        "fraud-scorer",
+        "Progressing",
+        "1.0.0",
+        "1.1.0",
+        "1.0.0",  # the spec's version: examples/canary.yaml asks for 1.0.0
+        "10",
+    ]
+    assert (row["TRAFFIC"], row["STEP"]) == ("90/10", "1/4"), row
+    # A live shadow and a header route show at weight 0; a template-only change shows its revision;
+    # -o wide adds the stage and the candidate's revision.
+    shadow = {
+        "weights": {"candidate": 0, "mirror": 20, "headerRoute": True, "header": "x-canary=1"},
+        "candidateVersion": "1.0.0",
+        "candidateRevision": "abc1234567",
+        "summary": {
+            "candidate": "1.0.0 (rev abc1234)",
+            "traffic": "100/0 +mirror 20% header x-canary=1",
+            "step": "2/4",
+        },
+        "stage": "Stepping",
+    }
+    write_status(admin, namespace, {**STATUS, **shadow})
+    row = columns(kubectl.ok("get", "mro", "-n", namespace, "-o", "wide"))[0]
+    assert row["WEIGHT"] == "0" and row["TRAFFIC"] == "100/0 +mirror 20% header x-canary=1", row
+    assert row["CANDIDATE"] == "1.0.0 (rev abc1234)" and row["STEP"] == "2/4", row
+    assert (row["STAGE"], row["REVISION"]) == ("Stepping", "abc1234567"), row
     # The singular and the plural name one object (a category named `modelrollout` once broke this).
     for resource in ("modelrollout", "modelrollouts", "mro", f"modelrollouts.{GROUP}"):
         assert kubectl.ok("get", resource, "fraud-scorer", "-n", namespace, "-o", "name") == (

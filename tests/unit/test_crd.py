@@ -80,16 +80,17 @@ def test_names_columns_and_status_subresource() -> None:
     assert columns == {
         "Phase": ".status.phase",
         "Stable": ".status.stableVersion",
-        "Candidate": ".status.candidateVersion",
+        "Candidate": ".status.summary.candidate",
+        "Requested": ".spec.model.version",
         "Weight": ".status.weights.candidate",
-        "Mirror": ".status.weights.mirror",
+        "Traffic": ".status.summary.traffic",
+        "Step": ".status.summary.step",
         "Age": ".metadata.creationTimestamp",
-        "Step": ".status.currentStepIndex",
         "Stage": ".status.stage",
         "Revision": ".status.candidateRevision",
     }
     wide = [column["name"] for column in version["additionalPrinterColumns"] if column.get("priority")]
-    assert wide == ["Step", "Stage", "Revision"]
+    assert wide == ["Stage", "Revision"]
 
 
 # Every number of the spec and its bound: (minimum, maximum, exclusive minimum). None: no bound,

@@ -386,8 +386,8 @@ def test_a_command_that_does_not_apply_is_reported_not_acted_on() -> None:
     world.command(CommandAction.PROMOTE)
     world.step(1)
     assert world.status.phase == Phase.SUCCEEDED
-    assert world.events[-1].reason == "CommandIgnored"
-    assert "promote does not apply while the rollout is Succeeded" in world.events[-1].message
+    assert (world.events[-1].type, world.events[-1].reason) == ("Normal", "CommandIgnored")
+    assert "promote ignored: no candidate to promote: the rollout is Succeeded" in world.events[-1].message
 
 
 # --- spec changes -----------------------------------------------------------------------------------------

@@ -76,5 +76,8 @@ def test_an_analysis_tally_counts_errors_and_failures_apart_from_passes() -> Non
             MetricResult(name="drift", count=3, successful=3),
         ],
     )
-    expected = "error-rate 1/8 ok, 7 errors, latency 1/4 ok, 1 failed, 2 inconclusive, drift 3/3 ok"
+    expected = (
+        "error-rate 1 ok, 7 could not be measured (Error) of 8; latency 1 ok, 1 failed, 2 inconclusive of 4; "
+        "drift 3/3 ok"
+    )
     assert tally(analysis) == expected

@@ -160,6 +160,8 @@ def record(
                 if verdict == Verdict.SUCCESSFUL
                 else f"no successful measurement in {taken}"
             )
+            if tally.error:  # said, not hidden: a pass with errors is not a clean pass
+                message += f"; {tally.error} more could not be measured (Error)"
     tally.phase = verdict
     tally.message = message or (measurement.message if measurement.phase != Verdict.SUCCESSFUL else "")
     return tally

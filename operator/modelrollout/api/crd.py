@@ -28,11 +28,21 @@ CATEGORY = "modelrollout-io"
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the rollout is."},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion", "description": "Stable version."},
+    # The summary's candidate carries the revision when only the template changed: two equal
+    # versions side by side said nothing was being delivered.
     {
         "name": "Candidate",
         "type": "string",
-        "jsonPath": ".status.candidateVersion",
-        "description": "Version being delivered.",
+        "jsonPath": ".status.summary.candidate",
+        "description": "Version being delivered (with its revision when the version is the stable one's).",
+    },
+    # What the spec asks for, read from the spec itself: after an edit the operator refused, the
+    # candidate column still shows the version in flight, and this one what was asked.
+    {
+        "name": "Requested",
+        "type": "string",
+        "jsonPath": ".spec.model.version",
+        "description": "The version the spec asks for.",
     },
     {
         "name": "Weight",
@@ -40,23 +50,21 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.weights.candidate",
         "description": "Percent of traffic on the candidate.",
     },
-    # A shadow step sends the candidate real requests at weight 0: without this column nothing in
-    # `kubectl get` showed that the shadow is live.
+    # A shadow step or a header route sends the candidate real requests at weight 0: WEIGHT alone
+    # showed nothing live.
     {
-        "name": "Mirror",
-        "type": "integer",
-        "jsonPath": ".status.weights.mirror",
-        "description": "Percent of traffic copied to the candidate (shadow); its answers are discarded.",
+        "name": "Traffic",
+        "type": "string",
+        "jsonPath": ".status.summary.traffic",
+        "description": "The split in force, stable/candidate, with a live mirror (+mirror 20%) or header route.",
     },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    # -o wide: which step, and the candidate's revision (a template-only change keeps the version).
     {
         "name": "Step",
-        "type": "integer",
-        "jsonPath": ".status.currentStepIndex",
-        "description": "Index of the step being run.",
-        "priority": 1,
+        "type": "string",
+        "jsonPath": ".status.summary.step",
+        "description": "Canary: steps completed of all steps.",
     },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     # Blue-green has no step index: its stage (Preview, ScaleDownDelay...) says where it stands.
     {
         "name": "Stage",

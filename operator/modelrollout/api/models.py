@@ -912,6 +912,42 @@ class Weights(ApiModel):
     header_route: bool = Field(
         default=False, description="Whether requests with the step's header go to the candidate."
     )
+    header: str | None = Field(
+        default=None, description="While headerRoute: the header match in force, as name=value."
+    )
+
+
+class LastCommand(ApiModel):
+    """The operator's answer to the last command a person sent (`modelrollout promote` and the others)."""
+
+    id: str = Field(description="The command's id, as the CLI wrote it in the modelrollout.io/command annotation.")
+    action: str = Field(description="promote, promote-full, abort, retry, pause, resume or restart.")
+    outcome: Literal["Applied", "Ignored"] = Field(description="Applied, or Ignored (it does not apply now).")
+    reason: str = Field(description="What it did, or why it was ignored, for a person.")
+    at: str = Field(description="When the operator handled it (RFC 3339).")
+
+
+class RevisionSource(ApiModel):
+    """What a revision was built from: enough to ask for it again (`modelrollout undo`)."""
+
+    version: str = Field(description="The model version.")
+    revision: str = Field(description="Hash of the model and template.")
+    model: dict[str, Any] = Field(
+        description="spec.model as it was.", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    template: dict[str, Any] = Field(
+        description="spec.template as it was.", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+class Summary(ApiModel):
+    """What `kubectl get modelrollouts` shows, in words (printer columns can only read fields)."""
+
+    candidate: str = Field(
+        default="", description="The candidate's version; with its revision when only the template changed."
+    )
+    traffic: str = Field(default="", description="The split in force: 90/10, +mirror 20%, header name=value.")
+    step: str = Field(default="", description="Canary: the step being run of all steps, as n/m.")
 
 
 class PendingEvent(ApiModel):
@@ -965,7 +1001,22 @@ class ModelRolloutStatus(ApiModel):
         default=None, description="A revision that was rolled back; not retried until the spec or `retry` says so."
     )
     monitoring: MonitoringStatus | None = Field(default=None, description="Watching the promoted model.")
-    last_command_id: str | None = Field(default=None, description="Id of the last command from a person handled.")
+    last_command: LastCommand | None = Field(
+        default=None, description="The operator's answer to the last command a person sent."
+    )
+    last_command_id: str | None = Field(
+        default=None, description="Written by older operators: the id of the last command handled (see lastCommand)."
+    )
+    stable_source: RevisionSource | None = Field(
+        default=None, description="What the stable revision was built from."
+    )
+    previous_stable: RevisionSource | None = Field(
+        default=None, description="The stable revision before the last promotion (`modelrollout undo` goes back to it)."
+    )
+    restarted_at: str | None = Field(
+        default=None, description="When a person last asked to restart the stable pods (`modelrollout restart`)."
+    )
+    summary: Summary | None = Field(default=None, description="What `kubectl get modelrollouts` shows.")
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing, Degraded, Reconciling, Stalled."
     )

@@ -133,6 +133,7 @@ def apply_route(run: Pass, target: RouteState, promoting: bool) -> None:
             candidate=realised.candidate_weight,
             mirror=realised.mirror_percent,
             header_route=realised.header is not None,
+            header=f"{realised.header.name}={realised.header.value}" if realised.header is not None else None,
         )
         candidate_sees_traffic = realised != RouteState()
     else:

@@ -24,6 +24,7 @@ from modelrollout.api.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     PauseReason,
+    RevisionSource,
     SharedStage,
     Stage,
     Verdict,
@@ -227,6 +228,8 @@ def finish_promotion(run: Pass) -> None:
     assert status.stable_revision is not None
     run.actions.append(DeleteDeployment(status.stable_revision))
     previous = status.stable_version
+    status.previous_stable = status.stable_source
+    status.stable_source = revision_source(run)
     status.stable_revision = status.candidate_revision
     status.stable_version = status.candidate_version
     clear_candidate(status)
@@ -236,6 +239,16 @@ def finish_promotion(run: Pass) -> None:
     # The message the next pass writes for a settled stable version: one status write, not two.
     status.message = stable_message(status.stable_version, run.ready(status.stable_revision), run.spec.replicas)
     run.event("Promoted", f"{status.stable_version} promoted to stable (was {previous})")
+
+
+def revision_source(run: Pass) -> RevisionSource:
+    """What the spec's revision is built from, as the spec says it (to write it back unchanged)."""
+    return RevisionSource(
+        version=run.spec.model.version,
+        revision=run.revision,
+        model=dict(run.ref.spec.get("model") or {}),
+        template=dict(run.ref.spec.get("template") or {}),
+    )
 
 
 def stable_message(version: str | None, ready: int, replicas: int) -> str:
@@ -267,22 +280,28 @@ def check_deadline(run: Pass) -> bool:
 
 def tally(analysis: AnalysisStatus) -> str:
     """Each metric's count of passing measurements, with the others named apart: "1/8 ok" alone read
-    as seven failures when seven were Errors (Prometheus down), which is another story to a person."""
-    return ", ".join(_metric_tally(result) for result in analysis.metrics)
+    as seven failures when seven were Errors (Prometheus down), which is another story to a person;
+    and "every metric passed (error-rate 4/15 ok)" hid eleven measurements that could not be taken."""
+    return "; ".join(
+        f"{result.name}{' (dry run)' if result.dry_run else ''} {measured(result)}" for result in analysis.metrics
+    )
 
 
-def _metric_tally(result: MetricResult) -> str:
-    others = [
+def measured(result: MetricResult) -> str:
+    """`3/3 ok` when every measurement passed; else each kind counted apart, e.g. `4 ok, 11 could
+    not be measured (Error) of 15`."""
+    if result.successful == result.count:
+        return f"{result.successful}/{result.count} ok"
+    parts = [f"{result.successful} ok"] + [
         f"{number} {what}"
         for number, what in (
             (result.failed, "failed"),
             (result.inconclusive, "inconclusive"),
-            (result.error, "error" if result.error == 1 else "errors"),
+            (result.error, "could not be measured (Error)"),
         )
         if number
     ]
-    name = f"{result.name} (dry run)" if result.dry_run else result.name
-    return f"{name} {result.successful}/{result.count} ok" + "".join(f", {other}" for other in others)
+    return ", ".join(parts) + f" of {result.count}"
 
 
 def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:

@@ -16,13 +16,16 @@ from datetime import datetime
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     AnalysisStatus,
+    BlueGreenStage,
     CanaryStage,
     Condition,
+    LastCommand,
     ModelRolloutSpec,
     ModelRolloutStatus,
     PauseReason,
     Phase,
     SharedStage,
+    Summary,
     Verdict,
     Weights,
     render_template,
@@ -40,6 +43,7 @@ from modelrollout.engine.common import (
     replica_split,
     resume,
     revision_of,
+    revision_source,
     roll_back,
     splits_by_replicas,
     stable_message,
@@ -72,6 +76,7 @@ from modelrollout.engine.types import (
     MeasurementRequest,
     Needs,
     Observations,
+    RestartDeployment,
     RolloutRef,
     ScaleDeployment,
     Selector,
@@ -250,14 +255,14 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
         spec = ref.spec_model()
     except InvalidSpec as invalid:
         read_older(working, None)
-        return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now)
+        return _refuse(ref, working, "InvalidSpec", f"invalid spec: {invalid}", now, observed.command)
     read_older(working, spec)
     route_error = observed.route_refusal or (observed.route.error if observed.route is not None else None)
     if route_error is not None:
         # Without a usable route nothing may move: traffic stays where the route sends it now, and a
         # first deployment waits for the route the spec names. A route write the router refused is
         # the same news: retrying it every pass would change nothing.
-        return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now)
+        return _refuse(ref, working, "TrafficRoutingInvalid", route_error, now, observed.command)
     run = Pass(ref, spec, working, observed, now, revision_of(spec))
     if working.stage == SharedStage.INVALID:
         # The spec (or the route) was fixed: carry on from the stage it interrupted.
@@ -292,7 +297,27 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     working.observed_generation = ref.generation
     assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)
+    working.summary = summarize(working, spec)
     return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
+
+
+def summarize(status: ModelRolloutStatus, spec: ModelRolloutSpec) -> Summary:
+    """The printer columns' words: a shadow or header route is live traffic even at weight 0, and a
+    template-only change is a candidate of the same version (told apart by its revision)."""
+    weights = status.weights
+    traffic = f"{weights.stable}/{weights.candidate}"
+    if weights.mirror:
+        traffic += f" +mirror {weights.mirror}%"
+    if weights.header_route:
+        traffic += f" header {weights.header}" if weights.header else " +header route"
+    candidate = status.candidate_version or ""
+    if candidate and candidate == status.stable_version and status.candidate_revision:
+        candidate = f"{candidate} (rev {status.candidate_revision[:7]})"
+    step = ""
+    steps = spec.strategy.steps
+    if spec.strategy.blue_green is None and status.current_step_index is not None and steps:
+        step = f"{min(status.current_step_index, len(steps))}/{len(steps)}"
+    return Summary(candidate=candidate, traffic=traffic, step=step)
 
 
 def _selector(revision: str | None, rollout: str) -> Selector:
@@ -345,7 +370,7 @@ def compact(actions: list[Action]) -> list[Action]:
     for action in actions:
         if isinstance(action, (EnsureService, SetRoute)):
             continue
-        if isinstance(action, FireHook):
+        if isinstance(action, (FireHook, RestartDeployment)):
             others.append(action)
             continue
         if isinstance(action, EnsureDeployment):
@@ -359,10 +384,19 @@ def compact(actions: list[Action]) -> list[Action]:
     return result + others
 
 
-def _refuse(ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: str, now: datetime) -> Decision:
+def _refuse(
+    ref: RolloutRef, status: ModelRolloutStatus, reason: str, message: str, now: datetime, command: Command | None
+) -> Decision:
     events = []
     if status.phase != Phase.FAILED or status.message != message:
         events.append(EventRecord("Warning", reason, message))
+    if command is not None and command.id != handled_command_id(status):
+        why = f"nothing moves until the spec and route are usable ({message})"
+        status.last_command = LastCommand(
+            id=command.id, action=command.action.value, outcome="Ignored", reason=why, at=timestamp(now)
+        )
+        status.last_command_id = None
+        events.append(EventRecord("Normal", "CommandIgnored", f"{command.action.value} ignored: {why}"))
     move(status, Trigger.INVALID, SharedStage.INVALID)
     status.message = message
     status.observed_generation = ref.generation
@@ -389,35 +423,136 @@ def _condition_reason(status: ModelRolloutStatus, kind: str) -> str | None:
 
 
 def _apply_command(run: Pass) -> None:
+    """Carry out a person's command, or say why it does not apply: either way its id and outcome go
+    into `status.lastCommand`, which the CLI waits for (a command that changed nothing used to print
+    "sent" and leave the person guessing)."""
     command = run.observed.command
     status = run.status
-    if command is None or command.id == status.last_command_id:
+    if command is None or command.id == handled_command_id(status):
         return
-    status.last_command_id = command.id
+    applied, reason = _carry_out(run, command.action)
+    status.last_command = LastCommand(
+        id=command.id,
+        action=command.action.value,
+        outcome="Applied" if applied else "Ignored",
+        reason=reason,
+        at=run.at,
+    )
+    status.last_command_id = None  # an older operator's record, now superseded by lastCommand
+    if not applied:
+        run.event("CommandIgnored", f"{command.action.value} ignored: {reason}")
+
+
+def handled_command_id(status: ModelRolloutStatus) -> str | None:
+    """The id of the last command handled; an older operator kept only `lastCommandId`."""
+    return status.last_command.id if status.last_command is not None else status.last_command_id
+
+
+def _carry_out(run: Pass, action: CommandAction) -> tuple[bool, str]:
+    """(applied, what it did or why it does not apply), in words for the person who sent it."""
+    status = run.status
     in_flight = run.stage in IN_FLIGHT
-    action = command.action
-    if action in (CommandAction.PROMOTE, CommandAction.PROMOTE_FULL) and in_flight:
-        run.promote_requested = True
-        run.promote_full = action == CommandAction.PROMOTE_FULL
-        run.event("PromoteRequested", "promotion requested" + (" (full)" if run.promote_full else ""))
-    elif action == CommandAction.ABORT and in_flight:
+    where = f"the rollout is {status.phase.value}" + (f" ({status.message})" if status.message else "")
+    if action in (CommandAction.PROMOTE, CommandAction.PROMOTE_FULL):
+        full = action == CommandAction.PROMOTE_FULL
+        if not in_flight:
+            return False, f"no candidate to promote: {where}"
+        applies, reason = promote_outcome(run, full)
+        if applies:
+            run.promote_requested = True
+            run.promote_full = full
+            run.event("PromoteRequested", "promotion requested" + (" (full)" if full else "") + f": {reason}")
+        return applies, reason
+    if action == CommandAction.ABORT:
+        if not in_flight:
+            return False, f"no candidate to abort: {where}"
+        candidate = status.candidate_version
         roll_back(run, "Aborted", "aborted by a person")
-    elif action == CommandAction.RETRY and run.stage == SharedStage.ROLLED_BACK:
+        return True, f"rolled back {candidate}; all traffic is on {status.stable_version}"
+    if action == CommandAction.RETRY:
+        if run.stage != SharedStage.ROLLED_BACK:
+            return False, f"only a rolled-back rollout can be retried: {where}"
         status.rolled_back_revision = None
         status.candidate_revision = None
         run.event("RetryRequested", "retrying the rolled-back version")
-    elif action == CommandAction.PAUSE and in_flight:
+        return True, f"delivering {run.spec.model.version} again from the first step"
+    if action == CommandAction.PAUSE:
+        if not in_flight:
+            return False, f"nothing in flight to pause: {where}"
+        if hold_of(status) == PauseReason.USER:
+            return False, "already paused by a person; `resume` to continue"
         run.enter(Trigger.HOLD, run.stage, hold=PauseReason.USER)
         status.message = "paused by a person; `resume` or `promote` to continue"
         run.event("Paused", status.message)
-    elif action == CommandAction.RESUME and in_flight and hold_of(status) is not None:
+        return True, f"paused at {run.stage.value}; `resume` or `promote` to continue"
+    if action == CommandAction.RESUME:
+        if not in_flight:
+            return False, f"nothing in flight to resume: {where}"
+        if hold_of(status) is None:
+            waits = "it is not paused"
+            if status.pause_reason:
+                waits = f"it waits for {status.pause_reason} (`promote` goes past it)"
+            return False, f"not paused by a person or an inconclusive analysis: {waits}"
         resume(run)
-    else:
-        run.event(
-            "CommandIgnored",
-            f"{action.value} does not apply while the rollout is {status.phase.value}",
-            warning=True,
+        return True, "resumed"
+    assert action == CommandAction.RESTART, action
+    return _restart(run)
+
+
+def _restart(run: Pass) -> tuple[bool, str]:
+    status = run.status
+    if status.stable_revision is None:
+        return False, "no stable version to restart yet"
+    if run.spec.strategy.blue_green is not None and run.stage in SWITCHED:
+        return False, f"traffic has switched to {status.candidate_version}; {status.stable_version} is being retired"
+    status.restarted_at = run.at
+    run.actions.append(RestartDeployment(status.stable_revision, run.at))
+    run.event("Restarting", f"restarting the pods of {status.stable_version}, one at a time")
+    return True, f"restarting the pods of {status.stable_version} one at a time (one extra pod, none taken out first)"
+
+
+def promote_outcome(run: Pass, full: bool) -> tuple[bool, str]:
+    """Whether a promote sent now does something, and what: at a gate it goes past it in this pass;
+    elsewhere it is queued in status (`promotionRequested`) until the next gate it can open, except
+    where no gate will use it (a running analysis step, a promotion under way, a switched blue-green)."""
+    status, spec = run.status, run.spec
+    stage = run.stage
+    hold = hold_of(status)
+    if hold == PauseReason.USER:
+        return True, "resumes the rollout a person paused and goes past the gate it stands at"
+    if hold == PauseReason.INCONCLUSIVE:
+        return True, "lets the inconclusive analysis pass"
+    if stage == CanaryStage.PROMOTING:
+        return False, f"{status.candidate_version} is already being promoted"
+    if stage in SWITCHED:
+        return False, f"traffic already switched to {status.candidate_version}; nothing is left to promote past"
+    if stage in (CanaryStage.PAUSED_AT_STEP, CanaryStage.STEP_DONE_WAITING):
+        what = "skips the remaining steps and promotes" if full else "goes past the step"
+        return True, f"{what} (step {status.current_step_index})"
+    if stage == CanaryStage.AWAITING_PROMOTION:
+        return True, f"makes {status.candidate_version} stable"
+    if stage == BlueGreenStage.AWAITING_SWITCH:
+        return True, f"switches traffic to {status.candidate_version}"
+    queued = "queued: takes effect at the next gate (a pause, an analysis verdict or a manual step)"
+    if spec.strategy.blue_green is not None:
+        return True, "queued: traffic switches as soon as the preview is ready and has passed its analysis"
+    steps = spec.strategy.steps
+    index = status.current_step_index or 0
+    if index >= len(steps):
+        return True, queued
+    step = steps[index]
+    if step.analysis is not None:
+        if full:
+            return True, f"queued: once step {index}'s analysis passes, the remaining steps are skipped"
+        return False, (
+            f"step {index} is an analysis ({', '.join(step.analysis.metrics)}): promote does not cut it short, "
+            "it lets an Inconclusive result pass; wait for its verdict, or `promote --full` to skip the steps after it"
         )
+    if step.pause is not None and step.pause.duration is not None:
+        return True, f"ends step {index}'s pause now" + ("; the remaining steps are skipped" if full else "")
+    if full:
+        return True, "queued: once the current step is in place, the remaining steps are skipped"
+    return True, queued
 
 
 # --- branches -------------------------------------------------------------------------------------
@@ -437,12 +572,15 @@ def _first_deploy(run: Pass) -> None:
     if ready >= spec.replicas:
         status.stable_revision = run.revision
         status.stable_version = spec.model.version
+        status.stable_source = revision_source(run)
         status.candidate_revision = None
         status.candidate_version = None
         status.rollout_started_at = None
         run.enter(Trigger.DEPLOYED, SharedStage.STABLE)
         status.weights = Weights(stable=100, candidate=0)
-        status.message = f"{spec.model.version} is stable with {ready} ready replica(s)"
+        # The words the next pass on a settled stable version writes: the Succeeded status is
+        # written once, not again seconds later only to reword the replica count.
+        status.message = stable_message(status.stable_version, ready, spec.replicas)
         run.event("Deployed", status.message)
         return
     waited = (run.now - parse_time(status.rollout_started_at)).total_seconds()
@@ -473,6 +611,8 @@ def _settle_on_stable(run: Pass) -> None:
         run.actions.append(DeleteDeployment(status.candidate_revision))
         clear_candidate(status)
     status.rolled_back_revision = None
+    if status.stable_source is None or status.stable_source.revision != run.revision:
+        status.stable_source = revision_source(run)  # a status written before stableSource existed
     run.actions.append(EnsureDeployment(run.revision, spec.replicas))
     ready = run.ready(run.revision)
     status.weights = Weights(stable=100, candidate=0)

@@ -64,6 +64,7 @@ class CommandAction(enum.StrEnum):
     RETRY = "retry"
     PAUSE = "pause"
     RESUME = "resume"
+    RESTART = "restart"
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,15 @@ class DeleteDeployment:
 
 
 @dataclass(frozen=True)
+class RestartDeployment:
+    """Replace a Deployment's pods one at a time (a restartedAt annotation on its pod template, as
+    `kubectl rollout restart` does); `at` names the restart, so replaying it restarts nothing again."""
+
+    revision: str
+    at: str
+
+
+@dataclass(frozen=True)
 class FireHook:
     """Fire the retraining hook for a drift episode (a Job of a stable name, or a webhook POST)."""
 
@@ -175,7 +185,7 @@ class FireHook:
     reason: str
 
 
-Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment | FireHook
+Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment | RestartDeployment | FireHook
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from modelrollout.engine.types import (
     EnsureService,
     FireHook,
     HookResult,
+    RestartDeployment,
     ScaleDeployment,
     SetRoute,
 )
@@ -20,7 +21,7 @@ from modelrollout.kube import manifests
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.routing import RouteTarget, apply_route
-from modelrollout.vocabulary.names import deployment_name
+from modelrollout.vocabulary.names import RESTARTED_AT_ANNOTATION, deployment_name
 
 
 class WriteLog(Protocol):
@@ -79,6 +80,8 @@ class Actuator:
             elif isinstance(action, DeleteDeployment):
                 await self._api.delete(DEPLOYMENTS, self._owner.namespace, self._name(action.revision))
                 self._written.deleted(self._key, action.revision)
+            elif isinstance(action, RestartDeployment):
+                await self._restart(action)
             elif isinstance(action, FireHook):
                 hook_results.append(await self._hooks.fire(self._api, self._owner, self._spec, action))
         return hook_results
@@ -113,3 +116,20 @@ class Actuator:
             DEPLOYMENTS, self._owner.namespace, self._name(revision), {"spec": {"replicas": replicas}}
         )
         self._written.deployment(self._key, revision, answer)
+
+    async def _restart(self, action: RestartDeployment) -> None:
+        """New pods one at a time, as `kubectl rollout restart` does: a changed pod template annotation
+        makes the Deployment replace its pods; a surge of one with none unavailable keeps every
+        ready pod serving until its replacement is ready. The same `at` again changes nothing."""
+        answer = await self._api.merge_patch(
+            DEPLOYMENTS,
+            self._owner.namespace,
+            self._name(action.revision),
+            {
+                "spec": {
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                    "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: action.at}}},
+                }
+            },
+        )
+        self._written.deployment(self._key, action.revision, answer)

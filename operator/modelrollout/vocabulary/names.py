@@ -10,6 +10,8 @@ VERSION_LABEL = f"{GROUP}/version"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelrollout"
 COMMAND_ANNOTATION = f"{GROUP}/command"
+# On a Deployment's pod template: when a person asked for its pods to be replaced (`modelrollout restart`).
+RESTARTED_AT_ANNOTATION = f"{GROUP}/restartedAt"
 FINALIZER = f"{GROUP}/finalizer"
 
 
