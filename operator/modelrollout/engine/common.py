@@ -29,17 +29,21 @@ from modelrollout.api.models import (
     Verdict,
     Weights,
 )
+from modelrollout.engine.evaluation import JOB_POLL_SECONDS, evaluation_job
 from modelrollout.engine.stages import RESUMES_TO, Trigger, hold_of, move
 from modelrollout.engine.types import (
     Action,
     Deadlines,
     DeleteDeployment,
+    DeleteEvaluationJob,
     EnsureDeployment,
+    EnsureEvaluationJob,
     EventRecord,
     Observations,
     RolloutRef,
     ScaleDeployment,
 )
+from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
 from modelrollout.vocabulary.routes import RouteState
 
 # The reason of the rollback (or failure) for pods not ready in time: the one decision made on
@@ -112,6 +116,22 @@ def next_due_in(result: MetricResult | None, started_at: str, interval: float, n
     else:
         due = parse_time(result.measurements[-1].at) + timedelta(seconds=interval)
     return max((due - now).total_seconds(), 0.0)
+
+
+def template_values(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, watching_stable: bool = False
+) -> dict[str, str]:
+    """What `{{variables}}` stand for; monitoring a promoted model measures the stable version as candidate."""
+    candidate = status.candidate_version or spec.model.version
+    values = {
+        "name": ref.name,
+        "namespace": ref.namespace,
+        "model": spec.model.name,
+        "stable": status.stable_version or "",
+        "candidate": (status.stable_version or candidate) if watching_stable else candidate,
+    }
+    assert set(values) == set(TEMPLATE_VARIABLES)
+    return values
 
 
 @dataclass
@@ -302,10 +322,20 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
     analysis = status.step_analysis
     before = analysis.phase
     limits = Limits.of(spec.analysis)
+    evaluating: set[str] = set()
     for position, result in enumerate(analysis.metrics):
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
-            measurement = judge_metric(spec.analysis.metric(result.name), observation, run.at)
+            metric = spec.analysis.metric(result.name)
+            if metric.job is not None:
+                values = template_values(run.ref, spec, status)
+                job = evaluation_job(run.ref.name, run.revision, analysis.started_at, metric, result.count, values)
+                if observation.pending:
+                    run.actions.append(EnsureEvaluationJob(job))
+                    evaluating.add(result.name)
+                    continue
+                run.actions.append(DeleteEvaluationJob(job.name))
+            measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(analysis.metrics))
             analysis.metrics[position] = record(result, measurement, limits, gate.count, keep)
     analysis.phase = overall(analysis)
@@ -317,7 +347,14 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
         status.message = f"{label}: analysis running ({tally(analysis)})"
         interval = parse_duration(gate.interval)
         waiting = [result for result in analysis.metrics if result.phase == Verdict.RUNNING]
-        run.again_in(min(next_due_in(result, analysis.started_at, interval, run.now, True) for result in waiting))
+        run.again_in(
+            min(
+                JOB_POLL_SECONDS
+                if result.name in evaluating
+                else next_due_in(result, analysis.started_at, interval, run.now, True)
+                for result in waiting
+            )
+        )
         return Verdict.RUNNING
     if run.promote_requested and analysis.phase == Verdict.INCONCLUSIVE:
         return Verdict.SUCCESSFUL
