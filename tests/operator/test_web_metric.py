@@ -27,7 +27,7 @@ class QualityEndpoint:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 endpoint.asked.append(self.path)
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     self.send_response(401)
