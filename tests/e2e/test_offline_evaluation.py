@@ -110,3 +110,26 @@ def _evaluation_jobs(cluster: Cluster, name: str) -> list[str]:
     batch = kubernetes.client.BatchV1Api(cluster.api_client)
     listed = batch.list_namespaced_job(cluster.namespace, label_selector=f"{EVALUATION_LABEL}={name}")
     return [job.metadata.name for job in listed.items]
+
+
+def test_an_evaluation_job_that_does_not_finish_in_time_is_an_error_and_the_candidate_gets_no_traffic(
+    sandbox: Sandbox,
+) -> None:
+    if not sandbox.real_api:
+        pytest.skip("a Job needs the real controller manager (KUBEBUILDER_ASSETS); the emulator runs none")
+    with scenario(sandbox, "deadline") as made:
+        cluster, name = made.cluster, made.name
+        spec = rollout_spec("1.0.0", "sandbox://baseline")
+        metric = spec["analysis"]["metrics"][0]
+        # Without --evaluate the reference model server serves for ever: the Job's deadline ends it.
+        del metric["job"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        metric["job"]["timeoutSeconds"] = 6
+        spec["analysis"]["consecutiveErrorLimit"] = 0
+        cluster.create_rollout(name, spec)
+        cluster.wait_for_phase(name, "Succeeded", timeout=90)
+        cluster.patch_spec(name, {"model": {**spec["model"], "version": "2.0.0"}})
+        rolled_back = cluster.wait_for_phase(name, "RolledBack", timeout=240)
+        assert "failed: DeadlineExceeded (timeoutSeconds)" in rolled_back["message"]
+        assert (rolled_back.get("weights") or {}).get("candidate", 0) == 0
+        assert [m["phase"] for m in rolled_back["stepAnalysis"]["metrics"][0]["measurements"]] == ["Error"]
+        cluster.wait_for("the evaluation Job to be deleted", lambda: not _evaluation_jobs(cluster, name))
