@@ -153,10 +153,12 @@ async def test_timeout(endpoint: Endpoint, sessions: WebSessions) -> None:
     assert "no answer within 0.3s (timeoutSeconds)" in outcome.message
 
 
-async def test_unreachable(sessions: WebSessions) -> None:
+async def test_unreachable(endpoint: Endpoint, sessions: WebSessions) -> None:
     outcome = await backend(sessions).query_scalar("http://127.0.0.1:9/metrics", "$.value")
     assert outcome.status == QueryStatus.ERROR
     assert "unreachable" in outcome.message
+    assert not await backend(sessions).is_online("http://127.0.0.1:9/metrics")
+    assert await backend(sessions).is_online(endpoint.url("/broken"))  # a 500 is an answer
 
 
 class SecretsApi:

@@ -109,8 +109,14 @@ class WebBackend:
         return VectorOutcome.error("a web metric gives one number; drift needs prometheus")
 
     async def is_online(self, address: str) -> bool:
-        outcome = await self.query_scalar(address, "$")
-        return "unreachable" not in outcome.message and "no answer" not in outcome.message
+        """Whether the endpoint answers at all (any HTTP status) within the metric's timeout."""
+        try:
+            async with self._sessions.here().request(
+                self.request.method, address, timeout=aiohttp.ClientTimeout(total=self.request.timeout)
+            ):
+                return True
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
 
 def value_at(document: Any, expression: str, path: Any, where: str) -> QueryOutcome:
