@@ -9,7 +9,13 @@ from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import Phase, Verdict
 from modelrollout.engine.evaluation import JOB_POLL_SECONDS
 from modelrollout.engine.machine import needs
-from modelrollout.engine.types import DeleteEvaluationJob, EnsureEvaluationJob, EvaluationJob
+from modelrollout.engine.types import (
+    CommandAction,
+    DeleteEvaluationJob,
+    DeleteEvaluationJobs,
+    EnsureEvaluationJob,
+    EvaluationJob,
+)
 from tests.unit.world import World, make_spec
 
 JOB_SPEC = {
@@ -124,3 +130,21 @@ def test_a_blue_green_pre_promotion_analysis_can_be_an_evaluation_job() -> None:
     world.run(Phase.ROLLED_BACK, seconds=JOB_POLL_SECONDS)
     assert world.status.switched_at is None, "a failed pre-promotion evaluation never switches traffic"
     assert all(decision.status.weights.candidate == 0 for decision in world.decisions)
+
+
+def test_a_job_left_running_by_an_analysis_that_ended_otherwise_goes_with_the_candidate() -> None:
+    world = candidate_world()
+    world.step(0)
+    assert asked_jobs(world), "the evaluation Job runs"
+    world.command(CommandAction.ABORT)
+    aborted = world.step(1)
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert DeleteEvaluationJobs() in aborted.actions
+
+
+def test_rollouts_without_job_metrics_never_list_jobs() -> None:
+    world = World(make_spec("1.0.0"))
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.run(Phase.SUCCEEDED)
+    assert not any(isinstance(a, DeleteEvaluationJobs) for d in world.decisions for a in d.actions)

@@ -36,6 +36,7 @@ from modelrollout.engine.types import (
     Deadlines,
     DeleteDeployment,
     DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     EnsureDeployment,
     EnsureEvaluationJob,
     EventRecord,
@@ -233,6 +234,7 @@ def roll_back(run: Pass, reason: str, message: str) -> None:
         run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
     status.rolled_back_revision = status.candidate_revision
     status.weights = Weights(stable=100, candidate=0)
+    drop_evaluation_jobs(run)
     run.enter(Trigger.ROLL_BACK, SharedStage.ROLLED_BACK)
     status.switched_at = None
     status.message = f"rolled back {status.candidate_version}: {message}"
@@ -241,12 +243,19 @@ def roll_back(run: Pass, reason: str, message: str) -> None:
     run.event(reason, status.message, warning=True)
 
 
+def drop_evaluation_jobs(run: Pass) -> None:
+    """A candidate's analyses are over: no evaluation Job of it is needed any more."""
+    if any(metric.job is not None for metric in run.spec.analysis.metrics):
+        run.actions.append(DeleteEvaluationJobs())
+
+
 def finish_promotion(run: Pass) -> None:
     """The candidate becomes stable; the old version goes."""
     status = run.status
     assert status.stable_revision is not None
     run.actions.append(DeleteDeployment(status.stable_revision))
     previous = status.stable_version
+    drop_evaluation_jobs(run)
     status.stable_revision = status.candidate_revision
     status.stable_version = status.candidate_version
     clear_candidate(status)
@@ -431,6 +440,7 @@ def start(run: Pass) -> None:
             f"{status.candidate_version} is replaced by {run.spec.model.version} before it finished",
         )
         run.actions.append(DeleteDeployment(status.candidate_revision))
+        drop_evaluation_jobs(run)
     clear_candidate(status)
     status.rolled_back_revision = None
     status.candidate_revision = run.revision

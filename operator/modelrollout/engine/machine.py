@@ -70,6 +70,7 @@ from modelrollout.engine.types import (
     Decision,
     DeleteDeployment,
     DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     DeploymentState,
     EnsureDeployment,
     EnsureEvaluationJob,
@@ -359,7 +360,7 @@ def compact(actions: list[Action]) -> list[Action]:
         if isinstance(action, (FireHook, DeleteEvaluationJob)):
             others.append(action)
             continue
-        if isinstance(action, EnsureEvaluationJob):
+        if isinstance(action, (EnsureEvaluationJob, DeleteEvaluationJobs)):
             if action not in others:
                 others.append(action)
             continue

@@ -197,6 +197,12 @@ class DeleteEvaluationJob:
 
 
 @dataclass(frozen=True)
+class DeleteEvaluationJobs:
+    """The candidate is out of analysis (rolled back, promoted, replaced): any evaluation Job left
+    running by an analysis that ended for another reason goes too."""
+
+
+@dataclass(frozen=True)
 class FireHook:
     """Fire the retraining hook for a drift episode (a Job of a stable name, or a webhook POST)."""
 
@@ -214,6 +220,7 @@ Action = (
     | FireHook
     | EnsureEvaluationJob
     | DeleteEvaluationJob
+    | DeleteEvaluationJobs
 )
 
 

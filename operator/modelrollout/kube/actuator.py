@@ -9,6 +9,7 @@ from modelrollout.engine.types import (
     Action,
     DeleteDeployment,
     DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     DeploymentState,
     EnsureDeployment,
     EnsureEvaluationJob,
@@ -89,6 +90,10 @@ class Actuator:
                 await self._api.create_or_get(JOBS, self._owner.namespace, body)
             elif isinstance(action, DeleteEvaluationJob):
                 await self._api.delete(JOBS, self._owner.namespace, action.name)
+            elif isinstance(action, DeleteEvaluationJobs):
+                selector = f"{manifests.EVALUATION_LABEL}={self._owner.name}"
+                for left in await self._api.list(JOBS, self._owner.namespace, label_selector=selector):
+                    await self._api.delete(JOBS, self._owner.namespace, left["metadata"]["name"])
         return hook_results
 
     async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:
