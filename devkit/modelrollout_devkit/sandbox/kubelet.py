@@ -12,7 +12,12 @@ this kubelet registers; the kubelet watches the pods bound to its Node and, for 
   ``ContainersReady`` conditions from the readiness probe, ``containerStatuses`` with ``ready``,
   ``restartCount`` and ``waiting: CrashLoopBackOff`` while it backs off;
 * when the pod has a ``deletionTimestamp``: stops the process (SIGTERM, SIGKILL after the grace period),
-  then deletes the pod with grace 0, as a kubelet confirms a pod's termination.
+  then deletes the pod with grace 0, as a kubelet confirms a pod's termination;
+* a Job's pod (owned by a Job) runs the model server with its first container's ``args`` (e.g.
+  ``--evaluate``) under its ``restartPolicy``; once it exits, ``phase`` is ``Succeeded`` or ``Failed`` and the
+  container's ``terminated`` state carries the termination message the process wrote to
+  ``$TERMINATION_MESSAGE_PATH`` (a file standing for ``/dev/termination-log``), so the real Job controller
+  completes the Job as in a cluster.
 
 It serves only pods bound to its own Node and in the namespaces it was given (patterns, as
 ``modelrollout run --namespace``; none: all), so sandboxes sharing an API server leave each other's pods

@@ -9,9 +9,14 @@ which is what the operator's analysis has to catch.
 HTTP: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``GET /healthz``,
 ``GET /ready``, ``GET /metrics``.
 
+``--evaluate`` is the entry point of an offline-evaluation Job instead: it scores the model ``MODEL_URI``
+names (``sandbox://baseline`` or ``sandbox://drifted``; otherwise MODEL_VARIANT's) on the labelled evaluation
+set, writes ``{"value": accuracy}`` to ``--termination-log`` (default: $TERMINATION_MESSAGE_PATH, else
+/dev/termination-log) and exits.
+
 Environment (all optional):
   PORT (8080), HOST (127.0.0.1: loopback unless told otherwise), MODEL_NAME, MODEL_VERSION,
-  ROLLOUT_NAME, ROLLOUT_NAMESPACE, MODEL_URI (echoed only), MODEL_VARIANT (baseline | drifted),
+  ROLLOUT_NAME, ROLLOUT_NAMESPACE, MODEL_URI (echoed only when serving), MODEL_VARIANT (baseline | drifted),
   FAULT_LATENCY_MS, FAULT_ERROR_RATE, FAULT_NULL_RATE, FAULT_CRASH_ON_START, FAULT_CRASH_DELAY_S,
   FAULT_STARTUP_DELAY_S, FAULT_SEED, MODEL_CACHE_DIR (empty: no cache).
 
