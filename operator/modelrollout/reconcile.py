@@ -156,12 +156,15 @@ async def web_headers(
             if error.status == 403:
                 return f"the operator may not read {where}: grant it get on that Secret"
             return f"reading {where}: {error.status} {error.reason}"
-        raw = ((secret or {}).get("data") or {}).get(ref.key) if secret is not None else None
         if secret is None:
             return f"{where}: the Secret is not found"
+        raw = (secret.get("data") or {}).get(ref.key)
         if raw is None:
             return f"{where}: the Secret has no such key"
-        resolved[header.name] = base64.b64decode(raw).decode()
+        try:
+            resolved[header.name] = base64.b64decode(raw).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError both are
+            return f"{where}: the value is not UTF-8 text"
     return resolved
 
 

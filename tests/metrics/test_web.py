@@ -202,6 +202,15 @@ async def test_a_header_from_a_secret_is_sent_and_never_shown(endpoint: Endpoint
     assert "wrong" not in refused.message
 
 
+async def test_a_header_value_that_would_break_the_request_is_an_error_not_shown(
+    endpoint: Endpoint, sessions: WebSessions
+) -> None:
+    broken = backend(sessions, headers={"Authorization": f"Bearer {SECRET_TOKEN}\nX-Injected: 1"})
+    outcome = await broken.query_scalar(endpoint.url("/guarded"), "$.value")
+    assert outcome.status == QueryStatus.ERROR
+    assert SECRET_TOKEN not in outcome.message
+
+
 async def test_a_missing_secret_or_key_names_it() -> None:
     header = WebHeader.model_validate(
         {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "web-auth", "key": "header"}}}

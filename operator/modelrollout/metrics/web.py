@@ -93,6 +93,9 @@ class WebBackend:
             return QueryOutcome.error(f"{where}: no answer within {request.timeout:g}s (timeoutSeconds)")
         except aiohttp.InvalidURL:
             return QueryOutcome.error(f"{where}: not a valid URL")
+        except ValueError:
+            # aiohttp refuses a header that would break the request (a newline in a Secret's value).
+            return QueryOutcome.error(f"{where}: a header name or value is not valid in HTTP (a newline?)")
         except (aiohttp.ClientError, OSError) as error:
             return QueryOutcome.error(f"{where}: unreachable ({type(error).__name__}: {error})")
         if len(raw) > MAX_ANSWER_BYTES:
