@@ -148,7 +148,15 @@ RULES: tuple[Rule, ...] = (
         "jobs",
         ("create", "get", "list", "watch", "delete"),
         Scope.NAMESPACED,
-        "the retraining hook creates a Job (spec.monitoring.hook.job) once per drift episode",
+        "the retraining hook creates a Job (spec.monitoring.hook.job) once per drift episode; a job metric "
+        "(offline evaluation) creates a Job per measurement, reads how it went and deletes it once measured",
+    ),
+    Rule(
+        "",
+        "pods",
+        ("get", "list"),
+        Scope.NAMESPACED,
+        "a job metric's number is the termination message of its Job's pod (read only)",
     ),
     Rule(
         "",
@@ -176,8 +184,8 @@ RULES: tuple[Rule, ...] = (
         "secrets",
         ("get",),
         Scope.NAMESPACED,
-        "read the Prometheus credentials a ModelRollout names in spec.analysis.prometheus.auth (get only: "
-        "never list or watch)",
+        "read the Prometheus credentials a ModelRollout names in spec.analysis.prometheus.auth, and a web "
+        "metric's headers from Secrets (get only: never list or watch)",
     ),
 )
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth
+from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth, WebHeader
 from modelrollout.api.templates import referenced_templates
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import timestamp
@@ -45,12 +45,14 @@ from modelrollout.kube.api import (
     KubeApi,
     merge_patch_between,
 )
+from modelrollout.kube.evaluation import observe_evaluation
 from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
 from modelrollout.metrics.base import MetricBackend, QueryStatus
-from modelrollout.metrics.prometheus import Credentials, PrometheusBackend
+from modelrollout.metrics.factory import BackendFactory
+from modelrollout.metrics.prometheus import Credentials
 from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
 from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
@@ -83,7 +85,6 @@ class Runtime:
     gateway_features: GatewayFeatures = field(default_factory=GatewayFeatures)
     prometheus_timeout: float = 10.0
     prometheus_batch_seconds: float = 0.0
-    _backends: dict[Credentials, MetricBackend] = field(default_factory=dict)
     written: OwnWrites = field(default_factory=OwnWrites)
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)
@@ -94,20 +95,17 @@ class Runtime:
     quiet_write_seconds: float = 0.0
     left_for_next_pass: dict[Key, LeftForNextPass] = field(default_factory=dict)
 
-    def backend_with(self, credentials: Credentials) -> MetricBackend:
-        """A backend that sends these credentials (one per set of credentials, kept for reuse)."""
-        if credentials not in self._backends:
-            self._backends[credentials] = PrometheusBackend(
-                timeout=self.prometheus_timeout, credentials=credentials, batch_seconds=self.prometheus_batch_seconds
-            )
-        return self._backends[credentials]
+    backends: BackendFactory = field(init=False)
+
+    def __post_init__(self) -> None:
+        # `backend` is the default Prometheus's; every metric's backend comes from the factory.
+        self.backends = BackendFactory(
+            self.backend, prometheus_timeout=self.prometheus_timeout, batch_seconds=self.prometheus_batch_seconds
+        )
 
     async def close_backends(self) -> None:
-        """Close the Prometheus backends' connections (their aiohttp sessions close in the loop)."""
-        backends, self._backends = [self.backend, *self._backends.values()], {}
-        for backend in backends:
-            if isinstance(backend, PrometheusBackend):
-                await backend.aclose()
+        """Close the backends' connections (their aiohttp sessions close in the loop)."""
+        await self.backends.aclose()
 
 
 async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth) -> Credentials | str:
@@ -137,21 +135,66 @@ async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth
     return Credentials(username=value(auth.username_key), password=value(auth.password_key))
 
 
+async def web_headers(
+    runtime: Runtime, namespace: str, metric: str, headers: list[WebHeader]
+) -> dict[str, str] | str:
+    """A web metric's request headers, Secret values read (what is wrong names the Secret and key, never a value)."""
+    resolved: dict[str, str] = {}
+    for position, header in enumerate(headers):
+        if header.value is not None:
+            resolved[header.name] = header.value
+            continue
+        assert header.value_from is not None
+        ref = header.value_from.secret_key_ref
+        where = (
+            f"Secret {namespace}/{ref.name} key {ref.key!r} "
+            f"(spec.analysis.metrics[{metric}].web.headers[{position}].valueFrom)"
+        )
+        try:
+            secret = await runtime.api.get(SECRETS, namespace, ref.name)
+        except ApiError as error:
+            if error.status == 403:
+                return f"the operator may not read {where}: grant it get on that Secret"
+            return f"reading {where}: {error.status} {error.reason}"
+        if secret is None:
+            return f"{where}: the Secret is not found"
+        raw = (secret.get("data") or {}).get(ref.key)
+        if raw is None:
+            return f"{where}: the Secret has no such key"
+        try:
+            resolved[header.name] = base64.b64decode(raw).decode()
+        except ValueError:  # binascii.Error and UnicodeDecodeError both are
+            return f"{where}: the value is not UTF-8 text"
+    return resolved
+
+
 async def measure(
     runtime: Runtime,
     namespace: str,
     requests: list[MeasurementRequest],
     auth: PrometheusAuth | None = None,
 ) -> dict[tuple[str, str], Observation]:
-    """Run every due query (concurrently) and gather each metric's numbers or series."""
-    backend = runtime.backend
-    if requests and auth is not None:
+    """Run every due query (concurrently) and gather each metric's numbers or series; look at the
+    evaluation Jobs of job metrics."""
+    prometheus = runtime.backends.prometheus()
+    credentials: Credentials | str | None = None
+    if auth is not None and any(request.provider == "prometheus" for request in requests):
         credentials = await credentials_for(runtime, namespace, auth)
-        if isinstance(credentials, str):
-            return {(request.kind, request.metric): Observation(value=None, error=credentials) for request in requests}
-        backend = runtime.backend_with(credentials)
+        if not isinstance(credentials, str):
+            prometheus = runtime.backends.prometheus(credentials)
 
     async def one(request: MeasurementRequest) -> Observation:
+        if request.job is not None:
+            return await observe_evaluation(runtime.api, namespace, request.job, runtime.clock())
+        backend = prometheus
+        if request.web is not None:
+            headers = await web_headers(runtime, namespace, request.metric, request.web.headers)
+            if isinstance(headers, str):
+                return Observation(value=None, error=headers)
+            web = request.web
+            backend = runtime.backends.web(web.method, headers, web.body, web.timeout_seconds)
+        elif isinstance(credentials, str):
+            return Observation(value=None, error=credentials)
         address = request.address or runtime.default_prometheus
         if not address:
             return Observation(

@@ -60,6 +60,7 @@ def test_there_are_examples() -> None:
         "canary-istio.yaml",
         "header-route.yaml",
         "manual-gates.yaml",
+        "offline-evaluation.yaml",
     } <= names
 
 

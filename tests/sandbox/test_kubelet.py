@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from modelrollout.kube.api import DEPLOYMENTS, NAMESPACES, SERVICES, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, JOBS, NAMESPACES, SERVICES, KubeApi
 from modelrollout_devkit.sandbox import procs
 from modelrollout_devkit.sandbox.control_plane import NODE_SELECTOR_ANNOTATION
 from modelrollout_devkit.sandbox.dataplane import POD_HEADER, DataPlane
@@ -254,3 +255,41 @@ async def test_pods_of_namespaces_the_kubelet_does_not_own_are_left_alone(
 async def _bound(node: Node, namespace: str) -> dict[str, Any] | None:
     pods = await node.api.list(PODS, namespace)
     return pods[0] if pods and (pods[0].get("spec") or {}).get("nodeName") == node.kubelet.node else None
+
+
+async def test_a_jobs_pod_runs_to_completion_with_its_termination_message(node: Node) -> None:
+    """The real Job controller makes the pod; the kubelet runs it with the container's args (the model
+    server's --evaluate), reports it Succeeded with the termination message, and the Job completes."""
+    job = {
+        "metadata": {"name": "evaluate"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "evaluate",
+                            "image": "reference-model-server",
+                            "args": ["--evaluate"],
+                            "env": [{"name": "MODEL_URI", "value": "sandbox://drifted"}],
+                        }
+                    ],
+                }
+            },
+        },
+    }
+    await node.api.create(JOBS, node.namespace, job)
+
+    async def complete() -> dict[str, Any] | None:
+        found = await node.api.get(JOBS, node.namespace, "evaluate")
+        conditions = ((found or {}).get("status") or {}).get("conditions") or []
+        return found if any(c["type"] == "Complete" and c["status"] == "True" for c in conditions) else None
+
+    await node.wait_for("the Job to complete", complete, timeout=90)
+    [pod] = await node.pods("batch.kubernetes.io/job-name=evaluate")
+    assert pod["status"]["phase"] == "Succeeded"
+    terminated = _container_status(pod)["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    value = json.loads(terminated["message"])["value"]
+    assert 0.5 < value < 0.9  # the drifted model's accuracy on the evaluation set

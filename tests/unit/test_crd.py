@@ -121,6 +121,8 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].drift.minPValue": (0, 1, True),
     "root.spec.analysis.metrics[].minCount": (0, None, False),
     "root.spec.analysis.metrics[].measurementRetention": (1, 100, False),
+    "root.spec.analysis.metrics[].web.timeoutSeconds": (0, 60, True),
+    "root.spec.analysis.metrics[].job.timeoutSeconds": (1, 86400, False),
     "root.spec.monitoring.consecutiveFailures": (1, 10, False),
 }
 TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {

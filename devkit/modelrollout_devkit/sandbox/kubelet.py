@@ -12,7 +12,12 @@ this kubelet registers; the kubelet watches the pods bound to its Node and, for 
   ``ContainersReady`` conditions from the readiness probe, ``containerStatuses`` with ``ready``,
   ``restartCount`` and ``waiting: CrashLoopBackOff`` while it backs off;
 * when the pod has a ``deletionTimestamp``: stops the process (SIGTERM, SIGKILL after the grace period),
-  then deletes the pod with grace 0, as a kubelet confirms a pod's termination.
+  then deletes the pod with grace 0, as a kubelet confirms a pod's termination;
+* a Job's pod (owned by a Job) runs the model server with its first container's ``args`` (e.g.
+  ``--evaluate``) under its ``restartPolicy``; once it exits, ``phase`` is ``Succeeded`` or ``Failed`` and the
+  container's ``terminated`` state carries the termination message the process wrote to
+  ``$TERMINATION_MESSAGE_PATH`` (a file standing for ``/dev/termination-log``), so the real Job controller
+  completes the Job as in a cluster.
 
 It serves only pods bound to its own Node and in the namespaces it was given (patterns, as
 ``modelrollout run --namespace``; none: all), so sandboxes sharing an API server leave each other's pods
@@ -62,6 +67,28 @@ def _stamp(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds if seconds is not None else time.time()))
 
 
+#: As a kubelet: a termination message is cut at 4096 bytes.
+TERMINATION_MESSAGE_BYTES = 4096
+#: FallbackToLogsOnError: the last lines of the log, as a kubelet takes them.
+FALLBACK_LOG_LINES = 80
+
+
+def _termination_message(state: _PodState, log_path: str, exit_code: int | None) -> str:
+    """The first container's termination message: its file, else (FallbackToLogsOnError, on failure) its log's tail."""
+    if state.termination_log is None:
+        return ""
+    with contextlib.suppress(OSError):
+        text = state.termination_log.read_bytes()[:TERMINATION_MESSAGE_BYTES].decode(errors="replace")
+        if text:
+            return text
+    policy = (state.containers[0] or {}).get("terminationMessagePolicy") if state.containers else None
+    if policy == "FallbackToLogsOnError" and exit_code not in (None, 0):
+        with contextlib.suppress(OSError):
+            lines = Path(log_path).read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
+            return "\n".join(lines)[-TERMINATION_MESSAGE_BYTES:]
+    return ""
+
+
 def node_subnet(node: str) -> ipaddress.IPv4Network:
     """The node's /24 of the pod range, from its name: sandboxes sharing a server rarely collide, and a
     collision is harmless (each sandbox maps only its own pods' addresses)."""
@@ -108,6 +135,8 @@ class _PodState:
     start_time: str = field(default_factory=_now)
     last_written: dict[str, Any] | None = None
     deleting: bool = False
+    #: A Job's pod: the local file standing for its first container's terminationMessagePath.
+    termination_log: Path | None = None
 
 
 class SandboxKubelet(LocalPodHost):
@@ -255,14 +284,25 @@ class SandboxKubelet(LocalPodHost):
             ip=address,
             uid=str(meta.get("uid") or ""),
         )
+        env = self.container_env(first)
+        args: tuple[str, ...] = ()
+        termination_log = None
+        if any(owner.get("kind") == "Job" for owner in owners):
+            # A Job's pod runs to completion: the model server with the container's args (its entry
+            # point, e.g. --evaluate), and its termination message from a file of its own.
+            args = tuple(str(arg) for arg in first.get("args") or [])
+            termination_log = self.log_dir / f"{namespace}_{name}.termination-log"
+            termination_log.unlink(missing_ok=True)
+            env["TERMINATION_MESSAGE_PATH"] = str(termination_log)
         runner = PodRunner(
             pod=pod,
-            env=self.container_env(first),
+            env=env,
             readiness_path=readiness_path(first),
             sim=self,
             restart_policy=str(spec.get("restartPolicy") or "Always"),
+            args=args,
         )
-        self._pods[(namespace, name)] = _PodState(runner, pod.uid, containers)
+        self._pods[(namespace, name)] = _PodState(runner, pod.uid, containers, termination_log=termination_log)
         self.registry.add(pod)
         runner.start()
         self._status_writer.mark((namespace, name))
@@ -339,6 +379,9 @@ class SandboxKubelet(LocalPodHost):
             }
         elif pod.state == "exited":
             container_state, last_state = last_state, {}
+            message = _termination_message(state, pod.log_path, pod.last_exit_code)
+            if message:
+                container_state["terminated"]["message"] = message
         else:
             container_state = {"waiting": {"reason": "ContainerCreating"}}
         statuses = [

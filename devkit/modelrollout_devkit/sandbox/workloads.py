@@ -150,6 +150,8 @@ class PodRunner:
     readiness_path: str
     sim: PodHost
     restart_policy: str = "Always"
+    #: Arguments after ``python -m <model server>`` (a Job's container's ``args``, e.g. ``--evaluate``).
+    args: tuple[str, ...] = ()
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
@@ -224,7 +226,7 @@ class PodRunner:
         opts = self.sim.options
         env = {**self.env, "PORT": str(self.pod.port), "HOST": self.pod.host}
         self.process = await procs.spawn(
-            [opts.python, "-m", MODEL_SERVER_MODULE], env=env, log_path=Path(self.pod.log_path)
+            [opts.python, "-m", MODEL_SERVER_MODULE, *self.args], env=env, log_path=Path(self.pod.log_path)
         )
         self.pod.pid = self.process.pid
         self.pod.started_at = time.time()

@@ -55,6 +55,8 @@ class Observation:
     values: Mapping[str, float | None] = field(default_factory=dict)
     vectors: Mapping[str, tuple[Sample, ...]] = field(default_factory=dict)
     reference: Mapping[str, Any] | None = None
+    # The measurement is being taken and has no result yet (an evaluation Job runs): nothing to judge.
+    pending: bool = False
 
 
 def _bounds(threshold: Threshold) -> str:

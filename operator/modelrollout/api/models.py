@@ -16,13 +16,17 @@ responsibilities between the two layers is deliberate:
 from __future__ import annotations
 
 import enum
+import json
 import re
+import urllib.parse
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from modelrollout.api.durations import DURATION_HELP, parse_duration
+from modelrollout.api.jsonpath import compile_path
 from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
 
 
@@ -53,14 +57,25 @@ def promql_string(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_template(text: str, values: dict[str, str]) -> str:
+def render_template(text: str, values: dict[str, str], escape: Callable[[str], str] = promql_string) -> str:
     """Substitute `{{variable}}`s; unknown names were refused when the spec was read.
 
-    Values are escaped as PromQL string contents: they stand inside label matchers
+    Values are escaped as PromQL string contents by default: they stand inside label matchers
     (`version="{{candidate}}"`), and a model version is free text that must not be able to end the
-    string and add query syntax of its own.
+    string and add query syntax of its own. A web metric's URL escapes them for a URL, its body for
+    the inside of a JSON string.
     """
-    return _VARIABLE.sub(lambda match: promql_string(values[match.group(1)]), text)
+    return _VARIABLE.sub(lambda match: escape(values[match.group(1)]), text)
+
+
+def url_part(value: str) -> str:
+    """A value inside a URL (a path segment or a query parameter's value)."""
+    return urllib.parse.quote(value, safe="")
+
+
+def json_string_part(value: str) -> str:
+    """A value inside a JSON string."""
+    return json.dumps(value)[1:-1]
 
 
 class Automation(enum.StrEnum):
@@ -477,6 +492,111 @@ class TemplateRef(ApiModel):
 
 MEASUREMENTS_KEPT = 10
 MAX_MEASUREMENT_RETENTION = 100
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the rollout's namespace."""
+
+    name: str = Field(description="Name of the Secret.")
+    key: str = Field(description="Key in the Secret's data.")
+
+
+class HeaderSource(ApiModel):
+    """Where a header's value comes from."""
+
+    secret_key_ref: SecretKeyRef = Field(description="A key of a Secret (never logged, never in status).")
+
+
+class WebHeader(ApiModel):
+    """One request header: a literal value, or a value from a Secret."""
+
+    name: str = Field(min_length=1, description="Header name, e.g. Authorization.")
+    value: str | None = Field(default=None, description="A literal value (not secret: it is in the spec).")
+    value_from: HeaderSource | None = Field(default=None, description="Take the value from a Secret.")
+
+    @model_validator(mode="after")
+    def _one_value(self) -> WebHeader:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(f"header {self.name!r}: set exactly one of value, valueFrom")
+        return self
+
+
+WEB_TIMEOUT_MAX_SECONDS = 60
+
+
+class WebMetric(ApiModel):
+    """An HTTP endpoint answering JSON, and where in the answer the number is (as Argo Rollouts' web metric)."""
+
+    url: str = Field(
+        description="http(s) URL; template variables (" + _VARIABLES_HELP + ") are URL-encoded into it."
+    )
+    method: Literal["GET", "POST"] = Field(default="GET", description="GET or POST.")
+    headers: list[WebHeader] = Field(default_factory=list, description="Request headers.")
+    body: str | None = Field(
+        default=None, description="POST: the request body (template variables are JSON-string-escaped into it)."
+    )
+    json_path: str = Field(
+        description="JSONPath to the number in the answer, e.g. $.data.errorRate (one match, a number or a "
+        "numeric string; null: no data)."
+    )
+    timeout_seconds: float = Field(
+        default=10, gt=0, le=WEB_TIMEOUT_MAX_SECONDS, description="Seconds the request may take in all."
+    )
+
+    @field_validator("url", "body")
+    @classmethod
+    def _known_variables(cls, text: str | None) -> str | None:
+        return _check_variables(text)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
+    @field_validator("json_path")
+    @classmethod
+    def _parses(cls, expression: str) -> str:
+        compile_path(expression)
+        return expression
+
+    @model_validator(mode="after")
+    def _body_with_post(self) -> WebMetric:
+        if self.body is not None and self.method != "POST":
+            raise ValueError("body is sent with method: POST only")
+        return self
+
+
+JOB_TIMEOUT_MAX_SECONDS = 86400
+
+
+class JobMetric(ApiModel):
+    """Offline evaluation: a Job that scores the candidate (e.g. on a held-out labelled set) and reports a number
+    in its termination message."""
+
+    spec: dict[str, Any] = Field(
+        description="A Job spec (batch/v1 JobSpec). Its containers get MODEL_NAME, MODEL_VERSION (the candidate), "
+        "MODEL_URI, ROLLOUT_NAME and ROLLOUT_NAMESPACE, and template variables in its strings are filled in. The "
+        "first container's termination message (/dev/termination-log) holds the number: JSON {\"value\": 0.93} "
+        "or a bare number.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    timeout_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=JOB_TIMEOUT_MAX_SECONDS,
+        description="The Job's deadline (its activeDeadlineSeconds): unfinished by then, the measurement is an Error.",
+    )
+
+    @field_validator("spec")
+    @classmethod
+    def _has_containers(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise ValueError("spec.template.spec.containers must list at least one container")
+        return spec
+
+
+PROVIDERS = ("prometheus", "web", "job")
 
 
 class Metric(ApiModel):
@@ -484,7 +604,11 @@ class Metric(ApiModel):
 
     name: str = Field(description="Unique name, used by analysis steps and shown in status.")
     template: TemplateRef | None = Field(default=None, description="Take query and judgement from a template.")
-    prometheus: PrometheusQuery | None = Field(default=None, description="Where and how to measure.")
+    prometheus: PrometheusQuery | None = Field(default=None, description="Where and how to measure: PromQL.")
+    web: WebMetric | None = Field(default=None, description="Measure by an HTTP request answering JSON.")
+    job: JobMetric | None = Field(
+        default=None, description="Measure by running a Job (offline evaluation); analysis steps only."
+    )
     threshold: Threshold | None = Field(default=None, description="The values that pass.")
     compare: Compare | None = Field(default=None, description="How much worse than stable the candidate may be.")
     drift: Drift | None = Field(default=None, description="How far the candidate's distribution may drift.")
@@ -517,12 +641,30 @@ class Metric(ApiModel):
     def _one_judgement(self) -> Metric:
         if self.template is not None:
             return self  # resolved into the fields below before the spec is judged
-        if self.prometheus is None:
-            raise ValueError("set prometheus (the query) or template")
+        providers = [provider for provider in PROVIDERS if getattr(self, provider) is not None]
+        if len(providers) != 1:
+            raise ValueError(
+                f"set exactly one of prometheus, web, job (or template) (found: {', '.join(providers) or 'none'})"
+            )
         chosen = [kind for kind in ("threshold", "compare", "drift") if getattr(self, kind) is not None]
         if len(chosen) != 1:
             raise ValueError(f"set exactly one of threshold, compare, drift (found: {', '.join(chosen) or 'none'})")
+        if providers[0] != "prometheus":
+            # compare and drift need queries for stable and series; a web answer or a Job gives one number.
+            if chosen[0] != "threshold":
+                raise ValueError(f"a {providers[0]} metric is judged by threshold; {chosen[0]} needs prometheus")
+            if self.min_count is not None:
+                raise ValueError(f"minCount needs prometheus.countQuery; a {providers[0]} metric has no sample size")
+        if self.job is not None and self.background:
+            raise ValueError(
+                "a job metric runs in analysis steps only (a Job per measurement): set background: false"
+            )
         return self
+
+    @property
+    def provider(self) -> str:
+        """prometheus, web or job: which backend measures it (see `metrics.factory`)."""
+        return next((provider for provider in PROVIDERS if getattr(self, provider) is not None), "prometheus")
 
     @property
     def kind(self) -> str:
@@ -731,6 +873,11 @@ class ModelRolloutSpec(ApiModel):
     def _monitoring_names_known_metrics(self) -> ModelRolloutSpec:
         if self.monitoring is not None:
             _check_known_metrics("monitoring", self.monitoring.metrics, self.analysis.metrics)
+            for position, name in enumerate(self.monitoring.metrics):
+                if self.analysis.metric(name).job is not None:
+                    raise ValueError(
+                        f"monitoring.metrics[{position}]: {name!r} is a job metric; it runs in analysis steps only"
+                    )
         return self
 
     @model_validator(mode="after")

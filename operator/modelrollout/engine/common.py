@@ -30,17 +30,22 @@ from modelrollout.api.models import (
     Verdict,
     Weights,
 )
+from modelrollout.engine.evaluation import JOB_POLL_SECONDS, evaluation_job
 from modelrollout.engine.stages import RESUMES_TO, Trigger, hold_of, move
 from modelrollout.engine.types import (
     Action,
     Deadlines,
     DeleteDeployment,
+    DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     EnsureDeployment,
+    EnsureEvaluationJob,
     EventRecord,
     Observations,
     RolloutRef,
     ScaleDeployment,
 )
+from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
 from modelrollout.vocabulary.routes import RouteState
 
 # The reason of the rollback (or failure) for pods not ready in time: the one decision made on
@@ -113,6 +118,22 @@ def next_due_in(result: MetricResult | None, started_at: str, interval: float, n
     else:
         due = parse_time(result.measurements[-1].at) + timedelta(seconds=interval)
     return max((due - now).total_seconds(), 0.0)
+
+
+def template_values(
+    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, watching_stable: bool = False
+) -> dict[str, str]:
+    """What `{{variables}}` stand for; monitoring a promoted model measures the stable version as candidate."""
+    candidate = status.candidate_version or spec.model.version
+    values = {
+        "name": ref.name,
+        "namespace": ref.namespace,
+        "model": spec.model.name,
+        "stable": status.stable_version or "",
+        "candidate": (status.stable_version or candidate) if watching_stable else candidate,
+    }
+    assert set(values) == set(TEMPLATE_VARIABLES)
+    return values
 
 
 @dataclass
@@ -214,12 +235,19 @@ def roll_back(run: Pass, reason: str, message: str) -> None:
         run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
     status.rolled_back_revision = status.candidate_revision
     status.weights = Weights(stable=100, candidate=0)
+    drop_evaluation_jobs(run)
     run.enter(Trigger.ROLL_BACK, SharedStage.ROLLED_BACK)
     status.switched_at = None
     status.message = f"rolled back {status.candidate_version}: {message}"
     if status.background_analysis is not None and status.background_analysis.phase == Verdict.RUNNING:
         status.background_analysis.phase = Verdict.PENDING
     run.event(reason, status.message, warning=True)
+
+
+def drop_evaluation_jobs(run: Pass) -> None:
+    """A candidate's analyses are over: no evaluation Job of it is needed any more."""
+    if any(metric.job is not None for metric in run.spec.analysis.metrics):
+        run.actions.append(DeleteEvaluationJobs())
 
 
 def finish_promotion(run: Pass) -> None:
@@ -230,6 +258,7 @@ def finish_promotion(run: Pass) -> None:
     previous = status.stable_version
     status.previous_stable = status.stable_source
     status.stable_source = revision_source(run)
+    drop_evaluation_jobs(run)
     status.stable_revision = status.candidate_revision
     status.stable_version = status.candidate_version
     clear_candidate(status)
@@ -324,10 +353,19 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
     analysis = status.step_analysis
     before = analysis.phase
     limits = Limits.of(spec.analysis, gate.consecutive_success_limit)
+    evaluating: set[str] = set()
     for position, result in enumerate(analysis.metrics):
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
             metric = spec.analysis.metric(result.name)
+            if metric.job is not None:
+                values = template_values(run.ref, spec, status)
+                job = evaluation_job(run.ref.name, run.revision, analysis.started_at, metric, result.count, values)
+                if observation.pending:
+                    run.actions.append(EnsureEvaluationJob(job))
+                    evaluating.add(result.name)
+                    continue
+                run.actions.append(DeleteEvaluationJob(job.name))
             measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(analysis.metrics), metric.measurement_retention)
             analysis.metrics[position] = updated = record(result, measurement, limits, gate.count, keep)
@@ -341,7 +379,14 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
         status.message = f"{label}: analysis running ({tally(analysis)})"
         interval = parse_duration(gate.interval)
         waiting = [result for result in analysis.metrics if result.phase == Verdict.RUNNING]
-        run.again_in(min(next_due_in(result, analysis.started_at, interval, run.now, True) for result in waiting))
+        run.again_in(
+            min(
+                JOB_POLL_SECONDS
+                if result.name in evaluating
+                else next_due_in(result, analysis.started_at, interval, run.now, True)
+                for result in waiting
+            )
+        )
         return Verdict.RUNNING
     if run.promote_requested and analysis.phase == Verdict.INCONCLUSIVE:
         return Verdict.SUCCESSFUL
@@ -432,6 +477,7 @@ def start(run: Pass) -> None:
             f"{status.candidate_version} is replaced by {run.spec.model.version} before it finished",
         )
         run.actions.append(DeleteDeployment(status.candidate_revision))
+        drop_evaluation_jobs(run)
     clear_candidate(status)
     status.rolled_back_revision = None
     status.candidate_revision = run.revision

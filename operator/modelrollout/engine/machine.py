@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from modelrollout.api.durations import format_duration, parse_duration
@@ -28,7 +29,9 @@ from modelrollout.api.models import (
     Summary,
     Verdict,
     Weights,
+    json_string_part,
     render_template,
+    url_part,
 )
 from modelrollout.api.validation import InvalidSpec
 from modelrollout.engine.bluegreen import SWITCHED, run_blue_green
@@ -48,8 +51,10 @@ from modelrollout.engine.common import (
     splits_by_replicas,
     stable_message,
     step_analysis_spec,
+    template_values,
     timestamp,
 )
+from modelrollout.engine.evaluation import evaluation_job
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.stages import (
     IN_FLIGHT,
@@ -68,8 +73,11 @@ from modelrollout.engine.types import (
     Deadlines,
     Decision,
     DeleteDeployment,
+    DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     DeploymentState,
     EnsureDeployment,
+    EnsureEvaluationJob,
     EnsureService,
     EventRecord,
     FireHook,
@@ -82,7 +90,6 @@ from modelrollout.engine.types import (
     Selector,
     SetRoute,
 )
-from modelrollout.vocabulary.builtin_templates import TEMPLATE_VARIABLES
 from modelrollout.vocabulary.names import (
     REVISION_LABEL,
     ROLLOUT_LABEL,
@@ -100,22 +107,6 @@ __all__ = [
     "revision_of",
     "timestamp",
 ]
-
-
-def template_values(
-    ref: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus, watching_stable: bool = False
-) -> dict[str, str]:
-    """What `{{variables}}` stand for; monitoring a promoted model measures the stable version as candidate."""
-    candidate = status.candidate_version or spec.model.version
-    values = {
-        "name": ref.name,
-        "namespace": ref.namespace,
-        "model": spec.model.name,
-        "stable": status.stable_version or "",
-        "candidate": (status.stable_version or candidate) if watching_stable else candidate,
-    }
-    assert set(values) == set(TEMPLATE_VARIABLES)
-    return values
 
 
 # --- measurement planning -----------------------------------------------------------------------
@@ -194,7 +185,18 @@ def _due_measurements(
             if (result is None or result.phase == Verdict.RUNNING) and next_due_in(
                 result, step.started_at, interval, now, True
             ) <= 0:
-                requests.append(_request("step", name, spec, values))
+                request = _request("step", name, spec, values)
+                if request.provider == "job":
+                    job = evaluation_job(
+                        ref.name,
+                        revision_of(spec),
+                        step.started_at,
+                        spec.analysis.metric(name),
+                        result.count if result is not None else 0,
+                        values,
+                    )
+                    request = replace(request, job=job)
+                requests.append(request)
     return requests
 
 
@@ -215,8 +217,18 @@ def _plan_monitoring(
 
 
 def _request(kind: str, name: str, spec: ModelRolloutSpec, values: dict[str, str]) -> MeasurementRequest:
-    """The rendered queries a metric needs, by role."""
+    """The rendered queries a metric needs, by role (a job metric's Job is added by the caller)."""
     metric = spec.analysis.metric(name)
+    if metric.web is not None:
+        web = metric.web.model_copy(
+            update={
+                "url": render_template(metric.web.url, values, escape=url_part),
+                "body": render_template(metric.web.body, values, escape=json_string_part) if metric.web.body else None,
+            }
+        )
+        return MeasurementRequest(kind, name, {"value": web.json_path}, web.url, provider="web", web=web)
+    if metric.job is not None:
+        return MeasurementRequest(kind, name, {}, None, provider="job")
     prometheus = metric.query
     address = prometheus.address or spec.analysis.prometheus.address
     raw: dict[str, str | None] = {}
@@ -370,8 +382,12 @@ def compact(actions: list[Action]) -> list[Action]:
     for action in actions:
         if isinstance(action, (EnsureService, SetRoute)):
             continue
-        if isinstance(action, (FireHook, RestartDeployment)):
+        if isinstance(action, (FireHook, RestartDeployment, DeleteEvaluationJob)):
             others.append(action)
+            continue
+        if isinstance(action, (EnsureEvaluationJob, DeleteEvaluationJobs)):
+            if action not in others:
+                others.append(action)
             continue
         if isinstance(action, EnsureDeployment):
             ensured.add(action.revision)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, WebMetric
 from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 from modelrollout.vocabulary.routes import RouteState, RouteView
 
@@ -128,6 +128,22 @@ class MeasurementRequest:
     address: str | None
     vector: bool = False
     training: tuple[str, str] | None = None
+    # Who answers (`metrics.factory`): prometheus; web (`address` is the rendered URL, `queries` the
+    # JSONPath, `web` the rest of the request); job (`job`: the Job to look at, no query).
+    provider: str = "prometheus"
+    web: WebMetric | None = None
+    job: EvaluationJob | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """One measurement of a job metric: a Job of a name fixed by rollout, revision, analysis, metric and
+    measurement index (so a restarted operator finds it), and its spec with the candidate filled in."""
+
+    name: str
+    metric: str
+    spec: dict[str, Any] = field(compare=False)
+    timeout_seconds: int = 900
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -177,6 +193,26 @@ class RestartDeployment:
 
 
 @dataclass(frozen=True)
+class EnsureEvaluationJob:
+    """Create the evaluation Job if it is not there (owned by the rollout)."""
+
+    job: EvaluationJob
+
+
+@dataclass(frozen=True)
+class DeleteEvaluationJob:
+    """The measurement is taken: the Job and its pods go."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteEvaluationJobs:
+    """The candidate is out of analysis (rolled back, promoted, replaced): any evaluation Job left
+    running by an analysis that ended for another reason goes too."""
+
+
+@dataclass(frozen=True)
 class FireHook:
     """Fire the retraining hook for a drift episode (a Job of a stable name, or a webhook POST)."""
 
@@ -185,7 +221,18 @@ class FireHook:
     reason: str
 
 
-Action = EnsureService | SetRoute | EnsureDeployment | ScaleDeployment | DeleteDeployment | RestartDeployment | FireHook
+Action = (
+    EnsureService
+    | SetRoute
+    | EnsureDeployment
+    | ScaleDeployment
+    | DeleteDeployment
+    | RestartDeployment
+    | FireHook
+    | EnsureEvaluationJob
+    | DeleteEvaluationJob
+    | DeleteEvaluationJobs
+)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.engine.types import (
     Action,
     DeleteDeployment,
+    DeleteEvaluationJob,
+    DeleteEvaluationJobs,
     DeploymentState,
     EnsureDeployment,
+    EnsureEvaluationJob,
     EnsureService,
     FireHook,
     HookResult,
@@ -18,7 +21,7 @@ from modelrollout.engine.types import (
     SetRoute,
 )
 from modelrollout.kube import manifests
-from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, JOBS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.routing import RouteTarget, apply_route
 from modelrollout.vocabulary.names import RESTARTED_AT_ANNOTATION, deployment_name
@@ -84,6 +87,16 @@ class Actuator:
                 await self._restart(action)
             elif isinstance(action, FireHook):
                 hook_results.append(await self._hooks.fire(self._api, self._owner, self._spec, action))
+            elif isinstance(action, EnsureEvaluationJob):
+                job = action.job
+                body = manifests.evaluation_job(self._owner, self._spec, job.name, job.spec, job.timeout_seconds)
+                await self._api.create_or_get(JOBS, self._owner.namespace, body)
+            elif isinstance(action, DeleteEvaluationJob):
+                await self._api.delete(JOBS, self._owner.namespace, action.name)
+            elif isinstance(action, DeleteEvaluationJobs):
+                selector = f"{manifests.EVALUATION_LABEL}={self._owner.name}"
+                for left in await self._api.list(JOBS, self._owner.namespace, label_selector=selector):
+                    await self._api.delete(JOBS, self._owner.namespace, left["metadata"]["name"])
         return hook_results
 
     async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:

@@ -71,6 +71,7 @@ CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", names
 CONFIGMAPS = Resource("", "v1", "configmaps")
 SECRETS = Resource("", "v1", "secrets")
 JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
 TEMPLATES = Resource(GROUP, VERSION, "modelanalysistemplates")
 CLUSTER_TEMPLATES = Resource(GROUP, VERSION, "clustermodelanalysistemplates", namespaced=False)
 

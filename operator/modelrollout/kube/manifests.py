@@ -102,3 +102,40 @@ def service(owner: Owner, spec: ModelRolloutSpec, name: str, selector: dict[str,
             ],
         },
     }
+
+
+EVALUATION_LABEL = f"{GROUP}/evaluation-of"
+
+
+def evaluation_job(
+    owner: Owner, spec: ModelRolloutSpec, name: str, job_spec: dict[str, Any], timeout: int
+) -> dict[str, Any]:
+    """The Job of one offline-evaluation measurement: the candidate's model in its env, a deadline,
+    no retries unless asked. Its pods carry no rollout label: no Service of the rollout selects them."""
+    body = copy.deepcopy(job_spec)
+    body["activeDeadlineSeconds"] = timeout
+    body.setdefault("backoffLimit", 0)
+    template = body.setdefault("template", {})
+    metadata = template.setdefault("metadata", {})
+    metadata["labels"] = {**metadata.get("labels", {}), EVALUATION_LABEL: owner.name}
+    pod_spec = template.setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Never")
+    env = {
+        "MODEL_NAME": spec.model.name,
+        "MODEL_VERSION": spec.model.version,
+        "MODEL_URI": spec.model.uri or "",
+        "ROLLOUT_NAME": owner.name,
+        "ROLLOUT_NAMESPACE": owner.namespace,
+    }
+    pod_spec["containers"] = [_inject_env(container, env) for container in pod_spec.get("containers", [])]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": {EVALUATION_LABEL: owner.name, MANAGED_BY_LABEL: MANAGED_BY},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": body,
+    }
