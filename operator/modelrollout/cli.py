@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
 import sys
-import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 from modelrollout import __version__
 from modelrollout.client_errors import EXIT_NOT_FOUND, EXIT_USAGE, explain
+from modelrollout.command_annotation import command_patch, new_command
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import MODELROLLOUTS, ApiError, KubeApi
 from modelrollout.settings import OperatorOptions
-from modelrollout.vocabulary.names import COMMAND_ANNOTATION
 
 #: The entry-point group through which other distributions add commands to the CLI.
 COMMAND_ENTRY_POINTS = "modelrollout.commands"
@@ -193,6 +190,14 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         _add_target(sub)
         if action == "promote":
             sub.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
+    dashboard = commands.add_parser("dashboard", help="a live web page of the rollouts, as your kubeconfig identity")
+    _add_kube_flags(dashboard)
+    dashboard.add_argument(
+        "-n", "--namespace", action="append", default=None, help="show only this namespace (repeatable); default: all"
+    )
+    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
+    dashboard.add_argument("--port", type=_PORT, default=8765, help="port to listen on (default: 8765; 0: any free)")
+    dashboard.add_argument("--read-only", action="store_true", help="no promote/pause/abort buttons")
     _add_plugin_commands(commands, plugin_commands(), load)
     return parser
 
@@ -246,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_operator(args)
     if args.command == "crd":
         return crd_command(args)
+    if args.command == "dashboard":
+        from modelrollout.dashboard.serve import serve_dashboard
+
+        return _talk_to_the_api(args, lambda: serve_dashboard(args))
     if args.command == "status":
         from modelrollout.status_view import show_status
 
@@ -293,15 +302,10 @@ def crd_command(args: argparse.Namespace) -> int:
 
 async def send_command(args: argparse.Namespace) -> int:
     action = CommandAction.PROMOTE_FULL if args.command == "promote" and args.full else CommandAction(args.command)
-    command = {"id": uuid.uuid4().hex[:12], "action": action.value, "at": datetime.now(UTC).isoformat()}
+    command = new_command(action)
     api = await KubeApi.connect(args.kubeconfig, args.context)
     try:
-        await api.merge_patch(
-            MODELROLLOUTS,
-            args.namespace,
-            args.name,
-            {"metadata": {"annotations": {COMMAND_ANNOTATION: json.dumps(command)}}},
-        )
+        await api.merge_patch(MODELROLLOUTS, args.namespace, args.name, command_patch(command))
     except ApiError as error:
         if error.status != 404:
             raise  # said in one line by _talk_to_the_api
