@@ -61,7 +61,8 @@ async def serve_dashboard(args: argparse.Namespace) -> int:
     api = await KubeApi.connect(args.kubeconfig, args.context)
     store = RolloutStore(api, args.namespace)
     app = build_app(api, store, read_only=args.read_only, allowed_hosts=allowed_hosts(args.address))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # Open pages hold their event streams forever: Ctrl-C must not wait for them.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
     watching = asyncio.create_task(store.run())
     try:
         mode = " (read-only)" if args.read_only else ""

@@ -172,14 +172,27 @@ function renderTraffic(detail) {
     label, data: points.map((p) => ({ x: p.at * 1000, y: p[key] })), stepped: "before",
     borderColor: colour, backgroundColor: colour, pointRadius: 0, borderWidth: 2,
   });
+  // The Events mark when steps, promotions and rollbacks happened, also before this dashboard started.
+  const marks = detail.events.slice().reverse().map((e) => ({ x: e.at * 1000, y: 104, reason: e.reason, message: e.message, warning: e.type === "Warning" }));
+  const events = {
+    type: "scatter", label: "Events", data: marks, pointStyle: "triangle", rotation: 180, pointRadius: 6,
+    pointBackgroundColor: marks.map((m) => (m.warning ? "#cf222e" : "#57606a")), borderColor: "#57606a",
+  };
   const config = {
     type: "line",
-    data: { datasets: [series("stable", "stable %", "#0969da"), series("candidate", "candidate %", "#8250df"), series("mirror", "mirror %", "#bc4c00")] },
-    options: { maintainAspectRatio: false, parsing: false, scales: { x: timeAxis(), y: { min: 0, max: 100 } }, plugins: { legend: { labels: { boxWidth: 12 } } } },
+    data: { datasets: [series("stable", "stable %", "#0969da"), series("candidate", "candidate %", "#8250df"), series("mirror", "mirror %", "#bc4c00"), events] },
+    options: {
+      maintainAspectRatio: false, parsing: false,
+      scales: { x: timeAxis(), y: { min: 0, max: 108, ticks: { callback: (v) => (v <= 100 ? v : "") } } },
+      plugins: {
+        legend: { labels: { boxWidth: 12 } },
+        tooltip: { callbacks: { label: (c) => (c.raw.reason ? `${c.raw.reason}: ${c.raw.message}` : `${c.dataset.label}: ${c.parsed.y}`) } },
+      },
+    },
   };
   upsertChart("traffic", document.getElementById("traffic-chart"), config);
   document.getElementById("traffic-note").textContent =
-    `as this dashboard saw it since ${clock(detail.watchingSince)} (status keeps only the split in force; earlier changes are in the Events)`;
+    `the split as this dashboard saw it since ${clock(detail.watchingSince)} (status keeps only the split in force); ▼ the Events`;
 }
 
 function renderSteps(detail) {
