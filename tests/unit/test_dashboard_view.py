@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from modelrollout.dashboard import view
+from modelrollout.dashboard.store import RolloutStore, refusal
+from modelrollout.kube.api import ApiError, KubeApi
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -128,3 +130,23 @@ def test_events_newest_first() -> None:
         {"reason": "AnalysisFailed", "type": "Warning", "message": "bad", "lastTimestamp": _at(5)},
     ]
     assert [e["reason"] for e in view.events_of(events)] == ["AnalysisFailed", "StepCompleted"]
+
+
+async def test_the_store_keeps_traffic_over_time_and_tells_its_listeners() -> None:
+    clock = iter([NOW, NOW + 1, NOW + 2, NOW + 3, NOW + 4, NOW + 5, NOW + 6, NOW + 7])
+    store = RolloutStore(cast(KubeApi, None), None, clock=lambda: next(clock))
+    with store.listen() as queue:
+        base = rollout({"phase": "Progressing", "weights": {"stable": 100, "candidate": 0}})
+        store.apply("ADDED", base)
+        store.apply("MODIFIED", base)  # the same split: no new point
+        store.apply("MODIFIED", rollout({"phase": "Progressing", "weights": {"stable": 75, "candidate": 25}}))
+        assert [(p["stable"], p["candidate"]) for p in store.traffic[("ml", "fraud")]] == [(100, 0), (75, 25)]
+        store.apply("DELETED", base)
+        messages = [queue.get_nowait()["type"] for _ in range(queue.qsize())]
+    assert messages == ["changed", "changed", "changed", "deleted"]
+    assert store.rollouts == {} and store.traffic == {}
+
+
+def test_a_refusal_says_what_to_do() -> None:
+    text = refusal(ApiError(403, "Forbidden", "cannot list"), None)
+    assert "403 Forbidden" in text and "-n NAMESPACE" in text and "docs/dashboard.md" in text
