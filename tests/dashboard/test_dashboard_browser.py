@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.dashboard.conftest import SCREENSHOTS, Dashboard
 from tests.e2e.conftest import close_namespace, open_namespace
-from tests.e2e.test_sandbox_canary import ERROR_RATE_MAX, scenario, start_load
+from tests.e2e.test_sandbox_canary import ERROR_RATE_MAX, P99_LATENCY, rollout_spec, scenario, start_load
 from tests.support.control_plane import RealControlPlane
 
 pytestmark = pytest.mark.timeout(300)
@@ -54,8 +54,8 @@ def screenshot(driver: WebDriver, name: str) -> None:
         return
     Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
     width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
-    tall = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(width, max(400, tall + 40))
+    tall = int(driver.execute_script("return document.querySelector('main').getBoundingClientRect().bottom"))
+    driver.set_window_size(width, max(400, tall + 160))  # the window's height includes its own frame
     try:
         driver.save_screenshot(str(Path(SCREENSHOTS) / name))
     finally:
@@ -118,7 +118,7 @@ def test_a_rollback_shows_its_reason_and_the_metric_chart_its_points_and_thresho
         start_load(made)
         if SCREENSHOTS:  # a second rollout, waiting at a gate, so that the list shows more than one
             made.cluster.create_rollout("recommender", pausing_spec("4.1.0"))
-        made.deliver("2.0.0-err", {"FAULT_ERROR_RATE": "0.3", "FAULT_SEED": "5"})
+        made.deliver("2.0.0-err", {"FAULT_ERROR_RATE": "0.3", "FAULT_SEED": "5"}, analysis=analysis_with_compare())
         status = made.cluster.wait_for_phase(made.name, "RolledBack", timeout=120)
         browser.get(f"{dashboard.url}rollouts/{made.namespace}/{made.name}")
         reason = wait_until(
@@ -145,6 +145,11 @@ def test_a_rollback_shows_its_reason_and_the_metric_chart_its_points_and_thresho
         assert {round(m["value"], 9) for m in measured} <= points, (measured, datasets)
         limits = [s for s in datasets if s["label"].startswith("max ")]
         assert limits and all(p["y"] == ERROR_RATE_MAX for p in limits[0]["data"]), datasets
+        # compare: the candidate's and stable's sides, drawn from each measurement
+        sides = {
+            s["label"] for s in wait_until(browser, "the compare chart", lambda d: chart_datasets(d, "p99-vs-stable"))
+        }
+        assert {"candidate", "stable 1.0.0"} <= sides, sides
         failed = browser.find_elements(By.CSS_SELECTOR, '.metric[data-metric="error-rate"] .verdict .badge')
         assert failed and failed[0].text == "Failed"
         assert browser.find_element(By.ID, "phase").text == "Rolled back"
@@ -163,6 +168,14 @@ def test_a_rollback_shows_its_reason_and_the_metric_chart_its_points_and_thresho
             lambda d: "rolled back" in (row_text(d, f"{made.namespace}/{made.name}", "marks") or ""),
         )
         screenshot(browser, "dashboard-list.png")
+
+
+def analysis_with_compare() -> dict[str, Any]:
+    """The e2e canary's analysis, and the candidate's p99 latency against stable's (generous: errors, not
+    latency, are what this candidate gets wrong)."""
+    analysis = rollout_spec("unused")["analysis"]
+    compare = {"name": "p99-vs-stable", "prometheus": {"query": P99_LATENCY}, "compare": {"maxRatio": 20}}
+    return {**analysis, "metrics": [*analysis["metrics"], compare]}
 
 
 def pausing_spec(version: str) -> dict[str, Any]:

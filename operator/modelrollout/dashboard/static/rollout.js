@@ -87,19 +87,29 @@ function metricConfig(metric) {
     });
     datasets.push(...band(metric.threshold, from, to));
   }
+  // Measurements without a value (no data, an error) are marked on the time axis, never drawn as a number.
+  const valueless = metric.points.filter((p) => p.value === null || p.value === undefined);
+  if (valueless.length) {
+    datasets.push({
+      type: "scatter", label: "no value", data: valueless.map((p) => ({ x: p.at * 1000, y: 0 })), valueless: true,
+      pointStyle: "crossRot", pointRadius: 6, borderWidth: 2, order: 0,
+      pointBorderColor: valueless.map((p) => VERDICT_COLOURS[p.phase] || "#6e7781"),
+    });
+  }
   return {
     type: "line",
     data: { datasets },
     options: {
       maintainAspectRatio: false,
       parsing: false,
-      scales: { x: timeAxis(), y: { grid: { color: "#eef1f4" } } },
+      scales: { x: timeAxis(), y: { beginAtZero: true, grid: { color: "#eef1f4" } } },
       plugins: {
         legend: { labels: { boxWidth: 12, filter: (item, data) => !data.datasets[item.datasetIndex].hidden } },
         tooltip: {
           callbacks: {
             label: (context) => {
               const point = metric.points.find((p) => p.at * 1000 === context.parsed.x);
+              if (context.dataset.valueless && point) return `${point.phase}: ${point.message}`;
               const head = `${context.dataset.label}: ${context.parsed.y}`;
               return point && context.dataset.label === "measurements" ? `${head} (${point.phase}) ${point.message}` : head;
             },
@@ -308,7 +318,11 @@ async function send(action) {
 
 function renderTables(detail) {
   document.getElementById("conditions").replaceChildren(
-    ...detail.conditions.map((c) => el("tr", {}, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason || ""), el("td", { class: "note" }, c.message || ""))),
+    ...detail.conditions.map((c, i) => {
+      const repeated = i > 0 && c.message && c.message === detail.conditions[i - 1].message;
+      return el("tr", {}, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason || ""),
+        el("td", { class: "note" }, repeated ? "(as above)" : c.message || ""));
+    }),
   );
   const errorBox = document.getElementById("events-error");
   errorBox.hidden = !detail.eventsError;
