@@ -211,6 +211,14 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     listing.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
     listing.add_argument("-A", "--all-namespaces", action="store_true", help="rollouts of every namespace")
     _add_kube_flags(listing)
+    dashboard = commands.add_parser("dashboard", help="a live web page of the rollouts, as your kubeconfig identity")
+    _add_kube_flags(dashboard)
+    dashboard.add_argument(
+        "-n", "--namespace", action="append", default=None, help="show only this namespace (repeatable); default: all"
+    )
+    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
+    dashboard.add_argument("--port", type=_PORT, default=8765, help="port to listen on (default: 8765; 0: any free)")
+    dashboard.add_argument("--read-only", action="store_true", help="no promote/pause/abort buttons")
     _add_plugin_commands(commands, plugin_commands(), load)
     return parser
 
@@ -275,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_operator(args)
     if args.command == "crd":
         return crd_command(args)
+    if args.command == "dashboard":
+        from modelrollout.dashboard.serve import serve_dashboard
+
+        return _talk_to_the_api(args, lambda: serve_dashboard(args))
     if args.command == "status":
         from modelrollout.status_view import show_status
 

@@ -24,6 +24,8 @@ from modelrollout.client_errors import EXIT_USAGE
 REPO = Path(__file__).resolve().parents[2]
 #: What the operator must not load: the dev kit and what only the dev kit needs.
 DEV_KIT_MODULES = {"modelrollout_devkit", "kmock", "sklearn", "jsonpatch"}
+#: What only `modelrollout dashboard` loads.
+DASHBOARD_MODULES = {"starlette", "uvicorn"}
 
 
 def _loaded_top_level_modules(code: str) -> set[str]:
@@ -52,8 +54,29 @@ def test_the_run_command_loads_nothing_of_the_dev_kit() -> None:
         """
     )
     assert "modelrollout" in loaded
-    # rich is the status command's, and imported by it alone.
-    assert not loaded & (DEV_KIT_MODULES | {"rich"})
+    # rich is the status command's, the web server the dashboard's: each imported by its command alone.
+    assert not loaded & (DEV_KIT_MODULES | {"rich"} | DASHBOARD_MODULES)
+
+
+def test_the_run_command_does_not_import_the_dashboard() -> None:
+    script = (
+        "import sys\n"
+        "from modelrollout.cli import build_parser\n"
+        "build_parser().parse_args(['run'])\n"
+        "import modelrollout.handlers\n"
+        "print(sorted(m for m in sys.modules if m.startswith('modelrollout.dashboard')))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_dashboard_ships_its_page_and_chart_library_in_the_operator_distribution() -> None:
+    static = REPO / "operator" / "modelrollout" / "dashboard" / "static"
+    for name in ("index.html", "rollout.html", "chart.umd.min.js", "chart.js-LICENSE.md"):
+        assert (static / name).is_file(), name
+    pages = (static / "index.html").read_text() + (static / "rollout.html").read_text()
+    assert "http://" not in pages and "https://" not in pages  # nothing fetched from elsewhere at run time
 
 
 def test_no_operator_module_imports_the_dev_kit() -> None:
@@ -140,7 +163,7 @@ def test_the_operator_distribution_packages_no_dev_kit() -> None:
     assert "modelrollout" in packages and "modelrollout.engine" in packages
     assert all(package == "modelrollout" or package.startswith("modelrollout.") for package in packages)
     assert not [package for package in packages if {"sandbox", "emulator", "sdk"} & set(package.split("."))]
-    assert setuptools["package-data"] == {"modelrollout": ["py.typed"]}
+    assert setuptools["package-data"] == {"modelrollout": ["py.typed", "dashboard/static/*"]}
     for moved in ("sandbox", "emulator", "sdk"):  # (a checkout may keep their __pycache__ folders)
         assert not list((REPO / "operator" / "modelrollout" / moved).glob("**/*.py"))
 

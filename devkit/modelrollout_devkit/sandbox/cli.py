@@ -76,6 +76,8 @@ def summary(state: dict[str, Any]) -> str:
             lines.append(f"               as {state['operator_identity']} (the Helm chart's permissions)")
     else:
         lines.append("  operator     not started (--no-operator)")
+    dashboard = f"modelrollout dashboard --kubeconfig {state.get('kubeconfig')}"
+    lines.append(f"  dashboard    http://127.0.0.1:8765/ once you run: {dashboard}")
     lines.append(f"  logs         {directory}/logs")
     lines.append(f"stop it with: modelrollout sandbox down --dir {directory}")
     lines.append(f"export KUBECONFIG={state.get('kubeconfig')}")

@@ -329,6 +329,10 @@ def run_demo(args: argparse.Namespace) -> int:
             control_plane=assets,
             emulator=assets is None,
         ) as box:
+            console.print(
+                "Watch it in a browser while the story runs: in another terminal, "
+                f"[bold]modelrollout dashboard --kubeconfig {box.kubeconfig}[/bold], then open http://127.0.0.1:8765/"
+            )
             demo = Demo(box, console)
             try:
                 timings = demo.run()

@@ -22,6 +22,7 @@ import random
 import ssl
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +255,47 @@ class KubeApi:
                 return False
             raise
         return True
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        query: dict[str, str] | None = None,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The changes after `resource_version`, as (ADDED | MODIFIED | DELETED | BOOKMARK | ERROR, object),
+        until the server ends the watch (after about `timeout_seconds`); the caller lists and watches again.
+
+        Not retried: a watch that breaks is resumed by the caller from the last version it saw."""
+        parameters = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+            **(query or {}),
+        }
+        url = self._host + resource.path(namespace) + "?" + urllib.parse.urlencode(parameters)
+        # No total timeout (the server holds the watch open); a silent connection still ends.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=timeout_seconds + 30)
+        self.requests += 1
+        async with self.session.get(
+            url,
+            headers=await self._headers("application/json"),
+            proxy=self.proxy,
+            proxy_headers=self._configuration.proxy_headers,
+            timeout=timeout,
+            server_hostname=self._configuration.tls_server_name,
+        ) as response:
+            if not 200 <= response.status <= 299:
+                text = await response.text()
+                answer: dict[str, Any] = json.loads(text) if text.strip().startswith("{") else {}
+                reason = str(answer.get("reason") or response.reason or "")
+                raise ApiError(response.status, reason, str(answer.get("message") or text[:500]))
+            async for line in response.content:
+                if line.strip():
+                    event = json.loads(line)
+                    yield str(event.get("type")), event.get("object") or {}
 
 
 async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
