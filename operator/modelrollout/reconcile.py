@@ -108,18 +108,26 @@ class Runtime:
         await self.backends.aclose()
 
 
-async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth) -> Credentials | str:
-    """The Prometheus credentials a Secret holds, or what is wrong (names only, never a value)."""
-    where = f"Secret {namespace}/{auth.secret} (spec.analysis.prometheus.auth)"
+async def secret_data(runtime: Runtime, namespace: str, name: str, where: str) -> dict[str, str] | str | None:
+    """A Secret's data, None when there is no such Secret, or what kept the operator from reading it:
+    `where` names the Secret and the field that asks for it (never a value)."""
     try:
-        secret = await runtime.api.get(SECRETS, namespace, auth.secret)
+        secret = await runtime.api.get(SECRETS, namespace, name)
     except ApiError as error:
         if error.status == 403:
             return f"the operator may not read {where}: grant it get on that Secret"
         return f"reading {where}: {error.status} {error.reason}"
-    if secret is None:
+    return None if secret is None else dict(secret.get("data") or {})
+
+
+async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth) -> Credentials | str:
+    """The Prometheus credentials a Secret holds, or what is wrong (names only, never a value)."""
+    where = f"Secret {namespace}/{auth.secret} (spec.analysis.prometheus.auth)"
+    data = await secret_data(runtime, namespace, auth.secret, where)
+    if data is None:
         return f"{where} not found"
-    data = secret.get("data") or {}
+    if isinstance(data, str):
+        return data
 
     def value(key: str) -> str | None:
         raw = data.get(key)
@@ -150,15 +158,12 @@ async def web_headers(
             f"Secret {namespace}/{ref.name} key {ref.key!r} "
             f"(spec.analysis.metrics[{metric}].web.headers[{position}].valueFrom)"
         )
-        try:
-            secret = await runtime.api.get(SECRETS, namespace, ref.name)
-        except ApiError as error:
-            if error.status == 403:
-                return f"the operator may not read {where}: grant it get on that Secret"
-            return f"reading {where}: {error.status} {error.reason}"
-        if secret is None:
+        data = await secret_data(runtime, namespace, ref.name, where)
+        if data is None:
             return f"{where}: the Secret is not found"
-        raw = (secret.get("data") or {}).get(ref.key)
+        if isinstance(data, str):
+            return data
+        raw = data.get(ref.key)
         if raw is None:
             return f"{where}: the Secret has no such key"
         try:

@@ -47,6 +47,18 @@ def _inject_env(container: dict[str, Any], values: dict[str, str]) -> dict[str, 
     return {**container, "env": env}
 
 
+def _inject_model_env(container: dict[str, Any], owner: Owner, spec: ModelRolloutSpec) -> dict[str, Any]:
+    """The model server's and the evaluation Job's containers are told the same: which model, which rollout."""
+    env = {
+        "MODEL_NAME": spec.model.name,
+        "MODEL_VERSION": spec.model.version,
+        "MODEL_URI": spec.model.uri or "",
+        "ROLLOUT_NAME": owner.name,
+        "ROLLOUT_NAMESPACE": owner.namespace,
+    }
+    return _inject_env(container, env)
+
+
 def deployment(owner: Owner, spec: ModelRolloutSpec, revision: str, replicas: int) -> dict[str, Any]:
     """The Deployment of one revision of the model server."""
     template = copy.deepcopy(spec.template)
@@ -58,15 +70,8 @@ def deployment(owner: Owner, spec: ModelRolloutSpec, revision: str, replicas: in
         VERSION_LABEL: spec.model.version,
     }
     metadata["labels"] = pod_labels
-    env = {
-        "MODEL_NAME": spec.model.name,
-        "MODEL_VERSION": spec.model.version,
-        "MODEL_URI": spec.model.uri or "",
-        "ROLLOUT_NAME": owner.name,
-        "ROLLOUT_NAMESPACE": owner.namespace,
-    }
     pod_spec = template.setdefault("spec", {})
-    pod_spec["containers"] = [_inject_env(container, env) for container in pod_spec.get("containers", [])]
+    pod_spec["containers"] = [_inject_model_env(container, owner, spec) for container in pod_spec.get("containers", [])]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -120,14 +125,7 @@ def evaluation_job(
     metadata["labels"] = {**metadata.get("labels", {}), EVALUATION_LABEL: owner.name}
     pod_spec = template.setdefault("spec", {})
     pod_spec.setdefault("restartPolicy", "Never")
-    env = {
-        "MODEL_NAME": spec.model.name,
-        "MODEL_VERSION": spec.model.version,
-        "MODEL_URI": spec.model.uri or "",
-        "ROLLOUT_NAME": owner.name,
-        "ROLLOUT_NAMESPACE": owner.namespace,
-    }
-    pod_spec["containers"] = [_inject_env(container, env) for container in pod_spec.get("containers", [])]
+    pod_spec["containers"] = [_inject_model_env(container, owner, spec) for container in pod_spec.get("containers", [])]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
