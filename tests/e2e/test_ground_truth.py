@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -87,12 +88,15 @@ def test_less_accurate_candidate_with_the_same_output_mix_is_rolled_back_by_the_
     with scenario(sandbox, "accgate") as made:
         made.deploy_stable(rollout_spec(STABLE, metrics, steps))
         start_labelled_load(made)
+        delivered = time.monotonic()
         made.deliver(rollout_spec("2.0.0-confused", metrics, steps, env={"FAULT_CONFUSE": "0.5"}))
         status = made.cluster.wait_for_phase(made.name, "RolledBack", timeout=150)
+        print(f"\nconfused candidate rolled back {time.monotonic() - delivered:.1f}s after delivery")
         assert made.served("2.0.0-confused") > 0
         assert "accuracy" in status["message"] and "below stable's" in status["message"], status["message"]
         judged = step_measurements(status, "accuracy")
         assert judged and judged[-1]["phase"] == "Failed", judged
+        print(f"accuracy gate: {judged[-1]['message']}")
         assert judged[-1]["value"] < 0.85, judged  # the confused candidate's accuracy; stable's is ~0.97
         # Its class mix did not give it away: the output-drift gate found no drift in what was measured.
         mix = step_measurements(status, "output-drift")
@@ -137,9 +141,11 @@ def test_promoted_model_whose_world_shifts_gets_concept_drift_and_fires_its_hook
         assert receiver.to(path) == [], "the hook fired without a drop"
 
         start_labelled_load(made, concept="drifted")  # the world changes; the inputs do not
+        shifted = time.monotonic()
         made.cluster.wait_for(
             "the ConceptDrift condition", lambda: made.condition("ConceptDrift").get("status") == "True", timeout=90
         )
+        print(f"\nConceptDrift {time.monotonic() - shifted:.1f}s after the world's labels shifted")
         condition = made.condition("ConceptDrift")
         assert "accuracy" in condition["message"] and "baseline after promotion" in condition["message"], condition
         made.cluster.wait_for(
