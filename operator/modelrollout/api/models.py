@@ -163,6 +163,34 @@ class AnalysisStep(ApiModel):
         return value
 
 
+class ShadowComparison(ApiModel):
+    """Compare the candidate's answers to mirrored requests with stable's, one by one (docs/shadow-agreement.md)."""
+
+    stable_answers: Literal["reask", "report"] = Field(
+        default="reask",
+        description="reask: the comparator sends each copy to the stable Service too (extra load on stable: the "
+        "mirrored share); report: stable's answers are POSTed to the comparator's /_comparator/answers, joined by "
+        "request id.",
+    )
+    request_id_header: str = Field(
+        default="x-request-id",
+        min_length=1,
+        description="The request header that joins the two answers of one request (report mode).",
+    )
+    class_field: str = Field(
+        default="prediction",
+        min_length=1,
+        description="The field of an answer (or of each batch item) holding the class.",
+    )
+    score_field: str = Field(default="score", min_length=1, description="The field holding the score.")
+    join_ttl_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="How long one answer waits for the other before the request counts as unjoined.",
+    )
+
+
 class MirrorStep(ApiModel):
     """Shadow traffic: copy a share of live requests to the candidate and discard its answers."""
 
@@ -171,6 +199,12 @@ class MirrorStep(ApiModel):
         le=100,
         description="Percentage of live requests copied to the candidate; 0 stops mirroring. Needs a "
         "traffic router (spec.trafficRouting).",
+    )
+    compare: ShadowComparison | None = Field(
+        default=None,
+        description="Mirror to a comparator the operator deploys (<rollout>-comparator) instead of the candidate: it "
+        "asks the candidate, compares its answers with stable's and publishes agreement series for `agreement` "
+        "metrics. The user still never sees a candidate's answer.",
     )
 
 
@@ -420,6 +454,31 @@ class Compare(ApiModel):
         return self
 
 
+class Agreement(ApiModel):
+    """Judge a shadow candidate by how often its answers agree with stable's on the same requests (the
+    comparator's series): a Wilson score interval of the agreement rate, at the given confidence."""
+
+    min: float = Field(
+        gt=0,
+        le=1,
+        description="The lowest acceptable agreement rate. Passes when the interval's lower bound is at least min, "
+        "fails when its upper bound is below min, else Inconclusive (not enough evidence yet).",
+    )
+    min_pairs: int = Field(
+        default=100,
+        ge=1,
+        description="Fewer compared pairs than this in the window: Inconclusive, never a pass.",
+    )
+    window: str = Field(
+        default="5m",
+        pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$",
+        description="The PromQL range the pairs are counted over, e.g. 5m.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.999, description="The one-sided confidence of the interval's bounds (0.5 to 0.999)."
+    )
+
+
 class TrainingReference(ApiModel):
     """A training-time reference distribution: the SDK's feature-edges JSON, kept in a ConfigMap."""
 
@@ -612,6 +671,11 @@ class Metric(ApiModel):
     threshold: Threshold | None = Field(default=None, description="The values that pass.")
     compare: Compare | None = Field(default=None, description="How much worse than stable the candidate may be.")
     drift: Drift | None = Field(default=None, description="How far the candidate's distribution may drift.")
+    agreement: Agreement | None = Field(
+        default=None,
+        description="How often a shadow candidate must agree with stable, from the comparator of a mirror step with "
+        "compare (no provider: the comparator's series are queried from spec.analysis.prometheus).",
+    )
     min_count: float | None = Field(
         default=None,
         ge=0,
@@ -641,6 +705,18 @@ class Metric(ApiModel):
     def _one_judgement(self) -> Metric:
         if self.template is not None:
             return self  # resolved into the fields below before the spec is judged
+        if self.agreement is not None:
+            others = [
+                kind
+                for kind in (*PROVIDERS, "threshold", "compare", "drift", "min_count")
+                if getattr(self, kind) is not None
+            ]
+            if others:
+                raise ValueError(
+                    "an agreement metric queries the comparator's series itself: remove "
+                    + ", ".join(to_camel(kind) for kind in others)
+                )
+            return self
         providers = [provider for provider in PROVIDERS if getattr(self, provider) is not None]
         if len(providers) != 1:
             raise ValueError(
@@ -668,6 +744,8 @@ class Metric(ApiModel):
 
     @property
     def kind(self) -> str:
+        if self.agreement is not None:
+            return "agreement"
         return "compare" if self.compare is not None else "drift" if self.drift is not None else "threshold"
 
     @property
@@ -893,6 +971,25 @@ class ModelRolloutSpec(ApiModel):
                         "copy or route single requests"
                     )
         return self
+
+    @model_validator(mode="after")
+    def _agreement_needs_a_comparator(self) -> ModelRolloutSpec:
+        if self.shadow_comparison() is not None:
+            return self
+        for position, metric in enumerate(self.analysis.metrics):
+            if metric.agreement is not None:
+                raise ValueError(
+                    f"analysis.metrics[{position}] ({metric.name!r}): an agreement metric needs a canary step "
+                    "`mirror: {percent: N, compare: {}}`, whose comparator publishes the pairs it judges"
+                )
+        return self
+
+    def shadow_comparison(self) -> ShadowComparison | None:
+        """The comparison the rollout's mirror steps ask for (the first that asks), if any: then every mirror
+        of the rollout goes to its comparator."""
+        if self.strategy.blue_green is not None:
+            return None
+        return next((step.mirror.compare for step in self.strategy.steps if step.mirror and step.mirror.compare), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,8 +72,17 @@ def _weights(entries: list[JsonDict]) -> list[float]:
 @dataclass(frozen=True)
 class IstioRouter(ObjectRouter):
     version: str = "v1beta1"
+    #: Where the mirror goes when not to the candidate: the rollout's comparator (a shadow step with compare).
+    mirror_service: str = ""
 
     kind: ClassVar[str] = KIND
+
+    @property
+    def mirror_to(self) -> str:
+        return self.mirror_service or self.candidate_service
+
+    def _our_mirror_host(self, host: Any, namespace: str) -> bool:
+        return _is_host(host, self.candidate_service, namespace) or _is_host(host, self.mirror_to, namespace)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,7 +138,7 @@ class IstioRouter(ObjectRouter):
         if (
             mirror_host is not None
             and mirror_percent > 0
-            and not _is_host(mirror_host, self.candidate_service, namespace)
+            and not self._our_mirror_host(mirror_host, namespace)
         ):
             return (
                 f'{where} already mirrors to "{mirror_host}" and Istio\'s mirror holds one target; remove it to '
@@ -161,7 +170,7 @@ class IstioRouter(ObjectRouter):
         )
         weight = round(100 * candidate / total) if total else 0
         mirror = 0
-        if _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace):
+        if _is_host((http.get("mirror") or {}).get("host"), self.mirror_to, namespace):
             mirror = round(float((http.get("mirrorPercentage") or {}).get("value", 100)))
         header: HeaderMatch | None = None
         for other in (route.get("spec") or {}).get("http") or []:
@@ -190,10 +199,11 @@ class IstioRouter(ObjectRouter):
             entries.append({**self._candidate_entry(stable), "weight": weight})
         edited["route"] = entries
 
-        ours = _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace)
+        ours = self._our_mirror_host((http.get("mirror") or {}).get("host"), namespace)
         if state.mirror_percent > 0:
-            candidate = self._candidate_entry(stable)["destination"]
-            edited["mirror"] = {key: candidate[key] for key in ("host", "port") if key in candidate}
+            target = clone(stable["destination"])
+            target["host"] = _host_like(target["host"], self.stable_service, self.mirror_to)
+            edited["mirror"] = {key: target[key] for key in ("host", "port") if key in target}
             edited["mirrorPercentage"] = {"value": float(state.mirror_percent)}
         elif ours:
             for key in _MIRROR_KEYS:

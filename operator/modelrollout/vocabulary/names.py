@@ -38,3 +38,8 @@ def stable_service_name(rollout: str) -> str:
 
 def candidate_service_name(rollout: str, blue_green: bool = False) -> str:
     return f"{rollout}-preview" if blue_green else f"{rollout}-canary"
+
+
+def comparator_name(rollout: str) -> str:
+    """The shadow comparator's Deployment and Service (a mirror step with compare)."""
+    return f"{rollout}-comparator"
