@@ -1152,7 +1152,11 @@ class Weights(ApiModel):
 
     stable: int = Field(default=100, description="Percent of traffic on the stable version.")
     candidate: int = Field(default=0, description="Percent of traffic on the candidate.")
-    mirror: int = Field(default=0, description="Percent of traffic copied to the candidate (answers discarded).")
+    mirror: int = Field(
+        default=0,
+        description="Percent of traffic copied to the candidate (answers discarded, or compared with stable's by "
+        "the comparator).",
+    )
     header_route: bool = Field(
         default=False, description="Whether requests with the step's header go to the candidate."
     )
