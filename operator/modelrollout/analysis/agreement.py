@@ -77,7 +77,7 @@ def judge_agreement(settings: Agreement, observation: Observation, at: str) -> M
     interval = wilson_interval(agreed or 0.0, pairs, settings.confidence)
     level = f"{settings.confidence:.0%}"
     told = (
-        f"agreement {interval.rate:.4f} over {pairs:g} pairs ({level} Wilson bounds {interval.low:.4f}-"
+        f"agreement {interval.rate:.4f} over {pairs:.0f} pairs ({level} Wilson bounds {interval.low:.4f}-"
         f"{interval.high:.4f}), required at least {settings.min:g}"
     )
     if interval.low >= settings.min:

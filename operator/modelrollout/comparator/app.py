@@ -32,8 +32,10 @@ from starlette.routing import Route
 
 from modelrollout.comparator.join import Answer, JoinStore, Side, reduce_answer
 from modelrollout.comparator.series import Identity, Series
+from modelrollout.vocabulary.names import SHADOW_HEADER
 
-SHADOW_HEADER = "X-Modelrollout-Shadow"
+__all__ = ["ANSWERS_PATH", "SHADOW_HEADER", "Comparator", "ComparatorConfig", "build_app"]
+
 ANSWERS_PATH = "/_comparator/answers"
 #: Headers of one connection, not of the request (RFC 9110 7.6.1), and the ones recomputed for the body.
 _HOP_BY_HOP = frozenset(

@@ -43,3 +43,8 @@ def candidate_service_name(rollout: str, blue_green: bool = False) -> str:
 def comparator_name(rollout: str) -> str:
     """The shadow comparator's Deployment and Service (a mirror step with compare)."""
     return f"{rollout}-comparator"
+
+
+#: On every request the shadow comparator sends (to stable and candidate): shadow work, never a caller's;
+#: a comparator refuses a request that carries it, so a route that mirrors its calls cannot loop.
+SHADOW_HEADER = "X-Modelrollout-Shadow"
