@@ -979,8 +979,8 @@ class ModelRolloutSpec(ApiModel):
         for position, metric in enumerate(self.analysis.metrics):
             if metric.agreement is not None:
                 raise ValueError(
-                    f"analysis.metrics[{position}] ({metric.name!r}): an agreement metric needs a canary step "
-                    "`mirror: {percent: N, compare: {}}`, whose comparator publishes the pairs it judges"
+                    f"analysis.metrics[{position}].agreement: {metric.name!r} judges the pairs of a shadow "
+                    "comparator; add a canary step mirror: {percent: N, compare: {}} (it needs a traffic router)"
                 )
         return self
 
