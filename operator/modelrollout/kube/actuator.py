@@ -119,13 +119,17 @@ class Actuator:
             candidate_version=action.candidate_version,
         )
         namespace, name = self._owner.namespace, comparator_name(self._owner.name)
-        existing = await self._api.create_or_get(DEPLOYMENTS, namespace, body)
+        # Asked for on every pass of a shadow: one read when it is there already (the usual case).
+        existing = await self._api.get(DEPLOYMENTS, namespace, name) or await self._api.create_or_get(
+            DEPLOYMENTS, namespace, body
+        )
         annotations = (existing.get("metadata") or {}).get("annotations") or {}
         if annotations.get(comparator.FOR_ANNOTATION) != action.revision:
             # Another candidate's comparator: the same object, told the new versions (a new pod).
             metadata = {"annotations": body["metadata"]["annotations"]}
             await self._api.merge_patch(DEPLOYMENTS, namespace, name, {"metadata": metadata, "spec": body["spec"]})
-        await self._api.create_or_get(SERVICES, namespace, comparator.service(self._owner, self._spec))
+        if await self._api.get(SERVICES, namespace, name) is None:
+            await self._api.create_or_get(SERVICES, namespace, comparator.service(self._owner, self._spec))
 
     async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:
         body = manifests.service(self._owner, self._spec, name, selector)
