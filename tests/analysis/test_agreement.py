@@ -7,7 +7,7 @@ from scipy.stats import binomtest
 
 from modelrollout.analysis.agreement import agreement_queries, judge_agreement, wilson_interval
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import Agreement, Verdict
+from modelrollout.api.models import Agreement, Metric, Verdict
 
 AT = "2026-01-01T00:00:00Z"
 
@@ -54,3 +54,10 @@ def test_the_queries_count_the_comparators_pairs_over_the_window() -> None:
         'candidate="{{candidate}}",outcome=~"agree"}[2m]))'
     )
     assert 'outcome=~"agree|disagree"' in queries["pairs"]
+
+
+def test_an_agreement_metric_is_a_step_metric_unless_told_otherwise() -> None:
+    assert Metric.model_validate({"name": "a", "agreement": {"min": 0.9}}).background is False
+    assert Metric.model_validate({"name": "a", "agreement": {"min": 0.9}, "background": True}).background is True
+    with pytest.raises(ValueError, match="remove threshold, minCount"):
+        Metric.model_validate({"name": "a", "agreement": {"min": 0.9}, "threshold": {"max": 1}, "minCount": 5})

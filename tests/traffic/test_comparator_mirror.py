@@ -70,3 +70,20 @@ def test_route_target_picks_the_comparator_only_for_a_compare_mirror() -> None:
         target = route_target(parse_spec(spec), "fraud-scorer", "ml")
         assert target is not None and isinstance(target.router, IstioRouter)
         assert target.router.mirror_to == mirror_to
+
+
+def test_a_mirror_left_at_the_comparator_is_taken_back_when_compare_is_dropped() -> None:
+    gateway = GatewayApiRouter("fraud-scorer", STABLE, CANDIDATE, comparator_service=COMPARATOR)
+    at_comparator = GATEWAY.edit(httproute({"backendRefs": [stable_ref()]}), SHADOW)
+    assert isinstance(at_comparator, dict)
+    for state in (SHADOW, RouteState()):
+        edited = gateway.edit(at_comparator, state)
+        assert isinstance(edited, dict)
+        targets = [f["requestMirror"]["backendRef"]["name"] for f in edited["spec"]["rules"][0].get("filters", [])]
+        assert targets == ([CANDIDATE] if state.mirror_percent else [])
+    istio = IstioRouter("fraud-scorer", STABLE, CANDIDATE, comparator_service=COMPARATOR)
+    route = virtualservice({"name": "primary", "route": [dest(STABLE)]})
+    at_comparator_vs = ISTIO.edit(route, SHADOW)
+    assert isinstance(at_comparator_vs, dict)
+    restored = istio.edit(at_comparator_vs, RouteState())
+    assert isinstance(restored, dict) and "mirror" not in restored["spec"]["http"][0]

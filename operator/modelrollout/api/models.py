@@ -674,7 +674,8 @@ class Metric(ApiModel):
     agreement: Agreement | None = Field(
         default=None,
         description="How often a shadow candidate must agree with stable, from the comparator of a mirror step with "
-        "compare (no provider: the comparator's series are queried from spec.analysis.prometheus).",
+        "compare (no provider: the comparator's series are queried from spec.analysis.prometheus). Measured in "
+        "analysis steps only unless background: true is set.",
     )
     min_count: float | None = Field(
         default=None,
@@ -716,6 +717,10 @@ class Metric(ApiModel):
                     "an agreement metric queries the comparator's series itself: remove "
                     + ", ".join(to_camel(kind) for kind in others)
                 )
+            if "background" not in self.model_fields_set:
+                # There are pairs only while a compare mirror runs: measured all along by default, it
+                # would count Inconclusive measurements before the shadow and pause the rollout.
+                self.background = False
             return self
         providers = [provider for provider in PROVIDERS if getattr(self, provider) is not None]
         if len(providers) != 1:

@@ -23,7 +23,7 @@ from modelrollout.traffic.gateway_api import HTTPROUTES, GatewayApiFeatures, Gat
 from modelrollout.traffic.istio import GROUP as ISTIO_GROUP
 from modelrollout.traffic.istio import PLURAL as ISTIO_PLURAL
 from modelrollout.traffic.istio import IstioRouter
-from modelrollout.vocabulary.names import candidate_service_name, stable_service_name
+from modelrollout.vocabulary.names import candidate_service_name, comparator_name, stable_service_name
 
 FIELD = "spec.trafficRouting"
 _ROUTERS = {"gatewayAPI": "httpRoute", "istio": "virtualService"}
@@ -105,5 +105,5 @@ def router_for(
         # The spec can only turn the percent off (a cluster with an older Gateway API), never force it on.
         if options.get("mirrorPercentSupported") is False:
             features = replace(features, mirror_percent=False)
-        return GatewayApiRouter(name, stable, candidate, features, mirror_service)
-    return IstioRouter(name, stable, candidate, istio_version, mirror_service)
+        return GatewayApiRouter(name, stable, candidate, features, mirror_service, comparator_name(rollout))
+    return IstioRouter(name, stable, candidate, istio_version, mirror_service, comparator_name(rollout))

@@ -115,6 +115,8 @@ class GatewayApiRouter(ObjectRouter):
     features: GatewayApiFeatures = field(default_factory=GatewayApiFeatures)
     #: Where the mirror goes when not to the candidate: the rollout's comparator (a shadow step with compare).
     mirror_service: str = ""
+    #: The rollout's comparator Service: a mirror to it is ours even when this spec mirrors to the candidate.
+    comparator_service: str = field(default="", compare=False)
 
     kind: ClassVar[str] = HTTPROUTES.kind
 
@@ -125,7 +127,11 @@ class GatewayApiRouter(ObjectRouter):
     def _our_mirror(self, item: JsonDict, namespace: str) -> bool:
         """A RequestMirror filter of ours: to the candidate, or to the comparator."""
         target = _mirror_target(item)
-        return _refers_to(target, self.candidate_service, namespace) or _refers_to(target, self.mirror_to, namespace)
+        return any(
+            _refers_to(target, service, namespace)
+            for service in (self.candidate_service, self.mirror_to, self.comparator_service)
+            if service
+        )
 
     @property
     def resource(self) -> RouteResource:

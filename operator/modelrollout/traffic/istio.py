@@ -19,7 +19,7 @@ as bad input rather than overwritten. The newer `mirrors` list is left alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from modelrollout.traffic.base import (
@@ -74,6 +74,8 @@ class IstioRouter(ObjectRouter):
     version: str = "v1beta1"
     #: Where the mirror goes when not to the candidate: the rollout's comparator (a shadow step with compare).
     mirror_service: str = ""
+    #: The rollout's comparator Service: a mirror to it is ours even when this spec mirrors to the candidate.
+    comparator_service: str = field(default="", compare=False)
 
     kind: ClassVar[str] = KIND
 
@@ -82,7 +84,11 @@ class IstioRouter(ObjectRouter):
         return self.mirror_service or self.candidate_service
 
     def _our_mirror_host(self, host: Any, namespace: str) -> bool:
-        return _is_host(host, self.candidate_service, namespace) or _is_host(host, self.mirror_to, namespace)
+        return any(
+            _is_host(host, service, namespace)
+            for service in (self.candidate_service, self.mirror_to, self.comparator_service)
+            if service
+        )
 
     def __post_init__(self) -> None:
         super().__post_init__()
