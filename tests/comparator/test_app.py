@@ -161,3 +161,16 @@ def test_a_bad_environment_names_the_variable() -> None:
         )
     config, host, port = config_from_env({"COMPARATOR_STABLE_URL": "http://s", "COMPARATOR_CANDIDATE_URL": "http://c"})
     assert (config.stable_source, config.join_ttl_seconds, host, port) == ("reask", 30.0, "0.0.0.0", 8080)
+
+
+def test_modelrollout_comparator_refuses_a_bad_environment_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelrollout.cli import main
+
+    monkeypatch.delenv("COMPARATOR_STABLE_URL", raising=False)
+    monkeypatch.setenv("COMPARATOR_CANDIDATE_URL", "http://scorer-canary.ml.svc:80")
+    assert main(["comparator"]) == 2
+    assert capsys.readouterr().err == (
+        "modelrollout comparator: COMPARATOR_STABLE_URL='': required, an http(s) URL of the Service\n"
+    )
