@@ -22,6 +22,7 @@ from modelrollout_sdk.monitor import (
     RequestObservation,
     current_request,
 )
+from modelrollout_sdk.shadow import ShadowReporter
 from modelrollout_sdk.wsgi import ModelMetricsWSGIMiddleware
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ModelMonitor",
     "NumericFeature",
     "RequestObservation",
+    "ShadowReporter",
     "bin_index",
     "current_request",
     "names",

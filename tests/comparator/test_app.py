@@ -174,3 +174,22 @@ def test_modelrollout_comparator_refuses_a_bad_environment_in_one_line(
     assert capsys.readouterr().err == (
         "modelrollout comparator: COMPARATOR_STABLE_URL='': required, an http(s) URL of the Service\n"
     )
+
+
+async def test_the_sdks_reporter_feeds_report_mode(backends: tuple[Backend, Backend]) -> None:
+    from modelrollout_sdk import ShadowReporter
+
+    stable, candidate = backends
+    config = _config(stable, candidate, stable_source="report", join_ttl_seconds=5)
+    async for running in _serve(config, stable, candidate):
+        reporter = ShadowReporter(running.url)
+        reporter.report("r-7", [("malignant", 0.5)], latency_seconds=0.002)
+        reporter.report(None, [("benign", 0.1)], latency_seconds=0.002)  # no id: nothing to join, not sent
+        await asyncio.get_running_loop().run_in_executor(None, reporter.close)
+        assert (reporter.sent, reporter.dropped) == (1, 0)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{running.url}/predict", json={}, headers={"x-request-id": "r-7"}) as response,
+        ):
+            assert response.status == 202
+        assert _sample(running.comparator, PAIRS_TOTAL, outcome="agree") == 1

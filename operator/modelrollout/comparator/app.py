@@ -5,7 +5,8 @@
   both answers (`join.reduce_answer`) and joins them by request id; its own answer carries nothing of
   either (the proxy drops it anyway, and a route sent here by mistake must not leak the candidate's);
 * ``POST /_comparator/answers`` (``stable_source="report"``): stable's answer to a request, reported by
-  whoever saw it (``{"requestId", "answer", "latencySeconds", "error"}``), joined with the candidate's;
+  whoever saw it (``{"requestId", "answer": {"predictions": [{"prediction", "score"}]}, "latencySeconds",
+  "error"}``, as `modelrollout_sdk.ShadowReporter` sends it), joined with the candidate's;
 * ``GET /metrics`` (the series of `series.py`), ``GET /healthz``, ``GET /ready``.
 
 Requests it sends carry ``X-Modelrollout-Shadow: comparator``; a request that arrives with it is refused
@@ -169,7 +170,9 @@ class Comparator:
         latency = report.get("latencySeconds", 0.0)
         if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
             return JSONResponse({"error": "latencySeconds: a number of seconds of at least 0"}, 400)
-        answer = self._reduce(report.get("answer"), float(latency), bool(report.get("error", False)))
+        # A report's shape is the comparator's own protocol (what `modelrollout_sdk.ShadowReporter` sends):
+        # `prediction` and `score`, in `predictions` for a batch, whatever the model's answers call them.
+        answer = reduce_answer(report.get("answer"), latency_seconds=float(latency), error=bool(report.get("error")))
         self.add(report["requestId"], "stable", answer)
         return JSONResponse({"joined": True}, 202)
 
