@@ -822,7 +822,10 @@ class Metric(ApiModel):
             )
         chosen = [kind for kind in ("threshold", "compare", "drift") if getattr(self, kind) is not None]
         if len(chosen) != 1:
-            raise ValueError(f"set exactly one of threshold, compare, drift (found: {', '.join(chosen) or 'none'})")
+            raise ValueError(
+                "set exactly one of threshold, compare, drift, or use accuracy or agreement, which judge "
+                f"themselves (found: {', '.join(chosen) or 'none'})"
+            )
         if providers[0] != "prometheus":
             # compare and drift need queries for stable and series; a web answer or a Job gives one number.
             if chosen[0] != "threshold":
