@@ -8,7 +8,6 @@ or on the API server MODELROLLOUT_TEST_KUBECONFIG names.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.support.cluster import Cluster, external_kubeconfig, release_namespace
 from tests.support.control_plane import RealControlPlane
+from tests.support.deadline import Deadline
 from tests.support.prometheus import prometheus_binary
 
 
@@ -63,11 +63,11 @@ def operator_sees_new_namespaces(sandbox: Sandbox, timeout: float = 120.0) -> No
     status and touches nothing else). Once one probe is seen, the first list is behind; the next
     probe created after that is seen only through the watch, and then every later namespace is.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     seen = 0
     attempt = 0
     while seen < 2:
-        if time.monotonic() > deadline:
+        if deadline.expired():
             raise AssertionError(f"the operator saw no new namespace for {timeout:g}s; log:\n{sandbox.operator.logs()}")
         attempt += 1
         cluster = open_namespace(sandbox, f"probe{attempt}")

@@ -28,6 +28,7 @@ from modelrollout_devkit.sandbox.dataplane import count_for
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
+from tests.support.deadline import Deadline
 from tests.support.operator_passes import passes, wait_for_passes
 
 pytestmark = pytest.mark.timeout(120)
@@ -129,8 +130,8 @@ class Scenario:
         operator decided; returns the final status."""
         query = promql.replace("{{name}}", self.name).replace("{{candidate}}", version)
         breach: float | None = None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.expired():
             if breach is None:
                 value = self.query(query)
                 if value is not None and value > limit:

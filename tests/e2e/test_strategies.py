@@ -32,6 +32,7 @@ from modelrollout_devkit.sandbox.loadgen import LoadGenerator
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
+from tests.support.deadline import Deadline
 from tests.support.operator_passes import passes, wait_for_passes
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
@@ -421,8 +422,8 @@ def blue_green_promote(made: Story) -> None:
     # Blue is kept for scaleDownDelaySeconds (5 s), for an instant way back, then goes.
     switched_at = datetime.fromisoformat(switched["switchedAt"]).timestamp()
     blue_last_seen = switched_at
-    deadline = time.monotonic() + 30
-    while "1.0.0" in (replicas := made.cluster.replicas_by_version()) and time.monotonic() < deadline:
+    deadline = Deadline(30)
+    while "1.0.0" in (replicas := made.cluster.replicas_by_version()) and not deadline.expired():
         if replicas["1.0.0"] == REPLICAS:
             blue_last_seen = time.time()
         time.sleep(0.2)

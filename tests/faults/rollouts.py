@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.operator.test_canary import ERROR_RATIO, rollout_spec, unique
 from tests.support.cluster import Cluster
+from tests.support.deadline import Deadline
 from tests.support.exporter import Exporter
 from tests.support.prometheus import PrometheusServer
 
@@ -62,9 +63,9 @@ def monotonic(sequence: list[int], increasing: bool = True) -> bool:
 
 def wait_until(what: str, probe: Callable[[], bool], timeout: float = 60.0, interval: float = 0.02) -> None:
     """Poll fast (a kill point must be caught right when it is reached)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while not deadline.expired():
         if probe():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}")

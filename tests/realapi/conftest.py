@@ -23,6 +23,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from tests.support.control_plane import RealControlPlane, wait_until
+from tests.support.deadline import Deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 THIRD_PARTY_CRDS = Path(__file__).resolve().parent / "crds"
@@ -221,11 +222,11 @@ def is_subset(sent: Any, stored: Any, path: str = "") -> list[str]:
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Poll ``probe`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         value = probe()
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        if deadline.expired():
+            raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}")
         time.sleep(0.1)

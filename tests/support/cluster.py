@@ -25,6 +25,7 @@ from kubernetes.client.rest import ApiException
 
 from modelrollout import GROUP, PLURAL, VERSION
 from tests.support.control_plane import RealControlPlane
+from tests.support.deadline import Deadline
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
@@ -102,8 +103,8 @@ class Cluster:
             except ApiException as error:
                 if error.status != 404:
                     raise
-        deadline = time.monotonic() + wait
-        while self.rollout_names() and time.monotonic() < deadline:
+        deadline = Deadline(wait)
+        while self.rollout_names() and not deadline.expired():
             time.sleep(0.2)
 
     def release_finalizers(self) -> None:
@@ -119,7 +120,7 @@ class Cluster:
         The operator posts Events just after the status write that records them (status names them
         in `pendingEvents` until a later write), so a test that has just seen a status waits, as a
         user refreshing `kubectl get events` would, for the Events that status speaks of."""
-        deadline = time.monotonic() + settle
+        deadline = Deadline(settle)
         while True:
             listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
             posted = {event.metadata.name for event in listed.items}
@@ -129,7 +130,7 @@ class Cluster:
                 if error.status != 404:
                     raise
                 recorded = set()  # deleted: nothing more will be posted
-            if recorded <= posted or time.monotonic() > deadline:
+            if recorded <= posted or deadline.expired():
                 return sorted(listed.items, key=lambda event: event.metadata.creation_timestamp or 0)
             time.sleep(0.1)
 
@@ -202,9 +203,9 @@ class Cluster:
 
     def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
         """Poll until `probe` returns something truthy; fail naming what was awaited."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         last: Any = None
-        while time.monotonic() < deadline:
+        while not deadline.expired():
             try:
                 last = probe()
             except ApiException as error:
@@ -213,7 +214,7 @@ class Cluster:
                 if last:
                     return last
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+        raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}; last seen: {last!r}")
 
     def wait_for_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from modelrollout_devkit.sandbox.control_plane import HOW_TO_GET_BINARIES, ControlPlane, find_assets
+from tests.support.deadline import Deadline
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout-operator"
@@ -101,10 +102,10 @@ def chart_identity(
 
 
 def wait_until(what: str, probe: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        if deadline.expired():
+            raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}")
         time.sleep(0.1)
 
 

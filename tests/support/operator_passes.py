@@ -12,6 +12,7 @@ import socket
 import time
 import urllib.request
 
+from tests.support.deadline import Deadline
 from tests.support.operator_process import OperatorProcess
 
 
@@ -59,11 +60,11 @@ def wait_for_passes(metrics: str, names: dict[str, int], timeout: float = 90.0) 
         return all(found.get(name, 0) > before for name, before in names.items())
 
     wanted = ", ".join(f"{name} (more than {before})" for name, before in names.items())
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while not done():
-        if time.monotonic() > deadline:
+        if deadline.expired():
             raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for the operator's passes over {wanted}; seen: {found}"
+                f"timed out after {deadline.describe()} waiting for the operator's passes over {wanted}; seen: {found}"
             )
         time.sleep(0.1)
     return found

@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.deadline import Deadline
 from tests.support.exporter import Exporter, free_port
 
 JOB = "modelrollout-test"
@@ -282,8 +283,8 @@ class PrometheusServer:
             )
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.expired():
             if self._process is None or self._process.poll() is not None:
                 self._process = None
                 raise PrometheusError(f"prometheus exited during start-up:\n{self.log_tail()}")
@@ -295,17 +296,17 @@ class PrometheusServer:
                     return
             time.sleep(0.02)
         self.stop(graceful=False)
-        raise PrometheusError(f"prometheus not ready after {timeout:g}s:\n{self.log_tail()}")
+        raise PrometheusError(f"prometheus not ready after {deadline.describe()}:\n{self.log_tail()}")
 
     def _wait(self, done: Callable[[], bool], timeout: float, describe: Callable[[], str]) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
             if not self.running:
                 raise PrometheusError(f"prometheus is not running:\n{self.log_tail()}")
             if done():
                 return
-            if time.monotonic() > deadline:
-                raise PrometheusError(f"after {timeout:g}s: {describe()}")
+            if deadline.expired():
+                raise PrometheusError(f"after {deadline.describe()}: {describe()}")
             time.sleep(0.05)
 
     def _target_health(self) -> dict[str, str]:
