@@ -160,3 +160,35 @@ def test_list_is_plain_columns_in_a_pipe_and_says_ages_as_kubectl_does() -> None
     assert "Paused (PauseStep)" in rows[1] and rows[1].endswith("3h"), rows[1]
     assert rows[2].split()[2:] == ["Succeeded", "2.0.0", "-", "100/0", "-", "4d"], rows[2]
     assert not list_table(rollouts, now, all_namespaces=False, terminal=False).startswith("NAMESPACE")
+
+
+def test_status_shows_a_drift_metrics_features_worst_first_with_the_limit() -> None:
+    from .test_engine_analysis import metric
+    from .test_engine_drift_features import inputs
+
+    world = World(
+        make_spec(
+            "1.0.0",
+            strategy={"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1h"}}]}},
+            analysis={
+                "interval": "10s",
+                "metrics": [metric("input-drift", drift={"statistic": "psi", "max": 0.2, "groupBy": "feature"})],
+            },
+        )
+    )
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.metric_values["input-drift"] = inputs("merchant score")
+    world.run(Phase.ROLLED_BACK, seconds=5)
+    screen = _screen(
+        {"metadata": {"name": "fraud-scorer", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()}
+    )
+    assert "input-drift per feature (psi, max 0.2;" in screen and "1 of 4 features drifted" in screen
+    rows = [
+        line
+        for line in screen.splitlines()
+        if line.startswith("  ") and line.strip().split("  ")[0] in {"age", "amount", "merchant score", "hour"}
+    ]
+    assert rows and rows[0].strip().startswith("merchant score"), screen
+    assert "> 0.2" in rows[0] and rows[0].rstrip().endswith("yes")
+    assert all(row.rstrip().endswith("no") for row in rows[1:]) and len(rows) == 4
