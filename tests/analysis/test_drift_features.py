@@ -144,3 +144,15 @@ def test_a_measurement_without_features_keeps_the_last_ones() -> None:
     third = record(second, later, LIMITS, None)
     assert third.drift is not None and third.drift.at == "2026-12-02T12:01:00Z"
     assert third.drift.features[0].name == "feature-2"
+
+
+def test_a_built_in_template_keeps_the_rollouts_top_features() -> None:
+    from modelrollout.api.validation import parse_spec
+    from tests.unit.world import make_spec
+
+    metrics = [
+        {"name": "input-drift", "template": {"name": "input-drift"}, "drift": {"topFeatures": 15}},
+        {"name": "defaulted", "template": {"name": "input-drift"}},
+    ]
+    spec = parse_spec(make_spec(analysis={"metrics": metrics}))
+    assert [metric.drift.top_features for metric in spec.analysis.metrics if metric.drift] == [15, TOP_FEATURES]
