@@ -156,3 +156,19 @@ def test_a_built_in_template_keeps_the_rollouts_top_features() -> None:
     ]
     spec = parse_spec(make_spec(analysis={"metrics": metrics}))
     assert [metric.drift.top_features for metric in spec.analysis.metrics if metric.drift] == [15, TOP_FEATURES]
+
+
+def test_features_whose_corrected_p_values_tie_at_one_are_ranked_by_their_statistic() -> None:
+    # Thirty features a little off: Holm's correction clips their adjusted p-values at 1, so their
+    # severities tie; the larger statistic is the closer to its limit, and the message names it.
+    reference = {f"f{index:02d}": hist(500, 500, 500, 500) for index in range(30)}
+    wobble = [(index * 7) % 30 for index in range(30)]
+    candidate = {f"f{index:02d}": hist(500 + w, 500, 500, 500 - w) for index, w in enumerate(wobble)}
+    result = histogram_drift(candidate, reference, PSI_02)
+    assert result.verdict == Verdict.SUCCESSFUL
+    shown = result.by_feature(AT, top=30).features
+    assert all(feature.p_value == 1.0 for feature in shown)
+    values = [feature.value for feature in shown]
+    assert values == sorted(values, reverse=True)  # type: ignore[type-var]
+    assert result.worst is not None and result.worst.feature == shown[0].name
+    assert result.message.startswith(f"input drift: worst feature {shown[0].name!r} ")

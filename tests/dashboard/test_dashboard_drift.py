@@ -65,6 +65,17 @@ def bar_chart(driver: WebDriver, analysis: str) -> dict[str, Any] | None:
     return driver.execute_script(script, METRIC, analysis)  # type: ignore[no-any-return]
 
 
+def texts_of(driver: WebDriver, selector: str) -> list[str]:
+    """The text of every element the selector finds, read in one go (the page redraws between two reads)."""
+    script = "return [...document.querySelectorAll(arguments[0])].map((node) => node.innerText);"
+    return list(driver.execute_script(script, selector) or [])
+
+
+def text_of(driver: WebDriver, selector: str) -> str | None:
+    found = texts_of(driver, selector)
+    return found[0] if found else None
+
+
 def check_drifted_first(driver: WebDriver, analysis: str) -> list[dict[str, str]]:
     rows = wait_until(
         driver,
@@ -105,7 +116,9 @@ def test_a_candidate_rolled_back_for_drift_shows_the_drifted_feature_first_with_
         browser.get(f"{dashboard.url}rollouts/{made.namespace}/{made.name}")
         rows = check_drifted_first(browser, "background")
         assert len(rows) == 10, rows
-        note = browser.find_element(By.CSS_SELECTOR, f'#features [data-drift-metric="{METRIC}"] .msg').text
+        note = wait_until(
+            browser, "the features' counts", lambda d: text_of(d, f'#features [data-drift-metric="{METRIC}"] .msg')
+        )
         assert re.search(r"\b[1-9]\d* of 30 features drifted", note), note
         assert "the 20 least drifted are not kept" in note, note
         assert browser.find_element(By.ID, "monitoring-card").get_attribute("hidden") is not None
@@ -129,20 +142,21 @@ def test_after_promotion_the_page_shows_the_monitoring_and_its_drift_history(
         )
         browser.get(f"{dashboard.url}rollouts/{made.namespace}/{made.name}")
         episode = wait_until(
-            browser,
-            "the drift episode",
-            lambda d: (e := d.find_elements(By.ID, "drift-episode")) and e[0].is_displayed() and e[0].text,
+            browser, "the drift episode", lambda d: text_of(d, "#monitoring-card:not([hidden]) #drift-episode")
         )
         assert episode.startswith("Drifted since"), episode
         check_drifted_first(browser, "monitoring")
 
-        def history(driver: WebDriver) -> list[Any] | None:
-            rows = driver.find_elements(By.CSS_SELECTOR, f'table.monitoring-history tr[data-metric="{METRIC}"]')
-            return rows if len([r for r in rows if r.get_attribute("data-phase") == "Failed"]) >= 2 else None
+        def history(driver: WebDriver) -> list[str] | None:
+            failed = texts_of(driver, f'table.monitoring-history tr[data-metric="{METRIC}"][data-phase="Failed"]')
+            return failed if len(failed) >= 2 else None
 
-        rows = wait_until(browser, "two failed monitoring measurements in the history", history)
-        failed = [row for row in rows if row.get_attribute("data-phase") == "Failed"]
-        assert all(SHIFTED_FEATURE in row.text for row in failed), [row.text for row in failed]
-        watched = browser.find_element(By.CSS_SELECTOR, f'table.monitoring-metrics tr[data-metric="{METRIC}"]').text
+        failed = wait_until(browser, "two failed monitoring measurements in the history", history)
+        assert all(SHIFTED_FEATURE in text for text in failed), failed
+        watched = wait_until(
+            browser,
+            "the monitoring metric",
+            lambda d: text_of(d, f'table.monitoring-metrics tr[data-metric="{METRIC}"]'),
+        )
         assert "Failed" in watched, watched
         screenshot(browser, "dashboard-monitoring-drift.png")

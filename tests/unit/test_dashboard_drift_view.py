@@ -67,3 +67,15 @@ def test_after_promotion_the_monitoring_history_newest_first_with_the_worst_feat
     assert history["metrics"][0]["name"] == "inputs" and history["metrics"][0]["counts"]["failed"] >= 2
     monitored = [block for block in page["driftFeatures"] if block["analysis"] == "monitoring"]
     assert monitored and monitored[0]["features"][0]["name"] == feature
+
+
+def test_a_templates_drift_metric_has_its_kind_and_limit_from_what_status_kept() -> None:
+    template = {"name": "input-drift", "template": {"name": "input-drift", "args": {"maxPsi": "0.25"}}}
+    world = world_with(template)
+    world.metric_values["input-drift"] = inputs("age")
+    world.run(Phase.ROLLED_BACK, seconds=5)
+    page = shown(world)
+    chart = next(chart for chart in page["metrics"] if chart["name"] == "input-drift")
+    assert chart["kind"] == "drift" and chart["threshold"]["max"] == 0.25
+    assert page["drift"][0]["limit"] == 0.25 and page["drift"][0]["worstFeature"] == "age"
+    assert page["driftFeatures"][0]["max"] == 0.25

@@ -629,11 +629,12 @@ class DriftResult:
         return measurement.with_features(self.by_feature(at, top) if self.features else None)
 
     def ranked(self) -> list[FeatureDrift]:
-        """Every feature, worst first: by severity, so drifted ones lead (their severity is above 1) and the
-        first is the one the message names; ties in the caller's order; too few observations last."""
+        """Every feature, worst first: by severity, so drifted ones lead (their severity is above 1), then
+        by statistic; the first is the one the message names; ties in the caller's order; too few
+        observations last."""
         conclusive = [result for result in self.features if result.verdict != Verdict.INCONCLUSIVE]
         inconclusive = [result for result in self.features if result.verdict == Verdict.INCONCLUSIVE]
-        return [*sorted(conclusive, key=lambda result: -result.severity), *inconclusive]
+        return [*sorted(conclusive, key=_closeness, reverse=True), *inconclusive]  # stable: ties keep order
 
     def by_feature(self, at: str, top: int = TOP_FEATURES) -> DriftFeatures:
         """The status form: counts over every feature, and the ``top`` worst with their statistics.
@@ -662,6 +663,13 @@ class DriftResult:
 
     def feature(self, name: str) -> FeatureDrift:
         return next(result for result in self.features if result.feature == name)
+
+
+def _closeness(result: FeatureDrift) -> tuple[float, float]:
+    """How close a feature is to failing, for "worst": its severity, then its statistic. Severities tie
+    when Holm's correction clips several adjusted p-values at 1 (common over 30 features): the larger
+    statistic is then the one closer to its limit."""
+    return result.severity, result.value if result.value is not None else -math.inf
 
 
 def _finite(number: float | None) -> float | None:
@@ -701,7 +709,7 @@ def summarize(
     inconclusive = [result for result in results if result.verdict == Verdict.INCONCLUSIVE]
     conclusive = [result for result in results if result.verdict != Verdict.INCONCLUSIVE]
     # max() keeps the first of equals: the caller's feature order breaks ties reproducibly.
-    worst = max(conclusive, key=lambda result: result.severity) if conclusive else None
+    worst = max(conclusive, key=_closeness) if conclusive else None
     many = len(results) > 1
     prefix = f"{subject}: worst feature " if many else f"{subject}: "
     if failed:

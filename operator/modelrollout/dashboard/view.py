@@ -151,6 +151,10 @@ def _metric_chart(
     compare = definition.get("compare")
     drift = definition.get("drift")
     kind = "compare" if compare else "drift" if drift else "threshold"
+    # What status kept of a drift measurement's features says the kind and limit a template gave.
+    kept = result.get("drift") if isinstance(result.get("drift"), Mapping) else None
+    if kept is not None and kind == "threshold":
+        kind, drift = "drift", {"statistic": kept.get("statistic")}
     points = []
     for measurement in result.get("measurements") or []:
         at = _when(measurement.get("at"))
@@ -176,6 +180,8 @@ def _metric_chart(
     if drift:
         # judged on the statistic (max) or on the p-value (minPValue)
         band = {"min": drift.get("minPValue"), "max": drift.get("max")}
+        if band["max"] is None and kept is not None and kept.get("max") is not None:
+            band["max"] = kept["max"]
     return {
         "name": result.get("name"),
         "analysis": analysis,

@@ -234,7 +234,7 @@ function renderDrift(detail) {
   document.getElementById("drift").replaceChildren(
     ...detail.drift.map((row) =>
       el("tr", {}, el("td", {}, row.metric), el("td", {}, row.analysis), el("td", { class: "mono" }, row.worstFeature || "-"),
-        el("td", {}, row.statistic), el("td", { class: "num" }, row.value ?? "-"),
+        el("td", {}, row.statistic), el("td", { class: "num" }, row.value === null || row.value === undefined ? "-" : Number(row.value).toPrecision(3)),
         el("td", { class: "num" }, row.limit === null ? "-" : `${row.limitKind === "max" ? "≤" : "p ≥"} ${row.limit}`),
         el("td", {}, badge(row.phase, `verdict-${row.phase}`)), el("td", { class: "note" }, row.message))),
   );
@@ -303,6 +303,10 @@ function renderFeatures(detail) {
   const blocks = detail.driftFeatures || [];
   document.getElementById("features-card").hidden = !blocks.length;
   const box = document.getElementById("features");
+  // Redrawn only when what status keeps changed: a table must not be replaced under a reader's eyes.
+  const shape = JSON.stringify(blocks);
+  if (box.dataset.shape === shape) return;
+  box.dataset.shape = shape;
   const wanted = new Set(blocks.map((b) => `features/${b.analysis}/${b.metric}`));
   for (const [key, chart] of charts) {
     if (key.startsWith("features/") && !wanted.has(key)) {
@@ -316,7 +320,7 @@ function renderFeatures(detail) {
     const old = charts.get(key);
     // Keep the canvas a chart is drawn on: a redraw every few seconds must not flicker.
     const canvas = old ? old.canvas : el("canvas", { "data-features": block.metric, "data-analysis": block.analysis });
-    const height = 40 + 22 * Math.max(block.features.length, 1);
+    const height = 50 + 28 * Math.max(block.features.length, 1);
     const more = block.compared - block.features.length;
     const counts = `${block.drifted} of ${block.compared} features drifted` +
       (block.inconclusive ? `, ${block.inconclusive} with too few observations` : "") +
@@ -330,16 +334,16 @@ function renderFeatures(detail) {
           `${number(f.pValue)} ${f.pValue < block.pValueLevel ? "<" : "≥"} ${block.pValueLevel}`),
         el("td", { class: "drifted" }, f.value === null || f.value === undefined ? badge("too few", "verdict-Inconclusive")
           : f.drifted ? badge("drifted", "verdict-Failed") : badge("ok", "verdict-Successful"))));
-    const card = el("div", { class: "card metric", "data-drift-metric": block.metric, "data-analysis": block.analysis },
+    const card = el("div", { class: "card metric features-block", "data-drift-metric": block.metric, "data-analysis": block.analysis },
       el("div", { class: "head" }, el("h3", {}, block.metric),
         el("span", { class: "note" }, `${block.analysis} analysis · ${block.statistic}${block.max !== null && block.max !== undefined ? ` · max ${block.max}` : ""} · at ${clock(block.at)}`),
         el("span", { class: "verdict" }, badge(block.phase, `verdict-${block.phase}`))),
       el("div", { class: "msg" }, counts),
-      el("div", { class: "chart-box", style: `height:${height}px` }, canvas),
-      el("table", { class: "features" },
+      el("div", { class: "body" }, el("div", { class: "chart-box", style: `height:${height}px` }, canvas),
+        el("table", { class: "features" },
         el("tr", {}, el("th", {}, "Feature"), el("th", { class: "num" }, block.statistic), el("th", { class: "num" }, "Limit"),
           el("th", { class: "num" }, "Adjusted p"), el("th", {}, "")),
-        ...rows));
+        ...rows)));
     card.dataset.key = key;
     return card;
   }));
@@ -351,6 +355,10 @@ function renderMonitoring(detail) {
   const monitoring = detail.monitoringHistory;
   document.getElementById("monitoring-card").hidden = !monitoring;
   if (!monitoring) return;
+  const box = document.getElementById("monitoring");
+  const shape = JSON.stringify(monitoring);
+  if (box.dataset.shape === shape) return; // an open or closed history stays so until there is news
+  box.dataset.shape = shape;
   document.getElementById("monitoring-note").textContent =
     `of ${monitoring.version} since ${clock(monitoring.startedAt)}; its charts are above (monitoring analysis), its features in Drift per feature`;
   const parts = [];
@@ -370,7 +378,7 @@ function renderMonitoring(detail) {
         el("td", { class: "mono" }, clock(h.at)), el("td", {}, h.metric), el("td", {}, badge(h.phase, `verdict-${h.phase}`)),
         el("td", { class: "num" }, h.value === null || h.value === undefined ? "-" : Number(h.value).toPrecision(3)),
         el("td", { class: "mono" }, h.worstFeature || "-"), el("td", { class: "note" }, h.message))))));
-  document.getElementById("monitoring").replaceChildren(...parts);
+  box.replaceChildren(...parts);
 }
 
 function renderActions(detail, config) {
