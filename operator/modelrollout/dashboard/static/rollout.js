@@ -259,7 +259,8 @@ const limitLine = {
     context.setLineDash([]);
     context.fillStyle = "#cf222e";
     context.textAlign = "left";
-    context.fillText(`max ${options.value}`, Math.min(x + 4, chart.chartArea.right - 40), top + 10);
+    // At the foot of the line: the bars are sorted worst first, so the last are the shortest.
+    context.fillText(`max ${options.value}`, Math.min(x + 4, chart.chartArea.right - 40), bottom - 4);
     context.restore();
   },
 };
