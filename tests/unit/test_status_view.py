@@ -192,3 +192,27 @@ def test_status_shows_a_drift_metrics_features_worst_first_with_the_limit() -> N
     assert rows and rows[0].strip().startswith("merchant score"), screen
     assert "> 0.2" in rows[0] and rows[0].rstrip().endswith("yes")
     assert all(row.rstrip().endswith("no") for row in rows[1:]) and len(rows) == 4
+
+
+def test_status_shows_the_monitoring_of_a_promoted_model_and_its_features() -> None:
+    from .test_engine_analysis import TRAINING_DRIFT, metric, training_reference_and_drifted_inputs
+
+    reference, feature, _, drifted = training_reference_and_drifted_inputs()
+    world = World(
+        make_spec(
+            "1.0.0",
+            analysis={"metrics": [metric("inputs", drift=TRAINING_DRIFT, background=False)]},
+            monitoring={"interval": "30s", "metrics": ["inputs"]},
+        )
+    )
+    world.run(Phase.SUCCEEDED)
+    world.metric_values["inputs"] = Observation(value=None, vectors={"candidate": drifted}, reference=reference)
+    for _ in range(3):
+        world.step(31)
+    screen = _screen(
+        {"metadata": {"name": "fraud-scorer", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()}
+    )
+    assert "Monitoring of 1.0.0: drifted since" in screen, screen
+    assert "inputs per feature (psi, max 0.2;" in screen and "1 of 1 features drifted" in screen, screen
+    row = next(line for line in screen.splitlines() if line.strip().startswith(feature))
+    assert "> 0.2" in row and row.rstrip().endswith("yes"), row
