@@ -124,6 +124,11 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].measurementRetention": (1, 100, False),
     "root.spec.analysis.metrics[].web.timeoutSeconds": (0, 60, True),
     "root.spec.analysis.metrics[].job.timeoutSeconds": (1, 86400, False),
+    "root.spec.analysis.metrics[].accuracy.min": (0, 1, False),
+    "root.spec.analysis.metrics[].accuracy.max": (0, None, False),
+    "root.spec.analysis.metrics[].accuracy.maxDrop": (0, None, False),
+    "root.spec.analysis.metrics[].accuracy.minLabelled": (1, None, False),
+    "root.spec.analysis.metrics[].accuracy.confidence": (0.5, 0.9999, False),
     "root.spec.monitoring.consecutiveFailures": (1, 10, False),
 }
 TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {

@@ -182,6 +182,10 @@ def _metric_chart(
         band = {"min": drift.get("minPValue"), "max": drift.get("max")}
         if band["max"] is None and kept is not None and kept.get("max") is not None:
             band["max"] = kept["max"]
+    accuracy = definition.get("accuracy")
+    if isinstance(accuracy, Mapping):
+        # accuracy or recall at least min; a mean absolute error at most max
+        band = {"min": accuracy.get("min"), "max": accuracy.get("max")}
     return {
         "name": result.get("name"),
         "analysis": analysis,
