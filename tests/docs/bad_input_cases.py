@@ -367,6 +367,21 @@ SPEC_CASES: list[SpecCase] = [
         _set("automation", "yolo"),
         'spec.automation: Unsupported value: "yolo": supported values: "manual", "assisted", "auto"',
     ),
+    SpecCase(
+        "an agreement metric with no pairs to judge",
+        "`agreement: {min: 0.97, minPairs: 0}` (with a `mirror: {percent: 50, compare: {}}` step)",
+        _both(
+            _set("trafficRouting", {"gatewayAPI": {"httpRoute": "fraud-scorer"}}),
+            _set("strategy.canary.steps.0", {"mirror": {"percent": 50, "compare": {}}}),
+            _set("analysis.metrics.1", {"name": "agreement", "agreement": {"min": 0.97, "minPairs": 0}}),
+        ),
+        _bound("analysis.metrics[1].agreement.minPairs", 0, "greater than or equal to 1"),
+    ),
+    SpecCase(
+        "an agreement metric without a comparator",
+        "`agreement: {min: 0.97}` with no `mirror: {..., compare: {}}` step",
+        _set("analysis.metrics.1", {"name": "agreement", "agreement": {"min": 0.97}}),
+    ),
 ]
 
 

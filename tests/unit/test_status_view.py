@@ -216,3 +216,14 @@ def test_status_shows_the_monitoring_of_a_promoted_model_and_its_features() -> N
     assert "inputs per feature (psi, max 0.2;" in screen and "1 of 1 features drifted" in screen, screen
     row = next(line for line in screen.splitlines() if line.strip().startswith(feature))
     assert "> 0.2" in row and row.rstrip().endswith("yes"), row
+
+
+def test_a_mirror_to_the_comparator_is_not_said_to_discard_the_answers() -> None:
+    status = {"phase": "Progressing", "currentStepIndex": 0, "weights": {"stable": 100, "candidate": 0, "mirror": 50}}
+    spec = make_spec(
+        trafficRouting={"gatewayAPI": {"httpRoute": "s"}},
+        strategy={"canary": {"steps": [{"mirror": {"percent": 50, "compare": {}}}]}},
+    )
+    screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": spec, "status": status})
+    assert "discarded" not in screen
+    assert "mirror 50% (shadow: answers compared with stable's by the comparator)" in " ".join(screen.split())
