@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from modelrollout.api.models import AnalysisStatus, ModelRolloutStatus, Phase, Verdict
+from modelrollout.api.models import AnalysisStatus, MetricResult, ModelRolloutStatus, MonitoringStatus, Phase, Verdict
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import measured
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
@@ -64,6 +64,10 @@ def render(rollout: dict[str, Any]) -> Group:
     for analysis in (status.step_analysis, status.background_analysis):
         if analysis is not None:
             parts.append(_analysis(analysis, ended=status.phase in ENDED_AT_STEP))
+            parts.extend(_features(result) for result in analysis.metrics if result.drift is not None)
+    if status.monitoring is not None:
+        parts.append(_analysis(status.monitoring.analysis, title=_monitoring_title(status.monitoring)))
+        parts.extend(_features(result) for result in status.monitoring.analysis.metrics if result.drift is not None)
     parts.append(_steps(spec, status))
     return Group(*parts)
 
@@ -177,11 +181,13 @@ def summary_line(rollout: dict[str, Any]) -> str:
     return " ".join(fields) + (f"  {status.message}" if status.message else "")
 
 
-def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
+def _analysis(analysis: AnalysisStatus, *, ended: bool = False, title: str | None = None) -> Table:
     gated = f"stage {analysis.stage.value}" if analysis.stage is not None else f"step {analysis.step_index}"
-    title = "Background analysis" if analysis.kind == "background" else f"Analysis of {gated}"
-    phase = "stopped" if ended and analysis.phase is Verdict.RUNNING else analysis.phase.value
-    table = Table(title=f"{title}: {phase}", title_justify="left", box=None, header_style="bold underline")
+    if title is None:
+        title = "Background analysis" if analysis.kind == "background" else f"Analysis of {gated}"
+        phase = "stopped" if ended and analysis.phase is Verdict.RUNNING else analysis.phase.value
+        title = f"{title}: {phase}"
+    table = Table(title=title, title_justify="left", box=None, header_style="bold underline")
     for column in ("Metric", "Verdict", "Last value", "Measured", "Why"):
         table.add_column(column)
     for result in analysis.metrics:
@@ -197,6 +203,47 @@ def _analysis(analysis: AnalysisStatus, *, ended: bool = False) -> Table:
             result.message or (last.message if last else ""),
         )
     return table
+
+
+#: Features shown per drift metric on a terminal; the rest are in `-o json` (status keeps drift.topFeatures).
+FEATURES_SHOWN = 5
+
+
+def _monitoring_title(monitoring: MonitoringStatus) -> str:
+    state = f"drifted since {monitoring.drifted_since}" if monitoring.drifted_since else "no drift episode"
+    return f"Monitoring of {monitoring.version}: {state}"
+
+
+def _features(result: MetricResult) -> Group:
+    """A drift metric's last measurement feature by feature, worst first: statistic, limit, p-value."""
+    drift = result.drift
+    assert drift is not None
+    limit = f", max {drift.max:g}" if drift.max is not None else ""
+    counts = f"{drift.drifted} of {drift.compared} features drifted"
+    if drift.inconclusive:
+        counts += f", {drift.inconclusive} with too few observations"
+    title = Text(f"  {result.name} per feature ({drift.statistic}{limit}; at {drift.at}): {counts}")
+    table = Table(box=None, header_style="underline")
+    for column in ("  Feature", "Statistic", "Adj. p", "Drifted"):
+        table.add_column(column)
+    for feature in drift.features[:FEATURES_SHOWN]:
+        if feature.value is None:
+            statistic = Text("too few observations", style="yellow")
+        else:
+            over = drift.max is not None and feature.value > drift.max
+            shown = f"{feature.value:.3g}" + (
+                f" {'>' if over else '<='} {drift.max:g}" if drift.max is not None else ""
+            )
+            statistic = Text(shown, style="red" if over else "")
+        p_value = "-" if feature.p_value is None else f"{feature.p_value:.3g}"
+        if feature.p_value is not None:
+            p_value += f" {'<' if feature.p_value < drift.p_value_level else '>='} {drift.p_value_level:g}"
+        drifted = Text("yes", style="bold red") if feature.drifted else Text("no", style="green")
+        table.add_row(f"  {feature.name}", statistic, p_value, drifted)
+    hidden = drift.compared - min(len(drift.features), FEATURES_SHOWN)
+    if hidden > 0:
+        table.add_row(Text(f"  and {hidden} more", style="dim"), "", "", "")
+    return Group(title, table)
 
 
 async def show_status(args: argparse.Namespace) -> int:

@@ -119,6 +119,7 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].compare.maxDifference": (0, None, False),
     "root.spec.analysis.metrics[].drift.max": (0, None, False),
     "root.spec.analysis.metrics[].drift.minPValue": (0, 1, True),
+    "root.spec.analysis.metrics[].drift.topFeatures": (0, 50, False),
     "root.spec.analysis.metrics[].minCount": (0, None, False),
     "root.spec.analysis.metrics[].measurementRetention": (1, 100, False),
     "root.spec.analysis.metrics[].web.timeoutSeconds": (0, 60, True),
@@ -141,6 +142,7 @@ TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.compare.maxDifference": (0, None, False),
     "root.spec.drift.max": (0, None, False),
     "root.spec.drift.minPValue": (0, 1, True),
+    "root.spec.drift.topFeatures": (0, 50, False),
     "root.spec.minCount": (0, None, False),
 }
 

@@ -162,6 +162,62 @@ def test_list_is_plain_columns_in_a_pipe_and_says_ages_as_kubectl_does() -> None
     assert not list_table(rollouts, now, all_namespaces=False, terminal=False).startswith("NAMESPACE")
 
 
+def test_status_shows_a_drift_metrics_features_worst_first_with_the_limit() -> None:
+    from .test_engine_analysis import metric
+    from .test_engine_drift_features import inputs
+
+    world = World(
+        make_spec(
+            "1.0.0",
+            strategy={"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1h"}}]}},
+            analysis={
+                "interval": "10s",
+                "metrics": [metric("input-drift", drift={"statistic": "psi", "max": 0.2, "groupBy": "feature"})],
+            },
+        )
+    )
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    world.metric_values["input-drift"] = inputs("merchant score")
+    world.run(Phase.ROLLED_BACK, seconds=5)
+    screen = _screen(
+        {"metadata": {"name": "fraud-scorer", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()}
+    )
+    assert "input-drift per feature (psi, max 0.2;" in screen and "1 of 4 features drifted" in screen
+    rows = [
+        line
+        for line in screen.splitlines()
+        if line.startswith("  ") and line.strip().split("  ")[0] in {"age", "amount", "merchant score", "hour"}
+    ]
+    assert rows and rows[0].strip().startswith("merchant score"), screen
+    assert "> 0.2" in rows[0] and rows[0].rstrip().endswith("yes")
+    assert all(row.rstrip().endswith("no") for row in rows[1:]) and len(rows) == 4
+
+
+def test_status_shows_the_monitoring_of_a_promoted_model_and_its_features() -> None:
+    from .test_engine_analysis import TRAINING_DRIFT, metric, training_reference_and_drifted_inputs
+
+    reference, feature, _, drifted = training_reference_and_drifted_inputs()
+    world = World(
+        make_spec(
+            "1.0.0",
+            analysis={"metrics": [metric("inputs", drift=TRAINING_DRIFT, background=False)]},
+            monitoring={"interval": "30s", "metrics": ["inputs"]},
+        )
+    )
+    world.run(Phase.SUCCEEDED)
+    world.metric_values["inputs"] = Observation(value=None, vectors={"candidate": drifted}, reference=reference)
+    for _ in range(3):
+        world.step(31)
+    screen = _screen(
+        {"metadata": {"name": "fraud-scorer", "namespace": "ml"}, "spec": world.spec, "status": world.status.wire()}
+    )
+    assert "Monitoring of 1.0.0: drifted since" in screen, screen
+    assert "inputs per feature (psi, max 0.2;" in screen and "1 of 1 features drifted" in screen, screen
+    row = next(line for line in screen.splitlines() if line.strip().startswith(feature))
+    assert "> 0.2" in row and row.rstrip().endswith("yes"), row
+
+
 def test_a_mirror_to_the_comparator_is_not_said_to_discard_the_answers() -> None:
     status = {"phase": "Progressing", "currentStepIndex": 0, "weights": {"stable": 100, "candidate": 0, "mirror": 50}}
     spec = make_spec(

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from scipy import special, stats
 
 from modelrollout.analysis.histograms import Histogram, align_categories, check_same_edges
-from modelrollout.api.models import Measurement, Verdict
+from modelrollout.api.models import TOP_FEATURES, DriftFeature, DriftFeatures, Measurement, Verdict
 
 #: The floor for PSI's proportions. PSI has ``ln(p / q)``: one empty bin on one side makes it infinite.
 #: The usual practice (Evidently's binning, the widely copied credit-scoring implementations) is to replace
@@ -618,11 +618,64 @@ class DriftResult:
     features: tuple[FeatureDrift, ...]
     notes: tuple[str, ...] = field(default=())
 
-    def measurement(self, at: str) -> Measurement:
-        return Measurement(phase=self.verdict, value=self.value, at=at, message=self.message)
+    level: float = DEFAULT_FALSE_ALARM * CHI_SQUARE_BUDGET_SHARE
+    """The family-wise level each feature's adjusted p-value was compared with."""
+    limit: float | None = None
+    """The criteria's ``max``."""
+
+    def measurement(self, at: str, top: int = TOP_FEATURES) -> Measurement:
+        """The measurement to record, carrying its ``top`` worst features (see :meth:`by_feature`)."""
+        measurement = Measurement(phase=self.verdict, value=self.value, at=at, message=self.message)
+        return measurement.with_features(self.by_feature(at, top) if self.features else None)
+
+    def ranked(self) -> list[FeatureDrift]:
+        """Every feature, worst first: by severity, so drifted ones lead (their severity is above 1), then
+        by statistic; the first is the one the message names; ties in the caller's order; too few
+        observations last."""
+        conclusive = [result for result in self.features if result.verdict != Verdict.INCONCLUSIVE]
+        inconclusive = [result for result in self.features if result.verdict == Verdict.INCONCLUSIVE]
+        return [*sorted(conclusive, key=_closeness, reverse=True), *inconclusive]  # stable: ties keep order
+
+    def by_feature(self, at: str, top: int = TOP_FEATURES) -> DriftFeatures:
+        """The status form: counts over every feature, and the ``top`` worst with their statistics.
+
+        Names and numbers only: a feature's name is a label value the model server chose to publish
+        (the ``groupBy`` label), never an input's value."""
+        shown = self.ranked()[: max(top, 0)]
+        return DriftFeatures(
+            at=at,
+            statistic=self.features[0].statistic.value if self.features else "",
+            max=self.limit,
+            p_value_level=self.level,
+            compared=len(self.features),
+            drifted=sum(1 for result in self.features if result.verdict == Verdict.FAILED),
+            inconclusive=sum(1 for result in self.features if result.verdict == Verdict.INCONCLUSIVE),
+            features=[
+                DriftFeature(
+                    name=result.feature,
+                    value=_finite(result.value),
+                    p_value=_finite(result.significance.adjusted) if result.significance is not None else None,
+                    drifted=result.verdict == Verdict.FAILED,
+                )
+                for result in shown
+            ],
+        )
 
     def feature(self, name: str) -> FeatureDrift:
         return next(result for result in self.features if result.feature == name)
+
+
+def _closeness(result: FeatureDrift) -> tuple[float, float]:
+    """How close a feature is to failing, for "worst": its severity, then its statistic. Severities tie
+    when Holm's correction clips several adjusted p-values at 1 (common over 30 features): the larger
+    statistic is then the one closer to its limit."""
+    return result.severity, result.value if result.value is not None else -math.inf
+
+
+def _finite(number: float | None) -> float | None:
+    """A number status can hold: JSON has no infinity or NaN (a one-sided empty bin can make PSI large, never
+    infinite, but a chi-square statistic over disjoint categories can overflow)."""
+    return number if number is not None and math.isfinite(number) else None
 
 
 _LISTED: Final = 3
@@ -642,13 +695,21 @@ def summarize(
     kept_notes = tuple(notes)
     if not results:
         return DriftResult(
-            subject, Verdict.INCONCLUSIVE, None, f"{subject}: no feature has data on both sides", None, (), kept_notes
+            subject,
+            Verdict.INCONCLUSIVE,
+            None,
+            f"{subject}: no feature has data on both sides",
+            None,
+            (),
+            kept_notes,
+            criteria.family_level,
+            criteria.max,
         )
     failed = [result for result in results if result.verdict == Verdict.FAILED]
     inconclusive = [result for result in results if result.verdict == Verdict.INCONCLUSIVE]
     conclusive = [result for result in results if result.verdict != Verdict.INCONCLUSIVE]
     # max() keeps the first of equals: the caller's feature order breaks ties reproducibly.
-    worst = max(conclusive, key=lambda result: result.severity) if conclusive else None
+    worst = max(conclusive, key=_closeness) if conclusive else None
     many = len(results) > 1
     prefix = f"{subject}: worst feature " if many else f"{subject}: "
     if failed:
@@ -667,7 +728,17 @@ def summarize(
             )
         else:
             message = f"{subject}: {inconclusive[0].message}"
-        return DriftResult(subject, Verdict.INCONCLUSIVE, None, message, worst, tuple(results), kept_notes)
+        return DriftResult(
+            subject,
+            Verdict.INCONCLUSIVE,
+            None,
+            message,
+            worst,
+            tuple(results),
+            kept_notes,
+            criteria.family_level,
+            criteria.max,
+        )
     else:
         assert worst is not None
         message = prefix + worst.message
@@ -679,7 +750,9 @@ def summarize(
         value = worst.significance.adjusted if worst.significance is not None else worst.pvalue
     else:
         value = worst.value
-    return DriftResult(subject, verdict, value, message, worst, tuple(results), kept_notes)
+    return DriftResult(
+        subject, verdict, value, message, worst, tuple(results), kept_notes, criteria.family_level, criteria.max
+    )
 
 
 def _feature_order(candidate: Mapping[str, object], reference: Mapping[str, object]) -> list[str]:

@@ -115,16 +115,40 @@ def measurements_kept(metrics: int, retention: int | None = None) -> int:
     return max(1, min(wanted, MEASUREMENTS_BUDGET // max(metrics, 1)))
 
 
+# The features of drift metrics status shows, over all metrics of an analysis (each at most its
+# drift.topFeatures): about 60 bytes each, so at most some 30 KiB.
+FEATURES_BUDGET = 500
+
+
+def features_kept(metrics: int) -> int:
+    """How many features of a drift metric status may show when an analysis has `metrics` metrics."""
+    return max(1, FEATURES_BUDGET // max(metrics, 1))
+
+
 def record(
-    result: MetricResult, measurement: Measurement, limits: Limits, count: int | None, keep: int = MEASUREMENTS_KEPT
+    result: MetricResult,
+    measurement: Measurement,
+    limits: Limits,
+    count: int | None,
+    keep: int = MEASUREMENTS_KEPT,
+    features_keep: int | None = None,
 ) -> MetricResult:
-    """Add a measurement to a metric's tally and judge it; `count` None means it runs until stopped."""
+    """Add a measurement to a metric's tally and judge it; `count` None means it runs until stopped.
+
+    A drift measurement's features replace the metric's `drift` (at most `features_keep` of them); a
+    measurement without any (an Error, no series) leaves the last ones, whose `at` says when they were taken.
+    """
     # A shallow copy is enough: every field is a number or a string but the measurements, whose
     # list is built anew below and whose entries are never changed. (A deep copy here was 3 % of
     # the operator's CPU at 10,000 rollouts.)
     tally = result.model_copy()
     tally.count += 1
     tally.measurements = [*tally.measurements, measurement][-keep:]
+    if measurement.features is not None:
+        drift = measurement.features
+        if features_keep is not None and len(drift.features) > features_keep:
+            drift = drift.model_copy(update={"features": drift.features[:features_keep]})
+        tally.drift = drift
     if measurement.phase == Verdict.ERROR:
         # An error is no measurement: it breaks a run of errors' absence, not a run of successes.
         tally.error += 1

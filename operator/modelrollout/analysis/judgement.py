@@ -123,7 +123,7 @@ def _drift(metric: Metric, observation: Observation, at: str) -> Measurement:
         result = histogram_drift(candidate_groups, reference_groups, criteria, subject=metric.name)
     except (HistogramError, ValueError) as error:
         return Measurement(phase=Verdict.INCONCLUSIVE, at=at, message=f"{where}: {error}")
-    return result.measurement(at)
+    return result.measurement(at, settings.top_features)
 
 
 def _categorical(
@@ -147,4 +147,5 @@ def _categorical(
             reference_counts = category_counts_by(stable, label=settings.label, by=settings.group_by)
         else:
             reference_counts = {WHOLE: category_counts(stable, label=settings.label)}
-    return categorical_drift(candidate_counts, reference_counts, criteria, subject=metric.name).measurement(at)
+    result = categorical_drift(candidate_counts, reference_counts, criteria, subject=metric.name)
+    return result.measurement(at, settings.top_features)

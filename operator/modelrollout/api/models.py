@@ -486,6 +486,11 @@ class TrainingReference(ApiModel):
     key: str = Field(default="feature-edges.json", description="Key of the JSON document in the ConfigMap.")
 
 
+#: How many features of a drift measurement status shows by default, and at most (spec: drift.topFeatures).
+TOP_FEATURES = 10
+MAX_TOP_FEATURES = 50
+
+
 class Drift(ApiModel):
     """Judge a distribution: the candidate's histogram (or category counts) against a reference's."""
 
@@ -520,6 +525,14 @@ class Drift(ApiModel):
     )
     training_reference: TrainingReference | None = Field(
         default=None, description="Where the training-time histograms are (reference: training)."
+    )
+    top_features: int = Field(
+        default=TOP_FEATURES,
+        ge=0,
+        le=MAX_TOP_FEATURES,
+        description="How many groups (features) of the last measurement status shows, worst first, each with its "
+        f"statistic, p-value and whether it drifted (default {TOP_FEATURES}; 0: none). Names and statistics only, "
+        "never values.",
     )
 
     @model_validator(mode="after")
@@ -1195,6 +1208,41 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, description="The generation this judges.")
 
 
+class DriftFeature(ApiModel):
+    """One feature (group) of a drift measurement: its statistic and verdict, never its values."""
+
+    name: str = Field(description="The feature: the value of drift.groupBy's label (`all` when not grouped).")
+    value: float | None = Field(
+        default=None, description="The statistic (PSI, distance, KS D, chi-square); absent when too few observations."
+    )
+    p_value: float | None = Field(
+        default=None,
+        description="The p-value of the feature's significance test, Holm-adjusted over the features compared "
+        "(the number compared with pValueLevel); absent when too few observations.",
+    )
+    drifted: bool = Field(default=False, description="Whether this feature failed: past max and beyond noise.")
+
+
+class DriftFeatures(ApiModel):
+    """A drift metric's last measurement feature by feature: the worst drift.topFeatures of them."""
+
+    at: str = Field(description="When the measurement was taken (RFC 3339).")
+    statistic: str = Field(description="psi, jensenShannon, ks or chiSquare.")
+    max: float | None = Field(default=None, description="The limit on the statistic (drift.max), if set.")
+    p_value_level: float = Field(
+        description="A feature drifted only if its adjusted pValue is below this (minPValue, or the false-alarm "
+        "budget)."
+    )
+    compared: int = Field(default=0, description="How many features the measurement compared.")
+    drifted: int = Field(default=0, description="How many of them drifted (listed first).")
+    inconclusive: int = Field(default=0, description="How many had too few observations on a side.")
+    features: list[DriftFeature] = Field(
+        default_factory=list,
+        description="The worst features, worst first (the one the measurement's message names leads): drifted "
+        "ones, then the closest to their limits, then those with too few observations.",
+    )
+
+
 class Measurement(ApiModel):
     """One query result and its verdict."""
 
@@ -1202,6 +1250,17 @@ class Measurement(ApiModel):
     value: float | None = Field(default=None, description="The value read, if any.")
     at: str = Field(description="When it was taken (RFC 3339).")
     message: str = Field(default="", description="Why this verdict.")
+    # A drift measurement's features, carried to its metric's `drift` by `analysis.evaluate.record`:
+    # status keeps them once per metric (the last measurement's), never once per measurement.
+    _features: DriftFeatures | None = PrivateAttr(default=None)
+
+    @property
+    def features(self) -> DriftFeatures | None:
+        return self._features
+
+    def with_features(self, features: DriftFeatures | None) -> Measurement:
+        self._features = features
+        return self
 
 
 class MetricResult(ApiModel):
@@ -1226,6 +1285,10 @@ class MetricResult(ApiModel):
         default_factory=list,
         description=f"The last measurements, oldest first: the metric's measurementRetention (default "
         f"{MEASUREMENTS_KEPT}), fewer when an analysis has so many metrics that status would grow too large.",
+    )
+    drift: DriftFeatures | None = Field(
+        default=None,
+        description="A drift metric: its last measurement with features, feature by feature (worst first).",
     )
 
 

@@ -151,6 +151,10 @@ def _metric_chart(
     compare = definition.get("compare")
     drift = definition.get("drift")
     kind = "compare" if compare else "drift" if drift else "threshold"
+    # What status kept of a drift measurement's features says the kind and limit a template gave.
+    kept = result.get("drift") if isinstance(result.get("drift"), Mapping) else None
+    if kept is not None and kind == "threshold":
+        kind, drift = "drift", {"statistic": kept.get("statistic")}
     points = []
     for measurement in result.get("measurements") or []:
         at = _when(measurement.get("at"))
@@ -176,6 +180,8 @@ def _metric_chart(
     if drift:
         # judged on the statistic (max) or on the p-value (minPValue)
         band = {"min": drift.get("minPValue"), "max": drift.get("max")}
+        if band["max"] is None and kept is not None and kept.get("max") is not None:
+            band["max"] = kept["max"]
     accuracy = definition.get("accuracy")
     if isinstance(accuracy, Mapping):
         # accuracy or recall at least min; a mean absolute error at most max
@@ -217,7 +223,8 @@ def metrics(spec: Mapping[str, Any], status: Mapping[str, Any]) -> list[dict[str
 def drift_table(charts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Each drift metric's latest measurement against its limit, the worst first.
 
-    Status keeps, per measurement, the worst feature and its statistic (not every feature's)."""
+    Status keeps, per measurement, the worst feature and its statistic; every feature of the last
+    measurement is in :func:`drift_features`."""
     rows = []
     for chart in charts:
         if chart["kind"] != "drift" or not chart["points"]:
@@ -307,7 +314,109 @@ def detail(
         "reason": reason_in_words(status),
         "traffic": list(traffic),
         "monitoring": status.get("monitoring"),
+        "driftFeatures": drift_features(status),
+        "monitoringHistory": monitoring_history(status),
         "actions": [] if read_only else [action.value for action in ACTIONS_BY_PHASE.get(row["phase"], ())],
         "stepStartedAt": _when(status.get("stepStartedAt")),
         "rolloutStartedAt": _when(status.get("rolloutStartedAt")),
+    }
+
+
+def drift_features(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each drift metric's last measurement feature by feature, as status keeps it (`drift` of each
+    metric: its worst `drift.topFeatures` features), worst first; step, background and monitoring.
+
+    Each feature's statistic is given with its limit and their ratio, for a bar chart with the limit line;
+    metrics with a drifted feature come first."""
+    blocks = []
+    for label, analysis in _analyses(status):
+        for result in analysis.get("metrics") or []:
+            drift = result.get("drift")
+            if not isinstance(drift, Mapping) or not isinstance(drift.get("features"), list):
+                continue
+            limit = drift.get("max")
+            features = []
+            for feature in drift["features"]:
+                if not isinstance(feature, Mapping):
+                    continue
+                value = feature.get("value")
+                features.append(
+                    {
+                        "name": str(feature.get("name")),
+                        "value": value,
+                        "pValue": feature.get("pValue"),
+                        "drifted": bool(feature.get("drifted")),
+                        "overLimit": limit is not None and value is not None and float(value) > float(limit),
+                        "ratio": float(value) / float(limit) if value is not None and limit else None,
+                    }
+                )
+            blocks.append(
+                {
+                    "metric": result.get("name"),
+                    "analysis": label,
+                    "phase": result.get("phase"),
+                    "statistic": drift.get("statistic"),
+                    "max": limit,
+                    "pValueLevel": drift.get("pValueLevel"),
+                    "compared": int(drift.get("compared") or 0),
+                    "drifted": int(drift.get("drifted") or 0),
+                    "inconclusive": int(drift.get("inconclusive") or 0),
+                    "at": _when(drift.get("at")),
+                    "features": features,
+                }
+            )
+    return sorted(blocks, key=lambda block: -block["drifted"])
+
+
+def _analyses(status: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    for key, label in (("stepAnalysis", "step"), ("backgroundAnalysis", "background")):
+        if isinstance(status.get(key), Mapping):
+            found.append((label, status[key]))
+    monitoring = status.get("monitoring") or {}
+    if isinstance(monitoring.get("analysis"), Mapping):
+        found.append(("monitoring", monitoring["analysis"]))
+    return found
+
+
+def monitoring_history(status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """After promotion, what `status.monitoring` keeps: the watched version, the drift episode and its
+    retraining hook, and every monitoring measurement kept (each metric's last measurementRetention),
+    newest first, with the feature each drift measurement named worst."""
+    monitoring = status.get("monitoring")
+    if not isinstance(monitoring, Mapping):
+        return None
+    analysis = monitoring.get("analysis") or {}
+    history = []
+    for result in analysis.get("metrics") or []:
+        for measurement in result.get("measurements") or []:
+            message = str(measurement.get("message") or "")
+            worst = _WORST_FEATURE.search(message) if result.get("drift") else None
+            history.append(
+                {
+                    "metric": result.get("name"),
+                    "at": _when(measurement.get("at")),
+                    "phase": measurement.get("phase"),
+                    "value": measurement.get("value"),
+                    "worstFeature": worst.group(1) if worst else None,
+                    "message": message,
+                }
+            )
+    history.sort(key=lambda entry: -(entry["at"] or 0.0))
+    return {
+        "version": monitoring.get("version"),
+        "startedAt": _when(analysis.get("startedAt")),
+        "driftedSince": _when(monitoring.get("driftedSince")),
+        "hook": monitoring.get("hook"),
+        "metrics": [
+            {
+                "name": result.get("name"),
+                "phase": result.get("phase"),
+                "dryRun": bool(result.get("dryRun")),
+                "counts": {key: int(result.get(key) or 0) for key in COUNTS},
+                "message": result.get("message") or "",
+            }
+            for result in analysis.get("metrics") or []
+        ],
+        "history": history,
     }

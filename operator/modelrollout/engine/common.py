@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from modelrollout.analysis.accuracy import labels_not_ready
-from modelrollout.analysis.evaluate import Limits, measurements_kept, overall, record, worst
+from modelrollout.analysis.evaluate import Limits, features_kept, measurements_kept, overall, record, worst
 from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
@@ -375,7 +375,9 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
                 continue
             measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(analysis.metrics), metric.measurement_retention)
-            analysis.metrics[position] = updated = record(result, measurement, limits, gate.count, keep)
+            analysis.metrics[position] = updated = record(
+                result, measurement, limits, gate.count, keep, features_kept(len(analysis.metrics))
+            )
             tell_dry_run_verdict(run, result, updated, label)
     analysis.phase = overall(analysis)
     if analysis.phase == Verdict.SUCCESSFUL:
@@ -451,7 +453,8 @@ def run_background_analysis(run: Pass) -> None:
             waiting_for_labels.add(metric.name)  # labels still to come: no measurement
             continue
         keep = measurements_kept(len(spec.analysis.metrics), metric.measurement_retention)
-        updated = record(result, judge_metric(metric, observation, run.at), limits, None, keep)
+        measurement = judge_metric(metric, observation, run.at)
+        updated = record(result, measurement, limits, None, keep, features_kept(len(spec.analysis.metrics)))
         analysis.metrics[analysis.metrics.index(result)] = updated
         tell_dry_run_verdict(run, result, updated, "background analysis")
     analysis.phase = overall(analysis)

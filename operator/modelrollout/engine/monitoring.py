@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import timedelta
 
-from modelrollout.analysis.evaluate import Limits, measurements_kept, record
+from modelrollout.analysis.evaluate import Limits, features_kept, measurements_kept, record
 from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.models import (
@@ -67,7 +67,7 @@ def monitor(run: Pass) -> None:
             else:
                 measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(watch.metrics), metric.measurement_retention)
-            updated = record(result, measurement, _NO_LIMITS, None, keep)
+            updated = record(result, measurement, _NO_LIMITS, None, keep, features_kept(len(watch.metrics)))
             updated.phase = measurement.phase
             updated.message = measurement.message
             analysis.metrics[analysis.metrics.index(result)] = updated

@@ -29,8 +29,12 @@ class HeldStatus:
     since: datetime
 
 
-# What a successful measurement changes in its metric's entry; anything else changing is news.
-_MEASUREMENT_BOOKKEEPING = frozenset({"count", "successful", "consecutiveSuccessful", "measurements", "message"})
+# What a successful measurement changes in its metric's entry; anything else changing is news. A drift
+# metric's features (`drift`) change with every measurement's numbers; a feature that drifted fails the
+# measurement, which changes `failed` and is news on its own.
+_MEASUREMENT_BOOKKEEPING = frozenset(
+    {"count", "successful", "consecutiveSuccessful", "measurements", "message", "drift"}
+)
 
 
 def quiet_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:

@@ -124,7 +124,7 @@ function renderMetrics(metrics) {
   const box = document.getElementById("metrics");
   const wanted = new Set(metrics.map((m) => `${m.analysis}/${m.name}`));
   for (const [key, chart] of charts) {
-    if (key !== "traffic" && !wanted.has(key)) {
+    if (key !== "traffic" && !key.startsWith("features/") && !wanted.has(key)) {
       chart.destroy();
       charts.delete(key);
       box.querySelector(`[data-key="${CSS.escape(key)}"]`)?.remove();
@@ -234,23 +234,152 @@ function renderDrift(detail) {
   document.getElementById("drift").replaceChildren(
     ...detail.drift.map((row) =>
       el("tr", {}, el("td", {}, row.metric), el("td", {}, row.analysis), el("td", { class: "mono" }, row.worstFeature || "-"),
-        el("td", {}, row.statistic), el("td", { class: "num" }, row.value ?? "-"),
+        el("td", {}, row.statistic), el("td", { class: "num" }, row.value === null || row.value === undefined ? "-" : Number(row.value).toPrecision(3)),
         el("td", { class: "num" }, row.limit === null ? "-" : `${row.limitKind === "max" ? "≤" : "p ≥"} ${row.limit}`),
         el("td", {}, badge(row.phase, `verdict-${row.phase}`)), el("td", { class: "note" }, row.message))),
   );
 }
 
+// A dashed vertical line at the limit of a horizontal bar chart (options.plugins.limitLine.value).
+const limitLine = {
+  id: "limitLine",
+  afterDatasetsDraw(chart, args, options) {
+    if (options.value === null || options.value === undefined) return;
+    const x = chart.scales.x.getPixelForValue(options.value);
+    const { top, bottom } = chart.chartArea;
+    const context = chart.ctx;
+    context.save();
+    context.strokeStyle = "#cf222e";
+    context.lineWidth = 1.5;
+    context.setLineDash([6, 4]);
+    context.beginPath();
+    context.moveTo(x, top);
+    context.lineTo(x, bottom);
+    context.stroke();
+    context.setLineDash([]);
+    context.fillStyle = "#cf222e";
+    context.textAlign = "left";
+    // At the foot of the line: the bars are sorted worst first, so the last are the shortest.
+    context.fillText(`max ${options.value}`, Math.min(x + 4, chart.chartArea.right - 40), bottom - 4);
+    context.restore();
+  },
+};
+
+function featureConfig(block) {
+  const colour = (f) => (f.drifted ? "#cf222e" : f.value === null || f.value === undefined ? "#8c959f" : "#1a7f37");
+  const values = block.features.map((f) => f.value ?? 0);
+  const top = Math.max(...values, block.max ?? 0);
+  return {
+    type: "bar",
+    data: {
+      labels: block.features.map((f) => f.name),
+      datasets: [{
+        label: block.statistic, data: values,
+        backgroundColor: block.features.map(colour), borderColor: block.features.map(colour), borderWidth: 1,
+      }],
+    },
+    options: {
+      indexAxis: "y", maintainAspectRatio: false,
+      scales: { x: { beginAtZero: true, suggestedMax: top * 1.1, grid: { color: "#eef1f4" } }, y: { grid: { display: false } } },
+      plugins: {
+        legend: { display: false },
+        limitLine: { value: block.max },
+        tooltip: {
+          callbacks: {
+            label: (context) => {
+              const f = block.features[context.dataIndex];
+              if (f.value === null || f.value === undefined) return "too few observations";
+              const p = f.pValue === null || f.pValue === undefined ? "" : `, adjusted p ${f.pValue.toPrecision(3)}`;
+              return `${block.statistic} ${f.value.toPrecision(3)}${block.max !== null ? ` (max ${block.max})` : ""}${p}${f.drifted ? ", drifted" : ""}`;
+            },
+          },
+        },
+      },
+    },
+    plugins: [limitLine],
+  };
+}
+
+function renderFeatures(detail) {
+  const blocks = detail.driftFeatures || [];
+  document.getElementById("features-card").hidden = !blocks.length;
+  const box = document.getElementById("features");
+  // Redrawn only when what status keeps changed: a table must not be replaced under a reader's eyes.
+  const shape = JSON.stringify(blocks);
+  if (box.dataset.shape === shape) return;
+  box.dataset.shape = shape;
+  const wanted = new Set(blocks.map((b) => `features/${b.analysis}/${b.metric}`));
+  for (const [key, chart] of charts) {
+    if (key.startsWith("features/") && !wanted.has(key)) {
+      chart.destroy();
+      charts.delete(key);
+    }
+  }
+  const number = (v) => (v === null || v === undefined ? "-" : Number(v).toPrecision(3));
+  box.replaceChildren(...blocks.map((block) => {
+    const key = `features/${block.analysis}/${block.metric}`;
+    const old = charts.get(key);
+    // Keep the canvas a chart is drawn on: a redraw every few seconds must not flicker.
+    const canvas = old ? old.canvas : el("canvas", { "data-features": block.metric, "data-analysis": block.analysis });
+    const height = 50 + 28 * Math.max(block.features.length, 1);
+    const more = block.compared - block.features.length;
+    const counts = `${block.drifted} of ${block.compared} features drifted` +
+      (block.inconclusive ? `, ${block.inconclusive} with too few observations` : "") +
+      (more > 0 ? `; the ${more} least drifted are not kept (drift.topFeatures)` : "");
+    const rows = block.features.map((f, index) =>
+      el("tr", { "data-feature": f.name, "data-drifted": String(f.drifted), "data-rank": String(index + 1) },
+        el("td", { class: "mono feature" }, f.name),
+        el("td", { class: "num value" }, number(f.value)),
+        el("td", { class: "num limit" }, block.max === null || block.max === undefined ? "-" : `${f.overLimit ? ">" : "≤"} ${block.max}`),
+        el("td", { class: "num pvalue" }, f.pValue === null || f.pValue === undefined ? "-" :
+          `${number(f.pValue)} ${f.pValue < block.pValueLevel ? "<" : "≥"} ${block.pValueLevel}`),
+        el("td", { class: "drifted" }, f.value === null || f.value === undefined ? badge("too few", "verdict-Inconclusive")
+          : f.drifted ? badge("drifted", "verdict-Failed") : badge("ok", "verdict-Successful"))));
+    const card = el("div", { class: "card metric features-block", "data-drift-metric": block.metric, "data-analysis": block.analysis },
+      el("div", { class: "head" }, el("h3", {}, block.metric),
+        el("span", { class: "note" }, `${block.analysis} analysis · ${block.statistic}${block.max !== null && block.max !== undefined ? ` · max ${block.max}` : ""} · at ${clock(block.at)}`),
+        el("span", { class: "verdict" }, badge(block.phase, `verdict-${block.phase}`))),
+      el("div", { class: "msg" }, counts),
+      el("div", { class: "body" }, el("div", { class: "chart-box", style: `height:${height}px` }, canvas),
+        el("table", { class: "features" },
+        el("tr", {}, el("th", {}, "Feature"), el("th", { class: "num" }, block.statistic), el("th", { class: "num" }, "Limit"),
+          el("th", { class: "num" }, "Adjusted p"), el("th", {}, "")),
+        ...rows)));
+    card.dataset.key = key;
+    return card;
+  }));
+  for (const block of blocks) upsertChart(`features/${block.analysis}/${block.metric}`,
+    box.querySelector(`[data-key="${CSS.escape(`features/${block.analysis}/${block.metric}`)}"] canvas`), featureConfig(block));
+}
+
 function renderMonitoring(detail) {
-  const monitoring = detail.monitoring;
+  const monitoring = detail.monitoringHistory;
   document.getElementById("monitoring-card").hidden = !monitoring;
   if (!monitoring) return;
-  document.getElementById("monitoring-note").textContent = `of ${monitoring.version}; its charts are above (monitoring analysis)`;
+  const box = document.getElementById("monitoring");
+  const shape = JSON.stringify(monitoring);
+  if (box.dataset.shape === shape) return; // an open or closed history stays so until there is news
+  box.dataset.shape = shape;
+  document.getElementById("monitoring-note").textContent =
+    `of ${monitoring.version} since ${clock(monitoring.startedAt)}; its charts are above (monitoring analysis), its features in Drift per feature`;
   const parts = [];
   parts.push(monitoring.driftedSince
-    ? el("div", { class: "banner warn" }, `Drifted since ${new Date(monitoring.driftedSince).toLocaleString()}`)
-    : el("div", { class: "banner ok" }, "No drift episode in progress."));
+    ? el("div", { class: "banner warn", id: "drift-episode" }, `Drifted since ${new Date(monitoring.driftedSince * 1000).toLocaleString()}`)
+    : el("div", { class: "banner ok", id: "drift-episode" }, "No drift episode in progress."));
   if (monitoring.hook) parts.push(el("div", { class: "note" }, `retraining hook: ${monitoring.hook.state}, ${monitoring.hook.attempts} attempts ${monitoring.hook.lastError || ""}`));
-  document.getElementById("monitoring").replaceChildren(...parts);
+  parts.push(el("table", { class: "monitoring-metrics" },
+    el("tr", {}, el("th", {}, "Metric"), el("th", {}, "Verdict"), el("th", {}, "Measured"), el("th", {}, "Why")),
+    ...monitoring.metrics.map((m) => el("tr", { "data-metric": m.name },
+      el("td", {}, m.name + (m.dryRun ? " (dry run)" : "")), el("td", {}, badge(m.phase, `verdict-${m.phase}`)),
+      el("td", {}, `${m.counts.count}: ${m.counts.successful} passed, ${m.counts.failed} failed`), el("td", { class: "note" }, m.message)))));
+  parts.push(el("details", { open: "" }, el("summary", {}, `history: the ${monitoring.history.length} measurements status keeps, newest first`),
+    el("table", { class: "monitoring-history" },
+      el("tr", {}, el("th", {}, "Time"), el("th", {}, "Metric"), el("th", {}, "Verdict"), el("th", { class: "num" }, "Value"), el("th", {}, "Worst feature"), el("th", {}, "Why")),
+      ...monitoring.history.map((h) => el("tr", { "data-metric": h.metric, "data-phase": h.phase },
+        el("td", { class: "mono" }, clock(h.at)), el("td", {}, h.metric), el("td", {}, badge(h.phase, `verdict-${h.phase}`)),
+        el("td", { class: "num" }, h.value === null || h.value === undefined ? "-" : Number(h.value).toPrecision(3)),
+        el("td", { class: "mono" }, h.worstFeature || "-"), el("td", { class: "note" }, h.message))))));
+  box.replaceChildren(...parts);
 }
 
 function renderActions(detail, config) {
@@ -361,6 +490,7 @@ function render(detail, config) {
   renderTraffic(detail);
   renderMetrics(detail.metrics);
   renderDrift(detail);
+  renderFeatures(detail);
   renderMonitoring(detail);
   renderTables(detail);
 }
