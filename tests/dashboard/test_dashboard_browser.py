@@ -3,7 +3,7 @@ Prometheus and model servers): the list follows a live canary, a rollout page ch
 the threshold and says why it was rolled back, Promote from the page moves the rollout, and
 `--read-only` shows no buttons.
 
-Every wait is on what the page shows (Selenium's WebDriverWait), with generous deadlines.
+Every wait is on what the page shows, with generous deadlines that stretch with the machine's load.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,16 +22,16 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
 
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.dashboard.conftest import SCREENSHOTS, Dashboard
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.e2e.test_sandbox_canary import ERROR_RATE_MAX, P99_LATENCY, rollout_spec, scenario, start_load
 from tests.support.control_plane import RealControlPlane
+from tests.support.deadline import Deadline
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,8 +40,15 @@ PAGE_TIMEOUT_S = 90.0
 
 def wait_until(driver: WebDriver, what: str, probe: Callable[[WebDriver], Any], timeout: float = PAGE_TIMEOUT_S) -> Any:
     # The page redraws parts of itself as the rollout changes: an element found a moment ago may be gone.
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=[StaleElementReferenceException])
-    return wait.until(probe, message=f"the page never showed {what}")
+    # The deadline counts the machine's time (tests/support/deadline.py): a loaded machine gets longer.
+    deadline = Deadline(timeout)
+    while True:
+        with contextlib.suppress(StaleElementReferenceException):
+            if found := probe(driver):
+                return found
+        if deadline.expired():
+            raise TimeoutException(f"the page never showed {what} within {deadline.describe()}")
+        time.sleep(0.25)
 
 
 def row_text(driver: WebDriver, key: str, cell: str) -> str | None:
@@ -150,9 +158,9 @@ def test_a_rollback_shows_its_reason_and_the_metric_chart_its_points_and_thresho
             s["label"] for s in wait_until(browser, "the compare chart", lambda d: chart_datasets(d, "p99-vs-stable"))
         }
         assert {"candidate", "stable 1.0.0"} <= sides, sides
-        failed = browser.find_elements(By.CSS_SELECTOR, '.metric[data-metric="error-rate"] .verdict .badge')
-        assert failed and failed[0].text == "Failed"
-        assert browser.find_element(By.ID, "phase").text == "Rolled back"
+        # The page redraws as the watch brings news: read what it shows by waiting for it, not once.
+        wait_until(browser, "the Failed verdict", lambda d: _badge_text(d, "error-rate") == "Failed")
+        wait_until(browser, "the rolled-back phase", lambda d: d.find_element(By.ID, "phase").text == "Rolled back")
         assert browser.find_elements(By.CSS_SELECTOR, "#events tr[data-reason]")
         screenshot(browser, "dashboard-rollout-rolled-back.png")
         browser.get(dashboard.url)
@@ -229,6 +237,11 @@ def test_promote_from_the_page_moves_the_rollout_and_read_only_has_no_buttons(
         wait_until(browser, "the operator's acknowledgement", lambda d: _first(d, "#ack [data-outcome]"))
     finally:
         close_namespace(sandbox, cluster)
+
+
+def _badge_text(driver: WebDriver, metric: str) -> str | None:
+    found = driver.find_elements(By.CSS_SELECTOR, f'.metric[data-metric="{metric}"] .verdict .badge')
+    return found[0].text if found else None
 
 
 def _ack_naming(driver: WebDriver, action: str) -> str | None:
