@@ -53,6 +53,8 @@ from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_ro
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.factory import BackendFactory
 from modelrollout.metrics.prometheus import Credentials
+from modelrollout.notify.ledger import next_retry_in
+from modelrollout.notify.notifier import Notifier
 from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
 from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
@@ -94,18 +96,23 @@ class Runtime:
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0
     left_for_next_pass: dict[Key, LeftForNextPass] = field(default_factory=dict)
+    # Where the operator-wide notification ConfigMap and Secret are (None: only spec.notifications).
+    operator_namespace: str | None = None
 
     backends: BackendFactory = field(init=False)
+    notifier: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
         # `backend` is the default Prometheus's; every metric's backend comes from the factory.
         self.backends = BackendFactory(
             self.backend, prometheus_timeout=self.prometheus_timeout, batch_seconds=self.prometheus_batch_seconds
         )
+        self.notifier = Notifier(self.api, self.operator_namespace, self.wakeups.wake)
 
     async def close_backends(self) -> None:
         """Close the backends' connections (their aiohttp sessions close in the loop)."""
         await self.backends.aclose()
+        await self.notifier.close()
 
 
 async def secret_data(runtime: Runtime, namespace: str, name: str, where: str) -> dict[str, str] | str | None:
@@ -359,8 +366,15 @@ async def reconcile(
             # One FireHook per pass at most: its outcome is the next pass's observation, decided at once.
             runtime.left_for_next_pass[key] = LeftForNextPass(hook_result=hook_results[-1])
             decision = replace(decision, deadlines=Deadlines.at_once())
-    recorded = await record(runtime, body, stored, decision, held)
+    recorded = await record(runtime, body, stored, decision, held, spec)
     runtime.statuses.remember(key, decision.status)
+    retry_in = next_retry_in(decision.status, now)
+    if retry_in is not None:  # a message's next attempt: look again then, whatever else the rollout waits for
+        soonest = Deadlines(
+            next=min(retry_in, decision.deadlines.next if decision.deadlines.next is not None else retry_in),
+            urgent=min(retry_in, decision.deadlines.urgent if decision.deadlines.urgent is not None else retry_in),
+        )
+        decision = replace(decision, deadlines=soonest)
     return PassResult(decision, recorded.written, now, recorded.events_posted, recorded.held)
 
 
@@ -377,6 +391,7 @@ async def record(
     stored: dict[str, Any],
     decision: Decision,
     held: HeldStatus | None = None,
+    spec: ModelRolloutSpec | None = None,
 ) -> Recorded:
     """Write the decided status with this pass's Events in it, then post the Events (see kube/events.py).
 
@@ -388,6 +403,9 @@ async def record(
     now = runtime.clock()
     at = timestamp(now)
     new = [pending_event(at, index, event, metadata["name"]) for index, event in enumerate(decision.events)]
+    # Messages: outcomes of earlier attempts, retries now due, and this pass's news, all into status
+    # before anything is sent (notify/ledger.py: at most once).
+    sending = await runtime.notifier.prepare(key, spec, status, new, now)
     stored_pending = status.pending_events
     wire = status.wire()
     if not new and runtime.quiet_write_seconds > 0:
@@ -415,6 +433,7 @@ async def record(
             if error.status == 404:  # deleted while we decided: nothing left to record
                 return Recorded(None, events_posted=True)
             raise
+    runtime.notifier.stored(key, sending)  # only now may they be sent
     # Events only once the status that explains them is stored: a failed write replays the pass,
     # and its events with it.
     for event in new:

@@ -124,6 +124,9 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].web.timeoutSeconds": (0, 60, True),
     "root.spec.analysis.metrics[].job.timeoutSeconds": (1, 86400, False),
     "root.spec.monitoring.consecutiveFailures": (1, 10, False),
+    "root.spec.notifications.webhooks[].maxAttempts": (1, 20, False),
+    "root.spec.notifications.webhooks[].timeoutSeconds": (0, 30, True),
+    "root.spec.webhooks[].timeoutSeconds": (0, 30, True),
 }
 TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.threshold.min": (None, None, False),
