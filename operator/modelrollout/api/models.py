@@ -855,8 +855,8 @@ class NotificationWebhook(ApiModel):
         "stable, candidate, step, phase, metric, value, threshold, at) JSON-string-escaped into it.",
     )
     on: list[NotificationTrigger] = Field(
-        default_factory=lambda: list(NOTIFICATION_TRIGGERS),
-        description="Which happenings to send: " + ", ".join(NOTIFICATION_TRIGGERS) + " (default: all).",
+        default_factory=list,
+        description="Which happenings to send: " + ", ".join(NOTIFICATION_TRIGGERS) + " (empty: all).",
     )
     timeout_seconds: float = Field(
         default=5, gt=0, le=NOTIFICATION_TIMEOUT_MAX_SECONDS, description="Seconds one attempt may take in all."

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelrollout.api.models import NotificationWebhook, SecretKeyRef
+from modelrollout.api.models import NOTIFICATION_TRIGGERS, NotificationWebhook, SecretKeyRef
 from modelrollout.notify.ledger import Route
 
 CLUSTER_CONFIG = "modelrollout-notifications"  # the ConfigMap, and the Secret beside it
@@ -32,7 +32,7 @@ class Destination:
 
     @property
     def route(self) -> Route:
-        return Route(self.name, frozenset(self.webhook.on), self.webhook.max_attempts)
+        return Route(self.name, frozenset(self.webhook.on or NOTIFICATION_TRIGGERS), self.webhook.max_attempts)
 
 
 @dataclass(frozen=True)
