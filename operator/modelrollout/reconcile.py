@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth, WebHeader
 from modelrollout.api.templates import referenced_templates
@@ -50,6 +52,7 @@ from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
+from modelrollout.kube.webhook_gates import ask_all
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.factory import BackendFactory
 from modelrollout.metrics.prometheus import Credentials
@@ -101,6 +104,7 @@ class Runtime:
 
     backends: BackendFactory = field(init=False)
     notifier: Notifier = field(init=False)
+    _gate_session: aiohttp.ClientSession | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # `backend` is the default Prometheus's; every metric's backend comes from the factory.
@@ -109,10 +113,18 @@ class Runtime:
         )
         self.notifier = Notifier(self.api, self.operator_namespace, self.wakeups.wake)
 
+    def gate_session(self) -> aiohttp.ClientSession:
+        """The HTTP session webhook gates are asked on (made in the loop, on first use)."""
+        if self._gate_session is None or self._gate_session.closed:
+            self._gate_session = aiohttp.ClientSession()
+        return self._gate_session
+
     async def close_backends(self) -> None:
         """Close the backends' connections (their aiohttp sessions close in the loop)."""
         await self.backends.aclose()
         await self.notifier.close()
+        if self._gate_session is not None:
+            await self._gate_session.close()
 
 
 async def secret_data(runtime: Runtime, namespace: str, name: str, where: str) -> dict[str, str] | str | None:
@@ -336,6 +348,9 @@ async def reconcile(
         features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
         target = route_target(spec, ref.name, ref.namespace, features)
     route = await observe_route(runtime.api, target) if target is not None else None
+    gate_answers = {}
+    if wanted.gates:  # webhook gates (engine/gates.py): a 2xx answer is yes, anything else not yet
+        gate_answers = await ask_all(runtime.gate_session(), runtime.api, ref.namespace, wanted.gates)
     left = runtime.left_for_next_pass.pop(key, LeftForNextPass())
     observations = Observations(
         deployments=deployments,
@@ -345,6 +360,7 @@ async def reconcile(
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
         hook_result=left.hook_result,
         route_refusal=left.route_refusal,
+        gate_answers=gate_answers,
     )
     decision = decide(ref, status, observations, now)
     if decision.actions:

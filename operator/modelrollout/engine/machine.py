@@ -55,6 +55,7 @@ from modelrollout.engine.common import (
     timestamp,
 )
 from modelrollout.engine.evaluation import evaluation_job
+from modelrollout.engine.gates import gate_requests
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.stages import (
     IN_FLIGHT,
@@ -131,6 +132,7 @@ def needs(
         measurements=_due_measurements(ref, spec, status, now),
         fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
         route=spec.strategy.blue_green is None and not splits_by_replicas(spec),
+        gates=gate_requests(ref, spec, status, now),
     )
 
 
