@@ -133,5 +133,5 @@ def test_blue_green_refuses_gates_it_cannot_honour() -> None:
 
     spec = make_spec("1.0.0", webhooks=[gate("x", "confirm-traffic-increase")])
     spec["strategy"] = {"blueGreen": {}}
-    with pytest.raises(InvalidSpec, match="webhooks\\[0\\].type"):
+    with pytest.raises(InvalidSpec, match=r"webhooks\[0\]\.type"):
         parse_spec(spec)
