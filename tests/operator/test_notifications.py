@@ -81,7 +81,12 @@ def test_a_canary_and_a_rollback_are_told_once_each_to_spec_and_cluster_destinat
     spec["notifications"] = {
         "webhooks": [
             {"name": "audit", "url": receiver.url + "/audit", "headers": [{"name": "X-Team", "value": "ml"}]},
-            {"name": "teams", "url": receiver.url + "/teams", "template": "teams", "on": ["on-rollout-rolled-back"]},
+            {
+                "name": "teams",
+                "url": receiver.url + "/teams",
+                "template": "teams",
+                "triggers": ["on-rollout-rolled-back"],
+            },
         ]
     }
     receiver.json_for_get.update({"/quality/2.0.0": {"errorRate": 0.01}, "/quality/3.0.0": {"errorRate": 0.4}})

@@ -854,7 +854,7 @@ class NotificationWebhook(ApiModel):
         description="A JSON body of your own, with {{variables}} (rollout, namespace, trigger, reason, message, "
         "stable, candidate, step, phase, metric, value, threshold, at) JSON-string-escaped into it.",
     )
-    on: list[NotificationTrigger] = Field(
+    triggers: list[NotificationTrigger] = Field(
         default_factory=list,
         description="Which happenings to send: " + ", ".join(NOTIFICATION_TRIGGERS) + " (empty: all).",
     )

@@ -32,7 +32,7 @@ class Destination:
 
     @property
     def route(self) -> Route:
-        return Route(self.name, frozenset(self.webhook.on or NOTIFICATION_TRIGGERS), self.webhook.max_attempts)
+        return Route(self.name, frozenset(self.webhook.triggers or NOTIFICATION_TRIGGERS), self.webhook.max_attempts)
 
 
 @dataclass(frozen=True)

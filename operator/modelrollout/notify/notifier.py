@@ -81,7 +81,7 @@ def spec_destinations(spec: ModelRolloutSpec | None, namespace: str) -> list[Des
             url=gate.url,
             headers=gate.headers,
             body=body,
-            on=["on-rollout-promoted", "on-rollout-rolled-back"],
+            triggers=["on-rollout-promoted", "on-rollout-rolled-back"],
             timeout_seconds=gate.timeout_seconds,
         )
         found.append(Destination(POST_ROLLOUT_PREFIX + gate.name, webhook, namespace))
