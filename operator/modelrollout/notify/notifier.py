@@ -158,6 +158,11 @@ class Notifier:
 
     def stored(self, key: Key, sending: Sending) -> None:
         """The status `prepare` changed is stored: forget the outcomes it holds now, and send."""
+        sent = self._sent.get(key)
+        if sent is not None:  # what has settled is in status now: only what is in flight is remembered
+            sent.difference_update(sending.settled)
+            if not sent:
+                self._sent.pop(key, None)
         kept = self._outcomes.get(key)
         if kept is not None:
             for entry_id in sending.settled:
