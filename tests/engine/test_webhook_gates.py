@@ -135,3 +135,17 @@ def test_blue_green_refuses_gates_it_cannot_honour() -> None:
     spec["strategy"] = {"blueGreen": {}}
     with pytest.raises(InvalidSpec, match=r"webhooks\[0\]\.type"):
         parse_spec(spec)
+
+
+def test_status_shows_each_gate_of_the_candidate_and_why_it_waits() -> None:
+    from modelrollout.status_view import current_gates, gate_words, summary_line
+
+    world = gated(gate("ok-to-start", "confirm-rollout"), gate("pager", "rollback"))
+    world.says["ok-to-start"] = False
+    world.step(0)
+    world.step(0)
+    words = [gate_words(entry) for entry in current_gates(world.status)]
+    assert "ok-to-start (confirm-rollout, rollout): waiting, not yet: HTTP 403" in words
+    assert any(text.startswith("pager (rollback): asked 1 time(s)") for text in words)
+    line = summary_line({"status": world.status.wire()})
+    assert "gates=ok-to-start" in line and "pager" not in line.split("  ")[0]
