@@ -149,3 +149,10 @@ def test_status_shows_each_gate_of_the_candidate_and_why_it_waits() -> None:
     assert any(text.startswith("pager (rollback): asked 1 time(s)") for text in words)
     line = summary_line({"status": world.status.wire()})
     assert "gates=ok-to-start" in line and "pager" not in line.split("  ")[0]
+
+
+def test_gates_leave_status_with_their_candidate() -> None:
+    world = gated(gate("ok", "confirm-rollout"))
+    world.says["ok"] = True
+    world.run(Phase.SUCCEEDED, seconds=31)
+    assert world.status.stable_version == "2.0.0" and world.status.gates is None

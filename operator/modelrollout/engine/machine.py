@@ -308,6 +308,8 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     working.promotion_requested = (
         ("full" if run.promote_full else "step") if run.promote_requested and in_flight else None
     )
+    if working.gates and working.candidate_revision is None:
+        working.gates = None  # webhook gates belong to a candidate; promoted or withdrawn, they go
     working.observed_generation = ref.generation
     assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)
