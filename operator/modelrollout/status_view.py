@@ -95,7 +95,7 @@ def _conditions(status: ModelRolloutStatus) -> Text:
     true = [condition.type for condition in status.conditions if condition.status == "True"]
     text = Text("True: ")
     for position, kind in enumerate(true):
-        text.append(kind, style="red" if kind in ("Degraded", "Stalled", "Drifted") else "green")
+        text.append(kind, style="red" if kind in ("Degraded", "Stalled", "Drifted", "ConceptDrift") else "green")
         if position < len(true) - 1:
             text.append(", ")
     if not true:

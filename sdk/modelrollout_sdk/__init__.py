@@ -15,6 +15,7 @@ with the stable one. See ``docs/metrics.md`` for the metric reference.
 from modelrollout_sdk import names
 from modelrollout_sdk.asgi import ModelMetricsASGIMiddleware
 from modelrollout_sdk.edges import DECILES, CategoricalFeature, FeatureEdges, NumericFeature, bin_index
+from modelrollout_sdk.feedback import FeedbackError, FeedbackRecorder, JoinResult, PredictionStore
 from modelrollout_sdk.monitor import (
     FeatureValue,
     InvalidInputError,
@@ -29,11 +30,15 @@ __all__ = [
     "CategoricalFeature",
     "FeatureEdges",
     "FeatureValue",
+    "FeedbackError",
+    "FeedbackRecorder",
     "InvalidInputError",
+    "JoinResult",
     "ModelMetricsASGIMiddleware",
     "ModelMetricsWSGIMiddleware",
     "ModelMonitor",
     "NumericFeature",
+    "PredictionStore",
     "RequestObservation",
     "bin_index",
     "current_request",

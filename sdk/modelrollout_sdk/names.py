@@ -75,3 +75,33 @@ INPUT_SIZE_BUCKETS: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0,
 #: Label value for categories / classes beyond the cardinality cap, so that a client cannot blow up
 #: the number of series by sending arbitrary strings.
 OTHER: Final = "__other__"
+
+# --- ground truth that arrives later (feedback) ------------------------------------------------------
+
+LABEL_TRUE_CLASS: Final = "true_class"
+LABEL_PREDICTED_CLASS: Final = "predicted_class"
+LABEL_REASON: Final = "reason"
+
+OUTCOME_CORRECT: Final = "correct"
+OUTCOME_INCORRECT: Final = "incorrect"
+FEEDBACK_OUTCOMES: Final = (OUTCOME_CORRECT, OUTCOME_INCORRECT)
+
+#: Counter of labelled predictions (classification) by outcome: correct or incorrect. The version is the
+#: one that made the prediction, whenever the label arrives.
+FEEDBACK_TOTAL: Final = "model_feedback_total"
+#: Counter of labelled predictions by true and predicted class (classes bounded; the rest is OTHER).
+FEEDBACK_CONFUSION_TOTAL: Final = "model_feedback_confusion_total"
+#: Histogram of the absolute error |predicted - true| of labelled predictions (regression).
+FEEDBACK_ABSOLUTE_ERROR: Final = "model_feedback_absolute_error"
+#: Histogram of the time from a prediction to the arrival of its label, in seconds.
+FEEDBACK_DELAY_SECONDS: Final = "model_feedback_delay_seconds"
+#: Counter of feedback that could not be joined, by reason: unknown (never seen or evicted), expired.
+FEEDBACK_UNMATCHED_TOTAL: Final = "model_feedback_unmatched_total"
+FEEDBACK_UNMATCHED_REASONS: Final = ("unknown", "expired")
+
+#: 1 s .. 30 days: labels arrive from seconds (a click) to weeks (a chargeback).
+FEEDBACK_DELAY_BUCKETS: Final = (
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0,
+)  # fmt: skip
+#: Absolute errors: decades, since a regression target's scale is the model's own.
+ABSOLUTE_ERROR_BUCKETS: Final = (0.001, 0.01, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, 1000.0)

@@ -326,6 +326,25 @@ SPEC_CASES: list[SpecCase] = [
         _set("analysis.metrics.0.minCount", -1),
         _bound("analysis.metrics[0].minCount", -1, "greater than or equal to 0"),
     ),
+    SpecCase(
+        "an accuracy gate that needs no labels",
+        "`accuracy: {maxDrop: 0.02, minLabelled: 0}` instead of `prometheus` and `threshold`",
+        _both(
+            _delete("analysis.metrics.0.threshold"),
+            _delete("analysis.metrics.0.prometheus"),
+            _set("analysis.metrics.0.accuracy", {"maxDrop": 0.02, "minLabelled": 0}),
+        ),
+        _bound("analysis.metrics[0].accuracy.minLabelled", 0, "greater than or equal to 1"),
+    ),
+    SpecCase(
+        "a recall without its class",
+        "`accuracy: {statistic: recall, min: 0.9}` instead of `prometheus` and `threshold`",
+        _both(
+            _delete("analysis.metrics.0.threshold"),
+            _delete("analysis.metrics.0.prometheus"),
+            _set("analysis.metrics.0.accuracy", {"statistic": "recall", "min": 0.9}),
+        ),
+    ),
     SpecCase("two metrics with the same name", "`error-rate` defined twice", _duplicate_metric),
     SpecCase(
         "no model.version",

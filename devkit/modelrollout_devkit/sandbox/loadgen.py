@@ -37,7 +37,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from modelrollout_devkit.sandbox.model_server import Dataset, load_dataset
+from modelrollout_devkit.sandbox.model_server import VARIANTS, Dataset, load_dataset, training_labels
 
 #: Named input distributions. ``drifted`` moves the size and texture features by 1.5-2 training
 #: standard deviations: a population shift the deciles' PSI sees clearly (PSI >> 0.2).
@@ -181,18 +181,26 @@ class FeatureSampler:
         return {n: float(s) for n, s in zip(self._names, self._shift, strict=True) if s}
 
     def sample_array(self) -> npt.NDArray[np.float64]:
-        row = self.dataset.X[self._rng.integers(len(self.dataset.X))]
+        return self.sample_row()[0]
+
+    def sample_row(self) -> tuple[npt.NDArray[np.float64], int]:
+        """A feature vector and the index of the data set's row it was drawn from (its true label's)."""
+        index = int(self._rng.integers(len(self.dataset.X)))
+        row = self.dataset.X[index]
         x = row + (self._rng.standard_normal(len(row)) * self.noise + self._shift) * self._std
-        return np.asarray(np.maximum(x, self._floor), dtype=np.float64)
+        return np.asarray(np.maximum(x, self._floor), dtype=np.float64), index
 
     def sample(self) -> dict[str, float | None]:
-        x = self.sample_array()
+        return self.sample_labelled()[0]
+
+    def sample_labelled(self) -> tuple[dict[str, float | None], int]:
+        x, index = self.sample_row()
         out: dict[str, float | None] = {n: round(float(v), 6) for n, v in zip(self._names, x, strict=True)}
         if self.missing_rate > 0:
             for n in self._names:
                 if self._rng.random() < self.missing_rate:
                     out[n] = None
-        return out
+        return out, index
 
 
 class LoadGenerator:
@@ -214,7 +222,12 @@ class LoadGenerator:
         concurrency: int = 256,
         seed: int | None = None,
         dataset: Dataset | None = None,
+        feedback_delay: float | None = None,
+        concept: str = "baseline",
     ) -> None:
+        """``feedback_delay``: send each prediction's true label to the server that made it (its
+        ``X-Feedback-Url``) this many seconds after the answer; None: no feedback. ``concept``: which
+        labels are true (``baseline``, or ``drifted``: the world's concept shifted, inputs unchanged)."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         if duration is None and count is None:
@@ -232,6 +245,7 @@ class LoadGenerator:
             dataset, shift=parse_shift(shift), noise=noise, missing_rate=missing_rate, seed=seed
         )
         self.stats = LoadStats()
+        self.feedback = FeedbackSender(feedback_delay, self.sampler.dataset, concept, timeout)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[LoadStats] | None = None
 
@@ -261,14 +275,20 @@ class LoadGenerator:
             raise RuntimeError("not started")
         return await self._task
 
+    def set_concept(self, concept: str) -> None:
+        """Change which labels are true mid-run (the world's concept shifts; the inputs do not)."""
+        self.feedback.set_concept(concept)
+
     async def _one(self, session: aiohttp.ClientSession, sem: asyncio.Semaphore) -> None:
-        payload = {"features": self.sampler.sample()}
+        features, row = self.sampler.sample_labelled()
+        payload = {"features": features}
         t0 = time.monotonic()
         try:
             async with session.post(self.url, json=payload, headers=self.headers) as resp:
                 body = await resp.read()
                 status = resp.status
                 header_version = resp.headers.get("X-Model-Version")
+                self.feedback.later(session, resp.headers, row)
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.stats.connection_errors += 1
             self.stats.by_status[STATUS_CONNECTION_ERROR] += 1
@@ -320,8 +340,67 @@ class LoadGenerator:
                 i += 1
             if pending:
                 await asyncio.wait(set(pending), timeout=self.timeout + 1.0)
+            await self.feedback.finish(stopped=self._stopping.is_set())
         stats.finished_at = time.monotonic()
         return stats
+
+
+#: Feedback waiting for its delay, at most: beyond it a label is dropped (and counted), never queued unbounded.
+MAX_PENDING_FEEDBACK: Final = 20_000
+
+
+class FeedbackSender:
+    """Send the true label of each answered prediction to the server that made it, after a delay."""
+
+    def __init__(self, delay: float | None, dataset: Dataset, concept: str, timeout: float) -> None:
+        if delay is not None and delay < 0:
+            raise ValueError("the feedback delay must not be negative")
+        self.delay = delay
+        self.dataset = dataset
+        self.timeout = timeout
+        self.sent = self.failed = self.dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.set_concept(concept)
+
+    def set_concept(self, concept: str) -> None:
+        if concept not in VARIANTS:
+            raise ValueError(f"concept must be one of {', '.join(VARIANTS)}, not {concept!r}")
+        self.concept = concept
+        self._labels = training_labels(self.dataset, concept)
+
+    def later(self, session: aiohttp.ClientSession, headers: Mapping[str, str], row: int) -> None:
+        url, prediction = headers.get("X-Feedback-Url"), headers.get("X-Prediction-Id")
+        if self.delay is None or not url or not prediction:
+            return
+        if len(self._tasks) >= MAX_PENDING_FEEDBACK:
+            self.dropped += 1
+            return
+        # The truth as the world has it when the label is known (a concept shift applies to later labels).
+        task = asyncio.create_task(self._send(session, url, prediction, row))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, session: aiohttp.ClientSession, url: str, prediction: str, row: int) -> None:
+        assert self.delay is not None
+        await asyncio.sleep(self.delay)
+        label = self.dataset.class_names[int(self._labels[row])]
+        try:
+            async with session.post(url, json={"predictionId": prediction, "label": label}) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            ok = False
+        if ok:
+            self.sent += 1
+        else:
+            self.failed += 1
+
+    async def finish(self, stopped: bool) -> None:
+        """At the end of a run: let the labels still due arrive (unless stopped), then drop the rest."""
+        if self._tasks and not stopped and self.delay is not None:
+            await asyncio.wait(set(self._tasks), timeout=self.delay + self.timeout + 1.0)
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def _parse_header(raw: str) -> tuple[str, str]:
@@ -356,6 +435,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=256, help="in-flight requests at most")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--feedback-delay",
+        type=float,
+        help="send each prediction's true label to the server that made it this many seconds later",
+    )
+    parser.add_argument(
+        "--concept",
+        choices=VARIANTS,
+        default="baseline",
+        help="which labels are true: baseline, or drifted (the concept shifted; the inputs did not)",
+    )
     parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
     args = parser.parse_args(argv)
     if args.duration is None and args.count is None:
@@ -375,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             concurrency=args.concurrency,
             seed=args.seed,
+            feedback_delay=args.feedback_delay,
+            concept=args.concept,
         )
     except ValueError as exc:
         parser.error(str(exc))

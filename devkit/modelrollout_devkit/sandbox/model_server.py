@@ -7,7 +7,9 @@ fault knobs make a version slow, erroring, crash-looping, slow to become ready, 
 which is what the operator's analysis has to catch.
 
 HTTP: ``POST /predict`` (``{"features": {...}}`` or ``{"instances": [...]}``), ``GET /healthz``,
-``GET /ready``, ``GET /metrics``.
+``GET /ready``, ``GET /metrics``, ``POST /feedback`` (the true label of a prediction id, answered in
+``predictionId`` and the ``X-Prediction-Id`` header; ``X-Feedback-Url`` says where to send it: see
+``sandbox/ground_truth.py``).
 
 ``--evaluate`` is the entry point of an offline-evaluation Job instead: it scores the model ``MODEL_URI``
 names (``sandbox://baseline`` or ``sandbox://drifted``; otherwise MODEL_VARIANT's) on the labelled evaluation
@@ -18,7 +20,8 @@ Environment (all optional):
   PORT (8080), HOST (127.0.0.1: loopback unless told otherwise), MODEL_NAME, MODEL_VERSION,
   ROLLOUT_NAME, ROLLOUT_NAMESPACE, MODEL_URI (echoed only when serving), MODEL_VARIANT (baseline | drifted),
   FAULT_LATENCY_MS, FAULT_ERROR_RATE, FAULT_NULL_RATE, FAULT_CRASH_ON_START, FAULT_CRASH_DELAY_S,
-  FAULT_STARTUP_DELAY_S, FAULT_SEED, MODEL_CACHE_DIR (empty: no cache).
+  FAULT_STARTUP_DELAY_S, FAULT_SEED, FAULT_CONFUSE (a share: less accurate, same output mix),
+  FEEDBACK_URL (default http://HOST:PORT/feedback), MODEL_CACHE_DIR (empty: no cache).
 
 Start-up is dominated by importing scikit-learn (~1.8 s here), so the fitted parameters are cached as a
 small JSON per variant (in the temp dir by default) and a cached start serves with numpy alone.
@@ -38,6 +41,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +51,8 @@ import numpy as np
 import numpy.typing as npt
 from aiohttp import web
 
-from modelrollout_sdk import FeatureEdges, ModelMonitor
+from modelrollout_devkit.sandbox.ground_truth import Confuser, take_feedback
+from modelrollout_sdk import FeatureEdges, FeedbackError, FeedbackRecorder, ModelMonitor
 
 log = logging.getLogger("modelrollout.model_server")
 
@@ -318,6 +323,8 @@ class ServerConfig:
     crash_delay_s: float = 0.2
     startup_delay_s: float = 0.0
     seed: int | None = None
+    confuse: float = 0.0
+    feedback_url: str = ""
     cache_dir: Path | None = field(default_factory=default_cache_dir)
 
     @classmethod
@@ -349,6 +356,8 @@ class ServerConfig:
             crash_delay_s=_env_float(e, "FAULT_CRASH_DELAY_S", 0.2, 0.0, 3600.0),
             startup_delay_s=_env_float(e, "FAULT_STARTUP_DELAY_S", 0.0, 0.0, 3600.0),
             seed=int(seed_raw) if seed_raw else None,
+            confuse=_env_float(e, "FAULT_CONFUSE", 0.0, 0.0, 1.0),
+            feedback_url=e.get("FEEDBACK_URL", "").strip(),
             cache_dir=default_cache_dir() if cache_raw is None else (Path(cache_raw) if cache_raw.strip() else None),
         )
 
@@ -427,6 +436,14 @@ class ModelServer:
             feature_edges=load_feature_edges(),
             classes=CLASS_NAMES,
         )
+        self.feedback = FeedbackRecorder(
+            rollout=config.rollout_name,
+            version=config.model_version,
+            model=config.model_name,
+            classes=CLASS_NAMES,
+            registry=self.monitor.registry,
+        )
+        self.confuser: Confuser | None = None
         self.model: LinearModel | None = None
         self.ready = False
         self.started_at = time.monotonic()
@@ -441,6 +458,7 @@ class ModelServer:
                 web.get("/healthz", self.handle_healthz),
                 web.get("/ready", self.handle_ready),
                 web.get("/metrics", self.handle_metrics),
+                web.post("/feedback", self.handle_feedback),
             ]
         )
 
@@ -465,6 +483,8 @@ class ModelServer:
         log.info("model %s loaded (%s)", model.variant, "cached" if cached else "trained")
         if self.config.startup_delay_s > 0:
             await asyncio.sleep(self.config.startup_delay_s)
+        if self.config.confuse > 0:
+            self.confuser = await loop.run_in_executor(None, confuser_for, model, self.config.confuse)
         self.model = model
         self.ready = True
         self.ready_after_s = time.monotonic() - self.started_at
@@ -502,9 +522,26 @@ class ModelServer:
         resp.headers["Content-Type"] = content_type
         return resp
 
-    def _json(self, data: Mapping[str, Any], status: int = 200) -> web.Response:
+    def _json(
+        self, data: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
         # The version header lets a router or load generator attribute a response without parsing it.
-        return web.json_response(data, status=status, headers={"X-Model-Version": self.config.model_version})
+        return web.json_response(
+            data, status=status, headers={"X-Model-Version": self.config.model_version, **(headers or {})}
+        )
+
+    def _feedback_url(self) -> str:
+        c = self.config
+        return c.feedback_url or (f"http://{c.host}:{self.port}/feedback" if c.host not in ("0.0.0.0", "::") else "")
+
+    async def handle_feedback(self, request: web.Request) -> web.Response:
+        try:
+            counts = take_feedback(self.feedback, await request.json())
+        except FeedbackError as exc:
+            return self._json({"error": str(exc)}, status=400)
+        except ValueError:
+            return self._json({"error": "the body is not valid JSON"}, status=400)
+        return self._json(counts)
 
     async def handle_predict(self, request: web.Request) -> web.Response:
         model = self.model
@@ -530,16 +567,27 @@ class ModelServer:
                 obs.mark_error()
                 return self._json({"error": "injected fault (FAULT_ERROR_RATE)", "version": version}, status=500)
             results: list[dict[str, Any]] = []
-            for label, score in model.predict(to_matrix(instances, model.impute)):
+            given = request.headers.get("X-Request-Id", "")
+            request_id = given if 0 < len(given) <= 100 else uuid.uuid4().hex
+            matrix = to_matrix(instances, model.impute)
+            for index, (label, score) in enumerate(model.predict(matrix)):
+                prediction_id = f"{request_id}-{index}" if batch else request_id
                 if cfg.null_rate > 0 and self._rng.random() < cfg.null_rate:
                     obs.record_null_prediction()
-                    results.append({"prediction": None, "score": None})
+                    results.append({"prediction": None, "score": None, "predictionId": prediction_id})
                 else:
+                    if self.confuser is not None:
+                        label = self.confuser.answer(label, matrix[index])
                     obs.record_output(label, score)
-                    results.append({"prediction": label, "score": round(score, 6)})
+                    self.feedback.remember(prediction_id, label)
+                    results.append({"prediction": label, "score": round(score, 6), "predictionId": prediction_id})
+            headers = {"X-Prediction-Id": request_id}
+            if self._feedback_url():
+                headers["X-Feedback-Url"] = self._feedback_url()
             if batch:
-                return self._json({"predictions": results, "version": version, "model": cfg.model_name})
-            return self._json({**results[0], "version": version, "model": cfg.model_name})
+                answer = {"predictions": results, "version": version, "model": cfg.model_name}
+                return self._json(answer, headers=headers)
+            return self._json({**results[0], "version": version, "model": cfg.model_name}, headers=headers)
 
 
 async def serve(config: ServerConfig) -> int:
@@ -587,6 +635,15 @@ def variant_of(uri: str, default: str) -> str:
             raise ConfigError(f"MODEL_URI {uri!r}: the sandbox knows the models {', '.join(VARIANTS)}")
         return variant
     return default
+
+
+def confuser_for(model: LinearModel, share: float, dataset: Dataset | None = None) -> Confuser:
+    """FAULT_CONFUSE's swap for this model: as many answers each way, at its own malignant share."""
+    data = dataset or load_dataset()
+    predicted = [label for label, _ in model.predict(data.X)]
+    positive_share = predicted.count(POSITIVE_CLASS) / len(predicted)
+    negative = next(name for name in CLASS_NAMES if name != POSITIVE_CLASS)
+    return Confuser.of(share, positive_share, POSITIVE_CLASS, negative)
 
 
 def evaluate_accuracy(model: LinearModel, dataset: Dataset | None = None) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from modelrollout.analysis.accuracy import judge_accuracy
 from modelrollout.analysis.compare import CompareLimits, Direction, compare
 from modelrollout.analysis.drift import DEFAULT_MIN_COUNT, DriftCriteria, Statistic, categorical_drift, histogram_drift
 from modelrollout.analysis.evaluate import Observation, judge
@@ -34,6 +35,8 @@ def judge_metric(metric: Metric, observation: Observation, at: str) -> Measureme
         return _compare(metric, observation, at)
     if metric.kind == "drift":
         return _drift(metric, observation, at)
+    if metric.kind == "accuracy":
+        return judge_accuracy(metric, observation, at)
     too_few = _too_few(metric, observation.values.get("count"), "count" in observation.values)
     if too_few is not None:
         return Measurement(phase=Verdict.INCONCLUSIVE, value=observation.value, at=at, message=too_few)

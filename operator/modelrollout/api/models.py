@@ -596,6 +596,92 @@ class JobMetric(ApiModel):
         return spec
 
 
+
+ACCURACY_STATISTICS = ("accuracy", "recall", "error")
+MAX_LABEL_WAIT_SECONDS = 7 * 86400
+
+
+class Accuracy(ApiModel):
+    """Judge the candidate on ground truth that arrives after its predictions (the SDK's feedback series):
+    its accuracy, a class's recall, or its mean absolute error (regression), against a bound or stable."""
+
+    statistic: Literal["accuracy", "recall", "error"] = Field(
+        default="accuracy",
+        description="accuracy: share of labelled predictions that were correct; recall: share of the labelled "
+        "cases of `class` predicted as that class; error: mean absolute error of a regression model.",
+    )
+    class_name: str | None = Field(
+        default=None, alias="class", description="recall: the class (the true_class label value)."
+    )
+    min: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="accuracy, recall: the lowest acceptable value. Failed when the Wilson interval at "
+        "`confidence` lies wholly below it; Inconclusive when the value is below it by less than sampling noise.",
+    )
+    max: float | None = Field(default=None, ge=0, description="error: the highest acceptable mean absolute error.")
+    max_drop: float | None = Field(
+        default=None,
+        ge=0,
+        description="Against stable on the same window (in spec.monitoring: against the model's own baseline, "
+        "its first measurement after promotion): accuracy or recall may be at most this much lower, error at "
+        "most this much higher. Failed when a one-sided two-proportion z-test at `confidence` says the drop is "
+        "larger.",
+    )
+    min_labelled: int = Field(
+        default=100,
+        ge=1,
+        description="Fewer labelled predictions than this in the window (on either side): no measurement yet; "
+        "an analysis step waits for them up to labelWait, then it is Inconclusive.",
+    )
+    window: str = Field(
+        default="5m", description=f"How far back labels are counted (by their arrival), as {DURATION_HELP}."
+    )
+    label_delay: str = Field(
+        default="0s",
+        description="How long labels take to arrive: nothing is measured until this long after the analysis "
+        "started, so that the window judges predictions whose labels had time to arrive.",
+    )
+    label_wait: str = Field(
+        default="10m",
+        description="An analysis step waits at most this long (after labelDelay) for minLabelled labels; then "
+        "the measurement is Inconclusive. At most 7d.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.9999, description="Confidence of the Wilson interval and of the z-test."
+    )
+    address: str | None = Field(
+        default=None,
+        description="Prometheus base URL; defaults to spec.analysis.prometheus.address, then to the operator's "
+        "--prometheus-url.",
+    )
+
+    @field_validator("window", "label_delay", "label_wait")
+    @classmethod
+    def _durations_parse(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Accuracy:
+        if self.min is None and self.max is None and self.max_drop is None:
+            raise ValueError("set min (accuracy, recall), max (error) or maxDrop")
+        if self.statistic == "error" and self.min is not None:
+            raise ValueError("error is judged by max (the highest acceptable mean absolute error), not min")
+        if self.statistic != "error" and self.max is not None:
+            raise ValueError(f"{self.statistic} is judged by min (a share between 0 and 1), not max")
+        if self.statistic != "error" and self.max_drop is not None and self.max_drop > 1:
+            raise ValueError(f"maxDrop of {self.statistic} is a share: at most 1, got {self.max_drop:g}")
+        if (self.statistic == "recall") != (self.class_name is not None):
+            raise ValueError("recall needs class (the class whose recall is judged); only recall takes class")
+        if parse_duration(self.window) <= 0:
+            raise ValueError("window must be longer than 0s")
+        if parse_duration(self.label_wait) > MAX_LABEL_WAIT_SECONDS:
+            raise ValueError(f"labelWait {self.label_wait} is longer than 7d")
+        return self
+
+
 PROVIDERS = ("prometheus", "web", "job")
 
 
@@ -612,6 +698,11 @@ class Metric(ApiModel):
     threshold: Threshold | None = Field(default=None, description="The values that pass.")
     compare: Compare | None = Field(default=None, description="How much worse than stable the candidate may be.")
     drift: Drift | None = Field(default=None, description="How far the candidate's distribution may drift.")
+    accuracy: Accuracy | None = Field(
+        default=None,
+        description="Judge on ground truth that arrives later: queries built from the SDK's feedback series "
+        "(docs/analysis.md, Ground truth).",
+    )
     min_count: float | None = Field(
         default=None,
         ge=0,
@@ -641,6 +732,8 @@ class Metric(ApiModel):
     def _one_judgement(self) -> Metric:
         if self.template is not None:
             return self  # resolved into the fields below before the spec is judged
+        if self.accuracy is not None:
+            return self._accuracy_alone()
         providers = [provider for provider in PROVIDERS if getattr(self, provider) is not None]
         if len(providers) != 1:
             raise ValueError(
@@ -661,6 +754,18 @@ class Metric(ApiModel):
             )
         return self
 
+    def _accuracy_alone(self) -> Metric:
+        kinds = ("prometheus", "web", "job", "threshold", "compare", "drift")
+        others = [kind for kind in kinds if getattr(self, kind) is not None]
+        if others:
+            raise ValueError(
+                f"accuracy builds its own queries and judgement from the SDK's feedback series; it takes no "
+                f"{', '.join(others)} (a Prometheus address goes in accuracy.address)"
+            )
+        if self.min_count is not None:
+            raise ValueError("accuracy counts labelled predictions: use accuracy.minLabelled, not minCount")
+        return self
+
     @property
     def provider(self) -> str:
         """prometheus, web or job: which backend measures it (see `metrics.factory`)."""
@@ -668,6 +773,8 @@ class Metric(ApiModel):
 
     @property
     def kind(self) -> str:
+        if self.accuracy is not None:
+            return "accuracy"
         return "compare" if self.compare is not None else "drift" if self.drift is not None else "threshold"
 
     @property
@@ -1239,6 +1346,16 @@ class HookStatus(ApiModel):
     last_error: str = Field(default="", description="Why the last attempt failed.")
 
 
+class AccuracyBaseline(ApiModel):
+    """An accuracy metric's first measurement of the promoted model: what concept drift is judged against."""
+
+    metric: str = Field(description="The accuracy metric's name.")
+    hits: float = Field(description="Correct labelled predictions in that window (error: the summed absolute error).")
+    labelled: float = Field(description="Labelled predictions in that window.")
+    value: float = Field(description="The accuracy, recall or mean absolute error measured.")
+    at: str = Field(description="When it was measured.")
+
+
 class MonitoringStatus(ApiModel):
     """What watching the promoted model has found."""
 
@@ -1246,6 +1363,17 @@ class MonitoringStatus(ApiModel):
     analysis: AnalysisStatus = Field(description="The measurements of the monitoring metrics.")
     drifted_since: str | None = Field(default=None, description="When the current drift episode began.")
     hook: HookStatus | None = Field(default=None, description="The retraining hook of the current episode.")
+    accuracy_baselines: list[AccuracyBaseline] = Field(
+        default_factory=list,
+        description="Accuracy metrics: the model's baseline after promotion (its first window with minLabelled "
+        "labels); a drop against it beyond maxDrop is concept drift.",
+    )
+    concept_drifted_since: str | None = Field(
+        default=None, description="When the current concept-drift episode (accuracy against baseline) began."
+    )
+
+    def baseline(self, metric: str) -> AccuracyBaseline | None:
+        return next((baseline for baseline in self.accuracy_baselines if baseline.metric == metric), None)
 
 
 class Weights(ApiModel):

@@ -176,6 +176,10 @@ def _metric_chart(
     if drift:
         # judged on the statistic (max) or on the p-value (minPValue)
         band = {"min": drift.get("minPValue"), "max": drift.get("max")}
+    accuracy = definition.get("accuracy")
+    if isinstance(accuracy, Mapping):
+        # accuracy or recall at least min; a mean absolute error at most max
+        band = {"min": accuracy.get("min"), "max": accuracy.get("max")}
     return {
         "name": result.get("name"),
         "analysis": analysis,

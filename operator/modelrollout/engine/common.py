@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 
+from modelrollout.analysis.accuracy import labels_not_ready
 from modelrollout.analysis.evaluate import Limits, measurements_kept, overall, record, worst
 from modelrollout.analysis.judgement import judge_metric
 from modelrollout.api.durations import format_duration, parse_duration
@@ -354,6 +355,7 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
     before = analysis.phase
     limits = Limits.of(spec.analysis, gate.consecutive_success_limit)
     evaluating: set[str] = set()
+    waiting_for_labels: set[str] = set()
     for position, result in enumerate(analysis.metrics):
         observation = run.observed.measurements.get(("step", result.name))
         if observation is not None and result.phase == Verdict.RUNNING:
@@ -366,6 +368,11 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
                     evaluating.add(result.name)
                     continue
                 run.actions.append(DeleteEvaluationJob(job.name))
+            if metric.accuracy is not None and labels_not_ready(
+                metric, observation, (run.now - parse_time(analysis.started_at)).total_seconds(), bounded=True
+            ):
+                waiting_for_labels.add(result.name)  # no measurement yet; bounded by labelWait
+                continue
             measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(analysis.metrics), metric.measurement_retention)
             analysis.metrics[position] = updated = record(result, measurement, limits, gate.count, keep)
@@ -383,6 +390,8 @@ def run_gate_analysis(run: Pass, gate: AnalysisStep, label: str) -> Verdict:
             min(
                 JOB_POLL_SECONDS
                 if result.name in evaluating
+                else interval
+                if result.name in waiting_for_labels
                 else next_due_in(result, analysis.started_at, interval, run.now, True)
                 for result in waiting
             )
@@ -427,6 +436,7 @@ def run_background_analysis(run: Pass) -> None:
         return
     run.background_recorded = True  # a measurement counts once, however many steps this pass runs
     limits = Limits.of(spec.analysis)
+    waiting_for_labels: set[str] = set()
     for metric in spec.analysis.metrics:
         observation = run.observed.measurements.get(("background", metric.name))
         if not metric.background or observation is None:
@@ -435,6 +445,11 @@ def run_background_analysis(run: Pass) -> None:
         if result is None:
             result = MetricResult(name=metric.name, dry_run=metric.dry_run)
             analysis.metrics.append(result)
+        if metric.accuracy is not None and labels_not_ready(
+            metric, observation, (run.now - parse_time(analysis.started_at)).total_seconds(), bounded=False
+        ):
+            waiting_for_labels.add(metric.name)  # labels still to come: no measurement
+            continue
         keep = measurements_kept(len(spec.analysis.metrics), metric.measurement_retention)
         updated = record(result, judge_metric(metric, observation, run.at), limits, None, keep)
         analysis.metrics[analysis.metrics.index(result)] = updated
@@ -445,7 +460,9 @@ def run_background_analysis(run: Pass) -> None:
         run.again_in(
             min(
                 (
-                    next_due_in(analysis.result(metric.name), analysis.started_at, interval, run.now, False)
+                    interval
+                    if metric.name in waiting_for_labels
+                    else next_due_in(analysis.result(metric.name), analysis.started_at, interval, run.now, False)
                     for metric in spec.analysis.metrics
                     if metric.background
                 ),

@@ -56,6 +56,7 @@ from modelrollout.engine.common import (
 )
 from modelrollout.engine.evaluation import evaluation_job
 from modelrollout.engine.gates import gate_requests
+from modelrollout.engine.ground_truth import accuracy_request, concept_condition, is_accuracy
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.stages import (
     IN_FLIGHT,
@@ -231,6 +232,8 @@ def _request(kind: str, name: str, spec: ModelRolloutSpec, values: dict[str, str
         return MeasurementRequest(kind, name, {"value": web.json_path}, web.url, provider="web", web=web)
     if metric.job is not None:
         return MeasurementRequest(kind, name, {}, None, provider="job")
+    if metric.accuracy is not None:
+        return accuracy_request(kind, name, spec, values)
     prometheus = metric.query
     address = prometheus.address or spec.analysis.prometheus.address
     raw: dict[str, str | None] = {}
@@ -710,10 +713,19 @@ def _set_conditions(run: Pass) -> None:
         ("Stalled", "True" if degraded else "False", reason, message),
     ]
     if run.spec.monitoring is not None:
-        drifted, why = drift_condition(status, run.spec.monitoring.consecutive_failures)
+        accuracy = [name for name in run.spec.monitoring.metrics if is_accuracy(run.spec, name)]
+        drifted, why = drift_condition(status, run.spec.monitoring.consecutive_failures, skip=accuracy)
         conditions.append(("Drifted", "True" if drifted else "False", "Drifted" if drifted else "WithinLimits", why))
     elif status.condition("Drifted") is not None:
         status.conditions = [c for c in status.conditions if c.type != "Drifted"]
+    concept = concept_condition(status, run.spec)
+    if concept is not None:
+        dropped, why = concept
+        conditions.append(
+            ("ConceptDrift", "True" if dropped else "False", "ConceptDrift" if dropped else "WithinBaseline", why)
+        )
+    elif status.condition("ConceptDrift") is not None:
+        status.conditions = [c for c in status.conditions if c.type != "ConceptDrift"]
     for kind, state, why_reason, why_message in conditions:
         _put_condition(status, kind, state, why_reason, why_message, run.ref.generation, run.at)
 

@@ -8,6 +8,7 @@ and its error are in status, never dropped silently.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 from modelrollout.analysis.evaluate import Limits, measurements_kept, record
@@ -22,6 +23,7 @@ from modelrollout.api.models import (
     Verdict,
 )
 from modelrollout.engine.common import Pass, next_due_in, parse_time, timestamp
+from modelrollout.engine.ground_truth import hook_kind, is_accuracy, monitor_accuracy, watch_concept
 from modelrollout.engine.types import FireHook, HookResult
 
 HOOK_FIRST_RETRY_SECONDS = 10.0
@@ -47,6 +49,7 @@ def monitor(run: Pass) -> None:
         status.monitoring = current
     analysis = current.analysis
     interval = parse_duration(watch.interval)
+    waiting: set[str] = set()
     for name in watch.metrics:
         metric = spec.analysis.metric(name)
         result = analysis.result(name)
@@ -55,16 +58,32 @@ def monitor(run: Pass) -> None:
             analysis.metrics.append(result)
         observation = run.observed.measurements.get(("monitor", name))
         if observation is not None:
-            measurement = judge_metric(metric, observation, run.at)
+            if metric.accuracy is not None:
+                judged = monitor_accuracy(run, current, metric, observation)
+                if judged is None:  # labels still to come: no measurement, look again in an interval
+                    waiting.add(name)
+                    continue
+                measurement = judged
+            else:
+                measurement = judge_metric(metric, observation, run.at)
             keep = measurements_kept(len(watch.metrics), metric.measurement_retention)
             updated = record(result, measurement, _NO_LIMITS, None, keep)
             updated.phase = measurement.phase
             updated.message = measurement.message
             analysis.metrics[analysis.metrics.index(result)] = updated
     for result in analysis.metrics:
-        run.again_in(next_due_in(result, analysis.started_at, interval, run.now, False), routine=True)
+        due = interval if result.name in waiting else next_due_in(result, analysis.started_at, interval, run.now, False)
+        run.again_in(due, routine=True)
+    # Accuracy metrics judge the concept (ConceptDrift), the others the inputs and outputs (Drifted).
+    concept = {name for name in watch.metrics if is_accuracy(spec, name)}
+    watch_concept(
+        run,
+        current,
+        {r.name: _failure_streak(r) for r in analysis.metrics if r.name in concept},
+        watch.consecutive_failures,
+    )
     # A dry-run metric is watched and shown, but neither starts nor ends a drift episode.
-    decisive = [result for result in analysis.metrics if not result.dry_run]
+    decisive = [result for result in analysis.metrics if not result.dry_run and result.name not in concept]
     drifted = [result for result in decisive if _failure_streak(result) >= watch.consecutive_failures]
     clean = decisive and all(result.phase == Verdict.SUCCESSFUL for result in decisive)
     if drifted and current.drifted_since is None:
@@ -90,16 +109,21 @@ def _fire(run: Pass, current: MonitoringStatus) -> None:
     hook.attempts += 1
     hook.next_attempt_at = timestamp(run.now + timedelta(seconds=hook_backoff(hook.attempts)))
     reasons = "; ".join(_named(r) for r in current.analysis.metrics if r.phase == Verdict.FAILED and not r.dry_run)
-    run.actions.append(FireHook(hook.episode, current.version, reasons or "drift"))
+    run.actions.append(FireHook(hook.episode, current.version, reasons or "drift", kind=hook_kind(current)))
     run.again_in(hook_backoff(hook.attempts))
 
 
-def drift_condition(status: ModelRolloutStatus, needed: int) -> tuple[bool, str]:
-    """Whether the watched model is in a drift episode, and why (or how close a failing metric is)."""
+def drift_condition(status: ModelRolloutStatus, needed: int, skip: Collection[str] = ()) -> tuple[bool, str]:
+    """Whether the watched model is in a drift episode, and why (or how close a failing metric is);
+    `skip`: metrics that judge something else (accuracy: ConceptDrift)."""
     watch = status.monitoring
     if watch is None:
         return False, ""
-    failing = [result for result in watch.analysis.metrics if result.phase == Verdict.FAILED and not result.dry_run]
+    failing = [
+        result
+        for result in watch.analysis.metrics
+        if result.phase == Verdict.FAILED and not result.dry_run and result.name not in skip
+    ]
     if watch.drifted_since is not None:
         return True, "; ".join(_named(result) for result in failing)
     notes = []

@@ -244,6 +244,7 @@ class FireHook:
     episode: str
     version: str
     reason: str
+    kind: str = "ModelDrift"  # or ConceptDrift: the accuracy of the promoted model dropped
 
 
 Action = (

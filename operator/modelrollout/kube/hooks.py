@@ -26,7 +26,7 @@ def job_name(rollout: str, episode: str) -> str:
 
 def payload(owner: Owner, hook: FireHook) -> dict[str, Any]:
     return {
-        "kind": "ModelDrift",
+        "kind": hook.kind,
         "rollout": owner.name,
         "namespace": owner.namespace,
         "version": hook.version,
@@ -53,6 +53,7 @@ class HookRunner:
             {"name": "DRIFT_VERSION", "value": hook.version},
             {"name": "DRIFT_EPISODE", "value": hook.episode},
             {"name": "DRIFT_REASON", "value": hook.reason[:1000]},
+            {"name": "DRIFT_KIND", "value": hook.kind},
         ]
         for container in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []:
             container["env"] = [*container.get("env", []), *env]
