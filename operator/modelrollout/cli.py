@@ -225,6 +225,11 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback)")
     dashboard.add_argument("--port", type=_PORT, default=8765, help="port to listen on (default: 8765; 0: any free)")
     dashboard.add_argument("--read-only", action="store_true", help="no promote/pause/abort buttons")
+    commands.add_parser(
+        "comparator",
+        help="the shadow comparator the operator deploys as a mirror target (configured from its environment; "
+        "see docs/shadow-agreement.md)",
+    )
     _add_plugin_commands(commands, plugin_commands(), load)
     return parser
 
@@ -293,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelrollout.dashboard.serve import serve_dashboard
 
         return _talk_to_the_api(args, lambda: serve_dashboard(args))
+    if args.command == "comparator":
+        from modelrollout.comparator.serve import main as comparator_main
+
+        return comparator_main()
     if args.command == "status":
         from modelrollout.status_view import show_status
 

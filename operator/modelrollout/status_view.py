@@ -54,7 +54,7 @@ def render(rollout: dict[str, Any]) -> Group:
     header.add_row("Phase", phase)
     header.add_row("Message", status.message or "-")
     header.add_row("Versions", versions(status, spec))
-    header.add_row("Traffic", traffic(status))
+    header.add_row("Traffic", traffic(status, compared=_mirror_compared(spec)))
     header.add_row("Conditions", _conditions(status))
     if status.last_command is not None:
         last = status.last_command
@@ -137,12 +137,21 @@ def _steps(spec: dict[str, Any], status: ModelRolloutStatus) -> Table:
 ENDED_AT_STEP = {Phase.ROLLED_BACK: "stopped: rolled back", Phase.FAILED: "stopped: spec invalid"}
 
 
-def traffic(status: ModelRolloutStatus) -> str:
+def _mirror_compared(spec: dict[str, Any]) -> bool:
+    """Whether the rollout's mirror steps ask for compare: then the mirror goes to its comparator."""
+    steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+    return any(isinstance(step, dict) and (step.get("mirror") or {}).get("compare") is not None for step in steps)
+
+
+def traffic(status: ModelRolloutStatus, compared: bool = False) -> str:
     """The split in force, with a live shadow or header route said in words: a mirror sends the
-    candidate real requests even at weight 0."""
+    candidate real requests even at weight 0. With `compared`, the mirror goes to the comparator,
+    which compares the candidate's answers with stable's (users still never see them)."""
     weights = status.weights
     parts = [f"stable {weights.stable}%", f"candidate {weights.candidate}%"]
-    if weights.mirror:
+    if weights.mirror and compared:
+        parts.append(f"mirror {weights.mirror}% (shadow: answers compared with stable's by the comparator)")
+    elif weights.mirror:
         parts.append(f"mirror {weights.mirror}% (shadow: answers discarded)")
     if weights.header_route:
         match = f" {weights.header}" if weights.header else ""

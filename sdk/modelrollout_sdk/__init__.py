@@ -23,6 +23,7 @@ from modelrollout_sdk.monitor import (
     RequestObservation,
     current_request,
 )
+from modelrollout_sdk.shadow import ShadowReporter
 from modelrollout_sdk.wsgi import ModelMetricsWSGIMiddleware
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "NumericFeature",
     "PredictionStore",
     "RequestObservation",
+    "ShadowReporter",
     "bin_index",
     "current_request",
     "names",

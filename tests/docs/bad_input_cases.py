@@ -368,6 +368,7 @@ SPEC_CASES: list[SpecCase] = [
         'spec.automation: Unsupported value: "yolo": supported values: "manual", "assisted", "auto"',
     ),
     SpecCase(
+<<<<<<< HEAD
         "a notification destination with both url and urlFrom",
         "`notifications: {webhooks: [{name: chat, url: ..., urlFrom: ...}]}`",
         _set(
@@ -409,6 +410,21 @@ SPEC_CASES: list[SpecCase] = [
             _set("strategy", {"blueGreen": {}}),
             _set("webhooks", [{"name": "freeze", "type": "confirm-promotion", "url": "http://gate.example/"}]),
         ),
+=======
+        "an agreement metric with no pairs to judge",
+        "`agreement: {min: 0.97, minPairs: 0}` (with a `mirror: {percent: 50, compare: {}}` step)",
+        _both(
+            _set("trafficRouting", {"gatewayAPI": {"httpRoute": "fraud-scorer"}}),
+            _set("strategy.canary.steps.0", {"mirror": {"percent": 50, "compare": {}}}),
+            _set("analysis.metrics.1", {"name": "agreement", "agreement": {"min": 0.97, "minPairs": 0}}),
+        ),
+        _bound("analysis.metrics[1].agreement.minPairs", 0, "greater than or equal to 1"),
+    ),
+    SpecCase(
+        "an agreement metric without a comparator",
+        "`agreement: {min: 0.97}` with no `mirror: {..., compare: {}}` step",
+        _set("analysis.metrics.1", {"name": "agreement", "agreement": {"min": 0.97}}),
+>>>>>>> main
     ),
 ]
 

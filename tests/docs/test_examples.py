@@ -61,6 +61,7 @@ def test_there_are_examples() -> None:
         "header-route.yaml",
         "manual-gates.yaml",
         "offline-evaluation.yaml",
+        "shadow-agreement.yaml",
     } <= names
 
 

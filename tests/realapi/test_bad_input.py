@@ -36,7 +36,7 @@ def create(admin: kubernetes.client.ApiClient, namespace: str, spec: dict, valid
 
 def test_the_schema_refuses_the_shape_errors_and_the_bounds() -> None:
     # A wrong type, an unknown enum value, three missing fields, and every bound of the table.
-    assert len(REFUSED_BY_THE_SCHEMA) == 21
+    assert len(REFUSED_BY_THE_SCHEMA) == 22
     assert {"a weight over 100", "negative replicas", "a port out of range", "a p-value over 1"} <= set(
         REFUSED_BY_THE_SCHEMA
     )

@@ -535,3 +535,20 @@ async def test_route_crds_installed_on_an_external_api_server_only_where_missing
     assert {v["name"] for v in gateway_crd["spec"]["versions"]} == {"v1", "v1beta1"}
     assert istio_crd is not None and istio_crd["metadata"]["labels"] == {"owner": "istio"}
     assert [v["name"] for v in istio_crd["spec"]["versions"]] == ["v1beta1"]
+
+
+async def test_live_calls_of_the_shadow_comparator_count_as_shadow_work(routed: Routed) -> None:
+    """The comparator's own requests (X-Modelrollout-Shadow) reach the candidate through the data plane, as
+    in a cluster; no caller sees those answers, so they are counted with the mirrored copies."""
+    from modelrollout.vocabulary.names import SHADOW_HEADER
+
+    await start_pods(routed)
+    url = f"{routed.dataplane.url}/{NS}/scorer-canary"
+    shadow = await routed.send(30, headers={SHADOW_HEADER: "comparator"}, url=url)
+    assert shadow.stats.by_version == {"2.0.0": 30}
+    assert routed.mirrored("2.0.0") == 30
+    stats = routed.dataplane.stats.to_dict()
+    assert not [row for row in stats["requests"] if row["version"] == "2.0.0"], stats["requests"]
+    callers = await routed.send(10, url=url)
+    assert callers.stats.by_version == {"2.0.0": 10}
+    assert sum(row["count"] for row in routed.dataplane.stats.to_dict()["requests"] if row["version"] == "2.0.0") == 10

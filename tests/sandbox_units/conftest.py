@@ -17,6 +17,7 @@ SERVER_ENVS: dict[str, dict[str, str]] = {
     "erroring": {"MODEL_VERSION": "1.1.0-err", "FAULT_ERROR_RATE": "0.3", "FAULT_SEED": "7"},
     "nulls": {"MODEL_VERSION": "1.1.0-null", "FAULT_NULL_RATE": "0.25", "FAULT_SEED": "11"},
     "drifted": {"MODEL_VERSION": "2.0.0", "MODEL_VARIANT": "drifted"},
+    "disagreeing": {"MODEL_VERSION": "1.1.0-disagree", "FAULT_DISAGREE_RATE": "0.3", "FAULT_SEED": "5"},
 }
 
 

@@ -224,6 +224,18 @@ async def test_drifted_variant_predicts_a_different_class_mix(servers: dict[str,
     assert after - before == round(share_drift * len(DATASET.X))
 
 
+async def test_disagree_rate_answers_the_other_class_with_the_same_profile(servers: dict[str, ServerProcess]) -> None:
+    """The same rows to baseline and the disagreeing server: about 30 % of the classes differ, each flipped
+    one with score 1 - score, and nothing fails."""
+    rows = [{"features": row_features(i)} for i in range(300)]
+    base = await post_many(servers["baseline"].url, rows)
+    other = await post_many(servers["disagreeing"].url, rows)
+    assert all(status == 200 for status, _, _ in base + other)
+    flipped = [(a, b) for (_, a, _), (_, b, _) in zip(base, other, strict=True) if a["prediction"] != b["prediction"]]
+    assert abs(len(flipped) / len(rows) - 0.3) < 0.08, len(flipped)
+    assert all(abs(a["score"] + b["score"] - 1.0) < 1e-5 for a, b in flipped)
+
+
 def test_crash_on_start_exits_non_zero_and_never_ready(tmp_path: Path, model_cache: Path) -> None:
     proc = ServerProcess({"FAULT_CRASH_ON_START": "true", "MODEL_CACHE_DIR": str(model_cache)}, tmp_path, "crash")
     seen_ready = False

@@ -160,3 +160,14 @@ def test_list_is_plain_columns_in_a_pipe_and_says_ages_as_kubectl_does() -> None
     assert "Paused (PauseStep)" in rows[1] and rows[1].endswith("3h"), rows[1]
     assert rows[2].split()[2:] == ["Succeeded", "2.0.0", "-", "100/0", "-", "4d"], rows[2]
     assert not list_table(rollouts, now, all_namespaces=False, terminal=False).startswith("NAMESPACE")
+
+
+def test_a_mirror_to_the_comparator_is_not_said_to_discard_the_answers() -> None:
+    status = {"phase": "Progressing", "currentStepIndex": 0, "weights": {"stable": 100, "candidate": 0, "mirror": 50}}
+    spec = make_spec(
+        trafficRouting={"gatewayAPI": {"httpRoute": "s"}},
+        strategy={"canary": {"steps": [{"mirror": {"percent": 50, "compare": {}}}]}},
+    )
+    screen = _screen({"metadata": {"name": "s", "namespace": "ml"}, "spec": spec, "status": status})
+    assert "discarded" not in screen
+    assert "mirror 50% (shadow: answers compared with stable's by the comparator)" in " ".join(screen.split())

@@ -27,7 +27,8 @@ take the primary requests' connections), at most :data:`MAX_MIRRORS_IN_FLIGHT` a
 beyond that are dropped and counted, as an overloaded mesh would shed them), with answers discarded.
 
 Counters: requests answered per (namespace, service, version of the pod that answered, status code),
-mirrored copies separately; ``GET /_dataplane/stats`` (JSON, with the time each version last served)
+mirrored copies separately, and with them the shadow comparator's own calls (``X-Modelrollout-Shadow``:
+no caller sees those answers either); ``GET /_dataplane/stats`` (JSON, with the time each version last served)
 and ``GET /_dataplane/metrics`` (Prometheus: ``sandbox_dataplane_requests_total``).
 """
 
@@ -47,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelrollout.kube.api import SERVICES, KubeApi, Resource
+from modelrollout.vocabulary.names import SHADOW_HEADER
 from modelrollout_devkit.sandbox.kube import ENDPOINTSLICES, Informer, Obj, cancel_and_wait, connect, key_of
 from modelrollout_devkit.sandbox.registry import Pod, PodRegistry
 
@@ -462,16 +464,19 @@ class DataPlane:
             )
         pod = self._rng.choice(pods)
         assert self._session is not None
+        # The shadow comparator's own calls (to stable and candidate) are shadow work: counted with the
+        # mirrored copies, since no caller sees their answers.
+        shadow = bool(request.headers.get(SHADOW_HEADER))
         try:
             status, headers, payload = await self._forward(self._session, pod, upstream)
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self._count(backend, pod.version, 502)
+            self._count(backend, pod.version, 502, shadow=shadow)
             return web.json_response(
                 {"error": f"pod {pod.name} did not answer: {error.__class__.__name__}: {error}"},
                 status=502,
                 headers={POD_HEADER: pod.name, ROUTE_HEADER: decision.source},
             )
-        self._count(backend, pod.version, status)
+        self._count(backend, pod.version, status, shadow=shadow)
         response = web.Response(status=status, body=payload)
         for name, value in headers:
             if name.lower() not in HOP_BY_HOP:
@@ -516,9 +521,10 @@ class DataPlane:
         self.stats.record(mirror.namespace, mirror.service, pod.version, status, mirror=True)
         self._mirrored_total.labels(mirror.namespace, mirror.service, pod.version, str(status)).inc()
 
-    def _count(self, backend: Backend, version: str, code: int) -> None:
-        self.stats.record(backend.namespace, backend.service, version, code)
-        self._requests_total.labels(backend.namespace, backend.service, version, str(code)).inc()
+    def _count(self, backend: Backend, version: str, code: int, *, shadow: bool = False) -> None:
+        self.stats.record(backend.namespace, backend.service, version, code, mirror=shadow)
+        counter = self._mirrored_total if shadow else self._requests_total
+        counter.labels(backend.namespace, backend.service, version, str(code)).inc()
 
     def _error(self, namespace: str, service: str, code: int, message: str, source: str) -> web.Response:
         # Counted under version "none": what callers saw matters, even when no pod answered.

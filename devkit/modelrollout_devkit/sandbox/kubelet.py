@@ -17,7 +17,11 @@ this kubelet registers; the kubelet watches the pods bound to its Node and, for 
   ``--evaluate``) under its ``restartPolicy``; once it exits, ``phase`` is ``Succeeded`` or ``Failed`` and the
   container's ``terminated`` state carries the termination message the process wrote to
   ``$TERMINATION_MESSAGE_PATH`` (a file standing for ``/dev/termination-log``), so the real Job controller
-  completes the Job as in a cluster.
+  completes the Job as in a cluster;
+* a shadow comparator's pod (``app.kubernetes.io/component: comparator``, which the operator deploys for a
+  mirror step with ``compare``) runs ``python -m modelrollout.comparator.serve`` instead, and the kubelet
+  plays cluster DNS for it: an env value ``http://<service>.<namespace>.svc[.cluster.local][:port]`` becomes
+  the data plane's ``<data plane>/<namespace>/<service>`` (:attr:`SandboxKubelet.dataplane_url`).
 
 It serves only pods bound to its own Node and in the namespaces it was given (patterns, as
 ``modelrollout run --namespace``; none: all), so sandboxes sharing an API server leave each other's pods
@@ -31,6 +35,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,11 +45,13 @@ from typing import Any
 import aiohttp
 
 from modelrollout.kube.api import ApiError
+from modelrollout.kube.comparator import COMPARATOR_LABEL, COMPONENT, COMPONENT_LABEL
 from modelrollout_devkit.sandbox import procs
 from modelrollout_devkit.sandbox.kube import NODES, PODS, Informer, Obj, cancel_and_wait, key_of
 from modelrollout_devkit.sandbox.registry import Pod, PodRegistry
 from modelrollout_devkit.sandbox.status_writer import CoalescingStatusWriter, ObjectKey, with_transition_times
 from modelrollout_devkit.sandbox.workloads import (
+    MODEL_SERVER_MODULE,
     LocalPodHost,
     PodRunner,
     SimulatorOptions,
@@ -52,6 +59,26 @@ from modelrollout_devkit.sandbox.workloads import (
 )
 
 log = logging.getLogger("modelrollout_devkit.sandbox.kubelet")
+
+COMPARATOR_MODULE = "modelrollout.comparator.serve"
+_SERVICE_URL = re.compile(r"^http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::\d+)?(/.*)?$")
+
+
+def is_comparator(labels: dict[str, str]) -> bool:
+    return labels.get(COMPONENT_LABEL) == COMPONENT and COMPARATOR_LABEL in labels
+
+
+def through_dataplane(env: dict[str, str], dataplane_url: str) -> dict[str, str]:
+    """In-cluster Service URLs in a pod's env, sent through the data plane instead (the sandbox's DNS)."""
+    if not dataplane_url:
+        return env
+    mapped = {}
+    for name, value in env.items():
+        match = _SERVICE_URL.match(value)
+        mapped[name] = (
+            f"{dataplane_url.rstrip('/')}/{match.group(2)}/{match.group(1)}{match.group(3) or ''}" if match else value
+        )
+    return mapped
 
 POD_RANGE = ipaddress.ip_network("10.244.0.0/16")
 NODE_LABEL = "modelrollout.io/sandbox-node"
@@ -158,6 +185,8 @@ class SandboxKubelet(LocalPodHost):
         self.namespaces = tuple(namespaces)
         self.addresses = AddressPool(node_subnet(node))
         self._pods: dict[tuple[str, str], _PodState] = {}
+        #: Where the data plane listens, once it does (set by the sandbox): comparator pods call Services there.
+        self.dataplane_url = ""
         self._status_writer = CoalescingStatusWriter(
             self._write_status, log, describe=lambda key: f"pod {key[0]}/{key[1]}"
         )
@@ -294,6 +323,10 @@ class SandboxKubelet(LocalPodHost):
             termination_log = self.log_dir / f"{namespace}_{name}.termination-log"
             termination_log.unlink(missing_ok=True)
             env["TERMINATION_MESSAGE_PATH"] = str(termination_log)
+        module = MODEL_SERVER_MODULE
+        if is_comparator(labels):
+            module = COMPARATOR_MODULE
+            env = through_dataplane(env, self.dataplane_url)
         runner = PodRunner(
             pod=pod,
             env=env,
@@ -301,6 +334,7 @@ class SandboxKubelet(LocalPodHost):
             sim=self,
             restart_policy=str(spec.get("restartPolicy") or "Always"),
             args=args,
+            module=module,
         )
         self._pods[(namespace, name)] = _PodState(runner, pod.uid, containers, termination_log=termination_log)
         self.registry.add(pod)

@@ -21,7 +21,9 @@ Environment (all optional):
   ROLLOUT_NAME, ROLLOUT_NAMESPACE, MODEL_URI (echoed only when serving), MODEL_VARIANT (baseline | drifted),
   FAULT_LATENCY_MS, FAULT_ERROR_RATE, FAULT_NULL_RATE, FAULT_CRASH_ON_START, FAULT_CRASH_DELAY_S,
   FAULT_STARTUP_DELAY_S, FAULT_SEED, FAULT_CONFUSE (a share: less accurate, same output mix),
-  FEEDBACK_URL (default http://HOST:PORT/feedback), MODEL_CACHE_DIR (empty: no cache).
+  FEEDBACK_URL (default http://HOST:PORT/feedback), MODEL_CACHE_DIR (empty: no cache),
+  FAULT_DISAGREE_RATE (0..1: that share of predictions answers the other class, score 1 - score, with the
+  same latency and errors: a candidate a shadow comparison must catch).
 
 Start-up is dominated by importing scikit-learn (~1.8 s here), so the fitted parameters are cached as a
 small JSON per variant (in the temp dir by default) and a cached start serves with numpy alone.
@@ -319,6 +321,7 @@ class ServerConfig:
     latency_ms: float = 0.0
     error_rate: float = 0.0
     null_rate: float = 0.0
+    disagree_rate: float = 0.0
     crash_on_start: bool = False
     crash_delay_s: float = 0.2
     startup_delay_s: float = 0.0
@@ -352,6 +355,7 @@ class ServerConfig:
             latency_ms=_env_float(e, "FAULT_LATENCY_MS", 0.0, 0.0, 600_000.0),
             error_rate=_env_float(e, "FAULT_ERROR_RATE", 0.0, 0.0, 1.0),
             null_rate=_env_float(e, "FAULT_NULL_RATE", 0.0, 0.0, 1.0),
+            disagree_rate=_env_float(e, "FAULT_DISAGREE_RATE", 0.0, 0.0, 1.0),
             crash_on_start=_env_bool(e, "FAULT_CRASH_ON_START"),
             crash_delay_s=_env_float(e, "FAULT_CRASH_DELAY_S", 0.2, 0.0, 3600.0),
             startup_delay_s=_env_float(e, "FAULT_STARTUP_DELAY_S", 0.0, 0.0, 3600.0),
@@ -578,6 +582,9 @@ class ModelServer:
                 else:
                     if self.confuser is not None:
                         label = self.confuser.answer(label, matrix[index])
+                    if cfg.disagree_rate > 0 and self._rng.random() < cfg.disagree_rate:
+                        label = next(name for name in model.class_names if name != label)
+                        score = 1.0 - score
                     obs.record_output(label, score)
                     self.feedback.remember(prediction_id, label)
                     results.append({"prediction": label, "score": round(score, 6), "predictionId": prediction_id})

@@ -506,6 +506,8 @@ class Sandbox:
             endpoint_slices=self.real_api,
         )
         await self.dataplane.start()
+        if isinstance(self.simulator, SandboxKubelet):
+            self.simulator.dataplane_url = self.dataplane.url  # comparator pods reach Services through it
         prometheus_url = f"http://127.0.0.1:{prometheus_port}"
         if cfg.operator:
             if operator_kubeconfig is None and cfg.operator_kubeconfig is not None:

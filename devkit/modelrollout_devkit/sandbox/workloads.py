@@ -152,6 +152,8 @@ class PodRunner:
     restart_policy: str = "Always"
     #: Arguments after ``python -m <model server>`` (a Job's container's ``args``, e.g. ``--evaluate``).
     args: tuple[str, ...] = ()
+    #: What the pod runs: the reference model server, or (a shadow comparator's pod) the comparator.
+    module: str = MODEL_SERVER_MODULE
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
@@ -226,7 +228,7 @@ class PodRunner:
         opts = self.sim.options
         env = {**self.env, "PORT": str(self.pod.port), "HOST": self.pod.host}
         self.process = await procs.spawn(
-            [opts.python, "-m", MODEL_SERVER_MODULE, *self.args], env=env, log_path=Path(self.pod.log_path)
+            [opts.python, "-m", self.module, *self.args], env=env, log_path=Path(self.pod.log_path)
         )
         self.pod.pid = self.process.pid
         self.pod.started_at = time.time()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from modelrollout.analysis.accuracy import judge_accuracy
+from modelrollout.analysis.agreement import judge_agreement
 from modelrollout.analysis.compare import CompareLimits, Direction, compare
 from modelrollout.analysis.drift import DEFAULT_MIN_COUNT, DriftCriteria, Statistic, categorical_drift, histogram_drift
 from modelrollout.analysis.evaluate import Observation, judge
@@ -31,6 +32,8 @@ WHOLE = "all"  # the group name of a distribution that is not split by a label
 def judge_metric(metric: Metric, observation: Observation, at: str) -> Measurement:
     if observation.error is not None:
         return Measurement(phase=Verdict.ERROR, at=at, message=observation.error)
+    if metric.agreement is not None:
+        return judge_agreement(metric.agreement, observation, at)
     if metric.kind == "compare":
         return _compare(metric, observation, at)
     if metric.kind == "drift":

@@ -163,6 +163,34 @@ class AnalysisStep(ApiModel):
         return value
 
 
+class ShadowComparison(ApiModel):
+    """Compare the candidate's answers to mirrored requests with stable's, one by one (docs/shadow-agreement.md)."""
+
+    stable_answers: Literal["reask", "report"] = Field(
+        default="reask",
+        description="reask: the comparator sends each copy to the stable Service too (extra load on stable: the "
+        "mirrored share); report: stable's answers are POSTed to the comparator's /_comparator/answers, joined by "
+        "request id.",
+    )
+    request_id_header: str = Field(
+        default="x-request-id",
+        min_length=1,
+        description="The request header that joins the two answers of one request (report mode).",
+    )
+    class_field: str = Field(
+        default="prediction",
+        min_length=1,
+        description="The field of an answer (or of each batch item) holding the class.",
+    )
+    score_field: str = Field(default="score", min_length=1, description="The field holding the score.")
+    join_ttl_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="How long one answer waits for the other before the request counts as unjoined.",
+    )
+
+
 class MirrorStep(ApiModel):
     """Shadow traffic: copy a share of live requests to the candidate and discard its answers."""
 
@@ -171,6 +199,12 @@ class MirrorStep(ApiModel):
         le=100,
         description="Percentage of live requests copied to the candidate; 0 stops mirroring. Needs a "
         "traffic router (spec.trafficRouting).",
+    )
+    compare: ShadowComparison | None = Field(
+        default=None,
+        description="Mirror to a comparator the operator deploys (<rollout>-comparator) instead of the candidate: it "
+        "asks the candidate, compares its answers with stable's and publishes agreement series for `agreement` "
+        "metrics. The user still never sees a candidate's answer.",
     )
 
 
@@ -418,6 +452,31 @@ class Compare(ApiModel):
         if self.max_ratio is None and self.max_difference is None:
             raise ValueError("set maxRatio, maxDifference or both")
         return self
+
+
+class Agreement(ApiModel):
+    """Judge a shadow candidate by how often its answers agree with stable's on the same requests (the
+    comparator's series): a Wilson score interval of the agreement rate, at the given confidence."""
+
+    min: float = Field(
+        gt=0,
+        le=1,
+        description="The lowest acceptable agreement rate. Passes when the interval's lower bound is at least min, "
+        "fails when its upper bound is below min, else Inconclusive (not enough evidence yet).",
+    )
+    min_pairs: int = Field(
+        default=100,
+        ge=1,
+        description="Fewer compared pairs than this in the window: Inconclusive, never a pass.",
+    )
+    window: str = Field(
+        default="5m",
+        pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$",
+        description="The PromQL range the pairs are counted over, e.g. 5m.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.999, description="The one-sided confidence of the interval's bounds (0.5 to 0.999)."
+    )
 
 
 class TrainingReference(ApiModel):
@@ -703,6 +762,12 @@ class Metric(ApiModel):
         description="Judge on ground truth that arrives later: queries built from the SDK's feedback series "
         "(docs/analysis.md, Ground truth).",
     )
+    agreement: Agreement | None = Field(
+        default=None,
+        description="How often a shadow candidate must agree with stable, from the comparator of a mirror step with "
+        "compare (no provider: the comparator's series are queried from spec.analysis.prometheus). Measured in "
+        "analysis steps only unless background: true is set.",
+    )
     min_count: float | None = Field(
         default=None,
         ge=0,
@@ -734,6 +799,22 @@ class Metric(ApiModel):
             return self  # resolved into the fields below before the spec is judged
         if self.accuracy is not None:
             return self._accuracy_alone()
+        if self.agreement is not None:
+            others = [
+                kind
+                for kind in (*PROVIDERS, "threshold", "compare", "drift", "min_count")
+                if getattr(self, kind) is not None
+            ]
+            if others:
+                raise ValueError(
+                    "an agreement metric queries the comparator's series itself: remove "
+                    + ", ".join(to_camel(kind) for kind in others)
+                )
+            if "background" not in self.model_fields_set:
+                # There are pairs only while a compare mirror runs: measured all along by default, it
+                # would count Inconclusive measurements before the shadow and pause the rollout.
+                self.background = False
+            return self
         providers = [provider for provider in PROVIDERS if getattr(self, provider) is not None]
         if len(providers) != 1:
             raise ValueError(
@@ -741,7 +822,10 @@ class Metric(ApiModel):
             )
         chosen = [kind for kind in ("threshold", "compare", "drift") if getattr(self, kind) is not None]
         if len(chosen) != 1:
-            raise ValueError(f"set exactly one of threshold, compare, drift (found: {', '.join(chosen) or 'none'})")
+            raise ValueError(
+                "set exactly one of threshold, compare, drift, or use accuracy or agreement, which judge "
+                f"themselves (found: {', '.join(chosen) or 'none'})"
+            )
         if providers[0] != "prometheus":
             # compare and drift need queries for stable and series; a web answer or a Job gives one number.
             if chosen[0] != "threshold":
@@ -775,6 +859,8 @@ class Metric(ApiModel):
     def kind(self) -> str:
         if self.accuracy is not None:
             return "accuracy"
+        if self.agreement is not None:
+            return "agreement"
         return "compare" if self.compare is not None else "drift" if self.drift is not None else "threshold"
 
     @property
@@ -1184,6 +1270,7 @@ class ModelRolloutSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
+<<<<<<< HEAD
     def _webhook_gates(self) -> ModelRolloutSpec:
         names = [gate.name for gate in self.webhooks]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -1199,6 +1286,26 @@ class ModelRolloutSpec(ApiModel):
                     )
         return self
 
+=======
+    def _agreement_needs_a_comparator(self) -> ModelRolloutSpec:
+        if self.shadow_comparison() is not None:
+            return self
+        for position, metric in enumerate(self.analysis.metrics):
+            if metric.agreement is not None:
+                raise ValueError(
+                    f"analysis.metrics[{position}].agreement: {metric.name!r} judges the pairs of a shadow "
+                    "comparator; add a canary step mirror: {percent: N, compare: {}} (it needs a traffic router)"
+                )
+        return self
+
+    def shadow_comparison(self) -> ShadowComparison | None:
+        """The comparison the rollout's mirror steps ask for (the first that asks), if any: then every mirror
+        of the rollout goes to its comparator."""
+        if self.strategy.blue_green is not None:
+            return None
+        return next((step.mirror.compare for step in self.strategy.steps if step.mirror and step.mirror.compare), None)
+
+>>>>>>> main
 
 # ---------------------------------------------------------------------------------------------
 # Status
@@ -1381,7 +1488,11 @@ class Weights(ApiModel):
 
     stable: int = Field(default=100, description="Percent of traffic on the stable version.")
     candidate: int = Field(default=0, description="Percent of traffic on the candidate.")
-    mirror: int = Field(default=0, description="Percent of traffic copied to the candidate (answers discarded).")
+    mirror: int = Field(
+        default=0,
+        description="Percent of traffic copied to the candidate (answers discarded, or compared with stable's by "
+        "the comparator).",
+    )
     header_route: bool = Field(
         default=False, description="Whether requests with the step's header go to the candidate."
     )

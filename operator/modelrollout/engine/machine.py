@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from modelrollout.analysis.agreement import agreement_queries
 from modelrollout.api.durations import format_duration, parse_duration
 from modelrollout.api.models import (
     AnalysisStatus,
@@ -54,6 +55,7 @@ from modelrollout.engine.common import (
     template_values,
     timestamp,
 )
+from modelrollout.engine.comparator import comparator_actions
 from modelrollout.engine.evaluation import evaluation_job
 from modelrollout.engine.gates import gate_requests
 from modelrollout.engine.ground_truth import accuracy_request, concept_condition, is_accuracy
@@ -74,10 +76,12 @@ from modelrollout.engine.types import (
     CommandAction,
     Deadlines,
     Decision,
+    DeleteComparator,
     DeleteDeployment,
     DeleteEvaluationJob,
     DeleteEvaluationJobs,
     DeploymentState,
+    EnsureComparator,
     EnsureDeployment,
     EnsureEvaluationJob,
     EnsureService,
@@ -234,6 +238,9 @@ def _request(kind: str, name: str, spec: ModelRolloutSpec, values: dict[str, str
         return MeasurementRequest(kind, name, {}, None, provider="job")
     if metric.accuracy is not None:
         return accuracy_request(kind, name, spec, values)
+    if metric.agreement is not None:
+        rendered = {role: render_template(query, values) for role, query in agreement_queries(metric.agreement).items()}
+        return MeasurementRequest(kind, name, rendered, spec.analysis.prometheus.address)
     prometheus = metric.query
     address = prometheus.address or spec.analysis.prometheus.address
     raw: dict[str, str | None] = {}
@@ -317,7 +324,9 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)
     working.summary = summarize(working, spec)
-    return Decision(_traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
+    # The comparator first: a mirror to it must find it (copies sent before it is ready are dropped).
+    comparator = comparator_actions(spec, status, working)
+    return Decision(comparator + _traffic_actions(run) + compact(run.actions), working, run.events, run.deadlines())
 
 
 def summarize(status: ModelRolloutStatus, spec: ModelRolloutSpec) -> Summary:
@@ -392,7 +401,7 @@ def compact(actions: list[Action]) -> list[Action]:
         if isinstance(action, (FireHook, RestartDeployment, DeleteEvaluationJob)):
             others.append(action)
             continue
-        if isinstance(action, (EnsureEvaluationJob, DeleteEvaluationJobs)):
+        if isinstance(action, (EnsureEvaluationJob, DeleteEvaluationJobs, EnsureComparator, DeleteComparator)):
             if action not in others:
                 others.append(action)
             continue

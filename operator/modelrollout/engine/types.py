@@ -238,6 +238,21 @@ class DeleteEvaluationJobs:
 
 
 @dataclass(frozen=True)
+class EnsureComparator:
+    """Run the shadow comparator for this candidate (a mirror step with compare): create it, or
+    replace its pod when it compares another revision."""
+
+    revision: str
+    stable_version: str
+    candidate_version: str
+
+
+@dataclass(frozen=True)
+class DeleteComparator:
+    """The candidate left: its comparator (Deployment and Service) goes."""
+
+
+@dataclass(frozen=True)
 class FireHook:
     """Fire the retraining hook for a drift episode (a Job of a stable name, or a webhook POST)."""
 
@@ -258,6 +273,8 @@ Action = (
     | EnsureEvaluationJob
     | DeleteEvaluationJob
     | DeleteEvaluationJobs
+    | EnsureComparator
+    | DeleteComparator
 )
 
 

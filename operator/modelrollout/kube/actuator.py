@@ -7,10 +7,12 @@ from typing import Any, Protocol
 from modelrollout.api.models import ModelRolloutSpec
 from modelrollout.engine.types import (
     Action,
+    DeleteComparator,
     DeleteDeployment,
     DeleteEvaluationJob,
     DeleteEvaluationJobs,
     DeploymentState,
+    EnsureComparator,
     EnsureDeployment,
     EnsureEvaluationJob,
     EnsureService,
@@ -20,11 +22,11 @@ from modelrollout.engine.types import (
     ScaleDeployment,
     SetRoute,
 )
-from modelrollout.kube import manifests
+from modelrollout.kube import comparator, manifests
 from modelrollout.kube.api import DEPLOYMENTS, JOBS, SERVICES, KubeApi
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.routing import RouteTarget, apply_route
-from modelrollout.vocabulary.names import RESTARTED_AT_ANNOTATION, deployment_name
+from modelrollout.vocabulary.names import RESTARTED_AT_ANNOTATION, comparator_name, deployment_name
 
 
 class WriteLog(Protocol):
@@ -97,7 +99,37 @@ class Actuator:
                 selector = f"{manifests.EVALUATION_LABEL}={self._owner.name}"
                 for left in await self._api.list(JOBS, self._owner.namespace, label_selector=selector):
                     await self._api.delete(JOBS, self._owner.namespace, left["metadata"]["name"])
+            elif isinstance(action, EnsureComparator):
+                await self._ensure_comparator(action)
+            elif isinstance(action, DeleteComparator):
+                await self._api.delete(DEPLOYMENTS, self._owner.namespace, comparator_name(self._owner.name))
+                await self._api.delete(SERVICES, self._owner.namespace, comparator_name(self._owner.name))
         return hook_results
+
+    async def _ensure_comparator(self, action: EnsureComparator) -> None:
+        settings = self._spec.shadow_comparison()
+        if settings is None:
+            return
+        body = comparator.deployment(
+            self._owner,
+            self._spec,
+            settings,
+            revision=action.revision,
+            stable_version=action.stable_version,
+            candidate_version=action.candidate_version,
+        )
+        namespace, name = self._owner.namespace, comparator_name(self._owner.name)
+        # Asked for on every pass of a shadow: one read when it is there already (the usual case).
+        existing = await self._api.get(DEPLOYMENTS, namespace, name) or await self._api.create_or_get(
+            DEPLOYMENTS, namespace, body
+        )
+        annotations = (existing.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(comparator.FOR_ANNOTATION) != action.revision:
+            # Another candidate's comparator: the same object, told the new versions (a new pod).
+            metadata = {"annotations": body["metadata"]["annotations"]}
+            await self._api.merge_patch(DEPLOYMENTS, namespace, name, {"metadata": metadata, "spec": body["spec"]})
+        if await self._api.get(SERVICES, namespace, name) is None:
+            await self._api.create_or_get(SERVICES, namespace, comparator.service(self._owner, self._spec))
 
     async def _ensure_service(self, name: str, selector: dict[str, str]) -> None:
         body = manifests.service(self._owner, self._spec, name, selector)

@@ -19,6 +19,7 @@ from modelrollout.kube.api import CRDS, ApiError, KubeApi, Resource, merge_patch
 from modelrollout.traffic.base import JsonDict, RouteError, Router, RouteResource, missing_route
 from modelrollout.traffic.factory import router_for
 from modelrollout.traffic.gateway_api import HTTPROUTE_CRD, GatewayApiFeatures, features_of
+from modelrollout.vocabulary.names import comparator_name
 from modelrollout.vocabulary.routes import RouteState, RouteView
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def route_target(
     """The route this rollout's canary steers, if it has one."""
     if spec.strategy.blue_green is not None:
         return None
-    router = router_for(spec.traffic_routing, rollout, gateway_api=gateway_api)
+    mirror_service = comparator_name(rollout) if spec.shadow_comparison() is not None else ""
+    router = router_for(spec.traffic_routing, rollout, gateway_api=gateway_api, mirror_service=mirror_service)
     return RouteTarget(router, namespace) if router is not None else None
 
 

@@ -23,7 +23,7 @@ from modelrollout.traffic.gateway_api import HTTPROUTES, GatewayApiFeatures, Gat
 from modelrollout.traffic.istio import GROUP as ISTIO_GROUP
 from modelrollout.traffic.istio import PLURAL as ISTIO_PLURAL
 from modelrollout.traffic.istio import IstioRouter
-from modelrollout.vocabulary.names import candidate_service_name, stable_service_name
+from modelrollout.vocabulary.names import candidate_service_name, comparator_name, stable_service_name
 
 FIELD = "spec.trafficRouting"
 _ROUTERS = {"gatewayAPI": "httpRoute", "istio": "virtualService"}
@@ -76,10 +76,12 @@ def router_for(
     *,
     gateway_api: GatewayApiFeatures | None = None,
     istio_version: str = "v1beta1",
+    mirror_service: str = "",
 ) -> Router | None:
     """The router `spec.trafficRouting` names for the canary of `rollout` (between its `-stable` and
-    `-canary` Services); None when it names none (the split is the replica ratio); ValueError,
-    naming the field, when it names two or an unknown one."""
+    `-canary` Services; a mirror goes to `mirror_service` when given, the comparator); None when it
+    names none (the split is the replica ratio); ValueError, naming the field, when it names two or an
+    unknown one."""
     if isinstance(spec_traffic_routing, BaseModel):
         spec_traffic_routing = spec_traffic_routing.model_dump(by_alias=True, exclude_none=True)
     if not spec_traffic_routing:
@@ -103,5 +105,5 @@ def router_for(
         # The spec can only turn the percent off (a cluster with an older Gateway API), never force it on.
         if options.get("mirrorPercentSupported") is False:
             features = replace(features, mirror_percent=False)
-        return GatewayApiRouter(name, stable, candidate, features)
-    return IstioRouter(name, stable, candidate, istio_version)
+        return GatewayApiRouter(name, stable, candidate, features, mirror_service, comparator_name(rollout))
+    return IstioRouter(name, stable, candidate, istio_version, mirror_service, comparator_name(rollout))

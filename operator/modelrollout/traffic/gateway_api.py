@@ -113,8 +113,25 @@ def _with_header(match: JsonDict, header: HeaderMatch) -> JsonDict:
 @dataclass(frozen=True)
 class GatewayApiRouter(ObjectRouter):
     features: GatewayApiFeatures = field(default_factory=GatewayApiFeatures)
+    #: Where the mirror goes when not to the candidate: the rollout's comparator (a shadow step with compare).
+    mirror_service: str = ""
+    #: The rollout's comparator Service: a mirror to it is ours even when this spec mirrors to the candidate.
+    comparator_service: str = field(default="", compare=False)
 
     kind: ClassVar[str] = HTTPROUTES.kind
+
+    @property
+    def mirror_to(self) -> str:
+        return self.mirror_service or self.candidate_service
+
+    def _our_mirror(self, item: JsonDict, namespace: str) -> bool:
+        """A RequestMirror filter of ours: to the candidate, or to the comparator."""
+        target = _mirror_target(item)
+        return any(
+            _refers_to(target, service, namespace)
+            for service in (self.candidate_service, self.mirror_to, self.comparator_service)
+            if service
+        )
 
     @property
     def resource(self) -> RouteResource:
@@ -188,7 +205,7 @@ class GatewayApiRouter(ObjectRouter):
         mirror = 0
         for item in rule.get("filters") or []:
             target = _mirror_target(item)
-            if target is not None and _refers_to(target, self.candidate_service, namespace):
+            if target is not None and _refers_to(target, self.mirror_to, namespace):
                 mirror = round(_mirrored_percent(item))
         header: HeaderMatch | None = None
         for other in (route.get("spec") or {}).get("rules") or []:
@@ -207,7 +224,7 @@ class GatewayApiRouter(ObjectRouter):
         return {**clone(stable), "name": self.candidate_service}
 
     def _mirror_filter(self, stable: JsonDict, state: RouteState) -> JsonDict:
-        backend = {"name": self.candidate_service, **{key: stable[key] for key in _OBJECT_REF_FIELDS if key in stable}}
+        backend = {"name": self.mirror_to, **{key: stable[key] for key in _OBJECT_REF_FIELDS if key in stable}}
         mirror: JsonDict = {"backendRef": backend}
         if state.mirror_percent < 100 and self.features.mirror_percent:
             mirror["percent"] = state.mirror_percent
@@ -225,7 +242,7 @@ class GatewayApiRouter(ObjectRouter):
         filters: list[JsonDict] = []
         placed = False
         for item in rule.get("filters") or []:
-            if _refers_to(_mirror_target(item), self.candidate_service, namespace):
+            if self._our_mirror(item, namespace):
                 # Replace ours where it stands (or drop it), so the user's filter order is kept.
                 if state.mirror_percent > 0 and not placed:
                     filters.append(self._mirror_filter(stable, state))
@@ -236,9 +253,7 @@ class GatewayApiRouter(ObjectRouter):
             filters.append(self._mirror_filter(stable, state))
         # A `filters` list that held only our mirror goes with it: the rule reads as the user wrote it.
         before = rule.get("filters") or []
-        only_ours = bool(before) and all(
-            _refers_to(_mirror_target(item), self.candidate_service, namespace) for item in before
-        )
+        only_ours = bool(before) and all(self._our_mirror(item, namespace) for item in before)
         set_or_drop(edited, "filters", filters, "filters" in rule and not only_ours)
         return edited
 
@@ -258,7 +273,7 @@ class GatewayApiRouter(ObjectRouter):
         filters = [
             clone(item)
             for item in first.get("filters") or []
-            if not _refers_to(_mirror_target(item), self.candidate_service, namespace)
+            if not self._our_mirror(item, namespace)
         ]
         if filters:
             rule["filters"] = filters

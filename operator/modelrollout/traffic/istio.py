@@ -19,7 +19,7 @@ as bad input rather than overwritten. The newer `mirrors` list is left alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from modelrollout.traffic.base import (
@@ -72,8 +72,23 @@ def _weights(entries: list[JsonDict]) -> list[float]:
 @dataclass(frozen=True)
 class IstioRouter(ObjectRouter):
     version: str = "v1beta1"
+    #: Where the mirror goes when not to the candidate: the rollout's comparator (a shadow step with compare).
+    mirror_service: str = ""
+    #: The rollout's comparator Service: a mirror to it is ours even when this spec mirrors to the candidate.
+    comparator_service: str = field(default="", compare=False)
 
     kind: ClassVar[str] = KIND
+
+    @property
+    def mirror_to(self) -> str:
+        return self.mirror_service or self.candidate_service
+
+    def _our_mirror_host(self, host: Any, namespace: str) -> bool:
+        return any(
+            _is_host(host, service, namespace)
+            for service in (self.candidate_service, self.mirror_to, self.comparator_service)
+            if service
+        )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,7 +144,7 @@ class IstioRouter(ObjectRouter):
         if (
             mirror_host is not None
             and mirror_percent > 0
-            and not _is_host(mirror_host, self.candidate_service, namespace)
+            and not self._our_mirror_host(mirror_host, namespace)
         ):
             return (
                 f'{where} already mirrors to "{mirror_host}" and Istio\'s mirror holds one target; remove it to '
@@ -161,7 +176,7 @@ class IstioRouter(ObjectRouter):
         )
         weight = round(100 * candidate / total) if total else 0
         mirror = 0
-        if _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace):
+        if _is_host((http.get("mirror") or {}).get("host"), self.mirror_to, namespace):
             mirror = round(float((http.get("mirrorPercentage") or {}).get("value", 100)))
         header: HeaderMatch | None = None
         for other in (route.get("spec") or {}).get("http") or []:
@@ -190,10 +205,11 @@ class IstioRouter(ObjectRouter):
             entries.append({**self._candidate_entry(stable), "weight": weight})
         edited["route"] = entries
 
-        ours = _is_host((http.get("mirror") or {}).get("host"), self.candidate_service, namespace)
+        ours = self._our_mirror_host((http.get("mirror") or {}).get("host"), namespace)
         if state.mirror_percent > 0:
-            candidate = self._candidate_entry(stable)["destination"]
-            edited["mirror"] = {key: candidate[key] for key in ("host", "port") if key in candidate}
+            target = clone(stable["destination"])
+            target["host"] = _host_like(target["host"], self.stable_service, self.mirror_to)
+            edited["mirror"] = {key: target[key] for key in ("host", "port") if key in target}
             edited["mirrorPercentage"] = {"value": float(state.mirror_percent)}
         elif ours:
             for key in _MIRROR_KEYS:

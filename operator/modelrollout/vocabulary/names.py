@@ -38,3 +38,13 @@ def stable_service_name(rollout: str) -> str:
 
 def candidate_service_name(rollout: str, blue_green: bool = False) -> str:
     return f"{rollout}-preview" if blue_green else f"{rollout}-canary"
+
+
+def comparator_name(rollout: str) -> str:
+    """The shadow comparator's Deployment and Service (a mirror step with compare)."""
+    return f"{rollout}-comparator"
+
+
+#: On every request the shadow comparator sends (to stable and candidate): shadow work, never a caller's;
+#: a comparator refuses a request that carries it, so a route that mirrors its calls cannot loop.
+SHADOW_HEADER = "X-Modelrollout-Shadow"
