@@ -368,7 +368,6 @@ SPEC_CASES: list[SpecCase] = [
         'spec.automation: Unsupported value: "yolo": supported values: "manual", "assisted", "auto"',
     ),
     SpecCase(
-<<<<<<< HEAD
         "a notification destination with both url and urlFrom",
         "`notifications: {webhooks: [{name: chat, url: ..., urlFrom: ...}]}`",
         _set(
@@ -410,7 +409,8 @@ SPEC_CASES: list[SpecCase] = [
             _set("strategy", {"blueGreen": {}}),
             _set("webhooks", [{"name": "freeze", "type": "confirm-promotion", "url": "http://gate.example/"}]),
         ),
-=======
+    ),
+    SpecCase(
         "an agreement metric with no pairs to judge",
         "`agreement: {min: 0.97, minPairs: 0}` (with a `mirror: {percent: 50, compare: {}}` step)",
         _both(
@@ -424,7 +424,6 @@ SPEC_CASES: list[SpecCase] = [
         "an agreement metric without a comparator",
         "`agreement: {min: 0.97}` with no `mirror: {..., compare: {}}` step",
         _set("analysis.metrics.1", {"name": "agreement", "agreement": {"min": 0.97}}),
->>>>>>> main
     ),
 ]
 

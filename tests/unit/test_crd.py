@@ -129,16 +129,13 @@ SPEC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.analysis.metrics[].accuracy.minLabelled": (1, None, False),
     "root.spec.analysis.metrics[].accuracy.confidence": (0.5, 0.9999, False),
     "root.spec.monitoring.consecutiveFailures": (1, 10, False),
-<<<<<<< HEAD
     "root.spec.notifications.webhooks[].maxAttempts": (1, 20, False),
     "root.spec.notifications.webhooks[].timeoutSeconds": (0, 30, True),
     "root.spec.webhooks[].timeoutSeconds": (0, 30, True),
-=======
     "root.spec.strategy.canary.steps[].mirror.compare.joinTtlSeconds": (1, 600, False),
     "root.spec.analysis.metrics[].agreement.min": (0, 1, True),
     "root.spec.analysis.metrics[].agreement.minPairs": (1, None, False),
     "root.spec.analysis.metrics[].agreement.confidence": (0.5, 0.999, False),
->>>>>>> main
 }
 TEMPLATE_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "root.spec.threshold.min": (None, None, False),

@@ -1270,7 +1270,6 @@ class ModelRolloutSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
-<<<<<<< HEAD
     def _webhook_gates(self) -> ModelRolloutSpec:
         names = [gate.name for gate in self.webhooks]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -1286,7 +1285,7 @@ class ModelRolloutSpec(ApiModel):
                     )
         return self
 
-=======
+    @model_validator(mode="after")
     def _agreement_needs_a_comparator(self) -> ModelRolloutSpec:
         if self.shadow_comparison() is not None:
             return self
@@ -1305,7 +1304,6 @@ class ModelRolloutSpec(ApiModel):
             return None
         return next((step.mirror.compare for step in self.strategy.steps if step.mirror and step.mirror.compare), None)
 
->>>>>>> main
 
 # ---------------------------------------------------------------------------------------------
 # Status
