@@ -34,7 +34,7 @@ from modelrollout.client_errors import (
 )
 from modelrollout.engine.types import CommandAction
 from modelrollout.kube.api import JSON_PATCH, MODELROLLOUTS, ApiError, KubeApi
-from modelrollout.settings import OperatorOptions
+from modelrollout.settings import OperatorOptions, in_cluster_namespace
 
 #: The entry-point group through which other distributions add commands to the CLI.
 COMMAND_ENTRY_POINTS = "modelrollout.commands"
@@ -171,6 +171,12 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         "with the next change (0: write each at once)",
         "60",
         type=_SECONDS_OR_ZERO,
+    )
+    _add_option(
+        run,
+        "--operator-namespace",
+        "the operator's own namespace, where the ConfigMap and Secret modelrollout-notifications hold "
+        "operator-wide notification destinations (default: the pod's namespace in a cluster; none: off)",
     )
     _add_option(run, "--metrics-port", "port of the operator's /metrics (0: off)", "8080", type=_PORT)
     _add_option(run, "--metrics-host", "address of the operator's /metrics", "0.0.0.0")
@@ -458,6 +464,7 @@ def run_operator(args: argparse.Namespace) -> int:
         peering_lifetime=args.peering_lifetime,
         resync_seconds=args.resync_seconds,
         quiet_write_seconds=args.quiet_write_seconds,
+        operator_namespace=args.operator_namespace or in_cluster_namespace(),
         log_format=args.log_format,
         metrics_port=args.metrics_port or None,
         metrics_host=args.metrics_host,

@@ -116,6 +116,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prometheus_timeout=options.prometheus_timeout,
         prometheus_batch_seconds=options.prometheus_batch_seconds,
         quiet_write_seconds=options.quiet_write_seconds,
+        operator_namespace=options.operator_namespace,
     )
 
 

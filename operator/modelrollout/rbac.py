@@ -26,6 +26,9 @@ READ = ("get", "list", "watch")
 class Scope(enum.StrEnum):
     CLUSTER = "cluster"
     NAMESPACED = "namespaced"
+    # In the operator's own namespace only, and only when it watches named namespaces (watching every
+    # namespace, the namespaced rules cover it): the operator-wide notification ConfigMap and Secret.
+    OPERATOR_NAMESPACE = "operator-namespace"
 
 
 class When(enum.StrEnum):
@@ -184,8 +187,24 @@ RULES: tuple[Rule, ...] = (
         "secrets",
         ("get",),
         Scope.NAMESPACED,
-        "read the Prometheus credentials a ModelRollout names in spec.analysis.prometheus.auth, and a web "
-        "metric's headers from Secrets (get only: never list or watch)",
+        "read the Prometheus credentials a ModelRollout names in spec.analysis.prometheus.auth, a web "
+        "metric's headers, and notification URLs and headers from Secrets (get only: never list or watch)",
+    ),
+    Rule(
+        "",
+        "configmaps",
+        ("get",),
+        Scope.OPERATOR_NAMESPACE,
+        "the operator-wide notification destinations: the ConfigMap modelrollout-notifications in the operator's "
+        "namespace (the chart limits it to that name)",
+    ),
+    Rule(
+        "",
+        "secrets",
+        ("get",),
+        Scope.OPERATOR_NAMESPACE,
+        "the credentials of the operator-wide notification destinations: the Secret modelrollout-notifications "
+        "beside that ConfigMap (the chart limits it to that name)",
     ),
 )
 
@@ -206,16 +225,20 @@ Grant = tuple[str, str, str, str]  # (where, apiGroup, resource, verb); where is
 CLUSTER = "*cluster*"
 
 
-def grants(*, namespaces: list[str], peering: bool) -> set[Grant]:
+def grants(*, namespaces: list[str], peering: bool, operator_namespace: str | None = None) -> set[Grant]:
     """Every (where, apiGroup, resource, verb) an install must grant.
 
     `namespaces` empty means the operator watches the whole cluster: everything is cluster-wide.
-    Otherwise namespaced rules are granted in each listed namespace only.
+    Otherwise namespaced rules are granted in each listed namespace only, and the operator-namespace
+    rules in `operator_namespace` (the chart's release namespace).
     """
     cluster_wide = not namespaces
     granted: set[Grant] = set()
     for rule in rules(cluster_wide=cluster_wide, peering=peering):
-        places = [CLUSTER] if cluster_wide or rule.scope is Scope.CLUSTER else namespaces
+        if rule.scope is Scope.OPERATOR_NAMESPACE:
+            places = [CLUSTER] if cluster_wide else ([operator_namespace] if operator_namespace else [])
+        else:
+            places = [CLUSTER] if cluster_wide or rule.scope is Scope.CLUSTER else namespaces
         for where in places:
             granted.update((where, rule.api_group, rule.resource, verb) for verb in rule.verbs)
     return granted

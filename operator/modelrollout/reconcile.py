@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from modelrollout.analysis.evaluate import Observation
 from modelrollout.api.models import ModelRolloutSpec, PrometheusAuth, WebHeader
 from modelrollout.api.templates import referenced_templates
@@ -50,9 +52,12 @@ from modelrollout.kube.events import EventLedger, pending_event
 from modelrollout.kube.hooks import HookRunner
 from modelrollout.kube.manifests import Owner
 from modelrollout.kube.routing import GatewayFeatures, RouteWriteError, apply_route, observe_route, route_target
+from modelrollout.kube.webhook_gates import ask_all
 from modelrollout.metrics.base import MetricBackend, QueryStatus
 from modelrollout.metrics.factory import BackendFactory
 from modelrollout.metrics.prometheus import Credentials
+from modelrollout.notify.ledger import next_retry_in
+from modelrollout.notify.notifier import Notifier
 from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
 from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
@@ -94,18 +99,32 @@ class Runtime:
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.
     quiet_write_seconds: float = 0.0
     left_for_next_pass: dict[Key, LeftForNextPass] = field(default_factory=dict)
+    # Where the operator-wide notification ConfigMap and Secret are (None: only spec.notifications).
+    operator_namespace: str | None = None
 
     backends: BackendFactory = field(init=False)
+    notifier: Notifier = field(init=False)
+    _gate_session: aiohttp.ClientSession | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # `backend` is the default Prometheus's; every metric's backend comes from the factory.
         self.backends = BackendFactory(
             self.backend, prometheus_timeout=self.prometheus_timeout, batch_seconds=self.prometheus_batch_seconds
         )
+        self.notifier = Notifier(self.api, self.operator_namespace, self.wakeups.wake)
+
+    def gate_session(self) -> aiohttp.ClientSession:
+        """The HTTP session webhook gates are asked on (made in the loop, on first use)."""
+        if self._gate_session is None or self._gate_session.closed:
+            self._gate_session = aiohttp.ClientSession()
+        return self._gate_session
 
     async def close_backends(self) -> None:
         """Close the backends' connections (their aiohttp sessions close in the loop)."""
         await self.backends.aclose()
+        await self.notifier.close()
+        if self._gate_session is not None:
+            await self._gate_session.close()
 
 
 async def secret_data(runtime: Runtime, namespace: str, name: str, where: str) -> dict[str, str] | str | None:
@@ -329,6 +348,9 @@ async def reconcile(
         features = await runtime.gateway_features.get(runtime.api) if uses_gateway else None
         target = route_target(spec, ref.name, ref.namespace, features)
     route = await observe_route(runtime.api, target) if target is not None else None
+    gate_answers = {}
+    if wanted.gates:  # webhook gates (engine/gates.py): a 2xx answer is yes, anything else not yet
+        gate_answers = await ask_all(runtime.gate_session(), runtime.api, ref.namespace, wanted.gates)
     left = runtime.left_for_next_pass.pop(key, LeftForNextPass())
     observations = Observations(
         deployments=deployments,
@@ -338,6 +360,7 @@ async def reconcile(
         command=command_of((metadata.get("annotations") or {}).get(COMMAND_ANNOTATION)),
         hook_result=left.hook_result,
         route_refusal=left.route_refusal,
+        gate_answers=gate_answers,
     )
     decision = decide(ref, status, observations, now)
     if decision.actions:
@@ -359,8 +382,15 @@ async def reconcile(
             # One FireHook per pass at most: its outcome is the next pass's observation, decided at once.
             runtime.left_for_next_pass[key] = LeftForNextPass(hook_result=hook_results[-1])
             decision = replace(decision, deadlines=Deadlines.at_once())
-    recorded = await record(runtime, body, stored, decision, held)
+    recorded = await record(runtime, body, stored, decision, held, spec)
     runtime.statuses.remember(key, decision.status)
+    retry_in = next_retry_in(decision.status, now)
+    if retry_in is not None:  # a message's next attempt: look again then, whatever else the rollout waits for
+        soonest = Deadlines(
+            next=min(retry_in, decision.deadlines.next if decision.deadlines.next is not None else retry_in),
+            urgent=min(retry_in, decision.deadlines.urgent if decision.deadlines.urgent is not None else retry_in),
+        )
+        decision = replace(decision, deadlines=soonest)
     return PassResult(decision, recorded.written, now, recorded.events_posted, recorded.held)
 
 
@@ -377,6 +407,7 @@ async def record(
     stored: dict[str, Any],
     decision: Decision,
     held: HeldStatus | None = None,
+    spec: ModelRolloutSpec | None = None,
 ) -> Recorded:
     """Write the decided status with this pass's Events in it, then post the Events (see kube/events.py).
 
@@ -388,6 +419,9 @@ async def record(
     now = runtime.clock()
     at = timestamp(now)
     new = [pending_event(at, index, event, metadata["name"]) for index, event in enumerate(decision.events)]
+    # Messages: outcomes of earlier attempts, retries now due, and this pass's news, all into status
+    # before anything is sent (notify/ledger.py: at most once).
+    sending = await runtime.notifier.prepare(key, spec, status, new, now)
     stored_pending = status.pending_events
     wire = status.wire()
     if not new and runtime.quiet_write_seconds > 0:
@@ -415,6 +449,7 @@ async def record(
             if error.status == 404:  # deleted while we decided: nothing left to record
                 return Recorded(None, events_posted=True)
             raise
+    runtime.notifier.stored(key, sending)  # only now may they be sent
     # Events only once the status that explains them is stored: a failed write replays the pass,
     # and its events with it.
     for event in new:

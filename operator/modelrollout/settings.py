@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def in_cluster_namespace() -> str | None:
+    """The namespace of the pod the operator runs in, as its service account's token volume says."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -16,6 +27,7 @@ class OperatorOptions:
     peering_lifetime: int = 60
     resync_seconds: float = 60.0
     quiet_write_seconds: float = 60.0
+    operator_namespace: str | None = None  # where the operator-wide notification ConfigMap/Secret are
     log_format: str = "text"
     metrics_port: int | None = 8080
     metrics_host: str = "0.0.0.0"

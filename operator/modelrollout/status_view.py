@@ -14,7 +14,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from modelrollout.api.models import AnalysisStatus, MetricResult, ModelRolloutStatus, MonitoringStatus, Phase, Verdict
+from modelrollout.api.models import (
+    AnalysisStatus,
+    GateStatus,
+    MetricResult,
+    ModelRolloutStatus,
+    MonitoringStatus,
+    Phase,
+    Verdict,
+)
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import measured
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
@@ -60,6 +68,12 @@ def render(rollout: dict[str, Any]) -> Group:
         last = status.last_command
         style = "green" if last.outcome == "Applied" else "yellow"
         header.add_row("Last command", Text(f"{last.action} {last.outcome.lower()}: {last.reason}", style=style))
+    for gate in current_gates(status):
+        text = gate_words(gate)
+        header.add_row("Gate", Text(text, style="green" if gate.state == "Open" else "yellow"))
+    if status.notifications:
+        waiting = ", ".join(f"{n.trigger} to {n.destination} ({n.state.lower()})" for n in status.notifications)
+        header.add_row("Notifying", waiting)
     parts: list[Any] = [header]
     for analysis in (status.step_analysis, status.background_analysis):
         if analysis is not None:
@@ -157,6 +171,22 @@ def traffic(status: ModelRolloutStatus, compared: bool = False) -> str:
     return "  ".join(parts)
 
 
+def current_gates(status: ModelRolloutStatus) -> list[GateStatus]:
+    """The webhook gates of the candidate in flight (those of an earlier candidate are history)."""
+    if status.candidate_revision is None:
+        return []
+    return [gate for gate in status.gates or [] if gate.revision == status.candidate_revision]
+
+
+def gate_words(gate: GateStatus) -> str:
+    if gate.type == "rollback":
+        said = gate.message or "not asked yet"
+        return f"{gate.name} (rollback): asked {gate.attempts} time(s), last: {said}"
+    if gate.state == "Open":
+        return f"{gate.name} ({gate.type}, {gate.scope}): open"
+    return f"{gate.name} ({gate.type}, {gate.scope}): waiting, {gate.message or 'not asked yet'}"
+
+
 def summary_line(rollout: dict[str, Any]) -> str:
     """One line for a change, for `status --watch` into a pipe or a file (no screen to redraw)."""
     status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
@@ -178,6 +208,9 @@ def summary_line(rollout: dict[str, Any]) -> str:
         fields.append(f"stage={status.stage.value}")
     if status.last_command is not None:
         fields.append(f"lastCommand={status.last_command.action}:{status.last_command.outcome}")
+    waiting = [gate.name for gate in current_gates(status) if gate.state == "Waiting" and gate.type != "rollback"]
+    if waiting:
+        fields.append(f"gates={','.join(waiting)}")
     return " ".join(fields) + (f"  {status.message}" if status.message else "")
 
 

@@ -40,7 +40,9 @@ def test_chart_grants_exactly_what_rbac_py_lists(render: Render, scenario: str) 
     values = SCENARIOS[scenario]
     objects = render(values)
     peering = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
-    expected = rbac.grants(namespaces=values.get("watchNamespaces", []), peering=peering)
+    expected = rbac.grants(
+        namespaces=values.get("watchNamespaces", []), peering=peering, operator_namespace=NAMESPACE
+    )
     granted = _rendered_grants(objects)
     assert expected - granted == set(), "missing from the chart"
     assert granted - expected == set(), "granted by the chart but not in rbac.py"

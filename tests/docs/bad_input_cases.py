@@ -368,6 +368,49 @@ SPEC_CASES: list[SpecCase] = [
         'spec.automation: Unsupported value: "yolo": supported values: "manual", "assisted", "auto"',
     ),
     SpecCase(
+        "a notification destination with both url and urlFrom",
+        "`notifications: {webhooks: [{name: chat, url: ..., urlFrom: ...}]}`",
+        _set(
+            "notifications",
+            {
+                "webhooks": [
+                    {
+                        "name": "chat",
+                        "url": "https://chat.example/hook",
+                        "urlFrom": {"secretKeyRef": {"name": "chat", "key": "url"}},
+                    }
+                ]
+            },
+        ),
+    ),
+    SpecCase(
+        "a notification body with an unknown variable",
+        "`body: '{\"text\": \"{{input}}\"}'`",
+        _set(
+            "notifications",
+            {"webhooks": [{"name": "audit", "url": "https://audit.example/", "body": '{"text": "{{input}}"}'}]},
+        ),
+    ),
+    SpecCase(
+        "two webhook gates of one name",
+        "`webhooks: [{name: ok, ...}, {name: ok, ...}]`",
+        _set(
+            "webhooks",
+            [
+                {"name": "ok", "type": "confirm-rollout", "url": "http://gate.example/a"},
+                {"name": "ok", "type": "confirm-promotion", "url": "http://gate.example/b"},
+            ],
+        ),
+    ),
+    SpecCase(
+        "a confirm gate with blue-green",
+        "`strategy: {blueGreen: {}}`, `webhooks: [{type: confirm-promotion, ...}]`",
+        _both(
+            _set("strategy", {"blueGreen": {}}),
+            _set("webhooks", [{"name": "freeze", "type": "confirm-promotion", "url": "http://gate.example/"}]),
+        ),
+    ),
+    SpecCase(
         "an agreement metric with no pairs to judge",
         "`agreement: {min: 0.97, minPairs: 0}` (with a `mirror: {percent: 50, compare: {}}` step)",
         _both(

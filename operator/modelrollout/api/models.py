@@ -1012,6 +1012,179 @@ def _check_known_metrics(path: str, names: list[str], metrics: list[Metric]) -> 
             )
 
 
+
+# --- notifications and webhook gates (docs/notifications.md, docs/gates.md) ---------------------
+
+NotificationTrigger = Literal[
+    "on-rollout-started",
+    "on-step-completed",
+    "on-rollout-paused",
+    "on-rollout-rolled-back",
+    "on-rollout-promoted",
+    "on-drift",
+]
+NOTIFICATION_TRIGGERS: tuple[NotificationTrigger, ...] = (
+    "on-rollout-started",
+    "on-step-completed",
+    "on-rollout-paused",
+    "on-rollout-rolled-back",
+    "on-rollout-promoted",
+    "on-drift",
+)
+NOTIFICATION_TIMEOUT_MAX_SECONDS = 30
+
+
+def _http_url_or_none(url: str | None) -> str | None:
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    return url
+
+
+class NotificationWebhook(ApiModel):
+    """One place messages go: a URL that receives a POST with a JSON body made from a template."""
+
+    name: str = Field(min_length=1, max_length=63, description="Names the destination in status and logs.")
+    url: str | None = Field(
+        default=None, description="http(s) URL (not secret: it is in the spec). Slack's and Teams' URLs hold a "
+        "token: give those with urlFrom."
+    )
+    url_from: HeaderSource | None = Field(default=None, description="Take the URL from a Secret (never logged).")
+    headers: list[WebHeader] = Field(default_factory=list, description="Request headers (values from Secrets allowed).")
+    template: Literal["generic", "slack", "teams"] = Field(
+        default="generic",
+        description="The body: generic (a JSON object with every field), slack ({text, blocks}) or teams "
+        "(a MessageCard). Ignored when body is set.",
+    )
+    body: str | None = Field(
+        default=None,
+        description="A JSON body of your own, with {{variables}} (rollout, namespace, trigger, reason, message, "
+        "stable, candidate, step, phase, metric, value, threshold, at) JSON-string-escaped into it.",
+    )
+    triggers: list[NotificationTrigger] = Field(
+        default_factory=list,
+        description="Which happenings to send: " + ", ".join(NOTIFICATION_TRIGGERS) + " (empty: all).",
+    )
+    timeout_seconds: float = Field(
+        default=5, gt=0, le=NOTIFICATION_TIMEOUT_MAX_SECONDS, description="Seconds one attempt may take in all."
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts before giving up on a receiver that is down (backoff doubles "
+        "from 2s, at most 5m)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return _http_url_or_none(url)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotificationWebhook:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError(f"webhook {self.name!r}: set exactly one of url, urlFrom")
+        return self
+
+    @field_validator("body")
+    @classmethod
+    def _body_variables(cls, body: str | None) -> str | None:
+        if body is not None:
+            unknown = sorted(set(template_variables(body)) - set(NOTIFICATION_VARIABLES))
+            if unknown:
+                raise ValueError(
+                    f"unknown variable(s) {', '.join(unknown)} in body; allowed: {', '.join(NOTIFICATION_VARIABLES)}"
+                )
+            filled = render_template(body, {key: "x" for key in NOTIFICATION_VARIABLES}, escape=json_string_part)
+            try:
+                document = json.loads(filled)
+            except ValueError as error:
+                raise ValueError(f"body is not JSON once its variables are filled in: {error}") from None
+            if not isinstance(document, dict):
+                raise ValueError("body must be a JSON object")
+        return body
+
+
+NOTIFICATION_VARIABLES = (
+    "rollout",
+    "namespace",
+    "trigger",
+    "reason",
+    "message",
+    "stable",
+    "candidate",
+    "step",
+    "phase",
+    "metric",
+    "value",
+    "threshold",
+    "at",
+)
+
+
+class Notifications(ApiModel):
+    """Where this rollout's messages go (besides the operator-wide ConfigMap modelrollout-notifications)."""
+
+    webhooks: list[NotificationWebhook] = Field(default_factory=list, description="Destinations.")
+    cluster_defaults: bool = Field(
+        default=True,
+        description="Also send to the destinations of the ConfigMap modelrollout-notifications in the "
+        "operator's namespace (false: only to the ones listed here).",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Notifications:
+        names = [webhook.name for webhook in self.webhooks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"webhooks: names must be unique ({', '.join(repeated)} repeated)")
+        return self
+
+
+GATE_TYPES = (
+    "pre-rollout",
+    "confirm-rollout",
+    "confirm-traffic-increase",
+    "confirm-promotion",
+    "post-rollout",
+    "rollback",
+)
+GateType = Literal[
+    "pre-rollout", "confirm-rollout", "confirm-traffic-increase", "confirm-promotion", "post-rollout", "rollback"
+]
+
+
+class WebhookGate(ApiModel):
+    """An HTTP call whose answer decides whether the rollout may go on (Flagger's webhooks).
+
+    confirm-rollout and pre-rollout: before the candidate's first step; confirm-traffic-increase:
+    before each step that raises the candidate's weight; confirm-promotion: before promotion. Each
+    waits for an HTTP 2xx answer; any other answer, a timeout or an error is "not yet", never "go".
+    rollback: asked during the rollout; a 2xx answer rolls back. post-rollout: told once after the
+    rollout is promoted or rolled back; its answer decides nothing."""
+
+    name: str = Field(min_length=1, max_length=63, description="Names the gate in status and Events.")
+    type: GateType = Field(description="When it is asked: " + ", ".join(GATE_TYPES) + ".")
+    url: str = Field(description="http(s) URL that receives a POST with a JSON description of the rollout.")
+    headers: list[WebHeader] = Field(default_factory=list, description="Request headers (values from Secrets allowed).")
+    timeout_seconds: float = Field(
+        default=5, gt=0, le=NOTIFICATION_TIMEOUT_MAX_SECONDS, description="Seconds one call may take; then: not yet."
+    )
+    interval: str = Field(default="10s", description=f"Time between calls while it waits, as {DURATION_HELP}.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Sent as the body's metadata, as Flagger does.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        checked = _http_url_or_none(url)
+        assert checked is not None
+        return checked
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_parses(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class ModelRolloutSpec(ApiModel):
     """What to deliver and how."""
 
@@ -1046,6 +1219,15 @@ class ModelRolloutSpec(ApiModel):
         default=600,
         ge=1,
         description="Roll back when the candidate's pods are not ready this long after a step asked for them.",
+    )
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Send a message when the rollout starts, completes a step, pauses, is rolled back, is "
+        "promoted or drifts (docs/notifications.md).",
+    )
+    webhooks: list[WebhookGate] = Field(
+        default_factory=list,
+        description="Webhook gates: HTTP calls whose answers decide whether the rollout goes on (docs/gates.md).",
     )
 
     @field_validator("template")
@@ -1097,6 +1279,22 @@ class ModelRolloutSpec(ApiModel):
                         f"strategy.canary.steps[{index}].{to_camel(kind)}: needs a traffic router "
                         "(spec.trafficRouting.gatewayAPI or spec.trafficRouting.istio); a replica ratio cannot "
                         "copy or route single requests"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_gates(self) -> ModelRolloutSpec:
+        names = [gate.name for gate in self.webhooks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"webhooks: names must be unique ({', '.join(repeated)} repeated)")
+        if self.strategy.blue_green is not None:
+            for position, gate in enumerate(self.webhooks):
+                if gate.type not in ("rollback", "post-rollout"):
+                    raise ValueError(
+                        f"webhooks[{position}].type: {gate.type} gates a canary's steps; with strategy.blueGreen "
+                        "only rollback and post-rollout webhooks apply (use prePromotionAnalysis or "
+                        "autoPromotion: false to gate the switch)"
                     )
         return self
 
@@ -1407,6 +1605,52 @@ class PendingEvent(ApiModel):
     at: str = Field(description="When the pass that recorded it ran.")
 
 
+class GateStatus(ApiModel):
+    """A webhook gate of the candidate in flight: whether it let the rollout on, and why it waits."""
+
+    name: str = Field(description="The gate's name (spec.webhooks[].name).")
+    type: str = Field(description="The gate's type (spec.webhooks[].type).")
+    scope: str = Field(description="What it gates: rollout, step N or promotion.")
+    revision: str = Field(description="The candidate revision it was asked about.")
+    state: Literal["Waiting", "Open"] = Field(description="Waiting (not yet), Open (it said go).")
+    message: str = Field(default="", description="Why it waits: the last answer, or the error.")
+    checked_at: str | None = Field(default=None, description="When it was last asked (RFC 3339).")
+    attempts: int = Field(default=0, description="Calls so far.")
+
+
+class NotificationStatus(ApiModel):
+    """A message to one destination, from the status write that recorded what it tells until it is sent."""
+
+    id: str = Field(description="The Event it tells of, and the destination: fixed, so it is sent at most once.")
+    destination: str = Field(description="The destination's name (spec or the operator's ConfigMap).")
+    trigger: str = Field(description="on-rollout-started, on-step-completed, ...")
+    state: Literal["Sending", "Retrying"] = Field(
+        description="Sending: an attempt is made after this status is stored (never repeated after a restart: it "
+        "may have arrived); Retrying: the last attempt surely did not arrive and another is due."
+    )
+    attempts: int = Field(default=1, description="Attempts, counting the one in flight.")
+    next_attempt_at: str | None = Field(default=None, description="Retrying: when the next attempt is due.")
+    last_error: str = Field(default="", description="Why the last attempt did not arrive (no secret in it).")
+    values: dict[str, str] = Field(
+        default_factory=dict, description="What the message says (the template's variables)."
+    )
+
+
+class NotificationOutcome(ApiModel):
+    """How the last messages ended (kept: the last 10)."""
+
+    id: str = Field(description="The notification's id.")
+    destination: str = Field(description="The destination's name.")
+    trigger: str = Field(description="What it told of.")
+    outcome: Literal["Delivered", "Failed", "Unknown"] = Field(
+        description="Delivered (2xx), Failed (given up, or refused) or Unknown (the operator stopped while sending, "
+        "or the answer timed out: not sent again, so it arrives at most once)."
+    )
+    attempts: int = Field(default=1, description="Attempts made.")
+    message: str = Field(default="", description="The last answer or error.")
+    at: str = Field(description="When it ended.")
+
+
 class ModelRolloutStatus(ApiModel):
     """Everything the operator needs to continue after a restart lives here, never only in memory."""
 
@@ -1472,6 +1716,15 @@ class ModelRolloutStatus(ApiModel):
         description="Events written with this status and not yet known to be posted: an operator that dies "
         "between the status write and the Event (or whose Event POST failed) posts them after it restarts, "
         "under the same names, so none is lost or doubled. Cleared by a later status write once posted.",
+    )
+    gates: list[GateStatus] | None = Field(
+        default=None, description="The webhook gates of the candidate in flight: open, or why they wait."
+    )
+    notifications: list[NotificationStatus] | None = Field(
+        default=None, description="Messages being sent (docs/notifications.md): at most once each."
+    )
+    notified: list[NotificationOutcome] | None = Field(
+        default=None, description="How the last messages ended (the last 10)."
     )
 
     def condition(self, kind: str) -> Condition | None:

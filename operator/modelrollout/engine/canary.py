@@ -21,6 +21,7 @@ from modelrollout.engine.common import (
     parse_time,
     replica_split,
     resume,
+    roll_back,
     run_background_analysis,
     run_gate_analysis,
     splits_by_replicas,
@@ -28,6 +29,7 @@ from modelrollout.engine.common import (
     start_background_analysis,
     timestamp,
 )
+from modelrollout.engine.gates import PROMOTION, ROLLOUT, gates_open, rollback_requested, step_scope
 from modelrollout.engine.stages import Trigger, hold_of
 from modelrollout.engine.types import EnsureDeployment, ScaleDeployment
 from modelrollout.vocabulary.routes import HeaderMatch, RouteState
@@ -54,6 +56,11 @@ def run_canary(run: Pass) -> None:
     # This pass's measurements are recorded once, before the steps: the loop below may go through
     # several steps, and each must not count the same measurement again.
     run_background_analysis(run)
+    if not ended(status) and run.spec.webhooks:
+        asked_back = rollback_requested(run)
+        if asked_back is not None:
+            roll_back(run, "RollbackHook", asked_back)
+            return
     # Each pass may finish several steps that need no waiting (a pause of 0s, an analysis step
     # whose results are in); the bound keeps a malformed status from looping.
     for _ in range(len(steps) + 2):
@@ -62,6 +69,11 @@ def run_canary(run: Pass) -> None:
         index = status.current_step_index if status.current_step_index is not None else 0
         promoting = run.stage == CanaryStage.PROMOTING
         target = RouteState(candidate_weight=100) if promoting else route_at(steps, min(index, len(steps) - 1))
+        if not promoting and spec.webhooks and not webhook_gates_open(run, index):
+            # Nothing moves past a webhook gate that has not said yes: the traffic stays where it is.
+            if index > 0 or status.weights.candidate > 0:
+                apply_route(run, route_at(steps, index - 1) if index > 0 else RouteState(), False)
+            return
         apply_route(run, target, promoting)
         if hold_of(status) is not None:
             if not run.promote_requested:
@@ -86,6 +98,19 @@ def run_canary(run: Pass) -> None:
             # step. A promote sent while a weight was being set waits for the next gate.
             run.promote_requested = False
         advance(run, index, len(steps) if full else index + 1)
+
+
+def webhook_gates_open(run: Pass, index: int) -> bool:
+    """confirm-rollout and pre-rollout before the first step (the candidate is not even created
+    before they open), confirm-traffic-increase before a step that raises the candidate's weight."""
+    steps = run.spec.strategy.steps
+    if index == 0 and not gates_open(run, ("confirm-rollout", "pre-rollout"), ROLLOUT):
+        return False
+    if index < len(steps):
+        before = route_at(steps, index - 1).candidate_weight if index > 0 else 0
+        if route_at(steps, index).candidate_weight > before:
+            return gates_open(run, ("confirm-traffic-increase",), step_scope(index))
+    return True
 
 
 def advance(run: Pass, index: int, to: int) -> None:
@@ -206,6 +231,8 @@ def promote(run: Pass) -> None:
             run.event("WaitingForPromote", status.message)
         return
     starting = run.stage != CanaryStage.PROMOTING
+    if starting and spec.webhooks and not gates_open(run, ("confirm-promotion",), PROMOTION):
+        return
     if starting:
         # Remembered in status, so the decision holds across passes (and restarts) while pods scale.
         run.promote_requested = run.promote_full = False

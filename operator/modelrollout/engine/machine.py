@@ -57,6 +57,7 @@ from modelrollout.engine.common import (
 )
 from modelrollout.engine.comparator import comparator_actions
 from modelrollout.engine.evaluation import evaluation_job
+from modelrollout.engine.gates import gate_requests
 from modelrollout.engine.ground_truth import accuracy_request, concept_condition, is_accuracy
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.stages import (
@@ -136,6 +137,7 @@ def needs(
         measurements=_due_measurements(ref, spec, status, now),
         fresh_deployments=_deadline_may_fail(spec, status, now, deployments),
         route=spec.strategy.blue_green is None and not splits_by_replicas(spec),
+        gates=gate_requests(ref, spec, status, now),
     )
 
 
@@ -316,6 +318,8 @@ def decide(ref: RolloutRef, status: ModelRolloutStatus, observed: Observations, 
     working.promotion_requested = (
         ("full" if run.promote_full else "step") if run.promote_requested and in_flight else None
     )
+    if working.gates and working.candidate_revision is None:
+        working.gates = None  # webhook gates belong to a candidate; promoted or withdrawn, they go
     working.observed_generation = ref.generation
     assert phase_matches_stage(working), (working.stage, working.phase, working.pause_reason)
     _set_conditions(run)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrollout.analysis.evaluate import Observation
-from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, WebMetric
+from modelrollout.api.models import ModelRolloutSpec, ModelRolloutStatus, WebHeader, WebMetric
 from modelrollout.api.validation import InvalidSpec, parse_or_refusal
 from modelrollout.vocabulary.routes import RouteState, RouteView
 
@@ -99,6 +99,8 @@ class Observations:
     # The router's refusal of the previous pass's route write (e.g. an Istio route that mirrors
     # elsewhere already): the rollout freezes with it instead of retrying the same write for ever.
     route_refusal: str | None = None
+    # The answers of the webhook gates `Needs.gates` asked for, by gate name.
+    gate_answers: dict[str, GateAnswer] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,29 @@ class Needs:
     # the index shows pods not ready, so the decision may fail a version on what a lagging watch says.
     fresh_deployments: bool = False
     route: bool = False  # observe the traffic router's route (the spec names one)
+    gates: list[GateRequest] = field(default_factory=list)  # webhook gates to ask (engine/gates.py)
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """Ask a webhook gate whether the rollout may go on: POST `payload`; a 2xx answer is yes."""
+
+    name: str
+    type: str
+    url: str
+    scope: str
+    payload: dict[str, Any] = field(compare=False)
+    timeout_seconds: float = 5.0
+    headers: list[WebHeader] = field(default_factory=list, compare=False)
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    """A gate's answer: yes only for an HTTP 2xx; anything else (a timeout, an error) is not yet."""
+
+    scope: str
+    yes: bool
+    message: str
 
 
 @dataclass(frozen=True)

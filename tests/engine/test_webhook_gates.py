@@ -1,0 +1,158 @@
+"""Webhook gates in the pure engine: asked through needs(), answered as observations; only a yes
+(HTTP 2xx) moves the rollout, a no, a timeout or an error keeps it where it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from modelrollout.api.models import Phase
+from modelrollout.engine.machine import needs
+from modelrollout.engine.types import GateAnswer, Observations
+from tests.unit.world import World, make_spec
+
+
+@dataclass
+class GateWorld(World):
+    says: dict[str, bool | None] = field(default_factory=dict)  # None: the call timed out
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    def observations(self) -> Observations:
+        observed = super().observations()
+        answers: dict[str, GateAnswer] = {}
+        for request in needs(self.ref(), self.status, self.now, self.deployments).gates:
+            self.asked.append((request.name, request.scope))
+            said = self.says.get(request.name)
+            message = "HTTP 200" if said else ("not yet: no answer within 5s" if said is None else "not yet: HTTP 403")
+            answers[request.name] = GateAnswer(request.scope, bool(said), message)
+        return replace(observed, gate_answers=answers)
+
+
+def gated(*gates: dict[str, Any], steps: list[dict[str, Any]] | None = None) -> GateWorld:
+    spec = make_spec("1.0.0", analysis={}, webhooks=list(gates))
+    if steps is not None:
+        spec["strategy"] = {"canary": {"steps": steps}}
+    world = GateWorld(spec)
+    world.run(Phase.SUCCEEDED)
+    world.change_spec(model={"name": "fraud-scorer", "version": "2.0.0"})
+    return world
+
+
+def gate(name: str, kind: str) -> dict[str, Any]:
+    return {"name": name, "type": kind, "url": f"http://gates.example/{name}", "interval": "10s"}
+
+
+def test_confirm_rollout_keeps_the_candidate_from_being_created_until_it_says_yes() -> None:
+    world = gated(gate("ok-to-start", "confirm-rollout"))
+    for _ in range(3):
+        world.step(11)
+    assert world.replicas("2.0.0") == 0 and world.status.weights.candidate == 0
+    assert world.status.phase == Phase.PROGRESSING
+    [entry] = world.status.gates or []
+    assert (entry.name, entry.state, entry.scope) == ("ok-to-start", "Waiting", "rollout")
+    assert "not yet" in entry.message and "waiting for webhook gate 'ok-to-start'" in world.status.message
+    world.says["ok-to-start"] = True
+    world.run(Phase.SUCCEEDED, seconds=31)
+    assert world.status.stable_version == "2.0.0"
+    assert world.reasons().count("GateOpened") == 1
+
+
+def test_a_timeout_is_not_yet_never_go() -> None:
+    world = gated(gate("slow", "confirm-promotion"))
+    world.says["slow"] = None
+    for _ in range(20):
+        world.step(11)
+    assert world.status.phase == Phase.PROGRESSING and world.status.stable_version == "1.0.0"
+    assert "no answer within" in (world.status.gates or [])[0].message
+
+
+def test_confirm_traffic_increase_is_asked_before_each_step_that_raises_the_weight() -> None:
+    world = gated(
+        gate("more", "confirm-traffic-increase"),
+        steps=[{"setWeight": 25}, {"pause": {"duration": "1s"}}, {"setWeight": 50}],
+    )
+    world.says["more"] = True
+    world.run(Phase.SUCCEEDED, seconds=11)
+    scopes = {scope for name, scope in world.asked if name == "more"}
+    assert scopes == {"step 0", "step 2"}  # the pause raises nothing
+
+
+def test_traffic_stays_at_the_last_weight_while_the_gate_waits() -> None:
+    world = gated(gate("more", "confirm-traffic-increase"), steps=[{"setWeight": 25}, {"setWeight": 50}])
+    world.says["more"] = True
+    for _ in range(6):
+        world.step(1)
+        if world.status.current_step_index == 1:
+            break
+    world.says["more"] = False
+    for _ in range(5):
+        world.step(11)
+    assert world.status.current_step_index == 1
+    assert world.replicas("2.0.0") == 1  # 25% of 4, not 50%
+
+
+def test_a_rollback_gate_that_says_yes_rolls_back() -> None:
+    world = gated(gate("stop", "rollback"), steps=[{"setWeight": 25}, {"pause": {}}])
+    world.says["stop"] = False
+    world.run(Phase.PAUSED)
+    world.says["stop"] = True
+    world.step(11)
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert "webhook gate 'stop' (rollback) said roll back" in world.status.message
+    assert "RollbackHook" in world.reasons()
+
+
+def test_gates_are_asked_again_only_after_their_interval() -> None:
+    world = gated(gate("ok", "confirm-rollout"))
+    world.step(0)
+    world.step(0)
+    world.step(3)
+    assert world.asked == [("ok", "rollout")]
+    world.step(8)
+    assert world.asked == [("ok", "rollout"), ("ok", "rollout")]
+
+
+def test_a_new_candidate_asks_its_gates_afresh() -> None:
+    world = gated(gate("ok", "confirm-rollout"))
+    world.says["ok"] = True
+    world.run(Phase.SUCCEEDED, seconds=31)
+    world.says["ok"] = False
+    world.change_spec(model={"name": "fraud-scorer", "version": "3.0.0"})
+    for _ in range(3):
+        world.step(11)
+    assert world.replicas("3.0.0") == 0
+    assert [(g.state, g.revision == world.status.candidate_revision) for g in world.status.gates or []] == [
+        ("Waiting", True)
+    ]
+
+
+def test_blue_green_refuses_gates_it_cannot_honour() -> None:
+    import pytest
+
+    from modelrollout.api.validation import InvalidSpec, parse_spec
+
+    spec = make_spec("1.0.0", webhooks=[gate("x", "confirm-traffic-increase")])
+    spec["strategy"] = {"blueGreen": {}}
+    with pytest.raises(InvalidSpec, match=r"webhooks\[0\]\.type"):
+        parse_spec(spec)
+
+
+def test_status_shows_each_gate_of_the_candidate_and_why_it_waits() -> None:
+    from modelrollout.status_view import current_gates, gate_words, summary_line
+
+    world = gated(gate("ok-to-start", "confirm-rollout"), gate("pager", "rollback"))
+    world.says["ok-to-start"] = False
+    world.step(0)
+    world.step(0)
+    words = [gate_words(entry) for entry in current_gates(world.status)]
+    assert "ok-to-start (confirm-rollout, rollout): waiting, not yet: HTTP 403" in words
+    assert any(text.startswith("pager (rollback): asked 1 time(s)") for text in words)
+    line = summary_line({"status": world.status.wire()})
+    assert "gates=ok-to-start" in line and "pager" not in line.split("  ")[0]
+
+
+def test_gates_leave_status_with_their_candidate() -> None:
+    world = gated(gate("ok", "confirm-rollout"))
+    world.says["ok"] = True
+    world.run(Phase.SUCCEEDED, seconds=31)
+    assert world.status.stable_version == "2.0.0" and world.status.gates is None
