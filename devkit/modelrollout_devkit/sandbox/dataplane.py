@@ -48,29 +48,12 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelrollout.kube.api import SERVICES, KubeApi, Resource
-from modelrollout.vocabulary.names import SHADOW_HEADER
+from modelrollout.vocabulary.names import HOP_BY_HOP, SHADOW_HEADER
 from modelrollout_devkit.sandbox.kube import ENDPOINTSLICES, Informer, Obj, cancel_and_wait, connect, key_of
 from modelrollout_devkit.sandbox.registry import Pod, PodRegistry
 
 log = logging.getLogger("modelrollout_devkit.sandbox.dataplane")
 
-#: Headers that belong to one connection, not to the request (RFC 9110 7.6.1), plus the ones aiohttp
-#: recomputes for the body it sends.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-encoding",
-    }
-)
 STATS_PATH = "/_dataplane/stats"
 METRICS_PATH = "/_dataplane/metrics"
 #: Response header naming the pod that answered (for people debugging a split).

@@ -33,27 +33,11 @@ from starlette.routing import Route
 
 from modelrollout.comparator.join import Answer, JoinStore, Side, reduce_answer
 from modelrollout.comparator.series import Identity, Series
-from modelrollout.vocabulary.names import SHADOW_HEADER
+from modelrollout.vocabulary.names import HOP_BY_HOP, SHADOW_HEADER
 
 __all__ = ["ANSWERS_PATH", "SHADOW_HEADER", "Comparator", "ComparatorConfig", "build_app"]
 
 ANSWERS_PATH = "/_comparator/answers"
-#: Headers of one connection, not of the request (RFC 9110 7.6.1), and the ones recomputed for the body.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-encoding",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -146,7 +130,7 @@ class Comparator:
         try:
             body = await request.body()
             request_id = request.headers.get(cfg.request_id_header) or uuid.uuid4().hex
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
             headers[SHADOW_HEADER] = "comparator"
             path, query = request.url.path, request.url.query
             asks = [self.ask(cfg.candidate_url, request.method, path, query, headers, body)]

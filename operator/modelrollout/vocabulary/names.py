@@ -48,3 +48,21 @@ def comparator_name(rollout: str) -> str:
 #: On every request the shadow comparator sends (to stable and candidate): shadow work, never a caller's;
 #: a comparator refuses a request that carries it, so a route that mirrors its calls cannot loop.
 SHADOW_HEADER = "X-Modelrollout-Shadow"
+
+#: Headers that belong to one connection, not to the request (RFC 9110 7.6.1), plus the ones a proxy
+#: recomputes for the body it sends: neither the comparator nor the sandbox's data plane forwards them.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+    }
+)
