@@ -10,17 +10,13 @@ for stable (``stable``, ``stableCount``). Pure string work; template variables a
 from __future__ import annotations
 
 from modelrollout.api.models import Accuracy, promql_string
+from modelrollout.vocabulary.builtin_templates import series_selector
 from modelrollout_sdk import names
 
 
 def _selector(version: str, **extra: str) -> str:
-    labels = {
-        names.LABEL_ROLLOUT: "{{name}}",
-        "namespace": "{{namespace}}",
-        names.LABEL_VERSION: "{{" + version + "}}",
-        **{key: promql_string(value) for key, value in extra.items()},
-    }
-    return "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
+    # The extra values come from the spec (a recall's class): escaped, unlike the built-in templates' own.
+    return series_selector(version, **{key: promql_string(value) for key, value in extra.items()})
 
 
 def _increase(metric: str, version: str, window: str, **extra: str) -> str:

@@ -98,7 +98,9 @@ _DURATION: Final = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _NUMERIC_LIMITS: Final = frozenset({"min", "max", "maxRatio", "maxDifference", "minPValue", "minCount"})
 
 
-def _selector(version: str, **extra: str) -> str:
+def series_selector(version: str, **extra: str) -> str:
+    """The label selector of a rollout's series for one side (`version`: candidate or stable), with `extra`
+    labels whose values are already PromQL-safe."""
     labels = {
         names.LABEL_ROLLOUT: "{{name}}",
         "namespace": "{{namespace}}",
@@ -131,50 +133,52 @@ OUTPUT_DRIFT_MIN_PVALUE: Final = "0.005"
 def _latency_p99(version: str) -> str:
     return (
         "histogram_quantile(0.99, sum by (le) (rate("
-        f"{names.REQUEST_DURATION_SECONDS}_bucket{_selector(version)}[{{{{window}}}}])))"
+        f"{names.REQUEST_DURATION_SECONDS}_bucket{series_selector(version)}[{{{{window}}}}])))"
     )
 
 
 def _requests(version: str) -> str:
-    return f"sum(increase({names.REQUESTS_TOTAL}{_selector(version)}[{{{{window}}}}]))"
+    return f"sum(increase({names.REQUESTS_TOTAL}{series_selector(version)}[{{{{window}}}}]))"
 
 
 def _error_rate(version: str) -> str:
-    errors = _selector(version, **{names.LABEL_OUTCOME: names.OUTCOME_ERROR})
+    errors = series_selector(version, **{names.LABEL_OUTCOME: names.OUTCOME_ERROR})
     return (
         f"sum(rate({names.REQUESTS_TOTAL}{errors}[{{{{window}}}}]))"
-        f" / sum(rate({names.REQUESTS_TOTAL}{_selector(version)}[{{{{window}}}}]))"
+        f" / sum(rate({names.REQUESTS_TOTAL}{series_selector(version)}[{{{{window}}}}]))"
     )
 
 
 def _latency_count(version: str) -> str:
-    return f"sum(increase({names.REQUEST_DURATION_SECONDS}_count{_selector(version)}[{{{{window}}}}]))"
+    return f"sum(increase({names.REQUEST_DURATION_SECONDS}_count{series_selector(version)}[{{{{window}}}}]))"
 
 
 def _feature_buckets(version: str) -> str:
     return (
         f"sum by (le, {names.LABEL_FEATURE}) "
-        f"(increase({names.INPUT_FEATURE_VALUE_BUCKET}{_selector(version)}[{{{{window}}}}]))"
+        f"(increase({names.INPUT_FEATURE_VALUE_BUCKET}{series_selector(version)}[{{{{window}}}}]))"
     )
 
 
 def _predictions_by_class(version: str) -> str:
-    return f"sum by ({names.LABEL_CLASS}) (increase({names.PREDICTIONS_TOTAL}{_selector(version)}[{{{{window}}}}]))"
+    selector = series_selector(version)
+    return f"sum by ({names.LABEL_CLASS}) (increase({names.PREDICTIONS_TOTAL}{selector}[{{{{window}}}}]))"
 
 
 def _score_buckets(version: str) -> str:
-    return f"sum by (le) (increase({names.PREDICTION_SCORE}_bucket{_selector(version)}[{{{{window}}}}]))"
+    return f"sum by (le) (increase({names.PREDICTION_SCORE}_bucket{series_selector(version)}[{{{{window}}}}]))"
 
 
 def _outputs(version: str) -> str:
     return (
-        f"(sum(increase({names.PREDICTIONS_TOTAL}{_selector(version)}[{{{{window}}}}]))"
-        f" + sum(increase({names.NULL_PREDICTIONS_TOTAL}{_selector(version)}[{{{{window}}}}])))"
+        f"(sum(increase({names.PREDICTIONS_TOTAL}{series_selector(version)}[{{{{window}}}}]))"
+        f" + sum(increase({names.NULL_PREDICTIONS_TOTAL}{series_selector(version)}[{{{{window}}}}])))"
     )
 
 
 def _null_ratio(version: str) -> str:
-    return f"sum(increase({names.NULL_PREDICTIONS_TOTAL}{_selector(version)}[{{{{window}}}}])) / {_outputs(version)}"
+    selector = series_selector(version)
+    return f"sum(increase({names.NULL_PREDICTIONS_TOTAL}{selector}[{{{{window}}}}])) / {_outputs(version)}"
 
 
 _LATENCY, _LATENCY_STABLE = _both(_latency_p99)
