@@ -56,6 +56,8 @@ class WorkerContext(Protocol):
     @property
     def events(self) -> Forgetful: ...  # the Events delivered, per rollout
     @property
+    def notifier(self) -> Forgetful: ...  # the notifications in flight or settled, per rollout
+    @property
     def routine(self) -> RoutineGate: ...
     @property
     def wakeups(self) -> WakeUps: ...
@@ -183,6 +185,7 @@ def forget_rollout(runtime: WorkerContext, namespace: str, name: str) -> None:
     runtime.statuses.forget(key)
     runtime.specs.forget(key)
     runtime.events.forget(key)
+    runtime.notifier.forget(key)
     runtime.wakeups.forget_seen(namespace, name)
     runtime.left_for_next_pass.pop(key, None)
 
