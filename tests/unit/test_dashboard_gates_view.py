@@ -133,3 +133,14 @@ def test_masking_keeps_the_words_and_hides_urls_and_credentials() -> None:
     assert said == "not yet: HTTP 401 see <url> Authorization: Bearer <hidden>, password=<hidden>"
     assert masked("not yet: HTTP 403 the token header is missing") == "not yet: HTTP 403 the token header is missing"
     assert len(masked("x" * 1000)) == 300
+
+
+def test_the_page_has_the_places_its_script_fills_for_gates_and_notifications() -> None:
+    from pathlib import Path
+
+    static = Path(view.__file__).parent / "static"
+    page, script = (static / "rollout.html").read_text(), (static / "rollout.js").read_text()
+    for place in ("gates-card", "gates", "notifications-card", "notifications"):
+        assert f'id="{place}"' in page and f'getElementById("{place}")' in script
+    assert "renderGates(detail)" in script and "renderNotifications(detail)" in script
+    assert "innerHTML" not in script  # answers are text nodes: a gate's body cannot inject markup
