@@ -273,6 +273,10 @@ def test_blue_green_a_promote_waits_for_confirm_promotion_and_is_kept_until_it_s
     assert active_revision(world) == blue and world.status.switched_at is None
     assert world.status.promotion_requested is not None
     assert "waiting for webhook gate 'change-window'" in world.status.message
+    assert world.status.last_command is not None  # the person is told the switch waits for the gate
+    assert world.status.last_command.reason == (
+        "queued: switches traffic to 2.0.0 once webhook gate 'change-window' (confirm-promotion) says yes"
+    )
     green = world.status.candidate_revision
     world.says["change-window"] = True
     world.step(11)
