@@ -403,11 +403,11 @@ SPEC_CASES: list[SpecCase] = [
         ),
     ),
     SpecCase(
-        "a confirm gate with blue-green",
-        "`strategy: {blueGreen: {}}`, `webhooks: [{type: confirm-promotion, ...}]`",
+        "a confirm-traffic-increase gate with blue-green (it has no traffic increase)",
+        "`strategy: {blueGreen: {}}`, `webhooks: [{type: confirm-traffic-increase, ...}]`",
         _both(
             _set("strategy", {"blueGreen": {}}),
-            _set("webhooks", [{"name": "freeze", "type": "confirm-promotion", "url": "http://gate.example/"}]),
+            _set("webhooks", [{"name": "more", "type": "confirm-traffic-increase", "url": "http://gate.example/"}]),
         ),
     ),
     SpecCase(

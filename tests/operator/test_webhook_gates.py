@@ -139,3 +139,51 @@ def test_a_gate_that_is_down_or_slow_is_not_yet_and_a_rollback_gate_rolls_back(
     assert "webhook gate 'pager' (rollback) said roll back" in rolled_back["message"]
     assert "RollbackHook" in cluster.event_reasons(name)
     cluster.wait_for("the candidate scaled to zero", lambda: cluster.replicas_by_version().get("2.0.0") == 0)
+
+
+def active_selects(cluster: Cluster, name: str) -> str | None:
+    """The revision the rollout's entry Service (blue-green: the active Service) selects."""
+    service = cluster.core.read_namespaced_service(name, cluster.namespace)
+    assert service.spec is not None
+    return dict(service.spec.selector or {}).get("modelrollout.io/revision")
+
+
+def test_a_blue_green_whose_confirm_promotion_gate_says_no_stays_on_the_preview_until_it_says_yes(
+    cluster: Cluster, deployment_controller: DeploymentController, operator: OperatorProcess, receiver: Receiver
+) -> None:
+    answers: dict[str, int] = receiver.answers  # type: ignore[attr-defined]
+    name = unique("bg-gated")
+    spec = rollout_spec(name, "1.0.0", [], analysis={})
+    spec["strategy"] = {"blueGreen": {"scaleDownDelaySeconds": 0}}  # autoPromotion: the switch is due at once
+    spec["webhooks"] = [
+        gate("load-test", "pre-rollout", receiver.url + "/start"),
+        gate("change-window", "confirm-promotion", receiver.url + "/promote"),
+    ]
+    answers["/start"] = 200
+    cluster.create_rollout(name, spec)
+    cluster.wait_for_phase(name, "Succeeded")
+    blue = cluster.status(name)["stableRevision"]
+    assert active_selects(cluster, name) == blue
+    cluster.patch_spec(name, {"model": {"name": "fraud-scorer", "version": "2.0.0"}})
+
+    waiting = cluster.wait_for(
+        "the confirm-promotion gate to say not yet",
+        lambda: (e := gate_entry(cluster, name, "change-window")) and e["attempts"] >= 2 and e,
+        timeout=90,
+    )
+    assert waiting["state"] == "Waiting" and "HTTP 403" in waiting["message"]
+    status = cluster.status(name)
+    green = status["candidateRevision"]
+    assert status["phase"] == "Progressing" and status["stage"] == "ReadyToSwitch", status
+    assert gate_entry(cluster, name, "load-test")["state"] == "Open"  # type: ignore[index]
+    assert cluster.replicas_by_version().get("2.0.0") == 4  # the preview is up at full size
+    assert active_selects(cluster, name) == blue  # the active Service is unchanged
+    assert status["stableVersion"] == "1.0.0" and status["weights"]["candidate"] == 0
+    assert "waiting for webhook gate 'change-window'" in status["message"]
+    assert receiver.bodies("/promote")[0]["type"] == "confirm-promotion"
+
+    answers["/promote"] = 200
+    wait_promoted(cluster, name, "2.0.0")
+    assert active_selects(cluster, name) == green
+    reasons = cluster.event_reasons(name)
+    assert "Switched" in reasons and reasons.count("GateOpened") == 2

@@ -1154,8 +1154,9 @@ GateType = Literal[
 class WebhookGate(ApiModel):
     """An HTTP call whose answer decides whether the rollout may go on (Flagger's webhooks).
 
-    confirm-rollout and pre-rollout: before the candidate's first step; confirm-traffic-increase:
-    before each step that raises the candidate's weight; confirm-promotion: before promotion. Each
+    confirm-rollout and pre-rollout: before the candidate's first step (blue-green: before the
+    preview is created); confirm-traffic-increase: before each step that raises the candidate's
+    weight (canary only); confirm-promotion: before promotion (blue-green: the switch). Each
     waits for an HTTP 2xx answer; any other answer, a timeout or an error is "not yet", never "go".
     rollback: asked during the rollout; a 2xx answer rolls back. post-rollout: told once after the
     rollout is promoted or rolled back; its answer decides nothing."""
@@ -1290,11 +1291,12 @@ class ModelRolloutSpec(ApiModel):
             raise ValueError(f"webhooks: names must be unique ({', '.join(repeated)} repeated)")
         if self.strategy.blue_green is not None:
             for position, gate in enumerate(self.webhooks):
-                if gate.type not in ("rollback", "post-rollout"):
+                if gate.type == "confirm-traffic-increase":
                     raise ValueError(
-                        f"webhooks[{position}].type: {gate.type} gates a canary's steps; with strategy.blueGreen "
-                        "only rollback and post-rollout webhooks apply (use prePromotionAnalysis or "
-                        "autoPromotion: false to gate the switch)"
+                        f"webhooks[{position}].type: confirm-traffic-increase gates a canary's weight steps; a "
+                        "blue-green has no traffic increase (it switches at once): use confirm-promotion to gate "
+                        "the switch; allowed with strategy.blueGreen: pre-rollout, confirm-rollout, "
+                        "confirm-promotion, rollback, post-rollout"
                     )
         return self
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from modelrollout.api.durations import parse_duration
 from modelrollout.api.models import CanaryStep
+from modelrollout.dashboard import gates_view
 from modelrollout.engine.types import CommandAction
 
 #: Why a rollout waits, in words, and what moves it on.
@@ -319,6 +320,8 @@ def detail(
         "actions": [] if read_only else [action.value for action in ACTIONS_BY_PHASE.get(row["phase"], ())],
         "stepStartedAt": _when(status.get("stepStartedAt")),
         "rolloutStartedAt": _when(status.get("rolloutStartedAt")),
+        "gates": gates_view.gates(status),
+        "notifications": gates_view.notifications(status),
     }
 
 

@@ -19,11 +19,13 @@ from modelrollout.engine.common import (
     finish_promotion,
     parse_time,
     resume,
+    roll_back,
     run_background_analysis,
     run_gate_analysis,
     start,
     start_background_analysis,
 )
+from modelrollout.engine.gates import PROMOTION, ROLLOUT, gates_open, rollback_requested
 from modelrollout.engine.stages import Trigger, hold_of
 from modelrollout.engine.types import EnsureDeployment, ScaleDeployment
 
@@ -54,8 +56,10 @@ def run_blue_green(run: Pass) -> None:
     if status.candidate_revision != run.revision:
         start(run)
     assert status.candidate_revision is not None and status.stable_revision is not None
-    run.actions.append(EnsureDeployment(status.candidate_revision, spec.replicas))
     run.actions.append(ScaleDeployment(status.stable_revision, spec.replicas))
+    if spec.webhooks and not _webhooks_let_on(run):
+        return
+    run.actions.append(EnsureDeployment(status.candidate_revision, spec.replicas))
     for _ in range(len(Stage) + 1):
         if ended(status):
             return
@@ -104,11 +108,44 @@ def run_blue_green(run: Pass) -> None:
             return
 
 
+def _webhooks_let_on(run: Pass) -> bool:
+    """The webhook gates of a blue-green (engine/gates.py): a `rollback` gate's yes rolls back; while
+    `confirm-rollout` / `pre-rollout` wait in the preview stage, the preview is not even created."""
+    status = run.status
+    asked_back = rollback_requested(run)
+    if asked_back is not None:
+        roll_back(run, "RollbackHook", asked_back)
+        return False
+    if run.stage != Stage.PREVIEW:
+        return True
+    kinds = ("confirm-rollout", "pre-rollout")
+    waited = any(gate.type in kinds for gate in run.spec.webhooks) and not all(
+        entry.state == "Open"
+        for entry in status.gates or []
+        if entry.type in kinds and entry.scope == ROLLOUT and entry.revision == status.candidate_revision
+    )
+    if not gates_open(run, kinds, ROLLOUT):
+        status.weights = Weights()
+        return False
+    if waited:
+        # The preview starts now: its pods' progress deadline counts from here, not from the wait.
+        status.step_started_at = run.at
+    return True
+
+
+def _promotion_confirmed(run: Pass) -> bool:
+    """`confirm-promotion` webhook gates, asked when the switch is otherwise due (a person's
+    promote or auto-promotion): until they say yes the active Service stays on stable."""
+    return not run.spec.webhooks or gates_open(run, ("confirm-promotion",), PROMOTION)
+
+
 def _may_switch(run: Pass) -> bool:
     status, spec = run.status, run.spec
     blue_green = spec.strategy.blue_green
     assert blue_green is not None and status.step_started_at is not None
     if run.promote_requested:
+        if not _promotion_confirmed(run):
+            return False  # the promote stays queued (status.promotionRequested) until the gate says yes
         run.promote_requested = run.promote_full = False
         return True
     if not blue_green.auto_promotion or spec.automation != Automation.AUTO:
@@ -122,7 +159,7 @@ def _may_switch(run: Pass) -> bool:
         status.message = f"switching to {status.candidate_version} in {(opens - run.now).total_seconds():.0f}s"
         run.again_in((opens - run.now).total_seconds())
         return False
-    return True
+    return _promotion_confirmed(run)
 
 
 def _scale_down_after_delay(run: Pass) -> None:

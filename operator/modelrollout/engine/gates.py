@@ -150,3 +150,9 @@ def gate_requests(
             )
             break  # one scope per gate at a time: the rollout waits at one place
     return requests
+
+
+def not_yet_open(spec: ModelRolloutSpec, status: ModelRolloutStatus, kind: str, scope: str) -> list[str]:
+    """The names of the gates of this type that have not said yes for this candidate and scope."""
+    opened = {g.name for g in _current(status) if g.scope == scope and g.state == "Open"}
+    return [gate.name for gate in spec.webhooks if gate.type == kind and gate.name not in opened]

@@ -57,7 +57,7 @@ from modelrollout.engine.common import (
 )
 from modelrollout.engine.comparator import comparator_actions
 from modelrollout.engine.evaluation import evaluation_job
-from modelrollout.engine.gates import gate_requests
+from modelrollout.engine.gates import PROMOTION, gate_requests, not_yet_open
 from modelrollout.engine.ground_truth import accuracy_request, concept_condition, is_accuracy
 from modelrollout.engine.monitoring import drift_condition, monitor, record_hook_result
 from modelrollout.engine.stages import (
@@ -561,10 +561,14 @@ def promote_outcome(run: Pass, full: bool) -> tuple[bool, str]:
     if stage in (CanaryStage.PAUSED_AT_STEP, CanaryStage.STEP_DONE_WAITING):
         what = "skips the remaining steps and promotes" if full else "goes past the step"
         return True, f"{what} (step {status.current_step_index})"
-    if stage == CanaryStage.AWAITING_PROMOTION:
-        return True, f"makes {status.candidate_version} stable"
-    if stage == BlueGreenStage.AWAITING_SWITCH:
-        return True, f"switches traffic to {status.candidate_version}"
+    if stage in (CanaryStage.AWAITING_PROMOTION, BlueGreenStage.AWAITING_SWITCH):
+        what = f"makes {status.candidate_version} stable"
+        if stage == BlueGreenStage.AWAITING_SWITCH:
+            what = f"switches traffic to {status.candidate_version}"
+        waiting = ", ".join(map(repr, not_yet_open(spec, status, "confirm-promotion", PROMOTION)))
+        if waiting:  # a promote opens a person's gate, never a webhook gate (docs/gates.md)
+            return True, f"queued: {what} once webhook gate {waiting} (confirm-promotion) says yes"
+        return True, what
     queued = "queued: takes effect at the next gate (a pause, an analysis verdict or a manual step)"
     if spec.strategy.blue_green is not None:
         return True, "queued: traffic switches as soon as the preview is ready and has passed its analysis"

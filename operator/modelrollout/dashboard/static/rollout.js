@@ -229,6 +229,39 @@ function renderSteps(detail) {
   document.getElementById("steps-note").textContent = `${done} of ${detail.steps.length} done`;
 }
 
+function renderGates(detail) {
+  const gates = detail.gates || [];
+  document.getElementById("gates-card").hidden = !gates.length;
+  const kind = { waiting: "phase-Paused", open: "phase-Succeeded", watching: "phase-Progressing" };
+  document.getElementById("gates").replaceChildren(
+    ...gates.map((g) =>
+      el("tr", { "data-gate": g.name, "data-state": g.state },
+        el("td", {}, g.name), el("td", { class: "mono" }, g.type), el("td", {}, g.scope),
+        el("td", {}, badge(g.state, kind[g.state] || "phase-Pending")),
+        el("td", { class: "note why" }, g.why || "-"), el("td", { class: "note" }, g.lastAnswer || "-"),
+        el("td", { class: "num" }, g.attempts), el("td", { class: "mono" }, clock(g.checkedAt)))),
+  );
+}
+
+function renderNotifications(detail) {
+  const shown = detail.notifications || { pending: [], last: [] };
+  document.getElementById("notifications-card").hidden = !shown.pending.length && !shown.last.length;
+  const outcome = { Delivered: "phase-Succeeded", Failed: "phase-RolledBack", Unknown: "phase-Paused" };
+  document.getElementById("notifications").replaceChildren(
+    ...shown.pending.map((n) =>
+      el("tr", { "data-destination": n.destination, "data-outcome": n.state },
+        el("td", { class: "mono" }, n.nextAttemptAt ? `next ${clock(n.nextAttemptAt)}` : "now"),
+        el("td", {}, n.destination), el("td", { class: "mono" }, n.trigger),
+        el("td", {}, badge(n.state, "phase-Progressing")), el("td", { class: "num" }, n.attempts),
+        el("td", { class: "note" }, n.lastError || "-"))),
+    ...shown.last.map((n) =>
+      el("tr", { "data-destination": n.destination, "data-outcome": n.outcome },
+        el("td", { class: "mono" }, clock(n.at)), el("td", {}, n.destination), el("td", { class: "mono" }, n.trigger),
+        el("td", {}, badge(n.outcome, outcome[n.outcome] || "phase-Pending")), el("td", { class: "num" }, n.attempts),
+        el("td", { class: "note" }, n.message || "-"))),
+  );
+}
+
 function renderDrift(detail) {
   document.getElementById("drift-card").hidden = !detail.drift.length;
   document.getElementById("drift").replaceChildren(
@@ -486,12 +519,14 @@ function render(detail, config) {
   reason.textContent = detail.reason || "";
   reason.className = `banner ${detail.phase === "Paused" ? "warn" : "error"}`;
   renderActions(detail, config);
+  renderGates(detail);
   renderSteps(detail);
   renderTraffic(detail);
   renderMetrics(detail.metrics);
   renderDrift(detail);
   renderFeatures(detail);
   renderMonitoring(detail);
+  renderNotifications(detail);
   renderTables(detail);
 }
 
