@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 MAX_SLOWNESS = 6.0
 
@@ -55,15 +51,3 @@ class Deadline:
             return f"{self.seconds:.0f}s"
         return f"{self.seconds:.0f}s of machine time ({wall:.0f}s on the wall clock, the machine being loaded)"
 
-
-def poll(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.1) -> T:
-    """Call `probe` every `interval` until it returns something truthy; fail naming what was awaited."""
-    deadline = Deadline(timeout)
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if deadline.expired():
-            raise AssertionError(f"timed out after {deadline.describe()} waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
