@@ -49,6 +49,7 @@ ERROR_RATE = (
     f'sum(rate(model_requests_total{{{SELECTOR},outcome="error"}}[10s]))'
     f" / sum(rate(model_requests_total{{{SELECTOR}}}[10s]))"
 )
+REQUESTS_IN_WINDOW = f"sum(increase(model_requests_total{{{SELECTOR}}}[10s]))"
 P99_LATENCY = f"histogram_quantile(0.99, sum by (le) (rate(model_request_duration_seconds_bucket{{{SELECTOR}}}[10s])))"
 REPLICAS = 2
 LOAD_RATE = 20.0
@@ -56,14 +57,20 @@ LOAD_RATE = 20.0
 LONG_PAUSE = {"pause": {"duration": "90s"}}
 
 
-def metrics(*, background: bool = True) -> list[dict[str, Any]]:
+def metrics(*, background: bool = True, min_requests: int | None = None) -> list[dict[str, Any]]:
+    """The error-rate metric judges any window unless `min_requests` is given: then a window with
+    fewer requests than that is Inconclusive, not a pass on a handful of answers."""
+    error_rate: dict[str, Any] = {
+        "name": "error-rate",
+        "prometheus": {"query": ERROR_RATE},
+        "threshold": {"max": 0.05},
+        "background": background,
+    }
+    if min_requests is not None:
+        error_rate["prometheus"]["countQuery"] = REQUESTS_IN_WINDOW
+        error_rate["minCount"] = min_requests
     return [
-        {
-            "name": "error-rate",
-            "prometheus": {"query": ERROR_RATE},
-            "threshold": {"max": 0.05},
-            "background": background,
-        },
+        error_rate,
         {
             "name": "p99-latency",
             "prometheus": {"query": P99_LATENCY},
@@ -80,6 +87,7 @@ def rollout_spec(
     env: dict[str, str] | None = None,
     *,
     background: bool = True,
+    min_requests: int | None = None,
 ) -> dict[str, Any]:
     return {
         "replicas": REPLICAS,
@@ -101,7 +109,7 @@ def rollout_spec(
             "interval": "1s",
             # A new pod's first samples take ~7 s (target pick-up, two scrapes for rate()).
             "inconclusiveLimit": 12,
-            "metrics": metrics(background=background),
+            "metrics": metrics(background=background, min_requests=min_requests),
         },
     }
 
@@ -451,10 +459,16 @@ def blue_green_rolled_back_by_post_promotion_analysis(made: Story) -> None:
     made.create_httproute()
     gate = {"metrics": ["error-rate"], "count": 6, "interval": "1s"}
     strategy = blue_green(postPromotionAnalysis=gate, scaleDownDelaySeconds=60)
-    made.deploy(rollout_spec("1.0.0", strategy, gateway_routing(made), background=False))
+    # Right after the switch green has answered only a few requests, and with FAULT_SEED 5 each
+    # pod's first six answers succeed: without a minimum sample size, a loaded machine's thin
+    # window read 0 errors and green passed "2 ok, 4 inconclusive of 6" (issue 16). Twenty
+    # requests hold at least two injected errors per pod.
+    made.deploy(rollout_spec("1.0.0", strategy, gateway_routing(made), background=False, min_requests=20))
     made.load()
     bad = {"FAULT_ERROR_RATE": "0.5", "FAULT_SEED": "5"}
-    made.deliver(rollout_spec("2.0.0-err", strategy, gateway_routing(made), bad, background=False))
+    made.deliver(
+        rollout_spec("2.0.0-err", strategy, gateway_routing(made), bad, background=False, min_requests=20)
+    )
 
     made.wait_status("the switch", lambda s: bool(s.get("switchedAt")) or s.get("phase") != "Progressing")
     status = made.cluster.wait_for_phase(made.name, "RolledBack", timeout=60)
