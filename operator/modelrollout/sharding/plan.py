@@ -139,9 +139,8 @@ def plan(world: World) -> Plan:
             lost.append(shard)
         if lease is not None and lease.alive() and not mine:
             count_by_holder[lease.holder or ""] = count_by_holder.get(lease.holder or "", 0) + 1
-        elif lease is None or not lease.alive():
-            if not mine:
-                free.append(shard)
+        elif (lease is None or not lease.alive()) and not mine:
+            free.append(shard)
     # A held Lease that has expired unrenewed is lost too: someone may have taken it meanwhile.
     expired = [
         shard for shard in held if (lease := world.leases.get(shard)) is not None and not lease.alive()
