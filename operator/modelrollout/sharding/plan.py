@@ -165,3 +165,11 @@ def plan(world: World) -> Plan:
         acquire = ordered[: fair - len(held)]
     renew = tuple(shard for shard in held if shard not in release)
     return Plan(tuple(acquire), renew, tuple(release), tuple(lost), waiting, fair)
+
+
+def shard_labels_in(metadata: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """The shard labels an object carries, to copy onto what is made for it."""
+    labels = metadata.get("labels")
+    if not isinstance(labels, Mapping):
+        return ()
+    return tuple((key, str(labels[key])) for key in (SHARD_LABEL, SHARDS_LABEL) if key in labels)
