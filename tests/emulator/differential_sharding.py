@@ -181,6 +181,12 @@ def watch_of_a_shard_while_it_is_relabelled(r: Recorder) -> None:
     start = listed.obj["metadata"]["resourceVersion"]
     r.call("create unlabelled", "POST", ROLLOUTS, rollout("late", labels(None, None)), fields=("metadata.labels",))
     r.call(
+        "create labelled into shard 1", "POST", ROLLOUTS, rollout("born-in", labels(1, 2)), fields=("metadata.labels",)
+    )
+    r.call(
+        "create labelled into shard 0", "POST", ROLLOUTS, rollout("born-out", labels(0, 2)), fields=("metadata.labels",)
+    )
+    r.call(
         "label it into shard 1",
         "PATCH",
         ROLLOUTS + "/late",
@@ -188,7 +194,7 @@ def watch_of_a_shard_while_it_is_relabelled(r: Recorder) -> None:
         content_type=MERGE,
         fields=("metadata.labels",),
     )
-    r.call("spec change inside the shard", "PATCH", ROLLOUTS + "/late", {"spec": {"paused": True}}, content_type=MERGE)
+    r.call("spec change inside the shard", "PATCH", ROLLOUTS + "/late", {"spec": {"replicas": 3}}, content_type=MERGE)
     r.call(
         "status change inside the shard",
         "PATCH",
@@ -205,7 +211,8 @@ def watch_of_a_shard_while_it_is_relabelled(r: Recorder) -> None:
         content_type=MERGE,
     )
     r.call("delete it outside the shard", "DELETE", ROLLOUTS + "/late", fields=("kind", "status"))
-    fields = (*WATCHED, "spec.paused", "status.phase")
+    r.call("delete one inside the shard", "DELETE", ROLLOUTS + "/born-in", fields=("kind", "status"))
+    fields = (*WATCHED, "metadata.generation", "spec.replicas", "status.phase")
     for selector in (IN_SHARD_1, UNSHARDED, f"{SHARDS}!=3"):
         r.watch(
             f"watch {selector}",
@@ -231,6 +238,7 @@ def lease(name: str, kind: str, **spec: Any) -> JsonDict:
 @sharding_scenario
 def shard_leases(r: Recorder) -> None:
     shard_0 = LEASES + "/mr-shard-0"
+    before = r.call("list before", "GET", LEASES, params={"labelSelector": "modelrollout.io/lease=shard"})
     taken = r.call(
         "acquire shard 0",
         "POST",
@@ -325,6 +333,16 @@ def shard_leases(r: Recorder) -> None:
     r.call("get deleted", "GET", shard_0)
     r.call("delete again", "DELETE", shard_0)
     r.call("list shard Leases after", "GET", LEASES, params={"labelSelector": "modelrollout.io/lease=shard"})
+    r.watch(
+        "watch of the shard Leases from the first list",
+        LEASES,
+        {
+            "resourceVersion": before.obj["metadata"]["resourceVersion"],
+            "timeoutSeconds": "2",
+            "labelSelector": "modelrollout.io/lease=shard",
+        },
+        fields=("metadata.name", "metadata.resourceVersion", "spec.holderIdentity", "spec.renewTime"),
+    )
 
 
 #: what a client may send in a MicroTime field; each is stored (or refused) and read back
