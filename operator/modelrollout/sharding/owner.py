@@ -152,27 +152,24 @@ def owner_from_leases(
 
 
 def describe(owner: Owner) -> str:
-    """The owner in words, for the status screen."""
+    """The owner in words, short enough for one status row (the Lease's name is in `-o json` and
+    `kubectl get leases`). "by this machine's clock": the holder's clock may differ (docs/sharding.md)."""
     which = f"shard {owner.shard} of {owner.shards}" if owner.shard is not None else "sharded"
     if owner.problem:
         return f"{which}, {owner.problem}"
     if not owner.holder:
-        return f"{which}, not held: its Lease {owner.lease} has no holder (released); a replica takes it up next"
+        return f"{which}: no holder (its Lease was released); a replica takes it up next"
     if owner.expires_in is None:
-        return (
-            f"{which}, held by {owner.holder} (Lease {owner.lease} has no renewTime or leaseDurationSeconds: "
-            "whether it is alive is unknown)"
-        )
-    clock = "by this machine's clock, which may differ from the holder's"
+        return f"{which}: {owner.holder}, alive or not unknown (its Lease has no renewTime or duration)"
     if owner.expires_in > 0:
         ago = (owner.duration_seconds or 0) - owner.expires_in
         return (
-            f"{which}, held by {owner.holder}: alive (Lease {owner.lease} renewed {_seconds(ago)} ago, "
-            f"valid {owner.duration_seconds}s; {clock})"
+            f"{which}: {owner.holder}, alive (renewed {_seconds(ago)} ago, lease {owner.duration_seconds}s; "
+            "by this machine's clock)"
         )
     return (
-        f"{which}, last held by {owner.holder}: its Lease {owner.lease} expired {_seconds(-owner.expires_in)} ago "
-        f"({clock}); another replica takes the shard over"
+        f"{which}: last held by {owner.holder}, expired {_seconds(-owner.expires_in)} ago by this machine's "
+        "clock; another replica takes it over"
     )
 
 
