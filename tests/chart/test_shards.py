@@ -27,11 +27,15 @@ def test_three_shards_run_three_working_replicas_without_peering(render: Render)
     objects = render(SHARDED)
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 3
-    # The old generation's replicas stop (releasing their Leases) before the new ones start.
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # A new pod waits for an old one's Leases: one at a time, never one replica fewer.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     args = _container(objects)["args"]
     assert "--shards=3" in args
     assert "--shard-identity=$(POD_ID)" in args
+    assert "--shard-lease-seconds=30" in args
     assert f"--operator-namespace={NAMESPACE}" in args
     assert not [arg for arg in args if arg.startswith("--peering")]
     for kind in ("CustomResourceDefinition", "ClusterKopfPeering", "KopfPeering"):
@@ -121,4 +125,14 @@ def test_the_sharded_args_parse_with_the_operator_cli(render: Render) -> None:
     args = build_parser().parse_args(_container(render(SHARDED))["args"])
     assert args.shards == 3
     assert args.shard_identity == "$(POD_ID)"  # what the kubelet expands to the pod's name
+    assert args.shard_lease_seconds == 30
     assert args.operator_namespace == NAMESPACE
+
+
+def test_the_schema_bounds_the_shard_lease_as_the_cli_does(chart: Any, render: Render) -> None:
+    from modelrollout.cli import build_parser
+
+    least = build_parser().parse_args(_container(render({**SHARDED, "shardLeaseSeconds": 3}))["args"])
+    assert least.shard_lease_seconds == 3
+    with pytest.raises(helm.HelmValuesError, match=re.escape("at '/shardLeaseSeconds': minimum: got 2, want 3")):
+        chart.validate_schema({**SHARDED, "shardLeaseSeconds": 2})
