@@ -68,7 +68,7 @@ RULES: tuple[Rule, ...] = (
         ("get", "list", "watch", "patch"),
         Scope.NAMESPACED,
         "kopf watches ModelRollouts and patches their finalizer and its own annotations; "
-        "commands from people arrive as an annotation on them",
+        "commands from people arrive as an annotation on them; sharded, the shard labels are patched on",
     ),
     Rule(
         GROUP,
@@ -82,14 +82,16 @@ RULES: tuple[Rule, ...] = (
         "deployments",
         ("get", "list", "watch", "create", "patch", "delete"),
         Scope.NAMESPACED,
-        "one Deployment per model revision (stable, candidate); kopf indexes them by watch",
+        "one Deployment per model revision (stable, candidate); kopf indexes them by watch; sharded, they "
+        "carry their rollout's shard labels (patched on)",
     ),
     Rule(
         "",
         "services",
         ("get", "list", "watch", "create", "patch", "delete"),
         Scope.NAMESPACED,
-        "the Service in front of the model servers; traffic split by replica ratio uses its selector",
+        "the Service in front of the model servers; traffic split by replica ratio uses its selector; sharded, "
+        "it carries its rollout's shard labels (patched on)",
     ),
     Rule(
         "",
@@ -224,6 +226,7 @@ RULES: tuple[Rule, ...] = (
         "beside that ConfigMap (the chart limits it to that name)",
     ),
 )
+
 
 def rules(*, cluster_wide: bool, peering: bool, sharded: bool = False) -> list[Rule]:
     """The rules an install needs: watching every namespace or named ones, with or without peering,

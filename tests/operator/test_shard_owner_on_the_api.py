@@ -67,6 +67,21 @@ def _create_rollout(cluster: Cluster, name: str, labels: dict[str, str]) -> None
     cluster.custom.create_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, body)
 
 
+def _deployment(name: str) -> kubernetes.client.V1Deployment:
+    selector = {"app": name}
+    return kubernetes.client.V1Deployment(
+        metadata=kubernetes.client.V1ObjectMeta(name=name),
+        spec=kubernetes.client.V1DeploymentSpec(
+            replicas=0,
+            selector=kubernetes.client.V1LabelSelector(match_labels=selector),
+            template=kubernetes.client.V1PodTemplateSpec(
+                metadata=kubernetes.client.V1ObjectMeta(labels=selector),
+                spec=kubernetes.client.V1PodSpec(containers=[kubernetes.client.V1Container(name="m", image="x")]),
+            ),
+        ),
+    )
+
+
 def _micro_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -184,7 +199,7 @@ def _delete(api_client: kubernetes.client.ApiClient, document: dict[str, Any]) -
     resource.delete(name=metadata["name"], namespace=metadata.get("namespace"))
 
 
-def test_the_charts_sharded_rbac_lets_the_operator_use_leases_in_its_namespace_only(
+def test_the_charts_sharded_rbac_lets_the_operator_use_leases_in_its_namespace_and_label_rollouts(
     cluster: Cluster, sharded_operator_identity: Path
 ) -> None:
     client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
@@ -213,6 +228,23 @@ def test_the_charts_sharded_rbac_lets_the_operator_use_leases_in_its_namespace_o
         seen = next(iter(watched))
         assert seen["type"] == "MODIFIED" and seen["object"].spec.holder_identity == "replica-b"
         coordination.delete_namespaced_lease(name, OPERATOR_NAMESPACE)
+        # The shard labels go on a rollout, its Deployments and its Services with a merge patch.
+        rollout = f"labelled-{uuid.uuid4().hex[:6]}"
+        _create_rollout(cluster, rollout, {})
+        cluster.apps.create_namespaced_deployment(cluster.namespace, _deployment(rollout))
+        cluster.core.create_namespaced_service(
+            cluster.namespace,
+            kubernetes.client.V1Service(
+                metadata=kubernetes.client.V1ObjectMeta(name=rollout),
+                spec=kubernetes.client.V1ServiceSpec(ports=[kubernetes.client.V1ServicePort(port=80)]),
+            ),
+        )
+        labels = {"metadata": {"labels": shard_labels(cluster.namespace, rollout, SHARDS)}}
+        as_operator = kubernetes.client.CustomObjectsApi(client)
+        as_operator.patch_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL, rollout, labels)
+        kubernetes.client.AppsV1Api(client).patch_namespaced_deployment(rollout, cluster.namespace, labels)
+        kubernetes.client.CoreV1Api(client).patch_namespaced_service(rollout, cluster.namespace, labels)
+        assert cluster.rollout(rollout)["metadata"]["labels"] == labels["metadata"]["labels"]
         # Only in its own namespace: another namespace's Leases are not the operator's.
         with pytest.raises(ApiException) as refused:
             coordination.list_namespaced_lease(cluster.namespace)
