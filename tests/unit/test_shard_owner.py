@@ -184,3 +184,9 @@ def test_json_adds_owner_to_the_status_of_a_sharded_rollout_only() -> None:
     }
     refused = Owner(1, 3, problem="owner unknown: cannot list leases (403 Forbidden: no)")
     assert status_json(rollout, refused)["owner"]["alive"] is None
+
+
+def test_a_renew_time_without_an_offset_is_read_as_utc() -> None:
+    lease = _lease(1, 3, "operator-0", renewed_ago=4)
+    lease["spec"]["renewTime"] = (NOW - timedelta(seconds=4)).replace(tzinfo=None).isoformat()
+    assert owner_from_leases(1, 3, [lease], None, NOW).expires_in == pytest.approx(26)

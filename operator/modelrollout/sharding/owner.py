@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modelrollout.kube.api import ApiError, Resource
@@ -131,7 +131,7 @@ def owner_from_leases(
             f"{', '.join(others)} shards (resharding: it is relabelled once the new generation runs)",
         )
     # Two operator installs (two prefixes) could each hold a Lease for this shard: show the freshest.
-    lease = max(same, key=lambda item: _renewed(item) or datetime.min.replace(tzinfo=now.tzinfo))
+    lease = max(same, key=lambda item: _renewed(item) or datetime.min.replace(tzinfo=UTC))
     metadata = lease.get("metadata") or {}
     spec = lease.get("spec") or {}
     renewed = _renewed(lease)
@@ -185,9 +185,11 @@ def _renewed(lease: Mapping[str, Any]) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # MicroTime is UTC; a hand-written Lease without an offset is read so rather than refused.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _timestamp(moment: datetime | None) -> str | None:
