@@ -217,6 +217,12 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     _add_target(status)
     status.add_argument("--watch", "-w", action="store_true", help="follow live")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _add_option(
+        status,
+        "--operator-namespace",
+        "where the operator's shard Leases are, to find which replica owns a sharded rollout "
+        "(default: every namespace)",
+    )
 
     for action, text in COMMANDS.items():
         sub = commands.add_parser(action, help=text)
