@@ -27,11 +27,8 @@ def test_three_shards_run_three_working_replicas_without_peering(render: Render)
     objects = render(SHARDED)
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 3
-    # A new pod waits for an old one's Leases: one at a time, never one replica fewer.
-    assert deployment["spec"]["strategy"] == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
+    # An unsharded operator holds no Lease: from shards 1 to 2 only Recreate keeps it apart from the new pods.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     args = _container(objects)["args"]
     assert "--shards=3" in args
     assert "--shard-identity=$(POD_ID)" in args
