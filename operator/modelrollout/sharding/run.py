@@ -1,18 +1,22 @@
 """`modelrollout run --shards N`: the shard supervisor, one kopf operator per shard held, and the labeler.
 
-kopf installs its signal handlers in the thread that runs its loop when that is the main thread, each
-operator replacing the previous one's; so the loop runs in a thread of its own and the main thread
-turns SIGINT and SIGTERM into one stop for everything (kopf then says it ignores OS signals, which is
-the point; that line is filtered out).
+Each shard's kopf operator runs in a thread and event loop of its own: a kopf operator that stops
+cancels every task spawned in its loop since it started (kopf's `run_tasks`: "the loop is not fully
+ours"), which in a shared loop would stop the other shards and the supervisor too. The supervisor has
+its loop and thread as well, and the main thread turns SIGINT and SIGTERM into one stop for everything
+(kopf installs signal handlers only in the main thread, and says in the others that it ignores OS
+signals, which is the point; that line is filtered out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -85,24 +89,29 @@ async def _supervise(options: OperatorOptions, sharding: ShardingOptions, stoppi
     supervisor: ShardSupervisor
 
     async def run_shard(shard: int, stop: asyncio.Event) -> None:
-        settings = kopf.OperatorSettings()
-        for resource in SHARDED_RESOURCES:
-            settings.watching.label_selectors[resource] = shard_selector(shard, sharding.shards)
-        memo = kopf.Memo(options=options, shard=shard, may_act=lambda: supervisor.holds(shard))
-        work = [
-            kopf.operator(
-                settings=settings,
-                memo=memo,
-                stop_flag=stop,
-                standalone=True,
-                clusterwide=not options.namespaces,
-                namespaces=options.namespaces,
-            )
-        ]
-        if shard == 0:  # one replica labels new rollouts: the holder of shard 0
-            namespaces: list[str | None] = [*options.namespaces] or [None]
-            work += [label_all(api, namespace, sharding.shards, stop) for namespace in namespaces]
-        await asyncio.gather(*work)
+        """Run the shard's operator in its own thread until `stop` is set or the operator ends."""
+        loop = asyncio.get_running_loop()
+        ended = asyncio.Event()
+        stop_shard = threading.Event()
+
+        def serve_shard() -> None:
+            try:
+                asyncio.run(_run_shard(options, sharding, shard, stop_shard, lambda: supervisor.holds(shard)))
+            except Exception:
+                logger.exception("shard %d: its operator failed", shard)
+            finally:
+                loop.call_soon_threadsafe(ended.set)
+
+        thread = threading.Thread(target=serve_shard, name=f"modelrollout-shard-{shard}", daemon=True)
+        thread.start()
+        stopping = asyncio.ensure_future(stop.wait())
+        finished = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait({stopping, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            stop_shard.set()
+            await finished
 
     supervisor = ShardSupervisor(store, sharding.shards, run_shard)
     health = await _serve_liveness(options.liveness_endpoint, supervisor)
@@ -119,6 +128,44 @@ async def _supervise(options: OperatorOptions, sharding: ShardingOptions, stoppi
         if health is not None:
             await health.cleanup()
         await api.close()
+
+
+async def _run_shard(
+    options: OperatorOptions,
+    sharding: ShardingOptions,
+    shard: int,
+    stop: threading.Event,
+    may_act: Callable[[], bool],
+) -> None:
+    """One shard's kopf operator, watching only its shard; the holder of shard 0 also labels."""
+    settings = kopf.OperatorSettings()
+    for resource in SHARDED_RESOURCES:
+        settings.watching.label_selectors[resource] = shard_selector(shard, sharding.shards)
+    labelling: asyncio.Future[list[None]] | None = None
+    labels_stop = asyncio.Event()
+    api: KubeApi | None = None
+    if shard == 0:  # one replica labels new rollouts: the holder of shard 0
+        api = await KubeApi.connect(options.kubeconfig)
+        namespaces: list[str | None] = [*options.namespaces] or [None]
+        labelling = asyncio.ensure_future(
+            asyncio.gather(*(label_all(api, namespace, sharding.shards, labels_stop) for namespace in namespaces))
+        )
+    try:
+        await kopf.operator(
+            settings=settings,
+            memo=kopf.Memo(options=options, shard=shard, may_act=may_act),
+            stop_flag=stop,
+            standalone=True,
+            clusterwide=not options.namespaces,
+            namespaces=options.namespaces,
+        )
+    finally:
+        labels_stop.set()
+        if labelling is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await labelling
+        if api is not None:
+            await api.close()
 
 
 async def _serve_liveness(endpoint: str | None, supervisor: ShardSupervisor) -> web.AppRunner | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class ShardSupervisor:
     stopping: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _member: dict[str, Any] | None = None
+    _quitting: bool = False  # the replica is stopping: take nothing more
     _last_tick: float | None = None  # monotonic time of the last tick that reached the API server
 
     @property
@@ -70,36 +72,39 @@ class ShardSupervisor:
         return self.store.seconds * 2 / 3
 
     def holds(self, shard: int) -> bool:
-        """May this replica act on shard `shard` now: it runs it and renewed its Lease lately."""
+        """May this replica act on shard `shard` now: it runs it and renewed its Lease lately.
+        Asked from the shard's own thread (modelrollout.sharding.run): it only reads."""
         held = self.running.get(shard)
-        return held is not None and asyncio.get_running_loop().time() - held.renewed_at < self.renew_deadline
+        return held is not None and time.monotonic() - held.renewed_at < self.renew_deadline
 
     def healthy(self) -> bool:
         """Alive for a liveness probe: a tick reached the API server lately (or none was due yet)."""
         if self._last_tick is None:
             return True
-        return asyncio.get_running_loop().time() - self._last_tick < 3 * self.store.seconds
+        return time.monotonic() - self._last_tick < 3 * self.store.seconds
 
     async def run(self, stopping: asyncio.Event) -> None:
+        stopping_seen = asyncio.ensure_future(stopping.wait())
+        stopping_seen.add_done_callback(lambda _: setattr(self, "_quitting", True))
         try:
             while not stopping.is_set():
                 try:
                     await self.tick()
-                    self._last_tick = asyncio.get_running_loop().time()
+                    self._last_tick = time.monotonic()
                 except ApiError as error:
                     logger.warning("shard Leases: API error, trying again: %s", error)
                 await self._expire_unrenewed()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=self.tick_seconds)
         finally:
+            stopping_seen.cancel()
             await self.stop_all()
 
     async def tick(self) -> None:
-        loop = asyncio.get_running_loop()
         self._member = await self.store.keep_member(self._member)
         shard_leases = await self.store.list("shard")
         members = await self.store.list("member")
-        now = loop.time()
+        now = time.monotonic()
         views: dict[int, LeaseView | None] = dict.fromkeys(range(self.shards))
         bodies: dict[int, dict[str, Any]] = {}
         other_generations: list[str] = []
@@ -141,8 +146,8 @@ class ShardSupervisor:
             if shard not in self.stopping:
                 await self._renew(shard, bodies[shard])
         for shard in decided.acquire:
-            if shard in self.stopping:
-                continue  # its last operator here has not stopped yet
+            if shard in self.stopping or self._quitting:
+                continue  # its last operator here has not stopped yet, or this replica is stopping
             taken = await self.store.take(shard, self.shards, bodies.get(shard))
             if taken is not None:
                 self._start(shard, taken)
@@ -178,13 +183,13 @@ class ShardSupervisor:
             self._begin_stop(shard, release=False)
             return
         running.lease = renewed
-        running.renewed_at = asyncio.get_running_loop().time()
+        running.renewed_at = time.monotonic()
 
     def _start(self, shard: int, lease: dict[str, Any]) -> None:
         logger.info("shard %d of %d: taken; starting its rollouts", shard, self.shards)
         stop = asyncio.Event()
         task = asyncio.create_task(self.run_shard(shard, stop), name=f"shard-{shard}")
-        self.running[shard] = _Running(lease, asyncio.get_running_loop().time(), stop, task)
+        self.running[shard] = _Running(lease, time.monotonic(), stop, task)
 
     def _begin_stop(self, shard: int, *, release: bool, lease: dict[str, Any] | None = None) -> None:
         """Stop acting on the shard now (`holds` is False from here on), and stop its operator, then
@@ -211,7 +216,7 @@ class ShardSupervisor:
 
     async def _expire_unrenewed(self) -> None:
         """Stop what could not be renewed in time, before anyone else may take it."""
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         for shard, running in list(self.running.items()):
             if now - running.renewed_at >= self.renew_deadline:
                 waited = now - running.renewed_at
@@ -219,6 +224,7 @@ class ShardSupervisor:
                 self._begin_stop(shard, release=False)
 
     async def stop_all(self) -> None:
+        self._quitting = True
         for shard in list(self.running):
             self._begin_stop(shard, release=True)
         if self.stopping:
