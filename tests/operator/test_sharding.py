@@ -8,6 +8,7 @@ twice (each step's Event once), a replica killed mid-rollout has its shard taken
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,20 +17,29 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from tests.operator.test_canary import rollout_spec
 from tests.support.cluster import Cluster, DeploymentController
 from tests.support.control_plane import OPERATOR_NAMESPACE, RealControlPlane, chart_identity
 from tests.support.operator_process import OperatorProcess
 from tests.support.prometheus import PrometheusServer
+from tests.support.recording_proxy import RecordingProxy
 
 from modelrollout.cli import main as cli
-from modelrollout.sharding.plan import SHARD_LABEL, SHARDS_LABEL, shard_lease_name, shard_of
+from modelrollout.sharding.plan import (
+    SHARD_LABEL,
+    SHARDS_LABEL,
+    shard_lease_name,
+    shard_of,
+    shard_selector,
+    unsharded_selector,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
 LEASE_SECONDS = 10
-TIMED = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
-GATED = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+TIMED: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"setWeight": 100}]
+GATED: list[dict[str, Any]] = [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
 
 
 def names_covering(namespace: str, shards: int, per_shard: int = 1) -> list[str]:
@@ -56,7 +66,11 @@ class Replicas:
         self.prefix = f"t{uuid.uuid4().hex[:6]}"
         self.processes: dict[str, OperatorProcess] = {}
 
-    def start(self, identity: str, shards: int) -> OperatorProcess:
+    def start(self, identity: str, shards: int, proxy: RecordingProxy | None = None) -> OperatorProcess:
+        """Start a replica; with `proxy`, its requests go through it (and are recorded)."""
+        kubeconfig = self.kubeconfig
+        if proxy is not None:
+            kubeconfig = proxy.write_kubeconfig(self.tmp_path / f"{identity}-via-proxy.kubeconfig")
         flags = [
             "--shards", str(shards),
             "--shard-identity", identity,
@@ -65,7 +79,7 @@ class Replicas:
             "--operator-namespace", OPERATOR_NAMESPACE,
         ]  # fmt: skip
         log = self.tmp_path / f"operator-{identity}.log"
-        process = OperatorProcess(self.kubeconfig, self.cluster.namespace, self.prometheus.address, log, flags)
+        process = OperatorProcess(kubeconfig, self.cluster.namespace, self.prometheus.address, log, flags)
         self.processes[identity] = process.start()
         return process
 
@@ -94,6 +108,13 @@ class Replicas:
             return held if ok else None
 
         return self.cluster.wait_for(f"{shards} shards held by {sorted(by)}", settled, timeout=90)
+
+    def proxy(self, control_plane: RealControlPlane | None) -> RecordingProxy:
+        """A recording proxy in front of the API server, as this group's identity."""
+        if control_plane is None:
+            return RecordingProxy(str(self.cluster.api_client.configuration.host))
+        token = yaml.safe_load(self.kubeconfig.read_text())["users"][0]["user"]["token"]
+        return RecordingProxy(control_plane.plane.server, ca_file=control_plane.plane.ca_file, token=token)
 
     def logs(self) -> str:
         return "\n".join(f"--- {who} ---\n{p.logs()[-6000:]}" for who, p in self.processes.items())
@@ -158,30 +179,70 @@ def assert_each_step_once(cluster: Cluster, names: list[str], steps: list[dict[s
         assert counts["Promoted"] == 1, (name, counts)
 
 
+def wait_promoted(cluster: Cluster, names: list[str]) -> None:
+    """Every rollout Succeeded on 2.0.0 (not the Succeeded of 1.0.0 from before the delivery)."""
+    for name in names:
+
+        def promoted(name: str = name) -> bool:
+            status = cluster.status(name)
+            return status.get("phase") == "Succeeded" and status.get("stableVersion") == "2.0.0"
+
+        cluster.wait_for(f"{name} promoted to 2.0.0", promoted, timeout=90)
+
+
 def promote(cluster: Cluster, name: str) -> None:
     assert cli(["promote", name, "--kubeconfig", str(cluster.kubeconfig), "-n", cluster.namespace, "--no-wait"]) == 0
 
 
+def watched_selectors(proxy: RecordingProxy) -> dict[str, set[str]]:
+    """The label selectors of the watches a replica opened, by resource (empty: no selector)."""
+    watched: dict[str, set[str]] = {}
+    for seen in proxy.seen:
+        query = urllib.parse.parse_qs(seen.query)
+        if query.get("watch", [""])[0] in ("true", "1"):
+            resource = seen.path.rstrip("/").rsplit("/", 1)[1]
+            watched.setdefault(resource, set()).add(query.get("labelSelector", [""])[0])
+    return watched
+
+
 def test_two_replicas_share_the_rollouts_and_act_on_each_once(
-    cluster: Cluster, deployment_controller: DeploymentController, replicas: Callable[[int], Replicas]
+    cluster: Cluster,
+    deployment_controller: DeploymentController,
+    replicas: Callable[[int], Replicas],
+    control_plane: RealControlPlane | None,
 ) -> None:
     group = replicas(2)
-    group.start("replica-a", 2)
-    group.start("replica-b", 2)
-    held = group.wait_held(2, {"replica-a", "replica-b"})
-    assert held[0] != held[1]
-    names = names_covering(cluster.namespace, 2, per_shard=2)
-    create(cluster, names, TIMED)
-    for name in names:
-        labels = cluster.rollout(name)["metadata"]["labels"]
-        assert labels[SHARD_LABEL] == str(shard_of(cluster.namespace, name, 2)) and labels[SHARDS_LABEL] == "2"
-    for deployment in cluster.deployments().values():
-        rollout = deployment.metadata.labels["modelrollout.io/rollout"]
-        assert deployment.metadata.labels[SHARD_LABEL] == str(shard_of(cluster.namespace, rollout, 2))
-    deliver(cluster, names)
-    for name in names:
-        assert cluster.wait_for_phase(name, "Succeeded", timeout=90)["stableVersion"] == "2.0.0"
-    assert_each_step_once(cluster, names, TIMED)
+    proxy = group.proxy(control_plane).start()
+    try:
+        # replica-b first, holding both shards; replica-a then gets only the one handed over to it.
+        group.start("replica-b", 2)
+        group.wait_held(2, {"replica-b"})
+        group.start("replica-a", 2, proxy=proxy)
+        held = group.wait_held(2, {"replica-a", "replica-b"})
+        assert held[0] != held[1]
+        names = names_covering(cluster.namespace, 2, per_shard=2)
+        create(cluster, names, TIMED)
+        # The watch work shrinks with the shards: replica-a watches only its shard's objects (and,
+        # holding shard 0, what still needs shard labels), each through a server-side selector.
+        own = next(shard for shard, holder in held.items() if holder == "replica-a")
+        allowed = {shard_selector(own, 2)}
+        watched = watched_selectors(proxy)
+        for resource in ("modelrollouts", "deployments", "services"):
+            extra = {unsharded_selector(2)} if resource == "modelrollouts" and own == 0 else set()
+            assert watched.get(resource) and watched[resource] <= allowed | extra, (resource, watched)
+        for name in names:
+            labels = cluster.rollout(name)["metadata"]["labels"]
+            assert labels[SHARD_LABEL] == str(shard_of(cluster.namespace, name, 2)), labels
+            assert labels[SHARDS_LABEL] == "2", labels
+        for deployment in cluster.deployments().values():
+            labels = deployment.metadata.labels
+            assert labels[SHARD_LABEL] == str(shard_of(cluster.namespace, labels["modelrollout.io/rollout"], 2))
+        deliver(cluster, names)
+        wait_promoted(cluster, names)
+        assert_each_step_once(cluster, names, TIMED)
+    finally:
+        group.processes["replica-a"].stop()  # before its proxy: replica-b takes its shard over
+        proxy.stop()
 
 
 def test_a_killed_replicas_shard_is_taken_over_and_its_rollouts_finish(
@@ -203,8 +264,7 @@ def test_a_killed_replicas_shard_is_taken_over_and_its_rollouts_finish(
     group.wait_held(2, {survivor})  # within the Lease's 10 s and a tick, on an idle machine
     for name in names:
         promote(cluster, name)
-    for name in names:
-        assert cluster.wait_for_phase(name, "Succeeded", timeout=90)["stableVersion"] == "2.0.0"
+    wait_promoted(cluster, names)
     assert_each_step_once(cluster, names, GATED)
 
 
@@ -236,6 +296,5 @@ def test_resharding_from_two_to_three_replicas_loses_nothing(
         status = cluster.wait_for_phase(name, "Paused", timeout=60)
         assert status["currentStepIndex"] == before[name]["currentStepIndex"], name
         promote(cluster, name)
-    for name in names:
-        assert cluster.wait_for_phase(name, "Succeeded", timeout=90)["stableVersion"] == "2.0.0"
+    wait_promoted(cluster, names)
     assert_each_step_once(cluster, names, GATED)
