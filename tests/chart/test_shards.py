@@ -33,6 +33,7 @@ def test_three_shards_run_three_working_replicas_without_peering(render: Render)
     assert "--shards=3" in args
     assert "--shard-identity=$(POD_ID)" in args
     assert "--shard-lease-seconds=30" in args
+    assert [arg for arg in args if arg.startswith("--shard-lease-prefix=")], args
     assert f"--operator-namespace={NAMESPACE}" in args
     assert not [arg for arg in args if arg.startswith("--peering")]
     for kind in ("CustomResourceDefinition", "ClusterKopfPeering", "KopfPeering"):
