@@ -295,3 +295,16 @@ def differences(a: Recorder, b: Recorder) -> Iterator[str]:
                 f"step {index} {left[0]!r}:\n  {a.name}: {json.dumps(left[1], sort_keys=True, default=str)}"
                 f"\n  {b.name}: {json.dumps(right[1], sort_keys=True, default=str)}"
             )
+
+
+def assert_same_answers(sides: Sequence[Side], prefix: str, scenario: Callable[[Recorder], None]) -> None:
+    """Play one scenario on each side, each in a namespace of its own, and fail on any difference."""
+    recorders = []
+    for side in sides:
+        recorder = Recorder(side, prefix)
+        made = side.call("POST", "/api/v1/namespaces", {"metadata": {"name": recorder.namespace}})
+        assert made.status == 201, made
+        scenario(recorder)
+        recorders.append(recorder)
+    found = list(differences(*recorders))
+    assert not found, f"{len(found)} difference(s) between the real API server and the emulator:\n" + "\n".join(found)

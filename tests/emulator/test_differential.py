@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.emulator.differential import GROUP, SCENARIOS, Recorder, Side, differences
+from tests.emulator.differential import GROUP, SCENARIOS, Side, assert_same_answers
 from tests.emulator.differential_scenarios import widget_crd
 
 
@@ -34,12 +34,4 @@ def sides(real_side: Side, emulator_side: Side) -> tuple[Side, Side]:
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_same_answers(name: str, sides: tuple[Side, Side]) -> None:
-    recorders = []
-    for side in sides:
-        recorder = Recorder(side, "diff-" + name.replace("_", "-"))
-        made = side.call("POST", "/api/v1/namespaces", {"metadata": {"name": recorder.namespace}})
-        assert made.status == 201, made
-        SCENARIOS[name](recorder)
-        recorders.append(recorder)
-    found = list(differences(*recorders))
-    assert not found, f"{len(found)} difference(s) between the real API server and the emulator:\n" + "\n".join(found)
+    assert_same_answers(sides, "diff-" + name.replace("_", "-"), SCENARIOS[name])

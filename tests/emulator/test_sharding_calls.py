@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulator.differential import Recorder, Side, differences
+from tests.emulator.differential import Side, assert_same_answers
 from tests.emulator.differential_sharding import SHARDING_SCENARIOS
 
 
 @pytest.mark.parametrize("name", sorted(SHARDING_SCENARIOS))
 def test_same_answers(name: str, real_side: Side, emulator_side: Side) -> None:
-    recorders = []
-    for side in (real_side, emulator_side):
-        recorder = Recorder(side, "shard-" + name.replace("_", "-"))
-        made = side.call("POST", "/api/v1/namespaces", {"metadata": {"name": recorder.namespace}})
-        assert made.status == 201, made
-        SHARDING_SCENARIOS[name](recorder)
-        recorders.append(recorder)
-    found = list(differences(*recorders))
-    assert not found, f"{len(found)} difference(s) between the real API server and the emulator:\n" + "\n".join(found)
+    assert_same_answers((real_side, emulator_side), "shard-" + name.replace("_", "-"), SHARDING_SCENARIOS[name])

@@ -73,6 +73,7 @@ CONFIGMAPS = Resource("", "v1", "configmaps")
 SECRETS = Resource("", "v1", "secrets")
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 TEMPLATES = Resource(GROUP, VERSION, "modelanalysistemplates")
 CLUSTER_TEMPLATES = Resource(GROUP, VERSION, "clustermodelanalysistemplates", namespaced=False)
 

@@ -10,7 +10,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.kube.api import ApiError, KubeApi, Resource
+from modelrollout.kube.api import LEASES, ApiError, KubeApi
 from modelrollout.sharding.plan import (
     GENERATION_ANNOTATION,
     IDENTITY_ANNOTATION,
@@ -20,8 +20,6 @@ from modelrollout.sharding.plan import (
     shard_lease_name,
 )
 from modelrollout.vocabulary.names import MANAGED_BY, MANAGED_BY_LABEL
-
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
 def micro_time(moment: datetime) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from modelrollout.kube.api import ApiError, Resource
+from modelrollout.kube.api import LEASES, ApiError, Resource
 from modelrollout.sharding.plan import (
     GENERATION_ANNOTATION,
     LEASE_LABEL,
@@ -22,8 +22,6 @@ from modelrollout.sharding.plan import (
     SHARDS_LABEL,
     labels_of,
 )
-
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
 class LeaseLister(Protocol):
