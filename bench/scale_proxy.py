@@ -7,7 +7,9 @@ counts so far as JSON: ``{"METHOD kind": n}``, where kind is the resource plural
 for the status subresource, ``?watch`` for watches) or, for other URLs, the path itself
 (``/api/v1/query`` for Prometheus). Watch streams are relayed chunk by chunk. With
 ``--log-writes FILE`` every non-GET request is also appended to FILE as a JSON line (method, path,
-body): to see what a write was, not only how many there were.
+body): to see what a write was, not only how many there were. With ``--ca-file`` the upstream is
+HTTPS (the real API server) verified with that CA; the clients' own ``Authorization`` header is
+relayed, so the API server authenticates and authorises each client as itself.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import collections
 import json
 import signal
+import ssl
 import sys
 
 import aiohttp
@@ -52,7 +55,7 @@ class Proxy:
         self.counts: collections.Counter[str] = collections.Counter()
         self.session: aiohttp.ClientSession | None = None
 
-    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+    async def handle(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if request.path == "/__scale_stats":
             return aiohttp.web.json_response(dict(self.counts))
         self.counts[f"{request.method} {kind_of(request.path, request.query_string)}"] += 1
@@ -85,7 +88,9 @@ class Proxy:
 async def serve(args: argparse.Namespace) -> None:
     proxy = Proxy(args.upstream, args.log_writes)
     proxy.session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, force_close=False),
+        connector=aiohttp.TCPConnector(
+            limit=0, force_close=False, ssl=ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True
+        ),
         timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         auto_decompress=False,
     )
@@ -113,6 +118,7 @@ def main() -> int:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stats-file", default=None)
+    parser.add_argument("--ca-file", default=None, help="the CA of an HTTPS upstream (the real API server)")
     parser.add_argument("--log-writes", default=None, help="append every non-GET request to this file")
     asyncio.run(serve(parser.parse_args()))
     return 0
