@@ -1099,6 +1099,8 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
                     str(workdir / "admin.token"),
                     "--node",
                     NODE,
+                    "--namespace",
+                    NAMESPACE,
                     "--stats-file",
                     str(workdir / "kubelet-stats.json"),
                 ],

@@ -1,10 +1,11 @@
 """A fast stand-in kubelet for the scale benchmark on the real control plane (its own process).
 
-    python bench/scale_kubelet.py --server https://127.0.0.1:PORT --ca-file CA --token-file F --node NODE [--workers 32]
+    python bench/scale_kubelet.py --server https://127.0.0.1:PORT --ca-file CA --token-file F --node NODE
+        [--namespace NS] [--workers 32]
 
 The real controller manager makes ReplicaSets and Pods and the real scheduler binds them to NODE;
 this plays the kubelet for the pods bound there, without running anything: it lists and watches
-the pods with ``spec.nodeName=NODE`` (one watch, all namespaces) and
+the pods with ``spec.nodeName=NODE`` (one watch, in every namespace or in ``--namespace``) and
 
 * a pod not yet Running and Ready gets ``pods/status`` patched to Running with its Ready and
   ContainersReady conditions True (what a kubelet reports once a container's readiness probe passes);
@@ -78,8 +79,17 @@ def running_status(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 class Kubelet:
-    def __init__(self, server: str, ssl_context: ssl.SSLContext, token: str, node: str, workers: int) -> None:
+    def __init__(
+        self,
+        server: str,
+        ssl_context: ssl.SSLContext | None,
+        token: str,
+        node: str,
+        workers: int,
+        namespace: str | None = None,
+    ) -> None:
         self.server = server.rstrip("/")
+        self.pods = f"/api/v1/namespaces/{namespace}/pods" if namespace else PODS
         self.ssl_context = ssl_context
         self.headers = {"Authorization": f"Bearer {token}"}
         self.node = node
@@ -133,7 +143,7 @@ class Kubelet:
 
     async def run(self) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.workers + 4, ssl=self.ssl_context),
+            connector=aiohttp.TCPConnector(limit=self.workers + 4, ssl=self.ssl_context or True),
             headers=self.headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
             read_bufsize=2**22,
@@ -143,13 +153,13 @@ class Kubelet:
         selector = {"fieldSelector": f"spec.nodeName={self.node}"}
         while True:
             try:
-                async with self.session.get(self.server + PODS, params=selector) as answer:
+                async with self.session.get(self.server + self.pods, params=selector) as answer:
                     listed = await answer.json()
                 for item in listed.get("items", []):
                     self.offer(item)
                 version = listed["metadata"]["resourceVersion"]
                 params = {**selector, "watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true"}
-                async with self.session.get(self.server + PODS, params=params) as stream:
+                async with self.session.get(self.server + self.pods, params=params) as stream:
                     async for line in stream.content:
                         if not line.strip():
                             continue
@@ -164,7 +174,8 @@ class Kubelet:
 
 async def serve(args: argparse.Namespace) -> None:
     context = ssl.create_default_context(cafile=args.ca_file)
-    kubelet = Kubelet(args.server, context, Path(args.token_file).read_text().strip(), args.node, args.workers)
+    token = Path(args.token_file).read_text().strip()
+    kubelet = Kubelet(args.server, context, token, args.node, args.workers, args.namespace)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -183,6 +194,7 @@ def main() -> int:
     parser.add_argument("--ca-file", required=True)
     parser.add_argument("--token-file", required=True, help="a file holding a bearer token allowed to patch pods")
     parser.add_argument("--node", required=True)
+    parser.add_argument("--namespace", default=None, help="only this namespace's pods (default: every namespace)")
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--stats-file", default=None)
     asyncio.run(serve(parser.parse_args()))
