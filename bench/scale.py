@@ -1,20 +1,32 @@
-"""Scale: N active ModelRollouts stepping through a canary in one operator (issue 7, "Scale").
+"""Scale: N active ModelRollouts stepping through a canary in one operator or N shards (issues 7 and 20).
 
     python bench/scale.py --sizes 100,1000,10000 [--analysis-interval 30s] [--pause 60s]
+        [--control-plane emulator|real] [--shards N]
 
 For each size, every component runs as its own process, so each one's CPU and memory are its own:
 
-* the API emulator (``python -m modelrollout_devkit.emulator``), with the CRDs installed;
+* the API server: by default the API emulator (``python -m modelrollout_devkit.emulator``); with
+  ``--control-plane real`` the real control plane (``modelrollout_devkit.sandbox.control_plane``:
+  etcd, kube-apiserver, kube-controller-manager, kube-scheduler from ``$KUBEBUILDER_ASSETS``, the
+  controllers sized as a large cluster's, see ``CONTROLLER_FLAGS``), with the CRDs, the Helm chart's
+  ServiceAccount and RBAC (the operator runs as that ServiceAccount: it can do what the chart grants,
+  no more), one Node with room for every pod, and the benchmark's namespace;
 * a counting reverse proxy in front of it (``bench/scale_proxy.py``): the operator's kubeconfig
-  points at the proxy, so every request the operator makes is counted by method and resource;
-  the benchmark's own clients (creating rollouts, the Deployment controller) talk to the emulator
+  points at the proxy, so every request the operator makes is counted by method and resource (and
+  its Events by reason, its status writes by what they record: for the split below);
+  the benchmark's own clients (creating rollouts, the stand-ins) talk to the API server
   directly and are not counted;
 * a real Prometheus scraping (every ``--scrape-interval``) a tiny exporter that publishes one gauge,
   ``bench_error_ratio{rollout="..."}``, per rollout, with a second counting proxy in front of it
   (the operator's ``--prometheus-url``), so queries are counted exactly;
-* a stand-in Deployment controller (``bench/scale_controller.py``): watches Deployments and
-  merge-patches ``/status`` so readyReplicas = replicas, from 32 concurrent workers;
-* the operator (``python -m modelrollout.cli run``).
+* on the emulator, a stand-in Deployment controller (``bench/scale_controller.py``): watches
+  Deployments and merge-patches ``/status`` so readyReplicas = replicas, from 32 concurrent workers;
+  on the real control plane the real controllers make the ReplicaSets and Pods, the real scheduler
+  binds them, and a stand-in kubelet (``bench/scale_kubelet.py``, 32 workers) reports each pod
+  Running and Ready and confirms deletions, so readyReplicas is the real controllers' count;
+* the operator (``python -m modelrollout.cli run``); with ``--shards N`` N of them, each with
+  ``--shards N --shard-identity bench-op-<i> --operator-namespace modelrollout-system`` (with 1, no
+  sharding flags at all).
 
 Then: create N ModelRollouts (replicas 2; steps setWeight 50, pause ``--pause``, setWeight 100, or
 with ``--weights 20,40,60,80`` a pause after each of those weights and then setWeight 100;
@@ -26,11 +38,18 @@ ModelRollouts itself (directly on the emulator) and samples /proc/<pid>/status (
 
 Measured over the canary phase (from the version change to the last promotion):
 
-* operator RSS: peak (whole run) and steady (median over the canary phase);
-* operator CPU seconds per rollout-step (a step is one of the canary's steps, 3 by default; the
+* every process's CPU seconds (stable phase, canary phase, per step) and RSS (peak over the run,
+  steady: median over the canary phase), in a table of its own: the operator replicas', the API
+  server's processes', the stand-ins', Prometheus's, the proxies' and the benchmark's own;
+* operator RSS: peak (whole run) and steady (median over the canary phase), of the largest replica;
+* operator CPU seconds (all replicas) per rollout-step (a step is one of the canary's steps, 3 by default; the
   canary's start and promotion passes are included in the total and not counted as steps, so this
   is conservative; two runs with different ``--weights`` give what one more step costs);
-* API requests and writes (non-GET) per step, as the proxy counted them, with a breakdown;
+* API requests and writes (non-GET) per step, as the proxy counted them, with a breakdown; the
+  writes split (``split_writes``) into step writes per step (the Deployment scales, the status
+  write naming the next step or promoting, the StepCompleted Event), per-rollout writes per rollout
+  (the candidate's creation, the old stable's deletion, the start's status write, the RolloutStarted
+  and Promoted Events, ...) and measurement-only status writes per rollout;
 * Prometheus queries per analysis (measurement): proxy-counted queries / measurements taken
   (the ``count`` of the background metric in each rollout's status);
 * step lag: pause end -> next step. Due: ``stepStartedAt`` of the pause step + its duration;
@@ -331,11 +350,10 @@ def chart_rbac_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
     return objects
 
 
-def lease_role(shards: int) -> list[dict[str, Any]]:
+def lease_role(account: str) -> list[dict[str, Any]]:
     """What N replicas need for their shard Leases (modelrollout-shard-<k> in the operator namespace),
     for a chart that does not grant it yet: the bench's own Role, bound to the chart's ServiceAccount."""
     name = "bench-shard-leases"
-    account = "modelrollout-modelrollout-operator"
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -423,11 +441,11 @@ def start_real(args: argparse.Namespace, n: int, workdir: Path) -> Backend:
         backend.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
         values = {"shards": args.shards} if args.shards > 1 and chart_knows_shards() else {}
         objects = chart_rbac_objects(values)
+        account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
         if args.shards > 1 and not values:
-            objects += lease_role(args.shards)
+            objects += lease_role(account)
         for document in objects:
             backend.create(document)
-        account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
         # Each rollout has `replicas` pods, and a canary's candidate pods come before the stable's go.
         register_node(backend, NODE, pods=max(1000, 3 * args.replicas * n))
         backend.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
@@ -1126,6 +1144,10 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
                 except OSError:
                     time.sleep(0.2)
         time.sleep(2)
+        for op in operators:
+            if op.popen.poll() is not None:
+                tail = op.log.read_text(errors="replace").splitlines()[-5:]
+                raise RuntimeError(f"{op.name} exited with {op.popen.returncode}: " + " | ".join(tail))
         sampler = Sampler(
             {
                 **{op.name: op.pid for op in operators},
@@ -1198,9 +1220,9 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         "rollouts",
         "API server, shards",
         "done",
-        "RSS peak",
-        "RSS steady",
-        "CPU s / step",
+        "RSS peak (largest replica)",
+        "RSS steady (largest replica)",
+        "CPU s / step (all replicas)",
         "API req / step",
         "API writes / step (<=3)",
         "of them: step writes / step, per-rollout writes / rollout, analysis writes / rollout",
