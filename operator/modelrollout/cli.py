@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -71,6 +72,8 @@ _POSITIVE_WHOLE_SECONDS = _number(int, 1, "a whole number of seconds, 1 or more"
 
 
 _PORT = _number(int, 0, "a port number from 0 to 65535", high=65535)
+_SHARDS = _number(int, 1, "a whole number from 1 to 64", high=64)
+_LEASE_SECONDS = _number(int, 3, "a whole number of seconds, 3 or more")
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:
@@ -163,6 +166,28 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         "60",
         type=_POSITIVE_WHOLE_SECONDS,
     )
+    _add_option(
+        run,
+        "--shards",
+        "split the rollouts into this many shards, each held by one replica through a Lease in "
+        "--operator-namespace (1: unsharded; see docs/sharding.md)",
+        "1",
+        type=_SHARDS,
+    )
+    _add_option(run, "--shard-identity", "this replica's name in the shard Leases (default: the host name)")
+    _add_option(
+        run,
+        "--shard-lease-prefix",
+        "the shard Leases are <prefix>-shard-<k>: one prefix per operator installation",
+        "modelrollout",
+    )
+    _add_option(
+        run,
+        "--shard-lease-seconds",
+        "how long a shard Lease lasts unrenewed: a dead replica's shard is taken over within about this long",
+        "30",
+        type=_LEASE_SECONDS,
+    )
     _add_option(run, "--resync-seconds", "look at every rollout at least this often", "60", type=_POSITIVE_SECONDS)
     _add_option(
         run,
@@ -192,6 +217,12 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     _add_target(status)
     status.add_argument("--watch", "-w", action="store_true", help="follow live")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    _add_option(
+        status,
+        "--operator-namespace",
+        "where the operator's shard Leases are, to find which replica owns a sharded rollout "
+        "(default: every namespace)",
+    )
 
     for action, text in COMMANDS.items():
         sub = commands.add_parser(action, help=text)
@@ -470,6 +501,15 @@ def run_operator(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         liveness_endpoint=args.health_endpoint or None,
     )
+    if args.shards > 1 and options.peering:
+        print("modelrollout run: --shards and --peering exclude each other: shards replace peering", file=sys.stderr)
+        return EXIT_USAGE
+    if args.shards > 1 and not options.operator_namespace:
+        print(
+            "modelrollout run: --shards needs --operator-namespace (where the shard Leases are) outside a cluster",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
@@ -480,6 +520,13 @@ def run_operator(args: argparse.Namespace) -> int:
         OPERATOR_METRICS.watch_gc()
         OPERATOR_METRICS.serve(options.metrics_port, options.metrics_host)
     assert handlers.rollout_loop is not None
+    if args.shards > 1:
+        from modelrollout.sharding.run import ShardingOptions, run_sharded
+
+        identity = args.shard_identity or socket.gethostname()
+        sharding = ShardingOptions(args.shards, identity, args.shard_lease_seconds, args.shard_lease_prefix)
+        run_sharded(options, sharding)
+        return 0
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -118,6 +118,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         quiet_write_seconds=options.quiet_write_seconds,
         operator_namespace=options.operator_namespace,
     )
+    may_act = getattr(memo, "may_act", None)  # set by modelrollout.sharding.run for a shard's operator
+    if may_act is not None:
+        memo.runtime.may_act = may_act
 
 
 @kopf.on.cleanup()

@@ -11,6 +11,8 @@ Scopes:
   granted by a ClusterRole, also when the operator watches only some namespaces.
 * `Scope.NAMESPACED`: a namespaced resource; granted by the ClusterRole when the operator watches
   every namespace, and by one Role per watched namespace otherwise.
+* `Scope.OWN_NAMESPACE_ROLE`: a namespaced resource in the operator's own namespace only, by a Role
+  there in every install mode (sharding's Leases, `When.SHARDED`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ class Scope(enum.StrEnum):
     # In the operator's own namespace only, and only when it watches named namespaces (watching every
     # namespace, the namespaced rules cover it): the operator-wide notification ConfigMap and Secret.
     OPERATOR_NAMESPACE = "operator-namespace"
+    # In the operator's own namespace by a Role there, whatever it watches: the shard Leases must not
+    # be writable cluster-wide (a Lease of another component is none of the operator's business).
+    OWN_NAMESPACE_ROLE = "own-namespace-role"
 
 
 class When(enum.StrEnum):
@@ -39,6 +44,8 @@ class When(enum.StrEnum):
     # KopfPeering per namespace when it watches named namespaces (kopf's `guess_selectors`).
     PEERING_CLUSTERWIDE = "peering-clusterwide"
     PEERING_NAMESPACED = "peering-namespaced"
+    # More than one shard (`--shards N`, the chart's `shards`): the replicas coordinate through Leases.
+    SHARDED = "sharded"
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ RULES: tuple[Rule, ...] = (
         ("get", "list", "watch", "patch"),
         Scope.NAMESPACED,
         "kopf watches ModelRollouts and patches their finalizer and its own annotations; "
-        "commands from people arrive as an annotation on them",
+        "commands from people arrive as an annotation on them; sharded, the shard labels are patched on",
     ),
     Rule(
         GROUP,
@@ -75,14 +82,16 @@ RULES: tuple[Rule, ...] = (
         "deployments",
         ("get", "list", "watch", "create", "patch", "delete"),
         Scope.NAMESPACED,
-        "one Deployment per model revision (stable, candidate); kopf indexes them by watch",
+        "one Deployment per model revision (stable, candidate); kopf indexes them by watch; sharded, they "
+        "carry their rollout's shard labels (patched on)",
     ),
     Rule(
         "",
         "services",
         ("get", "list", "watch", "create", "patch", "delete"),
         Scope.NAMESPACED,
-        "the Service in front of the model servers; traffic split by replica ratio uses its selector",
+        "the Service in front of the model servers; traffic split by replica ratio uses its selector; sharded, "
+        "it carries its rollout's shard labels (patched on)",
     ),
     Rule(
         "",
@@ -121,6 +130,16 @@ RULES: tuple[Rule, ...] = (
         Scope.CLUSTER,
         "kopf peering: replicas publish keep-alives so only the highest-priority one works",
         when=When.PEERING_CLUSTERWIDE,
+    ),
+    Rule(
+        "coordination.k8s.io",
+        "leases",
+        ("get", "list", "watch", "create", "update", "delete"),
+        Scope.OWN_NAMESPACE_ROLE,
+        "sharding: each shard is held through a Lease, and each replica keeps a member Lease renewed, in the "
+        "operator's namespace; a replica creates, renews (update) and releases (delete) them, and watches them "
+        "all to see who is alive",
+        when=When.SHARDED,
     ),
     Rule(
         "kopf.dev",
@@ -208,15 +227,15 @@ RULES: tuple[Rule, ...] = (
     ),
 )
 
-# Never needed: kopf's peering, not Lease-based leader election, keeps replicas from working at once.
-NOT_USED = (("coordination.k8s.io", "leases"),)
 
-
-def rules(*, cluster_wide: bool, peering: bool) -> list[Rule]:
-    """The rules an install needs: watching every namespace or named ones, with or without peering."""
+def rules(*, cluster_wide: bool, peering: bool, sharded: bool = False) -> list[Rule]:
+    """The rules an install needs: watching every namespace or named ones, with or without peering,
+    sharded or not."""
     wanted = {When.ALWAYS}
     if peering:
         wanted.add(When.PEERING_CLUSTERWIDE if cluster_wide else When.PEERING_NAMESPACED)
+    if sharded:
+        wanted.add(When.SHARDED)
     return [rule for rule in RULES if rule.when in wanted]
 
 
@@ -225,17 +244,22 @@ Grant = tuple[str, str, str, str]  # (where, apiGroup, resource, verb); where is
 CLUSTER = "*cluster*"
 
 
-def grants(*, namespaces: list[str], peering: bool, operator_namespace: str | None = None) -> set[Grant]:
+def grants(
+    *, namespaces: list[str], peering: bool, operator_namespace: str | None = None, sharded: bool = False
+) -> set[Grant]:
     """Every (where, apiGroup, resource, verb) an install must grant.
 
     `namespaces` empty means the operator watches the whole cluster: everything is cluster-wide.
     Otherwise namespaced rules are granted in each listed namespace only, and the operator-namespace
-    rules in `operator_namespace` (the chart's release namespace).
+    rules in `operator_namespace` (the chart's release namespace). The own-namespace rules (sharding's
+    Leases) are granted in `operator_namespace` in either case.
     """
     cluster_wide = not namespaces
     granted: set[Grant] = set()
-    for rule in rules(cluster_wide=cluster_wide, peering=peering):
-        if rule.scope is Scope.OPERATOR_NAMESPACE:
+    for rule in rules(cluster_wide=cluster_wide, peering=peering, sharded=sharded):
+        if rule.scope is Scope.OWN_NAMESPACE_ROLE:
+            places = [operator_namespace] if operator_namespace else []
+        elif rule.scope is Scope.OPERATOR_NAMESPACE:
             places = [CLUSTER] if cluster_wide else ([operator_namespace] if operator_namespace else [])
         else:
             places = [CLUSTER] if cluster_wide or rule.scope is Scope.CLUSTER else namespaces

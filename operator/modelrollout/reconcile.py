@@ -62,6 +62,7 @@ from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatus
 from modelrollout.runtime.pacing import RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
 from modelrollout.runtime.wakeups import WakeUps
+from modelrollout.sharding.plan import shard_labels_in
 from modelrollout.vocabulary.names import COMMAND_ANNOTATION, ROLLOUT_LABEL, stable_service_name
 from modelrollout.vocabulary.routes import RouteState
 
@@ -101,6 +102,8 @@ class Runtime:
     left_for_next_pass: dict[Key, LeftForNextPass] = field(default_factory=dict)
     # Where the operator-wide notification ConfigMap and Secret are (None: only spec.notifications).
     operator_namespace: str | None = None
+    # Sharded: whether this replica still surely holds the shard it runs (modelrollout.sharding).
+    may_act: Callable[[], bool] = field(default=lambda: True)
 
     backends: BackendFactory = field(init=False)
     notifier: Notifier = field(init=False)
@@ -365,7 +368,7 @@ async def reconcile(
     decision = decide(ref, status, observations, now)
     if decision.actions:
         assert spec is not None  # decide() returns no actions for an invalid spec
-        owner = Owner(ref.name, ref.namespace, metadata["uid"])
+        owner = Owner(ref.name, ref.namespace, metadata["uid"], shard_labels_in(metadata))
         try:
             hook_results = await Actuator(runtime.api, owner, spec, target, runtime.hooks, runtime.written).apply(
                 decision.actions, deployments

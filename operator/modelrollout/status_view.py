@@ -26,6 +26,7 @@ from modelrollout.api.models import (
 from modelrollout.api.validation import InvalidSpec, parse_spec
 from modelrollout.engine.common import measured
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.sharding.owner import Owner, describe, find_owner
 
 PHASE_STYLE = {
     Phase.SUCCEEDED: "bold green",
@@ -45,10 +46,10 @@ VERDICT_STYLE = {
 }
 
 
-def render(rollout: dict[str, Any]) -> Group:
+def render(rollout: dict[str, Any], owner: Owner | None = None) -> Group:
     """Everything a person asks of a rollout, in one screen: what is true now first (phase, traffic,
     conditions, the last command's outcome), then the measurements, then the steps, compact enough
-    for a 24-row terminal."""
+    for a 24-row terminal. `owner`: the shard and replica that own a sharded rollout."""
     metadata = rollout.get("metadata", {})
     spec = rollout.get("spec") or {}
     status = ModelRolloutStatus.model_validate(rollout.get("status") or {})
@@ -59,6 +60,8 @@ def render(rollout: dict[str, Any]) -> Group:
     if status.stage is not None and status.stage.value != status.phase.value:  # older status has none
         phase.append(f"  stage {status.stage.value}", style="")
     header.add_row("Name", f"{metadata.get('namespace')}/{metadata.get('name')}")
+    if owner is not None:
+        header.add_row("Owner", Text(describe(owner), style="green" if owner.alive else "yellow"))
     header.add_row("Phase", phase)
     header.add_row("Message", status.message or "-")
     header.add_row("Versions", versions(status, spec))
@@ -279,28 +282,41 @@ def _features(result: MetricResult) -> Group:
     return Group(title, table)
 
 
+def status_json(rollout: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
+    """What `-o json` prints: the rollout's status, and for a sharded rollout its `owner` too."""
+    shown: dict[str, Any] = dict(rollout.get("status") or {})
+    if owner is not None:
+        shown["owner"] = owner.as_json()
+    return shown
+
+
 async def show_status(args: argparse.Namespace) -> int:
     api = await KubeApi.connect(args.kubeconfig, args.context)
     console = Console()
+
+    async def owner_of(rollout: dict[str, Any]) -> Owner | None:
+        return await find_owner(api, rollout, getattr(args, "operator_namespace", None), datetime.now(UTC))
+
     try:
         rollout = await _fetch(api, args)
         if rollout is None:
             return 3
         if args.output == "json":
-            print(json.dumps(rollout.get("status") or {}, indent=2))
+            print(json.dumps(status_json(rollout, await owner_of(rollout)), indent=2))
             return 0
         if not args.watch:
-            console.print(render(rollout))
+            console.print(render(rollout, await owner_of(rollout)))
             return 0
         if not sys.stdout.isatty():
             return await _watch_lines(api, args, rollout)
-        with Live(render(rollout), console=console, refresh_per_second=4, vertical_overflow="ellipsis") as live:
+        first = render(rollout, await owner_of(rollout))
+        with Live(first, console=console, refresh_per_second=4, vertical_overflow="ellipsis") as live:
             while True:
                 await asyncio.sleep(1)
                 fresh = await _fetch(api, args)
                 if fresh is None:
                     return 3
-                live.update(render(fresh))
+                live.update(render(fresh, await owner_of(fresh)))
     except KeyboardInterrupt:
         return 0
     finally:

@@ -19,9 +19,10 @@ CHART = ROOT / "charts" / "modelrollout-operator"
 RELEASE = "modelrollout"
 NAMESPACE = "modelrollout-system"
 
-# The three installs the tests judge.
+# The installs the tests judge.
 DEFAULTS: dict[str, Any] = {}
 NAMESPACED: dict[str, Any] = {"watchNamespaces": ["team-a", "team-b"]}
+SHARDED: dict[str, Any] = {"shards": 3}
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 EVERYTHING: dict[str, Any] = {
     "replicaCount": 2,
@@ -39,7 +40,7 @@ EVERYTHING: dict[str, Any] = {
         },
     },
 }
-SCENARIOS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "everything": EVERYTHING}
+SCENARIOS = {"defaults": DEFAULTS, "namespaced": NAMESPACED, "everything": EVERYTHING, "sharded": SHARDED}
 
 Render = Callable[[dict[str, Any]], list[dict[str, Any]]]
 

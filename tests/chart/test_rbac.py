@@ -10,7 +10,7 @@ from modelrollout import rbac
 
 pytest.importorskip("helm_python", reason="helm-python-sdk is needed to render the chart")
 
-from tests.chart.conftest import EVERYTHING, NAMESPACE, NAMESPACED, SCENARIOS, Render, find
+from tests.chart.conftest import EVERYTHING, NAMESPACE, NAMESPACED, SCENARIOS, SHARDED, Render, find
 
 SERVICE_ACCOUNT = {"kind": "ServiceAccount", "name": "modelrollout-modelrollout-operator", "namespace": NAMESPACE}
 
@@ -41,7 +41,10 @@ def test_chart_grants_exactly_what_rbac_py_lists(render: Render, scenario: str) 
     objects = render(values)
     peering = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
     expected = rbac.grants(
-        namespaces=values.get("watchNamespaces", []), peering=peering, operator_namespace=NAMESPACE
+        namespaces=values.get("watchNamespaces", []),
+        peering=peering,
+        operator_namespace=NAMESPACE,
+        sharded=values.get("shards", 1) > 1,
     )
     granted = _rendered_grants(objects)
     assert expected - granted == set(), "missing from the chart"
@@ -71,7 +74,6 @@ def test_every_rule_says_why_and_is_not_a_wildcard() -> None:
     for rule in rbac.RULES:
         assert rule.why.strip()
         assert rule.verbs and "*" not in rule.verbs and rule.resource != "*"
-        assert (rule.api_group, rule.resource) not in rbac.NOT_USED
 
 
 def test_no_permission_is_granted_ahead_of_the_code_that_uses_it() -> None:
@@ -84,3 +86,33 @@ def test_peering_grants_follow_the_scope(render: Render) -> None:
     namespaced = _rendered_grants(render({**NAMESPACED, "leaderElection": {"enabled": True}}))
     assert ("team-a", "kopf.dev", "kopfpeerings", "patch") in namespaced
     assert not any(resource == "clusterkopfpeerings" for _, _, resource, _ in namespaced)
+
+
+LEASE_VERBS = {"get", "list", "watch", "create", "update", "delete"}
+
+
+@pytest.mark.parametrize("values", [SHARDED, {**SHARDED, **NAMESPACED}], ids=["cluster-wide", "namespaced"])
+def test_sharded_installs_grant_the_lease_verbs_in_the_release_namespace_only(
+    render: Render, values: dict[str, Any]
+) -> None:
+    leases = {
+        (where, verb)
+        for where, group, resource, verb in _rendered_grants(render(values))
+        if (group, resource) == ("coordination.k8s.io", "leases")
+    }
+    assert leases == {(NAMESPACE, verb) for verb in LEASE_VERBS}
+
+
+@pytest.mark.parametrize("values", [SHARDED, {**SHARDED, **NAMESPACED}], ids=["cluster-wide", "namespaced"])
+def test_sharded_installs_may_label_rollouts_deployments_and_services(render: Render, values: dict[str, Any]) -> None:
+    """The shard labels are written with a patch on each object's metadata, wherever rollouts are watched."""
+    granted = _rendered_grants(render(values))
+    places = values.get("watchNamespaces") or [rbac.CLUSTER]
+    for where in places:
+        for group, resource in (("modelrollout.io", "modelrollouts"), ("apps", "deployments"), ("", "services")):
+            assert (where, group, resource, "patch") in granted, (where, resource)
+
+
+@pytest.mark.parametrize("values", [{}, {"shards": 1}, NAMESPACED, EVERYTHING])
+def test_unsharded_installs_grant_no_leases(render: Render, values: dict[str, Any]) -> None:
+    assert not any(resource == "leases" for _, _, resource, _ in _rendered_grants(render(values)))

@@ -617,8 +617,9 @@ def test_drift_metric_without_buckets_in_prometheus_pauses_the_rollout(sandbox: 
         assert "typo-drift" in message and "no series (no buckets in Prometheus)" in message, message
         assert "spec.analysis.metrics[name=typo-drift].drift" in message, message
         assert any("typo-drift" in text for text in made.events("AnalysisInconclusive"))
-        # The candidate does get traffic: the missing buckets are the query's fault, not a lack of samples.
-        assert made.served("2.0.0") > 0
+        # The candidate does get traffic: the missing buckets are the query's fault, not a lack of
+        # samples. (On a loaded machine the pause can come before its first answer: wait for it.)
+        made.cluster.wait_for("the candidate to answer its share", lambda: made.served("2.0.0") > 0, timeout=30)
         held = (status["currentStepIndex"], status["weights"]["candidate"])
         made.wait_for_another_pass()
         status = made.status()

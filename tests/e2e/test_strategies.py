@@ -32,7 +32,6 @@ from modelrollout_devkit.sandbox.loadgen import LoadGenerator
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
 from tests.support.cluster import Cluster
-from tests.support.deadline import Deadline
 from tests.support.operator_passes import passes, wait_for_passes
 
 # The first test also waits for every story (they run side by side in the `outcomes` fixture).
@@ -107,8 +106,10 @@ def rollout_spec(
         "trafficRouting": routing,
         "analysis": {
             "interval": "1s",
-            # A new pod's first samples take ~7 s (target pick-up, two scrapes for rate()).
-            "inconclusiveLimit": 12,
+            # A new pod's first samples take ~7 s (target pick-up, two scrapes for rate()); on a
+            # loaded machine the load generator can also leave a 10 s window without a request
+            # (a shadow-then-canary paused Inconclusive at 13). No story here waits for Inconclusive.
+            "inconclusiveLimit": 30,
             "metrics": metrics(background=background, min_requests=min_requests),
         },
     }
@@ -427,17 +428,19 @@ def blue_green_promote(made: Story) -> None:
         "the switch", lambda s: bool(s.get("switchedAt")) or s.get("phase") != "Progressing", timeout=40
     )
     assert switched.get("switchedAt"), switched
-    # Blue is kept for scaleDownDelaySeconds (5 s), for an instant way back, then goes.
-    switched_at = datetime.fromisoformat(switched["switchedAt"]).timestamp()
-    blue_last_seen = switched_at
-    deadline = Deadline(30)
-    while "1.0.0" in (replicas := made.cluster.replicas_by_version()) and not deadline.expired():
-        if replicas["1.0.0"] == REPLICAS:
-            blue_last_seen = time.time()
-        time.sleep(0.2)
-    assert "1.0.0" not in made.cluster.replicas_by_version(), "blue was not scaled away"
-    kept = blue_last_seen - switched_at
-    assert kept >= 4.0, f"blue went {kept:.1f}s after the switch, before scaleDownDelaySeconds (5)"
+    # Blue is kept for scaleDownDelaySeconds (5 s), for an instant way back, then goes. When it went
+    # is read from the operator's own clock: the pass that scales blue down promotes, and that pass's
+    # start (no later than the scale-down) is when Progressing turned False. The test's own polling
+    # cannot say it on a loaded machine: it once saw blue whole 1.9 s after the switch and next looked
+    # seconds later, when blue was gone.
+    made.cluster.wait_for("blue scaled away", lambda: "1.0.0" not in made.cluster.replicas_by_version(), timeout=30)
+    promoted = made.cluster.wait_for_phase(made.name, "Succeeded", timeout=30)
+    progressing = next(c for c in promoted["conditions"] if c["type"] == "Progressing")
+    assert progressing["status"] == "False", progressing
+    kept = (
+        datetime.fromisoformat(progressing["lastTransitionTime"]) - datetime.fromisoformat(switched["switchedAt"])
+    ).total_seconds()
+    assert kept >= 5.0, f"blue went {kept:.1f}s after the switch, before scaleDownDelaySeconds (5)"
     # Events are written after the status: give them a moment.
     made.cluster.wait_for(
         "the AnalysisSucceeded and Switched events",

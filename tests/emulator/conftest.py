@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from modelrollout_devkit.emulator import EmulatorServer
+from modelrollout_devkit.emulator import EmulatorServer, ThreadedEmulator
+from modelrollout_devkit.sandbox.control_plane import HOW_TO_GET_BINARIES
+from tests.emulator.differential import Side
+from tests.support.cluster import crd_documents
+from tests.support.control_plane import RealControlPlane
 
 JsonDict = dict[str, Any]
 
@@ -167,3 +171,26 @@ async def crd_api(emu: EmulatorServer, api: Api) -> Api:
     """The API with the ModelRollout CRD registered and established."""
     await emu.load([modelrollout_crd()])
     return api
+
+
+# -- the differential tests' two servers (tests/emulator/differential.py) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_side(control_plane: RealControlPlane | None) -> Side:
+    """The session's real kube-apiserver, spoken to as its admin; skipped without the binaries."""
+    if control_plane is None:
+        pytest.skip(f"no control plane binaries: {HOW_TO_GET_BINARIES}")
+    plane = control_plane.plane
+    return Side("real", plane.server, token=plane.admin_token, ca_file=plane.ca_file)
+
+
+@pytest.fixture(scope="module")
+def emulator_side(real_side: Side) -> Iterator[Side]:
+    """An emulator with the project's CRDs, started only when there is a real side to compare with."""
+    threaded = ThreadedEmulator(EmulatorServer(crds=crd_documents()))
+    threaded.start()
+    try:
+        yield Side("emulator", threaded.url)
+    finally:
+        threaded.stop()

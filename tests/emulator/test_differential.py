@@ -9,34 +9,11 @@ harmless and costly to fix, listed in docs/emulator.md and kept out of the compa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from modelrollout_devkit.emulator import EmulatorServer, ThreadedEmulator
-from modelrollout_devkit.sandbox.control_plane import HOW_TO_GET_BINARIES
 from tests.emulator.differential import GROUP, SCENARIOS, Recorder, Side, differences
 from tests.emulator.differential_scenarios import widget_crd
-from tests.support.cluster import crd_documents
-from tests.support.control_plane import RealControlPlane
-
-
-@pytest.fixture(scope="module")
-def real_side(control_plane: RealControlPlane | None) -> Side:
-    if control_plane is None:
-        pytest.skip(f"no control plane binaries: {HOW_TO_GET_BINARIES}")
-    plane = control_plane.plane
-    return Side("real", plane.server, token=plane.admin_token, ca_file=plane.ca_file)
-
-
-@pytest.fixture(scope="module")
-def emulator_side(real_side: Side) -> Iterator[Side]:
-    threaded = ThreadedEmulator(EmulatorServer(crds=crd_documents()))
-    threaded.start()
-    try:
-        yield Side("emulator", threaded.url)
-    finally:
-        threaded.stop()
 
 
 def install_widgets(side: Side, timeout: float = 60.0) -> None:

@@ -1,5 +1,5 @@
 """The Helm chart's rendered objects on the real API server, for the installs tests/chart judges
-(defaults, namespaced, everything): `kubectl apply --dry-run=server --validate=strict` of every
+(defaults, namespaced, everything, sharded): `kubectl apply --dry-run=server --validate=strict` of every
 object into its namespace, in Helm's order (CRDs in templates first and for real, hooks last)."""
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.deadline import Deadline
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -86,8 +88,8 @@ class Receiver:
             return [headers for got, headers, _ in self.received if got == path]
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        deadline = Deadline(timeout)
+        while not deadline.expired():
             if probe():
                 return
             time.sleep(0.2)

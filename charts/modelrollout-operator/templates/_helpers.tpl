@@ -47,6 +47,23 @@ app.kubernetes.io/part-of: modelrollout
 {{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+Sharded: more than one shard, one replica per shard, each acting on the rollouts of the shards it
+holds through Leases. Sharding replaces kopf peering (every replica works, on its own share), so
+asking for both is refused here rather than left to the operator to sort out at run time.
+*/}}
+{{- define "modelrollout.sharded" -}}
+{{- if gt (int .Values.shards) 1 -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- fail (printf "shards=%d and replicaCount=%d: with shards > 1 the chart runs one replica per shard (replicas: shards) and kopf peering, which replicaCount > 1 turns on, must be off; leave replicaCount at 1" (int .Values.shards) (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if .Values.leaderElection.enabled -}}
+{{- fail (printf "shards=%d and leaderElection.enabled: sharding replaces kopf peering (every replica works, each on its own shards); set leaderElection.enabled=false" (int .Values.shards)) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "modelrollout.peeringName" -}}
 {{- default (include "modelrollout.fullname" .) .Values.leaderElection.peeringName -}}
 {{- end -}}

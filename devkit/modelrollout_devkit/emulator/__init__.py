@@ -41,14 +41,14 @@ Stricter than a real apiserver: protobuf request bodies are refused with 415 (so
 commands such as ``kubectl create namespace X`` fail; ``kubectl create/apply -f`` send JSON and work),
 and ``/openapi`` is 404 (so kubectl needs ``--validate=false``). Still more lenient (remaining gaps):
 
-* Built-in objects are not pruned against their Go types: unknown fields are kept (a real server
-  drops them), and only the common built-in fields are validated and defaulted.
+* Built-in objects other than Leases are not pruned against their Go types: unknown fields are kept
+  (a real server drops them), and only the common built-in fields are validated and defaulted.
 * No CEL (``x-kubernetes-validations``), ``format``, validation ratcheting, or ``metadata`` schemas
   of custom resources; defaults are applied on writes only, not when reading old objects.
 * No server-side apply, no ``managedFields``, no protobuf, no aggregated discovery, no ``/openapi``
   (kubectl falls back to its compiled-in types), no authentication/authorization/admission webhooks.
 * Continue tokens page through the current state, not a snapshot at the first page's version.
-* ``PUT`` cannot create objects (as for most types; Leases in a real cluster can be).
+* ``PUT`` creates only Leases (a real server also creates Endpoints, Events and RBAC objects so).
 * Pods and namespaces are deleted without grace periods; no BOOKMARK events except the one of
   ``sendInitialEvents``; watches do not wait for a future ``resourceVersion`` before streaming.
 """

@@ -339,6 +339,24 @@ def validate(rtype: ResourceType, obj: JsonDict, old: JsonDict | None) -> list[C
                 )
         case "Pod":
             _validate_containers(spec, "spec", causes)
+        case "Lease":
+            duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+            if isinstance(duration, int) and duration <= 0:
+                causes.append(
+                    Cause(
+                        "spec.leaseDurationSeconds",
+                        "FieldValueInvalid",
+                        f"Invalid value: {duration}: must be greater than 0",
+                    )
+                )
+            if isinstance(transitions, int) and transitions < 0:
+                causes.append(
+                    Cause(
+                        "spec.leaseTransitions",
+                        "FieldValueInvalid",
+                        f"Invalid value: {transitions}: must be greater than or equal to 0",
+                    )
+                )
         case "ConfigMap" | "Secret":
             size = sum(len(str(v)) for field in ("data", "binaryData") for v in (obj.get(field) or {}).values())
             if size > _MAX_CONFIG_SIZE:

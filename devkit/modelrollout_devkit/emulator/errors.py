@@ -110,6 +110,18 @@ def invalid(kind: str, group: str, name: str, causes: Sequence[Cause]) -> ApiErr
     return ApiError(422, f'{_qualified(kind, group)} "{name}" is invalid: {summary}', "Invalid", details)
 
 
+def patch_invalid(patched: Any, why: str) -> ApiError:
+    """A patch whose result the server cannot decode into its type: a 422 on the field "patch",
+    of no named object (the apiserver's message starts ``"" is invalid``)."""
+    message = f"Invalid value: {json.dumps(json.dumps(patched, separators=(',', ':')))}: {why}"
+    return ApiError(
+        422,
+        f' "" is invalid: patch: {message}',
+        "Invalid",
+        {"causes": [{"reason": "FieldValueInvalid", "message": message, "field": "patch"}]},
+    )
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, message, "BadRequest")
 

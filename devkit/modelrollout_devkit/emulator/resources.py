@@ -13,6 +13,9 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 SUBRESOURCE_VERBS = ["get", "patch", "update"]
 
 
+_LEASES = ("coordination.k8s.io", "leases")
+
+
 @dataclass(frozen=True)
 class ResourceType:
     """One resource as served at one group/version (storage is shared across versions)."""
@@ -54,8 +57,13 @@ class ResourceType:
 
     @property
     def unconditional_update(self) -> bool:
-        # Custom resources (and CRDs) refuse PUT without metadata.resourceVersion.
-        return not self.custom and self.kind != "CustomResourceDefinition"
+        # Custom resources, CRDs and Leases refuse PUT without metadata.resourceVersion.
+        return not self.custom and self.kind != "CustomResourceDefinition" and self.key != _LEASES
+
+    @property
+    def create_on_update(self) -> bool:
+        """A PUT of a missing object creates it (201), as the Lease strategy's AllowCreateOnUpdate says."""
+        return self.key == _LEASES
 
     def discovery(self) -> list[JsonDict]:
         main: JsonDict = {

@@ -275,6 +275,15 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             case "create":
                 obj, warnings = store.create(rtype, namespace, body, dry_run=dry_run, field_validation=validation)
                 return _json(_render(rtype, obj), 201, warnings)
+            case "update" if (
+                rtype.create_on_update
+                and path.subresource is None
+                and store.find(rtype.key, namespace or "", name) is None
+            ):
+                obj, warnings = store.create_on_update(
+                    rtype, namespace, name, body, dry_run=dry_run, field_validation=validation
+                )
+                return _json(_render(rtype, obj), 201, warnings)
             case "update":
                 obj, warnings = store.replace(
                     rtype,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout_devkit.emulator import builtins, crds, errors, schema
+from modelrollout_devkit.emulator import builtins, crds, errors, leases, schema
 from modelrollout_devkit.emulator.errors import Cause
 from modelrollout_devkit.emulator.patching import (
     APPLY_PATCH,
@@ -438,11 +438,30 @@ class Store:
                     Cause(
                         "metadata.resourceVersion",
                         "FieldValueInvalid",
-                        "Invalid value: 0x0: must be specified for an update",
+                        "Invalid value: 0: must be specified for an update",
                     )
                 ],
             )
         return self._update(rtype, old, new, subresource, dry_run, field_validation)
+
+    def create_on_update(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Warn",
+    ) -> tuple[JsonDict, list[str]]:
+        """A PUT of an object that does not exist, of a type whose PUT creates (Leases): a create,
+        whatever resourceVersion the body names, once the body's name is the URL's."""
+        body_name = ((body or {}).get("metadata") or {}).get("name", "") if isinstance(body, dict) else ""
+        if body_name != name:
+            raise errors.bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+        return self.create(rtype, namespace, body, dry_run=dry_run, field_validation=field_validation)
 
     def patch(
         self,
@@ -461,6 +480,11 @@ class Store:
         new = clone(self.apply_patch(rtype, old, content_type, body))
         if not isinstance(new.get("metadata"), dict):
             raise errors.bad_request("metadata must be an object")
+        if rtype.key == leases.KEY:
+            try:
+                leases.check(new)
+            except leases.LeaseDecodeError as error:
+                raise errors.patch_invalid(new, str(error)) from None
         return self._update(rtype, old, new, subresource, dry_run, field_validation)
 
     @staticmethod
@@ -673,6 +697,11 @@ class Store:
                 else f"kind {kind} in the body does not match the resource kind {rtype.kind}"
             )
         builtins.check_field_types(obj)
+        if rtype.key == leases.KEY:
+            try:
+                leases.check(obj)
+            except leases.LeaseDecodeError as error:
+                raise errors.bad_request(f'Lease in version "v1" cannot be handled as a Lease: {error}') from None
         obj["apiVersion"] = self._storage_version(rtype)
         obj["kind"] = rtype.kind
         return obj
@@ -702,6 +731,15 @@ class Store:
                 if field_validation != "Ignore":
                     warnings.extend(unknown)
         else:
+            if rtype.key == leases.KEY:
+                unknown = [f'unknown field "{path}"' for path in leases.normalise(obj)]
+                if unknown and field_validation == "Strict":
+                    raise errors.bad_request(
+                        'Lease in version "v1" cannot be handled as a Lease: strict decoding error: '
+                        + ", ".join(unknown)
+                    )
+                if field_validation != "Ignore":
+                    warnings.extend(unknown)
             builtins.apply_defaults(rtype, obj, old, self._allocate_ip)
             causes.extend(builtins.validate(rtype, obj, old))
             if rtype.key == CRDS:

@@ -25,6 +25,9 @@ class Owner:
     name: str
     namespace: str
     uid: str
+    #: the rollout's shard labels (sharded operators), copied onto its Deployments and Services so
+    #: that their watches can be sharded too; never onto pods, whose template would change on resharding
+    shard_labels: tuple[tuple[str, str], ...] = ()
 
     def reference(self) -> dict[str, Any]:
         return {
@@ -78,7 +81,12 @@ def deployment(owner: Owner, spec: ModelRolloutSpec, revision: str, replicas: in
         "metadata": {
             "name": deployment_name(owner.name, revision),
             "namespace": owner.namespace,
-            "labels": {**_labels(owner), REVISION_LABEL: revision, VERSION_LABEL: spec.model.version},
+            "labels": {
+                **_labels(owner),
+                **dict(owner.shard_labels),
+                REVISION_LABEL: revision,
+                VERSION_LABEL: spec.model.version,
+            },
             "ownerReferences": [owner.reference()],
         },
         "spec": {
@@ -97,7 +105,7 @@ def service(owner: Owner, spec: ModelRolloutSpec, name: str, selector: dict[str,
         "metadata": {
             "name": name,
             "namespace": owner.namespace,
-            "labels": _labels(owner),
+            "labels": {**_labels(owner), **dict(owner.shard_labels)},
             "ownerReferences": [owner.reference()],
         },
         "spec": {

@@ -40,6 +40,10 @@ DeploymentIndex = Mapping[Key, Iterable[DeploymentState]]
 ServiceIndex = Mapping[Key, Iterable[tuple[str, tuple[int, Selector]]]]
 
 
+class ShardInDoubt(Exception):
+    """This replica may no longer hold the rollout's shard: skip the pass."""
+
+
 class Forgetful(Protocol):
     def forget(self, key: Key) -> None: ...
 
@@ -67,6 +71,8 @@ class WorkerContext(Protocol):
     def quiet_write_seconds(self) -> float: ...
 
     def clock(self) -> datetime: ...
+
+    def may_act(self) -> bool: ...  # False while a sharded replica's hold on the shard is in doubt
 
 
 class PassOutcome(Protocol):
@@ -138,6 +144,10 @@ async def run_rollout(
                     return
                 started = loop.time()
                 try:
+                    if not runtime.may_act():
+                        # The shard's Lease was not renewed in time: another replica may take it
+                        # over, so no pass begins here until this replica's supervisor settles it.
+                        raise ShardInDoubt
                     indexed = deployment_states(list(deployments_index.get(key, [])))
                     deployments = runtime.written.merged_deployments(key, indexed)
                     services = runtime.written.merged_services(key, dict(services_index.get(key, [])))
@@ -153,6 +163,8 @@ async def run_rollout(
                     if not result.events_posted:
                         delay = min(delay, EVENT_RETRY_SECONDS)
                     OPERATOR_METRICS.observe_pass(namespace, name, result.decision, result.at, loop.time() - started)
+                except ShardInDoubt:
+                    delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
                 except ApiError as error:
                     logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
                     OPERATOR_METRICS.reconcile_errors.labels(kind="api").inc()

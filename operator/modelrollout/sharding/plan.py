@@ -67,8 +67,11 @@ def shard_in_labels(labels: Mapping[str, str], shards: int) -> int | None:
     """The shard the labels name, if they are of this generation."""
     if labels.get(SHARDS_LABEL) != str(shards):
         return None
+    # Only the spelling shard_labels writes: the selector `shard=1` does not match "01", so reading it
+    # as shard 1 would leave the object in no shard's watch and out of the relabelling one too; and
+    # str.isdigit() is true of "²", which int() refuses.
     value = labels.get(SHARD_LABEL, "")
-    return int(value) if value.isdigit() and int(value) < shards else None
+    return int(value) if value in {str(shard) for shard in range(shards)} else None
 
 
 def shard_lease_name(prefix: str, shard: int) -> str:
@@ -165,3 +168,11 @@ def plan(world: World) -> Plan:
         acquire = ordered[: fair - len(held)]
     renew = tuple(shard for shard in held if shard not in release)
     return Plan(tuple(acquire), renew, tuple(release), tuple(lost), waiting, fair)
+
+
+def shard_labels_in(metadata: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """The shard labels an object carries, to copy onto what is made for it."""
+    labels = metadata.get("labels")
+    if not isinstance(labels, Mapping):
+        return ()
+    return tuple((key, str(labels[key])) for key in (SHARD_LABEL, SHARDS_LABEL) if key in labels)
