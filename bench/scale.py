@@ -515,6 +515,8 @@ class SizeResult:
     api_details: dict[str, int] = field(default_factory=dict)
     writes_split: dict[str, int] = field(default_factory=dict)
     machine_load: dict[str, float] = field(default_factory=dict)  # load averages at the start and end
+    shard_holders: dict[str, str] = field(default_factory=dict)  # shard Lease -> replica, before the rollouts
+    shard_settle_seconds: float | None = None  # from the replicas' start to one shard each
 
     @property
     def cpu_per_step(self) -> float | None:
@@ -531,6 +533,12 @@ class SizeResult:
     @property
     def queries_per_analysis(self) -> float | None:
         return self.prom_queries / self.measurements if self.measurements else None
+
+    @property
+    def step_events_per_step(self) -> float | None:
+        """StepCompleted Events per step done: above 1, some step was acted on (announced) twice."""
+        events = self.api_details.get("event StepCompleted")
+        return events / self.steps_done if events is not None and self.steps_done else None
 
     @property
     def step_writes_per_step(self) -> float | None:
@@ -1005,6 +1013,28 @@ async def drive(
                 result.processes.setdefault(name, {})["rss_peak"] = sampler.peak(name)
 
 
+def shard_holders(backend: Backend) -> dict[str, str]:
+    """Shard Lease -> its holder (empty when released)."""
+    leases = backend.call(
+        "GET",
+        f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases?labelSelector=modelrollout.io/lease=shard",
+    )
+    return {item["metadata"]["name"]: (item.get("spec") or {}).get("holderIdentity") or "" for item in leases["items"]}
+
+
+def wait_for_balanced_shards(backend: Backend, shards: int, timeout: float) -> dict[str, str]:
+    """Until N shard Leases are held by N different replicas (or the timeout: the holders then, unbalanced)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holders = shard_holders(backend)
+        if len(holders) == shards and len({h for h in holders.values() if h}) == shards:
+            return holders
+        if time.monotonic() > deadline:
+            console.log(f"  [red]shards not balanced after {timeout:.0f} s[/]: {holders}")
+            return holders
+        time.sleep(0.5)
+
+
 def operator_names(shards: int) -> list[str]:
     return ["operator"] if shards == 1 else [f"operator-{i}" for i in range(shards)]
 
@@ -1148,6 +1178,13 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
             if op.popen.poll() is not None:
                 tail = op.log.read_text(errors="replace").splitlines()[-5:]
                 raise RuntimeError(f"{op.name} exited with {op.popen.returncode}: " + " | ".join(tail))
+        if args.shards > 1:
+            # Measure the steady state, not the start's handovers: rollouts are created once each
+            # replica holds one shard (replicas first take what is free, then hand shards over).
+            settle_started = time.monotonic()
+            result.shard_holders = wait_for_balanced_shards(backend, args.shards, timeout=180)
+            result.shard_settle_seconds = round(time.monotonic() - settle_started, 1)
+            console.log(f"  shards held {result.shard_holders} after {result.shard_settle_seconds} s")
         sampler = Sampler(
             {
                 **{op.name: op.pid for op in operators},
@@ -1280,6 +1317,10 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         writes = {k: v for k, v in sorted(r.api_breakdown.items(), key=lambda kv: -kv[1])}
         console.print(f"  API calls in the canary phase: {writes}")
         console.print(f"  writes split: {r.writes_split}; from {r.api_details}; load average {r.machine_load}")
+        console.print(
+            f"  StepCompleted Events per step: {fmt(r.step_events_per_step, '.3f')} (1: no step announced twice); "
+            f"shards {r.shard_holders or '-'} settled in {fmt(r.shard_settle_seconds, '.1f')} s"
+        )
 
 
 def process_table(r: SizeResult) -> Table:
@@ -1397,6 +1438,7 @@ def main() -> int:
                         "requests_per_step": r.requests_per_step,
                         "queries_per_analysis": r.queries_per_analysis,
                         "step_writes_per_step": r.step_writes_per_step,
+                        "step_events_per_step": r.step_events_per_step,
                         "rollout_writes_per_rollout": r.rollout_writes_per_rollout,
                         "analysis_writes_per_rollout": r.analysis_writes_per_rollout,
                     }
