@@ -87,7 +87,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +313,7 @@ COLLECTIONS = {
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    "Lease": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
     "Node": "/api/v1/nodes",
 }
@@ -517,6 +518,8 @@ class SizeResult:
     machine_load: dict[str, float] = field(default_factory=dict)  # load averages at the start and end
     shard_holders: dict[str, str] = field(default_factory=dict)  # shard Lease -> replica, before the rollouts
     shard_settle_seconds: float | None = None  # from the replicas' start to one shard each
+    # The real API server's priority and fairness in the canary phase, "<level> <figure>" (flow_control)
+    flow_control: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_per_step(self) -> float | None:
@@ -779,6 +782,29 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
     return found
 
 
+async def flow_control(session: aiohttp.ClientSession, backend: Backend) -> dict[str, float]:
+    """The real API server's priority-and-fairness figures so far, by priority level: requests
+    dispatched, seconds they waited in its queues (sum), requests rejected. The operator, as a
+    ServiceAccount, is queued there; the benchmark's clients and the controllers (the admin, in
+    system:masters) are exempt."""
+    if backend.kind != "real":
+        return {}
+    async with session.get(f"{backend.url}/metrics") as answer:
+        text = await answer.text()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        for metric, key in (
+            ("apiserver_flowcontrol_request_wait_duration_seconds_sum{", "wait_seconds"),
+            ("apiserver_flowcontrol_request_wait_duration_seconds_count{", "dispatched"),
+            ("apiserver_flowcontrol_rejected_requests_total{", "rejected"),
+        ):
+            if line.startswith(metric) and 'priority_level="' in line:
+                level = line.split('priority_level="', 1)[1].split('"', 1)[0]
+                name = f"{level} {key}"
+                found[name] = found.get(name, 0.0) + float(line.split()[-1])
+    return found
+
+
 async def all_operator_metrics(session: aiohttp.ClientSession, ports: list[int]) -> dict[str, float]:
     """operator_metrics summed over the replicas."""
     total: dict[str, float] = {}
@@ -870,6 +896,7 @@ async def drive(
             api_before = await stats(session, api_proxy)
             prom_before = await stats(session, prom_proxy)
             details_before = await stats(session, api_proxy, "/__scale_detail")
+            apf_before = await flow_control(session, backend)
             passes_before = await all_operator_metrics(session, metrics_ports)
             cpu_before = sampler.take()
             canary_started = time.time()
@@ -904,6 +931,12 @@ async def drive(
             api_after = await stats(session, api_proxy)
             prom_after = await stats(session, prom_proxy)
             details_after = await stats(session, api_proxy, "/__scale_detail")
+            apf_after = await flow_control(session, backend)
+            result.flow_control = {
+                key: round(value - apf_before.get(key, 0.0), 3)
+                for key, value in apf_after.items()
+                if value - apf_before.get(key, 0.0)
+            }
             passes_after = await all_operator_metrics(session, metrics_ports)
             result.promoted = watcher.count("Succeeded", "2")
             result.completed = ok
@@ -1020,6 +1053,36 @@ def shard_holders(backend: Backend) -> dict[str, str]:
         f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases?labelSelector=modelrollout.io/lease=shard",
     )
     return {item["metadata"]["name"]: (item.get("spec") or {}).get("holderIdentity") or "" for item in leases["items"]}
+
+
+def preassign_shards(backend: Backend, shards: int) -> None:
+    """Create the shard Leases as their replicas would, shard k held by bench-op-k (what
+    ``modelrollout.sharding.leases.LeaseStore`` writes; 30 s, the default ``--shard-lease-seconds``):
+    each replica then starts on its own shard and renews it, with no start-up handovers."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for shard in range(shards):
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": f"modelrollout-shard-{shard}",
+                "namespace": OPERATOR_NAMESPACE,
+                "labels": {
+                    "app.kubernetes.io/managed-by": "modelrollout",
+                    f"{GROUP}/lease": "shard",
+                    f"{GROUP}/shard": str(shard),
+                },
+                "annotations": {f"{GROUP}/shards": str(shards)},
+            },
+            "spec": {
+                "holderIdentity": f"bench-op-{shard}",
+                "leaseDurationSeconds": 30,
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": 0,
+            },
+        }
+        backend.create(lease)
 
 
 def wait_for_balanced_shards(backend: Backend, shards: int, timeout: float) -> dict[str, str]:
@@ -1157,6 +1220,8 @@ def run_size(args: argparse.Namespace, n: int) -> SizeResult:
         procs.append(stand_in)
         stand_in.first_line()
 
+        if args.shards > 1 and args.shard_start == "preassigned":
+            preassign_shards(backend, args.shards)
         names = operator_names(args.shards)
         metrics_ports = [free_port() for _ in names]
         operators = [
@@ -1321,6 +1386,8 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
             f"  StepCompleted Events per step: {fmt(r.step_events_per_step, '.3f')} (1: no step announced twice); "
             f"shards {r.shard_holders or '-'} settled in {fmt(r.shard_settle_seconds, '.1f')} s"
         )
+        if r.flow_control:
+            console.print(f"  API server priority and fairness in the canary: {r.flow_control}")
 
 
 def process_table(r: SizeResult) -> Table:
@@ -1414,6 +1481,14 @@ def main() -> int:
         default=1,
         help="operator replicas, each started with --shards N --shard-identity bench-op-<i>; 1: one operator "
         "without sharding flags",
+    )
+    parser.add_argument(
+        "--shard-start",
+        choices=("free", "preassigned"),
+        default="free",
+        help="with shards: free, the replicas share the shards out themselves at start (the first takes "
+        "all, then hands shards over); preassigned, the benchmark creates each shard's Lease held by its "
+        "replica first, so each starts on one shard",
     )
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
