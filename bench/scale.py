@@ -301,6 +301,8 @@ def start_emulator(n: int, workdir: Path, procs: list[Proc]) -> Backend:
     kubeconfig = yaml.safe_load((workdir / "emulator.kubeconfig").read_text())
     backend = Backend("emulator", url, {}, None, [], kubeconfig, {"emulator": emulator.pid})
     backend.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    # Where sharded replicas keep their Leases.
+    backend.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     return backend
 
 
