@@ -5,9 +5,14 @@
 Prints its URL on stdout once it listens (the readiness signal). ``GET /__scale_stats`` answers the
 counts so far as JSON: ``{"METHOD kind": n}``, where kind is the resource plural (with ``/status``
 for the status subresource, ``?watch`` for watches) or, for other URLs, the path itself
-(``/api/v1/query`` for Prometheus). Watch streams are relayed chunk by chunk. With
+(``/api/v1/query`` for Prometheus). ``GET /__scale_detail`` answers what some writes were, read from
+their bodies (:func:`detail_of`): Events by reason, ModelRollout status writes by what they record,
+so the benchmark can split the writes into per-step and per-rollout ones. Watch streams are relayed
+chunk by chunk. With
 ``--log-writes FILE`` every non-GET request is also appended to FILE as a JSON line (method, path,
-body): to see what a write was, not only how many there were.
+body): to see what a write was, not only how many there were. With ``--ca-file`` the upstream is
+HTTPS (the real API server) verified with that CA; the clients' own ``Authorization`` header is
+relayed, so the API server authenticates and authorises each client as itself.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import collections
 import json
 import signal
+import ssl
 import sys
 
 import aiohttp
@@ -45,19 +51,52 @@ def kind_of(path: str, query: str) -> str:
     return kind
 
 
+def detail_of(method: str, kind: str, body: bytes | None) -> str | None:
+    """What a write was, for the writes whose count per step depends on it (None for the others):
+
+    * ``POST events`` by reason: ``event StepCompleted`` (one per step), ``event RolloutStarted``, ...;
+    * ``PATCH modelrollouts/status`` by what the patch records: ``status phase=<phase>`` when it
+      changes the phase (the canary's start is ``Progressing``, its promotion ``Succeeded``),
+      ``status step`` when it names a new current step, ``status other`` otherwise (measurements held
+      for a quiet write, conditions).
+    """
+    if method not in ("POST", "PATCH", "PUT") or not body or kind not in ("events", "modelrollouts/status"):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    if kind == "events":
+        return f"event {document.get('reason')}"
+    status = document.get("status") or {}
+    if status.get("phase"):
+        return f"status phase={status['phase']}"
+    if status.get("currentStepIndex") is not None:
+        return "status step"
+    return "status other"
+
+
 class Proxy:
     def __init__(self, upstream: str, log_writes: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.log_writes = open(log_writes, "a") if log_writes else None  # noqa: SIM115 (open for the run)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.details: collections.Counter[str] = collections.Counter()
         self.session: aiohttp.ClientSession | None = None
 
-    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+    async def handle(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if request.path == "/__scale_stats":
             return aiohttp.web.json_response(dict(self.counts))
-        self.counts[f"{request.method} {kind_of(request.path, request.query_string)}"] += 1
+        if request.path == "/__scale_detail":
+            return aiohttp.web.json_response(dict(self.details))
+        kind = kind_of(request.path, request.query_string)
+        self.counts[f"{request.method} {kind}"] += 1
         assert self.session is not None
         body = await request.read() if request.can_read_body else None
+        if (detail := detail_of(request.method, kind, body)) is not None:
+            self.details[detail] += 1
         if self.log_writes is not None and request.method != "GET":
             text = (body or b"").decode(errors="replace")
             self.log_writes.write(json.dumps({"method": request.method, "path": request.path, "body": text}) + "\n")
@@ -85,7 +124,9 @@ class Proxy:
 async def serve(args: argparse.Namespace) -> None:
     proxy = Proxy(args.upstream, args.log_writes)
     proxy.session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, force_close=False),
+        connector=aiohttp.TCPConnector(
+            limit=0, force_close=False, ssl=ssl.create_default_context(cafile=args.ca_file) if args.ca_file else True
+        ),
         timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         auto_decompress=False,
     )
@@ -113,6 +154,7 @@ def main() -> int:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stats-file", default=None)
+    parser.add_argument("--ca-file", default=None, help="the CA of an HTTPS upstream (the real API server)")
     parser.add_argument("--log-writes", default=None, help="append every non-GET request to this file")
     asyncio.run(serve(parser.parse_args()))
     return 0

@@ -30,7 +30,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -124,6 +124,8 @@ class ControlPlane:
     admin_token: str
     components: list[_Component] = field(default_factory=list)
     remove_dir: bool = True
+    #: more command-line flags per component (by binary name), after the ones set here
+    extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -141,12 +143,29 @@ class ControlPlane:
     # --- lifecycle --------------------------------------------------------------------------------
 
     @classmethod
-    def start_in(cls, directory: Path, assets: Path, *, timeout: float = 120.0, remove_dir: bool = True) -> Self:
+    def start_in(
+        cls,
+        directory: Path,
+        assets: Path,
+        *,
+        timeout: float = 120.0,
+        remove_dir: bool = True,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
+    ) -> Self:
         """Start etcd, the API server, the controller manager and the scheduler; return once the API
-        server is ready and both controllers answer their health checks. On failure nothing is left running."""
+        server is ready and both controllers answer their health checks. On failure nothing is left running.
+        ``extra_args`` adds flags per component, e.g. ``{"kube-controller-manager": ["--kube-api-qps=200"]}``
+        (a benchmark sizing the controllers as a large cluster would)."""
         directory = directory.resolve()
         directory.mkdir(parents=True, exist_ok=True)
-        plane = cls(assets, directory, procs.free_port(), secrets.token_hex(16), remove_dir=remove_dir)
+        plane = cls(
+            assets,
+            directory,
+            procs.free_port(),
+            secrets.token_hex(16),
+            remove_dir=remove_dir,
+            extra_args=extra_args or {},
+        )
         try:
             plane._start(timeout)
         except BaseException:
@@ -271,6 +290,11 @@ class ControlPlane:
         self.stop()
 
     @property
+    def pids(self) -> dict[str, int]:
+        """The running components' process ids, by binary name (for measuring their CPU and memory)."""
+        return {c.name: c.process.pid for c in self.components if c.process.poll() is None}
+
+    @property
     def alive(self) -> bool:
         return bool(self.components) and all(c.process.poll() is None for c in self.components)
 
@@ -321,7 +345,7 @@ class ControlPlane:
         log_path = self.dir / "logs" / f"{name}.log"
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
-                [str(self.assets / name), *args],
+                [str(self.assets / name), *args, *self.extra_args.get(name, ())],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
