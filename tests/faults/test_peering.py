@@ -139,7 +139,11 @@ def test_one_replica_acts_and_the_other_takes_over_when_it_dies(
     assert takeover <= TAKEOVER_BOUND, f"the standby took {takeover:.0f}s to take over"
     assert status["stableVersion"] == "2.0.0"
     assert "Resuming operations" in standby.logs()
-    assert any("Promoted" in line for line in _acting_lines(standby))
+    # The pass writes the status first and then posts (and logs) its Events: on a loaded machine the
+    # line can come a moment after the status the test saw.
+    cluster.wait_for(
+        "the standby's Promoted line", lambda: any("Promoted" in line for line in _acting_lines(standby)), timeout=30
+    )
     cluster.wait_for("the Promoted event", lambda: "Promoted" in cluster.event_reasons(name))
     seen = counts(cluster, name)
     assert (seen["RolloutStarted"], seen["Promoted"]) == (1, 1)
