@@ -29,12 +29,15 @@ import json
 import signal
 import ssl
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.cluster import kubelet_pod_status  # noqa: E402
 
 PODS = "/api/v1/pods"
 
@@ -47,35 +50,9 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 def running_status(pod: dict[str, Any]) -> dict[str, Any]:
-    """What a kubelet reports for a pod whose containers run and are ready (as PodKubelet's pod_status)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    # A stable, distinct address per pod, from the pod range: nothing routes to it.
-    digest = int(uuid.UUID(pod["metadata"]["uid"])) % (250 * 250)
-    containers = [
-        {
-            "name": container["name"],
-            "image": container.get("image") or "unknown",
-            "imageID": "",
-            "ready": True,
-            "started": True,
-            "restartCount": 0,
-            "state": {"running": {"startedAt": now}},
-        }
-        for container in (pod.get("spec") or {}).get("containers") or []
-    ]
-    return {
-        "phase": "Running",
-        "hostIP": "10.244.0.1",
-        "podIP": f"10.244.{1 + digest // 250}.{1 + digest % 250}",
-        "startTime": now,
-        "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-        ],
-        "containerStatuses": containers,
-    }
+    """What a kubelet reports for a pod whose containers run and are ready (as the tests' PodKubelet)."""
+    containers = [(c["name"], c.get("image")) for c in (pod.get("spec") or {}).get("containers") or []]
+    return kubelet_pod_status(pod["metadata"]["uid"], containers, ready=True)
 
 
 class Kubelet:

@@ -339,20 +339,27 @@ class PodKubelet(_Poller):
 
 def pod_status(pod: Any, ready: bool) -> dict[str, Any]:
     """What a kubelet reports for a running pod whose containers are (not) ready."""
+    return kubelet_pod_status(pod.metadata.uid, [(c.name, c.image) for c in pod.spec.containers], ready)
+
+
+def kubelet_pod_status(uid: str, containers: list[tuple[str, str | None]], ready: bool) -> dict[str, Any]:
+    """The status a kubelet reports for a running pod (`containers`: name and image), also the
+    benchmark's stand-in kubelet's (bench/scale_kubelet.py)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     flag = "True" if ready else "False"
-    digest = int(uuid.UUID(pod.metadata.uid)) % (250 * 250)
-    containers = [
+    # A stable, distinct address per pod, from the pod range: nothing routes to it.
+    digest = int(uuid.UUID(uid)) % (250 * 250)
+    statuses = [
         {
-            "name": container.name,
-            "image": container.image or "unknown",
+            "name": name,
+            "image": image or "unknown",
             "imageID": "",
             "ready": ready,
             "started": True,
             "restartCount": 0,
             "state": {"running": {"startedAt": now}},
         }
-        for container in pod.spec.containers
+        for name, image in containers
     ]
     return {
         "phase": "Running",
@@ -365,7 +372,7 @@ def pod_status(pod: Any, ready: bool) -> dict[str, Any]:
             {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
             {"type": "Ready", "status": flag, "lastTransitionTime": now},
         ],
-        "containerStatuses": containers,
+        "containerStatuses": statuses,
     }
 
 
