@@ -26,6 +26,7 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.recording_proxy import RecordingProxy
 
 from modelrollout.cli import main as cli
+from modelrollout.sharding.labeler import children_selector
 from modelrollout.sharding.plan import (
     SHARD_LABEL,
     SHARDS_LABEL,
@@ -228,7 +229,8 @@ def test_two_replicas_share_the_rollouts_and_act_on_each_once(
         allowed = {shard_selector(own, 2)}
         watched = watched_selectors(proxy)
         for resource in ("modelrollouts", "deployments", "services"):
-            extra = {unsharded_selector(2)} if resource == "modelrollouts" and own == 0 else set()
+            unlabelled = unsharded_selector(2) if resource == "modelrollouts" else children_selector(2)
+            extra = {unlabelled} if own == 0 else set()
             assert watched.get(resource) and watched[resource] <= allowed | extra, (resource, watched)
         for name in names:
             labels = cluster.rollout(name)["metadata"]["labels"]
@@ -242,6 +244,38 @@ def test_two_replicas_share_the_rollouts_and_act_on_each_once(
         assert_each_step_once(cluster, names, TIMED)
     finally:
         group.processes["replica-a"].stop()  # before its proxy: replica-b takes its shard over
+        proxy.stop()
+
+
+def test_labelling_new_rollouts_lists_no_children_per_rollout(
+    cluster: Cluster,
+    deployment_controller: DeploymentController,
+    replicas: Callable[[int], Replicas],
+    control_plane: RealControlPlane | None,
+) -> None:
+    """A label-selected list costs the API server a scan of the namespace: one per new rollout made
+    labelling 10,000 of them quadratic (the 10,000-rollout benchmark's start wave). New rollouts have
+    no children to label, so the labeler lists none for them."""
+    group = replicas(2)
+    proxy = group.proxy(control_plane).start()
+    try:
+        group.start("replica-a", 2, proxy=proxy)  # alone: it holds shard 0, so it labels
+        group.wait_held(2, {"replica-a"})
+        names = names_covering(cluster.namespace, 2, per_shard=3)
+        create(cluster, names, TIMED)
+        per_rollout = [
+            seen
+            for seen in proxy.seen
+            if seen.method == "GET"
+            and "watch" not in urllib.parse.parse_qs(seen.query)
+            and "modelrollout.io/rollout=" in urllib.parse.parse_qs(seen.query).get("labelSelector", [""])[0]
+        ]
+        assert not per_rollout, per_rollout
+        for name in names:
+            labels = cluster.rollout(name)["metadata"]["labels"]
+            assert labels[SHARD_LABEL] == str(shard_of(cluster.namespace, name, 2)), labels
+    finally:
+        group.processes["replica-a"].stop()
         proxy.stop()
 
 
