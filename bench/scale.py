@@ -504,6 +504,7 @@ class SizeResult:
     other_cpu: dict[str, float] = field(default_factory=dict)
     other_rss_peak: dict[str, int] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
+    pass_lateness: dict[str, float] = field(default_factory=dict)  # over the canary, sum and count by kind
     gc_pauses: dict[str, float] = field(default_factory=dict)
     prom_breakdown: dict[str, int] = field(default_factory=dict)
     foreign_cpu_share: float | None = None  # share of the machine's cores busy with processes not ours
@@ -781,6 +782,14 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
         ):
             generation = line.split('generation="', 1)[1].split('"', 1)[0]
             found[f"gc{generation}_{line.split('{', 1)[0].rsplit('_', 1)[1]}"] = float(line.split()[-1])
+        # How late passes started after their deadlines, by kind: lateness_<kind>_sum, lateness_<kind>_count.
+        for part in ("sum", "count"):
+            if line.startswith(f"modelrollout_pass_lateness_seconds_{part}{{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                found[f"lateness_{kind}_{part}"] = float(line.split()[-1])
+        if line.startswith('modelrollout_pass_lateness_seconds_bucket{kind="urgent"'):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            found[f"lateness_urgent_le_{le}"] = float(line.split()[-1])
     return found
 
 
@@ -988,6 +997,11 @@ async def drive(
                     key: round(value - passes_before.get(key, 0), 3)
                     for key, value in passes_after.items()
                     if key.startswith("gc")
+                }
+                result.pass_lateness = {
+                    key: round(value - passes_before.get(key, 0), 3)
+                    for key, value in passes_after.items()
+                    if key.startswith("lateness_")
                 }
 
             # Lags, from the watch history and the Deployments' readiness times.
@@ -1376,7 +1390,8 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         console.print(
             f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
             f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
-            f"passes {r.passes}; garbage collection (s, count by generation) {r.gc_pauses}; "
+            f"passes {r.passes}; pass lateness {r.pass_lateness}; "
+            f"garbage collection (s, count by generation) {r.gc_pauses}; "
             f"other processes' CPU {r.other_cpu}; "
             "machine busy with processes outside the benchmark: "
             f"{fmt(r.foreign_cpu_share and r.foreign_cpu_share * 100, '.0f')} % of the cores"
