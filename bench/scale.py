@@ -505,6 +505,9 @@ class SizeResult:
     other_rss_peak: dict[str, int] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
     pass_lateness: dict[str, float] = field(default_factory=dict)  # over the canary, sum and count by kind
+    # the operator's requests over the canary, from arrival at the counting proxy to the API server's
+    # answer (count, p50, p99, max seconds): the server side's share of a request's time
+    api_server_side: dict[str, float] = field(default_factory=dict)
     gc_pauses: dict[str, float] = field(default_factory=dict)
     prom_breakdown: dict[str, int] = field(default_factory=dict)
     foreign_cpu_share: float | None = None  # share of the machine's cores busy with processes not ours
@@ -942,6 +945,8 @@ async def drive(
             api_after = await stats(session, api_proxy)
             prom_after = await stats(session, prom_proxy)
             details_after = await stats(session, api_proxy, "/__scale_detail")
+            async with session.get(f"{api_proxy}/__scale_timings?since={canary_started}") as answer:
+                result.api_server_side = await answer.json()
             apf_after = await flow_control(session, backend)
             result.flow_control = {
                 key: round(value - apf_before.get(key, 0.0), 3)
@@ -1391,6 +1396,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
             f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
             f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
             f"passes {r.passes}; pass lateness {r.pass_lateness}; "
+            f"operator requests, server side (proxy + API server), s: {r.api_server_side}; "
             f"garbage collection (s, count by generation) {r.gc_pauses}; "
             f"other processes' CPU {r.other_cpu}; "
             "machine busy with processes outside the benchmark: "

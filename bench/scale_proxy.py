@@ -24,6 +24,7 @@ import json
 import signal
 import ssl
 import sys
+import time
 
 import aiohttp
 import aiohttp.web
@@ -85,12 +86,18 @@ class Proxy:
         self.counts: collections.Counter[str] = collections.Counter()
         self.details: collections.Counter[str] = collections.Counter()
         self.session: aiohttp.ClientSession | None = None
+        # (arrival on the wall clock, seconds until the upstream's answer was read) of each request
+        # that is not a watch: what the server side (this proxy and the API server) costs a caller
+        self.timings: list[tuple[float, float]] = []
 
     async def handle(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if request.path == "/__scale_stats":
             return aiohttp.web.json_response(dict(self.counts))
         if request.path == "/__scale_detail":
             return aiohttp.web.json_response(dict(self.details))
+        if request.path == "/__scale_timings":
+            return aiohttp.web.json_response(self.timing_summary(float(request.query.get("since", "0"))))
+        arrived, started = time.time(), time.monotonic()
         kind = kind_of(request.path, request.query_string)
         self.counts[f"{request.method} {kind}"] += 1
         assert self.session is not None
@@ -110,6 +117,7 @@ class Proxy:
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
             if not watch:
                 data = await upstream.read()
+                self.timings.append((arrived, time.monotonic() - started))
                 return aiohttp.web.Response(body=data, status=upstream.status, headers=out_headers)
             response = aiohttp.web.StreamResponse(status=upstream.status, headers=out_headers)
             await response.prepare(request)
@@ -119,6 +127,18 @@ class Proxy:
             except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError):
                 pass
             return response
+
+
+    def timing_summary(self, since: float) -> dict[str, float]:
+        """Count, p50, p99 and max of the server-side seconds of requests that arrived after `since`."""
+        seconds = sorted(took for at, took in self.timings if at >= since)
+        if not seconds:
+            return {"count": 0}
+
+        def quantile(q: float) -> float:
+            return seconds[min(len(seconds) - 1, int(q * len(seconds)))]
+
+        return {"count": len(seconds), "p50": quantile(0.5), "p99": quantile(0.99), "max": seconds[-1]}
 
 
 async def serve(args: argparse.Namespace) -> None:
