@@ -27,7 +27,12 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from modelrollout_devkit.sandbox.dataplane import count_for, mirrored_in_namespace, served_in_namespace
+from modelrollout_devkit.sandbox.dataplane import (
+    count_for,
+    in_flight_in_namespace,
+    mirrored_in_namespace,
+    served_in_namespace,
+)
 from modelrollout_devkit.sandbox.loadgen import LoadGenerator
 from modelrollout_devkit.sandbox.supervisor import Sandbox
 from tests.e2e.conftest import close_namespace, open_namespace
@@ -269,12 +274,15 @@ class Story:
 
     def assert_stops_serving(self, version: str) -> None:
         """`version` answers no caller once the selector or route change has reached the data plane
-        (through a watch): requests of ours, sent after that, all go elsewhere, and so do the load's."""
+        (through a watch): requests of ours, sent after that, all go elsewhere, and so do the load's.
+
+        Answers are counted as they come back, so a slow version still answers requests it got before
+        the change: the count is final once our requests go elsewhere and none is on its way to it."""
 
         def stopped() -> bool:
-            frozen = self.served(version)
             answered = self.send(20)
-            return version not in answered and self.served(version) == frozen
+            in_flight = in_flight_in_namespace(self.sandbox.stats(), self.namespace, version)
+            return version not in answered and in_flight == 0
 
         self.cluster.wait_for(f"{version} to stop answering callers", stopped, timeout=30, interval=0.5)
         frozen = self.served(version)

@@ -170,6 +170,16 @@ class DataPlaneStats:
     routes: dict[str, int] = field(default_factory=dict)
     #: Mirrored copies not sent because MAX_MIRRORS_IN_FLIGHT were already in flight.
     mirrors_dropped: int = 0
+    #: Callers' requests sent on to a pod and not answered yet, by (namespace, version): an answer
+    #: is counted when it comes back, so a slow version can still answer callers for a while after
+    #: the route has left it, and this says when it no longer can.
+    in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def sent(self, namespace: str, version: str, change: int) -> None:
+        key = (namespace, version)
+        self.in_flight[key] = self.in_flight.get(key, 0) + change
+        if not self.in_flight[key]:
+            del self.in_flight[key]
 
     def record(self, namespace: str, service: str, version: str, code: int, *, mirror: bool = False) -> None:
         table = self.mirrored if mirror else self.served
@@ -197,6 +207,9 @@ class DataPlaneStats:
             "by_version": by_version,
             "routes": dict(sorted(self.routes.items())),
             "mirrors_dropped": self.mirrors_dropped,
+            "in_flight": [
+                {"namespace": ns, "version": ver, "count": count} for (ns, ver), count in sorted(self.in_flight.items())
+            ],
         }
 
 
@@ -211,6 +224,15 @@ def served_in_namespace(stats: Mapping[str, Any], namespace: str, version: str) 
     return sum(
         int(row["count"])
         for row in stats.get("requests") or []
+        if row["namespace"] == namespace and row["version"] == version
+    )
+
+
+def in_flight_in_namespace(stats: Mapping[str, Any], namespace: str, version: str) -> int:
+    """Callers' requests on their way to ``version`` in a namespace, not answered yet."""
+    return sum(
+        int(row["count"])
+        for row in stats.get("in_flight") or []
         if row["namespace"] == namespace and row["version"] == version
     )
 
@@ -450,16 +472,22 @@ class DataPlane:
         # The shadow comparator's own calls (to stable and candidate) are shadow work: counted with the
         # mirrored copies, since no caller sees their answers.
         shadow = bool(request.headers.get(SHADOW_HEADER))
-        try:
-            status, headers, payload = await self._forward(self._session, pod, upstream)
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self._count(backend, pod.version, 502, shadow=shadow)
-            return web.json_response(
-                {"error": f"pod {pod.name} did not answer: {error.__class__.__name__}: {error}"},
-                status=502,
-                headers={POD_HEADER: pod.name, ROUTE_HEADER: decision.source},
-            )
-        self._count(backend, pod.version, status, shadow=shadow)
+        if not shadow:
+            self.stats.sent(backend.namespace, pod.version, +1)
+        try:  # counted before it leaves the in-flight tally: at 0 in flight, the count is final
+            try:
+                status, headers, payload = await self._forward(self._session, pod, upstream)
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._count(backend, pod.version, 502, shadow=shadow)
+                return web.json_response(
+                    {"error": f"pod {pod.name} did not answer: {error.__class__.__name__}: {error}"},
+                    status=502,
+                    headers={POD_HEADER: pod.name, ROUTE_HEADER: decision.source},
+                )
+            self._count(backend, pod.version, status, shadow=shadow)
+        finally:
+            if not shadow:
+                self.stats.sent(backend.namespace, pod.version, -1)
         response = web.Response(status=status, body=payload)
         for name, value in headers:
             if name.lower() not in HOP_BY_HOP:
