@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelrollout.kube.api import DEPLOYMENTS, MODELROLLOUTS, SERVICES, ApiError, KubeApi, Resource
 from modelrollout.sharding.plan import labels_of, shard_labels, unsharded_selector
-from modelrollout.vocabulary.names import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL
+from modelrollout.vocabulary.names import MANAGED_BY, MANAGED_BY_LABEL, ROLLOUT_LABEL, label_selector, selector_for
 
 logger = logging.getLogger("modelrollout.sharding")
 
 RETRY_SECONDS = 5.0
 CHILDREN = (DEPLOYMENTS, SERVICES)
+Labeller = Callable[[dict[str, Any]], Awaitable[object]]
 
 
 def children_selector(shards: int) -> str:
@@ -59,17 +62,26 @@ async def label_rollout(api: KubeApi, rollout: dict[str, Any], shards: int, with
     metadata = rollout.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
     if with_children:
-        children = f"{MANAGED_BY_LABEL}={MANAGED_BY},{ROLLOUT_LABEL}={name}"
+        children = label_selector({MANAGED_BY_LABEL: MANAGED_BY, **selector_for(name)})
         for resource in CHILDREN:
             for child in await api.list(resource, namespace, children):
                 await label_child(api, resource, child, shards)
     return await _patch_labels(api, MODELROLLOUTS, rollout, shard_labels(namespace, name, shards))
 
 
+async def label_seen_rollout(api: KubeApi, rollout: dict[str, Any], shards: int) -> bool:
+    """Label a rollout the watch shows; one with a status was acted on, so it may have children: those first."""
+    return await label_rollout(api, rollout, shards, with_children=bool(rollout.get("status")))
+
+
 async def label_all(api: KubeApi, namespace: str | None, shards: int, stop: asyncio.Event) -> None:
     """List, label and watch what needs labels in one namespace (None: all), until `stop`."""
     rollouts_query = {"labelSelector": unsharded_selector(shards)}
     children_query = {"labelSelector": children_selector(shards)}
+
+    def follow(resource: Resource, version: str, query: dict[str, str], label: Labeller) -> asyncio.Future[None]:
+        return asyncio.ensure_future(_follow(api, resource, namespace, version, query, label))
+
     while not stop.is_set():
         try:
             watches: list[asyncio.Future[Any]] = []
@@ -79,12 +91,13 @@ async def label_all(api: KubeApi, namespace: str | None, shards: int, stop: asyn
                     listing = await api.request("GET", resource.path(namespace), query=children_query)
                     for child in listing.get("items", []):
                         await label_child(api, resource, child, shards)
-                    version = _version_of(listing)
-                    watches.append(asyncio.ensure_future(_watch_children(api, resource, namespace, version, shards)))
+                    labelling = functools.partial(label_child, api, resource, shards=shards)
+                    watches.append(follow(resource, _version_of(listing), children_query, labelling))
                 listing = await api.request("GET", MODELROLLOUTS.path(namespace), query=rollouts_query)
                 for rollout in listing.get("items", []):
                     await label_rollout(api, rollout, shards, with_children=False)  # listed and labelled above
-                watches.append(asyncio.ensure_future(_watch_rollouts(api, namespace, _version_of(listing), shards)))
+                seen = functools.partial(label_seen_rollout, api, shards=shards)
+                watches.append(follow(MODELROLLOUTS, _version_of(listing), rollouts_query, seen))
                 stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
                 try:
                     await asyncio.wait([*watches, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -108,20 +121,17 @@ def _version_of(listing: dict[str, Any]) -> str:
     return str(listing.get("metadata", {}).get("resourceVersion", ""))
 
 
-async def _watch_children(api: KubeApi, resource: Resource, namespace: str | None, version: str, shards: int) -> None:
-    query = {"labelSelector": children_selector(shards)}
-    async for kind, child in api.watch(resource, namespace, version, query=query):
+async def _follow(
+    api: KubeApi,
+    resource: Resource,
+    namespace: str | None,
+    version: str,
+    query: dict[str, str],
+    label: Labeller,
+) -> None:
+    """Label what the watch shows added or changed, until it ends (an ERROR, e.g. 410 Gone: list again)."""
+    async for kind, body in api.watch(resource, namespace, version, query=query):
         if kind in ("ADDED", "MODIFIED"):
-            await label_child(api, resource, child, shards)
+            await label(body)
         elif kind == "ERROR":
-            return
-
-
-async def _watch_rollouts(api: KubeApi, namespace: str | None, version: str, shards: int) -> None:
-    query = {"labelSelector": unsharded_selector(shards)}
-    async for kind, rollout in api.watch(MODELROLLOUTS, namespace, version, query=query):
-        if kind in ("ADDED", "MODIFIED"):
-            # A rollout with a status was acted on, so it may have children: label those first.
-            await label_rollout(api, rollout, shards, with_children=bool(rollout.get("status")))
-        elif kind == "ERROR":  # e.g. 410 Gone: list again
             return
