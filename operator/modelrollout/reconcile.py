@@ -59,7 +59,7 @@ from modelrollout.metrics.prometheus import Credentials
 from modelrollout.notify.ledger import next_retry_in
 from modelrollout.notify.notifier import Notifier
 from modelrollout.runtime.cache import Key, OwnWrites, ParsedSpecs, ParsedStatuses, deployment_state
-from modelrollout.runtime.pacing import RoutineGate
+from modelrollout.runtime.pacing import PassGate, RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus, quiet_change
 from modelrollout.runtime.wakeups import WakeUps
 from modelrollout.sharding.plan import shard_labels_in
@@ -95,6 +95,7 @@ class Runtime:
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)
     routine: RoutineGate = field(default_factory=RoutineGate)
+    passes: PassGate = field(default_factory=PassGate)
     wakeups: WakeUps = field(default_factory=WakeUps)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.

@@ -1,5 +1,6 @@
-"""The routine gate: a few measurement passes at once, first come first served, and never a wait
-for a pass that a change, a stop or its own patience makes urgent."""
+"""The gates passes wait at. The routine gate: a few measurement passes at once, first come first
+served, and never a wait for a pass that a change, a stop or its own patience makes urgent. The pass
+gate: a bounded number of other passes, a freed slot going to a rollout under way first."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import random
 
 import pytest
 
-from modelrollout.runtime.pacing import RoutineGate
+from modelrollout.runtime.pacing import PassGate, Priority, RoutineGate
+from modelrollout.runtime.worker import priority_of
 
 
 class Daemon:
@@ -94,3 +96,131 @@ async def test_slots_are_never_overcommitted_or_lost() -> None:
     assert most == 3
     assert gate.busy == 0
     assert gate.waiting == 0
+
+
+async def settle() -> None:
+    """Let every task that can run go as far as it can (no timer is involved)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def take_pass_slot(
+    gate: PassGate, priority: Priority, stopping: asyncio.Future[None], release: asyncio.Event, log: list[str], name: str
+) -> None:
+    async with gate.slot(priority, stopping) as held:
+        log.append(f"{name}:{'slot' if held else 'alone'}")
+        await release.wait()
+
+
+async def test_a_freed_pass_slot_goes_to_a_rollout_under_way_before_earlier_starts() -> None:
+    gate = PassGate(slots=1)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    log: list[str] = []
+    releases = {name: asyncio.Event() for name in ("first", "start1", "start2", "step1", "step2")}
+    order = [
+        ("first", Priority.OTHER),
+        ("start1", Priority.OTHER),
+        ("start2", Priority.OTHER),
+        ("step1", Priority.UNDER_WAY),
+        ("step2", Priority.UNDER_WAY),
+    ]
+    tasks = []
+    for name, priority in order:
+        tasks.append(asyncio.create_task(take_pass_slot(gate, priority, never, releases[name], log, name)))
+        await settle()
+    assert log == ["first:slot"] and gate.waiting == 4
+    for name in ("first", "step1", "step2", "start1"):
+        releases[name].set()
+        await settle()
+    assert log == ["first:slot", "step1:slot", "step2:slot", "start1:slot", "start2:slot"]
+    releases["start2"].set()
+    await asyncio.gather(*tasks)
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+async def test_a_stopped_worker_leaves_the_pass_queue_without_a_slot() -> None:
+    gate = PassGate(slots=1)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    log: list[str] = []
+    busy, free = asyncio.Event(), asyncio.Event()
+    free.set()
+    holder = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, busy, log, "holder"))
+    await settle()
+    waiter = asyncio.create_task(take_pass_slot(gate, Priority.UNDER_WAY, stopping, free, log, "waiter"))
+    await settle()
+    stopping.set_result(None)
+    await waiter
+    assert log == ["holder:slot", "waiter:alone"] and gate.busy == 1 and gate.waiting == 0
+    busy.set()
+    await holder
+    assert gate.busy == 0
+
+
+async def test_a_waiter_cancelled_as_its_slot_is_handed_over_passes_it_on() -> None:
+    """kopf cancels a daemon's task when it stops it: a slot handed over at that moment is not lost."""
+    gate = PassGate(slots=1)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    log: list[str] = []
+    busy, free = asyncio.Event(), asyncio.Event()
+    free.set()
+    holder = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, busy, log, "holder"))
+    await settle()
+    cancelled = asyncio.create_task(take_pass_slot(gate, Priority.UNDER_WAY, never, free, log, "cancelled"))
+    after = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, free, log, "after"))
+    await settle()
+    busy.set()  # the holder leaves and hands its slot to `cancelled` ...
+    await holder
+    cancelled.cancel()  # ... which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await after
+    assert log == ["holder:slot", "after:slot"]
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+async def test_pass_slots_are_never_overcommitted_or_lost() -> None:
+    gate = PassGate(slots=4)
+    rng = random.Random(11)
+    inside = most = 0
+    stops: list[asyncio.Future[None]] = []
+
+    async def one() -> None:
+        nonlocal inside, most
+        stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stops.append(stopping)
+        async with gate.slot(rng.choice(list(Priority)), stopping) as held:
+            if held:
+                inside += 1
+                most = max(most, inside)
+            for _ in range(rng.randrange(5)):
+                await asyncio.sleep(0)
+            if held:
+                inside -= 1
+
+    tasks = [asyncio.create_task(one()) for _ in range(300)]
+    await asyncio.sleep(0)
+    for stopping in rng.sample(stops, 30):
+        stopping.set_result(None)
+    await asyncio.gather(*tasks)
+    assert most == 4
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "priority"),
+    [
+        (None, Priority.OTHER),
+        ({"phase": "Pending"}, Priority.OTHER),
+        ({"phase": "Progressing"}, Priority.UNDER_WAY),
+        ({"phase": "Paused"}, Priority.UNDER_WAY),
+        ({"phase": "Succeeded"}, Priority.OTHER),
+        ({"phase": "RolledBack"}, Priority.OTHER),
+        ({"phase": "Failed"}, Priority.OTHER),
+    ],
+)
+def test_a_rollout_is_under_way_while_progressing_or_paused(status: dict[str, str] | None, priority: Priority) -> None:
+    rollout: dict[str, object] = {"metadata": {"name": "m"}}
+    if status is not None:
+        rollout["status"] = status
+    assert priority_of(rollout) == priority

@@ -4,7 +4,8 @@ kopf runs one daemon per ModelRollout, and the daemon runs `run_rollout`, so a r
 two passes racing. After each pass the worker sleeps until the soonest deadline the engine gave
 (`decision.deadlines`), the resync interval, a held status falling due, or a wake-up. A pass that only
 takes a background measurement first waits for a routine slot (`pacing.RoutineGate`), at most until
-something urgent of the same rollout falls due.
+something urgent of the same rollout falls due; every other pass waits for a `pacing.PassGate` slot,
+where a rollout under way goes before one that is not.
 
 The pass itself is given (`run_pass`, `reconcile.reconcile` in the operator): the worker knows what a
 pass needs and returns, not how it decides, so the runtime room does not import the reconcile layer.
@@ -15,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from modelrollout.api.models import Phase
 from modelrollout.engine.types import Decision, DeploymentState, Selector
 from modelrollout.kube.api import ApiError
 from modelrollout.operator_metrics import OPERATOR_METRICS
 from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_states, fresher
-from modelrollout.runtime.pacing import RoutineGate
+from modelrollout.runtime.pacing import PassGate, Priority, RoutineGate
 from modelrollout.runtime.status_writer import HeldStatus
 from modelrollout.runtime.wakeups import WakeUps
 
@@ -63,6 +65,8 @@ class WorkerContext(Protocol):
     def notifier(self) -> Forgetful: ...  # the notifications in flight or settled, per rollout
     @property
     def routine(self) -> RoutineGate: ...
+    @property
+    def passes(self) -> PassGate: ...
     @property
     def wakeups(self) -> WakeUps: ...
     @property
@@ -131,8 +135,7 @@ async def run_rollout(
     loop = asyncio.get_running_loop()
     try:
         while not stopped:
-            gate = runtime.routine.slot(patience, wake, stopping) if patience is not None else nullcontext(False)
-            async with gate:
+            async with _admitted(runtime, patience, priority_of(fresher(body, written)), wake, stopping):
                 if stopped:  # stopped while waiting for a slot: no last pass on the way out
                     break
                 if due_at is not None:
@@ -187,6 +190,35 @@ async def run_rollout(
         runtime.wakeups.forget(namespace, name)
         if body.get("metadata", {}).get("deletionTimestamp"):
             forget_rollout(runtime, namespace, name)
+
+
+# The phases between a start and its promotion or rollback.
+UNDER_WAY_PHASES = frozenset({Phase.PROGRESSING.value, Phase.PAUSED.value})
+
+
+def priority_of(rollout: Mapping[str, Any]) -> Priority:
+    """Whether the rollout's next pass is a step of a delivery under way, by the status it last wrote."""
+    status = rollout.get("status") or {}
+    return Priority.UNDER_WAY if status.get("phase") in UNDER_WAY_PHASES else Priority.OTHER
+
+
+@asynccontextmanager
+async def _admitted(
+    runtime: WorkerContext,
+    patience: float | None,
+    priority: Priority,
+    wake: asyncio.Event,
+    stopping: asyncio.Future[Any],
+) -> AsyncIterator[None]:
+    """Hold what the coming pass may run under: a routine slot when it only takes a background
+    measurement (`patience` set); else, or when its patience runs out first, a pass slot."""
+    if patience is not None:
+        async with runtime.routine.slot(patience, wake, stopping) as held:
+            if held:
+                yield
+                return
+    async with runtime.passes.slot(priority, stopping):
+        yield
 
 
 def forget_rollout(runtime: WorkerContext, namespace: str, name: str) -> None:
