@@ -105,7 +105,12 @@ async def settle() -> None:
 
 
 async def take_pass_slot(
-    gate: PassGate, priority: Priority, stopping: asyncio.Future[None], release: asyncio.Event, log: list[str], name: str
+    gate: PassGate,
+    priority: Priority,
+    stopping: asyncio.Future[None],
+    release: asyncio.Event,
+    log: list[str],
+    name: str,
 ) -> None:
     async with gate.slot(priority, stopping) as held:
         log.append(f"{name}:{'slot' if held else 'alone'}")

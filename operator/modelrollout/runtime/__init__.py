@@ -9,8 +9,9 @@ lives here, in five pieces:
                          │ echo?                   │  ▲ sleeps until the next deadline / a wake-up
                          ▼                         │  │
     our writes ──> cache.OwnWrites ◀───merged──────┤  pacing.RoutineGate: a background-measurement
-                   cache.fresher (status)          │  pass waits for one of a few slots; others never
-                   cache.ParsedSpecs/Statuses      ▼
+                   cache.fresher (status)          │  pass waits for one of a few slots; pacing.PassGate:
+                   cache.ParsedSpecs/Statuses      │  others for one of 64, a rollout under way first
+                                                   ▼
                                               reconcile.reconcile (observe, decide, act, record)
                                                    │
                                               status_writer: a status that only adds quiet
@@ -25,7 +26,9 @@ lives here, in five pieces:
   rollout, never the echo of its own write (what `OwnWrites` answered).
 * `worker`: the loop kopf's daemon runs: a pass, then sleep until the soonest of the engine's
   deadlines (`decision.deadlines`), a held status falling due, an Event to post again, the resync.
-* `pacing`: when the operator is saturated, steps go before background measurements.
+* `pacing`: when the operator is saturated, steps of rollouts under way go first, then new starts,
+  then background measurements; at most 64 passes (and 64 measurements) run at once, so the waiting
+  happens where that order is kept, not in the API client's connection pool.
 * `status_writer`: which status writes may wait (`quiet_change`, `HeldStatus`); `reconcile.record`
   writes the status and holds back the quiet ones.
 * `gc_policy`: the collector's policy for the large, long-lived heap all of this keeps.
