@@ -89,10 +89,15 @@ class ApiError(Exception):
 
 class ApiTimeout(ApiError):
     """No answer in time. Not retried here: the write may or may not have been made, and the pass
-    that asked is replayed as a whole (its actions are idempotent)."""
+    that asked is replayed as a whole (its actions are idempotent). The time counts the wait for a
+    free connection in the client's pool too, so the message does not blame the API server alone."""
 
     def __init__(self, method: str, path: str, seconds: float):
-        super().__init__(504, "Timeout", f"{method} {path}: no answer from the API server in {seconds:g} s")
+        super().__init__(
+            504,
+            "Timeout",
+            f"{method} {path}: no answer in {seconds:g} s (waiting for a free connection or for the API server)",
+        )
 
 
 class KubeApi:
