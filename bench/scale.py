@@ -318,6 +318,7 @@ COLLECTIONS = {
     "Lease": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
     "Node": "/api/v1/nodes",
+    "FlowSchema": "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas",
 }
 
 
@@ -342,7 +343,7 @@ def chart_rbac_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
 
     with helm.Chart.load(REPO / "charts/modelrollout-operator") as chart:
         manifests = chart.render(values, name="modelrollout", namespace=OPERATOR_NAMESPACE, is_install=True)
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema"}
     objects: list[dict[str, Any]] = [
         document
         for path, text in sorted(manifests.items())

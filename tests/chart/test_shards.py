@@ -77,6 +77,20 @@ def test_the_lease_role_is_bound_to_the_operator_in_the_release_namespace(render
     ]
 
 
+def test_the_shard_leases_go_to_the_leader_election_priority_level(render: Render) -> None:
+    objects = render(SHARDED)
+    spec = one(objects, "FlowSchema")["spec"]
+    assert spec["priorityLevelConfiguration"] == {"name": "leader-election"}
+    [rule] = spec["rules"]
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert rule["subjects"] == [{"kind": "ServiceAccount", "serviceAccount": {"name": account, "namespace": NAMESPACE}}]
+    assert [(r["apiGroups"], r["resources"], r["namespaces"]) for r in rule["resourceRules"]] == [
+        (["coordination.k8s.io"], ["leases"], [NAMESPACE])
+    ]
+    assert not find(render({}), "FlowSchema"), "unsharded: no Lease, no FlowSchema"
+    assert not find(render({**SHARDED, "shardLeaseFlowSchema": False}), "FlowSchema")
+
+
 def test_notes_say_how_to_see_the_shard_leases(chart: Any) -> None:
     notes = chart.render(SHARDED, name="modelrollout", namespace=NAMESPACE, is_install=True)
     text = next(body for path, body in notes.items() if path.endswith("NOTES.txt"))

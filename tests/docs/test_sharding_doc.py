@@ -106,7 +106,11 @@ def test_the_refusals_it_quotes_are_the_charts(values: dict[str, Any], starts: s
 def test_the_values_table_gives_the_charts_defaults() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", DOC.read_text(), flags=re.M))
-    assert rows == {"shards": str(defaults["shards"]), "shardLeaseSeconds": str(defaults["shardLeaseSeconds"])}
+    assert rows == {
+        "shards": str(defaults["shards"]),
+        "shardLeaseSeconds": str(defaults["shardLeaseSeconds"]),
+        "shardLeaseFlowSchema": str(defaults["shardLeaseFlowSchema"]).lower(),
+    }
 
 
 def _lease(shard: int, shards: int, holder: str | None, renewed_ago: float) -> dict[str, Any]:

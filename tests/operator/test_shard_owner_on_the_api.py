@@ -22,7 +22,13 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 from tests.support.cluster import Cluster
-from tests.support.control_plane import OPERATOR_NAMESPACE, RealControlPlane, chart_identity, chart_rbac_objects
+from tests.support.control_plane import (
+    OPERATOR_NAMESPACE,
+    RealControlPlane,
+    chart_identity,
+    chart_rbac_objects,
+    wait_until,
+)
 
 from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.sharding.plan import shard_labels, shard_lease_name, shard_of
@@ -197,6 +203,31 @@ def _delete(api_client: kubernetes.client.ApiClient, document: dict[str, Any]) -
     resource = dynamic.resources.get(api_version=document["apiVersion"], kind=document["kind"])
     metadata = document["metadata"]
     resource.delete(name=metadata["name"], namespace=metadata.get("namespace"))
+
+
+def test_the_operators_lease_requests_are_served_at_leader_election_priority(
+    cluster: Cluster, sharded_operator_identity: Path
+) -> None:
+    """The chart's FlowSchema puts the replicas' Lease requests in the API server's leader-election
+    priority level, so an overloaded server does not starve their renewals (docs/benchmarks.md).
+    The API server names the priority level it served a request at in a response header."""
+    flowcontrol = kubernetes.client.FlowcontrolApiserverV1Api(cluster.api_client)
+    leader_election = flowcontrol.read_priority_level_configuration("leader-election").metadata.uid
+    client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(sharded_operator_identity)
+    )
+    with client:
+        coordination = kubernetes.client.CoordinationV1Api(client)
+        apps = kubernetes.client.AppsV1Api(client)
+
+        def served_at_leader_election() -> bool:
+            # The API server applies a new FlowSchema a moment after it is created.
+            _, _, headers = coordination.list_namespaced_lease_with_http_info(OPERATOR_NAMESPACE)
+            return bool(headers.get("X-Kubernetes-PF-PriorityLevel-UID") == leader_election)
+
+        wait_until("the operator's Lease requests at the leader-election priority level", served_at_leader_election)
+        _, _, headers = apps.list_namespaced_deployment_with_http_info(cluster.namespace)
+        assert headers.get("X-Kubernetes-PF-PriorityLevel-UID") not in (None, leader_election), "only Leases"
 
 
 def test_the_charts_sharded_rbac_lets_the_operator_use_leases_in_its_namespace_and_label_rollouts(

@@ -66,7 +66,7 @@ def chart_rbac_objects(values: dict[str, Any] | None = None, release: str = RELE
 
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(values or {}, name=release, namespace=OPERATOR_NAMESPACE, is_install=True)
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "FlowSchema"}
     return [
         document
         for path, text in sorted(manifests.items())
