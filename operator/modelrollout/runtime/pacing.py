@@ -91,10 +91,10 @@ class _Slots:
         self.busy -= 1
 
 
-class RoutineGate:
-    """A fair (first come, first served) limit on routine passes that an urgent one never waits for."""
+class _Gate:
+    """What both gates show of their slots (for metrics and tests)."""
 
-    def __init__(self, slots: int = ROUTINE_PASSES_AT_ONCE) -> None:
+    def __init__(self, slots: int) -> None:
         self._slots = _Slots(slots)
 
     @property
@@ -108,6 +108,13 @@ class RoutineGate:
     @property
     def waiting(self) -> int:
         return self._slots.waiting
+
+
+class RoutineGate(_Gate):
+    """A fair (first come, first served) limit on routine passes that an urgent one never waits for."""
+
+    def __init__(self, slots: int = ROUTINE_PASSES_AT_ONCE) -> None:
+        super().__init__(slots)
 
     @asynccontextmanager
     async def slot(self, patience: float, wake: asyncio.Event, stopping: asyncio.Future[Any]) -> AsyncIterator[bool]:
@@ -142,23 +149,11 @@ class RoutineGate:
         return not turn.cancelled()
 
 
-class PassGate:
+class PassGate(_Gate):
     """A limit on the passes that are not routine, handing freed slots to rollouts under way first."""
 
     def __init__(self, slots: int = PASSES_AT_ONCE) -> None:
-        self._slots = _Slots(slots)
-
-    @property
-    def slots(self) -> int:
-        return self._slots.slots
-
-    @property
-    def busy(self) -> int:
-        return self._slots.busy
-
-    @property
-    def waiting(self) -> int:
-        return self._slots.waiting
+        super().__init__(slots)
 
     @asynccontextmanager
     async def slot(self, priority: Priority, stopping: asyncio.Future[Any]) -> AsyncIterator[bool]:
