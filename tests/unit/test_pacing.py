@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -29,18 +30,31 @@ async def hold(
         await release.wait()
 
 
+async def settle() -> None:
+    """Let every task that can run go as far as it can (no timer is involved)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], bool], deadline: float = 30.0) -> None:
+    """Wait for what a timer will bring about (a patience running out), however loaded the machine."""
+    async with asyncio.timeout(deadline):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 async def test_passes_beyond_the_slots_wait_their_turn_in_order() -> None:
     gate, release = RoutineGate(slots=2), [asyncio.Event() for _ in range(5)]
     log: list[str] = []
     tasks = [asyncio.create_task(hold(gate, Daemon(), 60, release[i], log, f"p{i}")) for i in range(5)]
-    await asyncio.sleep(0.01)
+    await settle()
     assert log == ["p0:slot", "p1:slot"]
     release[1].set()
-    await asyncio.sleep(0.01)
+    await settle()
     assert log == ["p0:slot", "p1:slot", "p2:slot"]
     release[0].set()
     release[2].set()
-    await asyncio.sleep(0.01)
+    await settle()
     assert log[3:] == ["p3:slot", "p4:slot"]
     for event in release:
         event.set()
@@ -54,16 +68,16 @@ async def test_an_urgent_pass_does_not_wait_for_a_slot(urgency: str) -> None:
     log: list[str] = []
     busy, released = asyncio.Event(), asyncio.Event()
     holder = asyncio.create_task(hold(gate, Daemon(), 60, busy, log, "holder"))
-    await asyncio.sleep(0.01)
+    await settle()
     daemon = Daemon()
     waiter = asyncio.create_task(hold(gate, daemon, 0.05 if urgency == "patience" else 60, released, log, "waiter"))
-    await asyncio.sleep(0.01)
+    await settle()
     assert log == ["holder:slot"]
     if urgency == "wake":
         daemon.wake.set()
     elif urgency == "stop":
         daemon.stopping.set_result(None)
-    await asyncio.sleep(0.1)
+    await until(lambda: len(log) == 2)
     assert log == ["holder:slot", "waiter:alone"]
     # Running without a slot takes none: the holder's, when freed, goes back to the gate.
     assert gate.busy == 1
@@ -96,12 +110,6 @@ async def test_slots_are_never_overcommitted_or_lost() -> None:
     assert most == 3
     assert gate.busy == 0
     assert gate.waiting == 0
-
-
-async def settle() -> None:
-    """Let every task that can run go as far as it can (no timer is involved)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 async def take_pass_slot(
