@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -151,39 +152,50 @@ async def test_a_freed_pass_slot_goes_to_a_rollout_under_way_before_earlier_star
     assert gate.busy == 0 and gate.waiting == 0
 
 
-async def test_a_stopped_worker_leaves_the_pass_queue_without_a_slot() -> None:
-    gate = PassGate(slots=1)
+@dataclass
+class OneSlotHeld:
+    """A one-slot pass gate whose slot a holder keeps until `busy` is set."""
+
+    gate: PassGate
+    never: asyncio.Future[None]
+    log: list[str]
+    busy: asyncio.Event
+    free: asyncio.Event  # set: a pass given this release leaves at once
+    holder: asyncio.Task[None]
+
+
+async def one_slot_held() -> OneSlotHeld:
+    gate, log = PassGate(slots=1), []
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    log: list[str] = []
     busy, free = asyncio.Event(), asyncio.Event()
     free.set()
     holder = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, busy, log, "holder"))
     await settle()
-    waiter = asyncio.create_task(take_pass_slot(gate, Priority.UNDER_WAY, stopping, free, log, "waiter"))
+    return OneSlotHeld(gate, never, log, busy, free, holder)
+
+
+async def test_a_stopped_worker_leaves_the_pass_queue_without_a_slot() -> None:
+    held = await one_slot_held()
+    stopping: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiter = asyncio.create_task(take_pass_slot(held.gate, Priority.UNDER_WAY, stopping, held.free, held.log, "waiter"))
     await settle()
     stopping.set_result(None)
     await waiter
-    assert log == ["holder:slot", "waiter:alone"] and gate.busy == 1 and gate.waiting == 0
-    busy.set()
-    await holder
-    assert gate.busy == 0
+    assert held.log == ["holder:slot", "waiter:alone"] and held.gate.busy == 1 and held.gate.waiting == 0
+    held.busy.set()
+    await held.holder
+    assert held.gate.busy == 0
 
 
 async def test_a_waiter_cancelled_as_its_slot_is_handed_over_passes_it_on() -> None:
     """kopf cancels a daemon's task when it stops it: a slot handed over at that moment is not lost."""
-    gate = PassGate(slots=1)
-    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    log: list[str] = []
-    busy, free = asyncio.Event(), asyncio.Event()
-    free.set()
-    holder = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, busy, log, "holder"))
-    await settle()
+    held = await one_slot_held()
+    gate, never, log, free = held.gate, held.never, held.log, held.free
     cancelled = asyncio.create_task(take_pass_slot(gate, Priority.UNDER_WAY, never, free, log, "cancelled"))
     after = asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, free, log, "after"))
     await settle()
-    busy.set()  # the holder leaves and hands its slot to `cancelled` ...
-    await holder
+    held.busy.set()  # the holder leaves and hands its slot to `cancelled` ...
+    await held.holder
     cancelled.cancel()  # ... which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
         await cancelled
