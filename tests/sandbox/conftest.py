@@ -13,7 +13,6 @@ import pytest
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout_devkit.emulator.server import EmulatorServer
 from modelrollout_devkit.sandbox.dataplane import DataPlane
-from modelrollout_devkit.sandbox.kube import connect
 from modelrollout_devkit.sandbox.registry import PodRegistry
 from modelrollout_devkit.sandbox.workloads import SimulatorOptions, WorkloadSimulator
 
@@ -114,7 +113,7 @@ async def runtime(sandbox_workdir: Path, tmp_path: Path) -> AsyncIterator[Runtim
         await simulator.start()
         dataplane = DataPlane(str(kubeconfig), registry, port=0, seed=1)
         await dataplane.start()
-        api, _raw = await connect(str(kubeconfig))
+        api = await KubeApi.connect(str(kubeconfig))
         try:
             await simulator.wait_cache()
             yield Runtime(emulator, api, registry, simulator, dataplane)

@@ -25,7 +25,7 @@ from modelrollout.kube.api import DEPLOYMENTS, JOBS, NAMESPACES, SERVICES, KubeA
 from modelrollout_devkit.sandbox import procs
 from modelrollout_devkit.sandbox.control_plane import NODE_SELECTOR_ANNOTATION
 from modelrollout_devkit.sandbox.dataplane import POD_HEADER, DataPlane
-from modelrollout_devkit.sandbox.kube import ENDPOINTSLICES, PODS, connect
+from modelrollout_devkit.sandbox.kube import ENDPOINTSLICES, PODS
 from modelrollout_devkit.sandbox.kubelet import POD_RANGE, SandboxKubelet
 from modelrollout_devkit.sandbox.registry import PodRegistry
 from modelrollout_devkit.sandbox.workloads import SimulatorOptions
@@ -55,7 +55,7 @@ async def node(real_control_plane: RealControlPlane, sandbox_workdir: Path) -> A
     kubeconfig = str(real_control_plane.admin_kubeconfig)
     namespace = f"kubelet-{uuid.uuid4().hex[:6]}"
     node_name = f"kubelet-test-{uuid.uuid4().hex[:6]}"
-    api, _raw = await connect(kubeconfig)
+    api = await KubeApi.connect(kubeconfig)
     annotations = {NODE_SELECTOR_ANNOTATION: f"kubernetes.io/hostname={node_name}"}
     await api.create(NAMESPACES, None, {"metadata": {"name": namespace, "annotations": annotations}})
     registry = PodRegistry()

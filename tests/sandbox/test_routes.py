@@ -23,7 +23,6 @@ from modelrollout_devkit.sandbox.dataplane import (
     RouteRequest,
     pick_backend,
 )
-from modelrollout_devkit.sandbox.kube import connect
 from modelrollout_devkit.sandbox.loadgen import LoadGenerator
 from modelrollout_devkit.sandbox.registry import PodRegistry
 from modelrollout_devkit.sandbox.routes import (
@@ -396,7 +395,7 @@ async def routed(sandbox_workdir: Path, tmp_path: Path) -> AsyncIterator[Routed]
         await simulator.start()
         dataplane = DataPlane(str(kubeconfig), registry, port=0, seed=1, resolvers=default_resolvers())
         await dataplane.start()
-        api, _raw = await connect(str(kubeconfig))
+        api = await KubeApi.connect(str(kubeconfig))
         try:
             await simulator.wait_cache()
             yield Routed(api, dataplane, registry)
@@ -525,7 +524,7 @@ async def test_route_crds_installed_on_an_external_api_server_only_where_missing
         kubeconfig = str(emulator.write_kubeconfig(tmp_path / "kubeconfig"))
         await install_route_crds(kubeconfig)
         await install_route_crds(kubeconfig)  # again: nothing to do
-        api, _raw = await connect(kubeconfig)
+        api = await KubeApi.connect(kubeconfig)
         try:
             gateway_crd = await api.get(CRDS, None, "httproutes.gateway.networking.k8s.io")
             istio_crd = await api.get(CRDS, None, "virtualservices.networking.istio.io")

@@ -44,6 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
+from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -279,6 +280,7 @@ class DataPlane:
         self._slices_by_service: dict[tuple[str, str], dict[str, Obj]] = {}
         self._route_informers: list[tuple[Resource, Informer]] = []
         self._api: KubeApi | None = None
+        self._raw: client.ApiClient | None = None  # the informers' watches
         self._session: aiohttp.ClientSession | None = None
         self._mirror_session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -311,6 +313,7 @@ class DataPlane:
 
     async def start(self, timeout: float = 30.0) -> None:
         self._api, raw = await connect(self.kubeconfig)
+        self._raw = raw
         self._services = Informer(self._api, raw, SERVICES, self._on_service, name="services")
         self._tasks.append(asyncio.create_task(self._services.run(), name="service informer"))
         await asyncio.wait_for(self._services.synced.wait(), timeout)
@@ -363,6 +366,8 @@ class DataPlane:
                 await session.close()
         if self._api is not None:
             await self._api.close()
+        if self._raw is not None:
+            await self._raw.close()
 
     async def _on_service(self, kind: str, obj: Obj) -> None:
         """The informer keeps the cache; nothing else to do on a change."""

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
-from modelrollout.kube.api import ApiError, KubeApi, Resource
+from modelrollout.kube.api import ApiError, KubeApi, Resource, load_configuration
 
 PODS = Resource("", "v1", "pods")
 NODES = Resource("", "v1", "nodes", namespaced=False)
@@ -35,11 +35,10 @@ WATCH_TIMEOUT_S = 60
 
 
 async def connect(kubeconfig: str) -> tuple[KubeApi, client.ApiClient]:
-    """A :class:`KubeApi` on this kubeconfig, and the raw client under it (watches stream through it)."""
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    raw = client.ApiClient(configuration)
-    return KubeApi(configuration), raw
+    """A :class:`KubeApi` on this kubeconfig, and a raw client for an :class:`Informer`'s watches.
+    The caller closes both; one that needs no watch wants ``KubeApi.connect`` instead."""
+    configuration = await load_configuration(kubeconfig)
+    return KubeApi(configuration), client.ApiClient(configuration)
 
 
 def key_of(obj: Obj) -> tuple[str, str]:

@@ -44,7 +44,7 @@ import yaml
 
 from modelrollout import GROUP, PLURAL, rbac
 from modelrollout.api.crd import render_crds
-from modelrollout.kube.api import CRDS, NAMESPACES, ApiError, Resource
+from modelrollout.kube.api import CRDS, NAMESPACES, ApiError, KubeApi, Resource
 from modelrollout_devkit.emulator.server import EmulatorServer
 from modelrollout_devkit.sandbox import procs
 from modelrollout_devkit.sandbox.arguments import add_up_arguments
@@ -55,7 +55,6 @@ from modelrollout_devkit.sandbox.control_plane import (
     find_assets,
 )
 from modelrollout_devkit.sandbox.dataplane import DataPlane
-from modelrollout_devkit.sandbox.kube import connect
 from modelrollout_devkit.sandbox.kubelet import SandboxKubelet
 from modelrollout_devkit.sandbox.prometheus import (
     DATAPLANE_JOB,
@@ -559,7 +558,7 @@ class Sandbox:
         its token: RBAC is enforced on the sandbox's operator as in a cluster."""
         assert self.control_plane is not None
         namespace, name = OPERATOR_NAMESPACE, OPERATOR_ACCOUNT
-        api, _raw = await connect(str(self.kubeconfig))
+        api = await KubeApi.connect(str(self.kubeconfig))
         try:
             await api.create_or_get(NAMESPACES, None, {"metadata": {"name": namespace}})
             await api.create_or_get(SERVICE_ACCOUNTS, namespace, {"metadata": {"name": name}})
@@ -788,7 +787,7 @@ def operator_cluster_role(name: str) -> dict[str, Any]:
 async def _is_emulator(kubeconfig: str) -> bool:
     """Whether the API server is our emulator (its /version says so): it has no controllers, so the
     workload simulator must play them; any other server is taken to run the real ones."""
-    api, _raw = await connect(kubeconfig)
+    api = await KubeApi.connect(kubeconfig)
     try:
         version = await api.request("GET", "/version")
     except (ApiError, aiohttp.ClientError) as error:
@@ -821,7 +820,7 @@ async def _create_crd(api: Any, document: dict[str, Any]) -> dict[str, Any]:
 
 async def install_crds(kubeconfig: str, timeout: float = 30.0) -> None:
     """Create the CRDs on a given API server (or accept the ones there) and wait until Established."""
-    api, _raw = await connect(kubeconfig)
+    api = await KubeApi.connect(kubeconfig)
     try:
         for text in render_crds().values():
             document = yaml.safe_load(text)
@@ -860,7 +859,7 @@ async def install_route_crds(kubeconfig: str, timeout: float = 30.0) -> None:
     An existing CRD is left alone whatever it serves: it is the real Gateway API's or Istio's (or an
     earlier sandbox's), and the cluster's own is the one routes must be written against.
     """
-    api, _raw = await connect(kubeconfig)
+    api = await KubeApi.connect(kubeconfig)
     try:
         names = []
         for document in route_crd_documents():

@@ -293,6 +293,7 @@ class LocalPodHost:
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._api: KubeApi | None = None
+        self._raw: client.ApiClient | None = None  # the informers' watches
         self._http: aiohttp.ClientSession | None = None
         self._informer: Informer | None = None
 
@@ -324,9 +325,9 @@ class LocalPodHost:
 
     async def _connect(self) -> client.ApiClient:
         """Open the API connection and the probes' HTTP session; the raw client is for the informer."""
-        self._api, raw = await connect(self.kubeconfig)
+        self._api, self._raw = await connect(self.kubeconfig)
         self._http = aiohttp.ClientSession()
-        return raw
+        return self._raw
 
     async def _run(self, informer: Informer, status_writer: CoalescingStatusWriter, what: str, timeout: float) -> None:
         """Warm the cache, watch with ``informer`` and write status, in the background; return once the
@@ -355,6 +356,8 @@ class LocalPodHost:
             await self._http.close()
         if self._api is not None:
             await self._api.close()
+        if self._raw is not None:
+            await self._raw.close()
 
 
 @dataclass
