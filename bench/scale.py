@@ -506,6 +506,8 @@ class SizeResult:
     other_rss_peak: dict[str, int] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
     pass_lateness: dict[str, float] = field(default_factory=dict)  # over the canary, sum and count by kind
+    # pass slots per replica at the canary's start and end (mean over replicas), changes up and down in it
+    pass_slots: dict[str, float] = field(default_factory=dict)
     # the operator's requests over the canary, from arrival at the counting proxy to the API server's
     # answer (count, p50, p99, max seconds): the server side's share of a request's time
     api_server_side: dict[str, float] = field(default_factory=dict)
@@ -791,6 +793,12 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
             if line.startswith(f"modelrollout_pass_lateness_seconds_{part}{{"):
                 kind = line.split('kind="', 1)[1].split('"', 1)[0]
                 found[f"lateness_{kind}_{part}"] = float(line.split()[-1])
+        # The pass limit (modelrollout.runtime.pacing.AnswerTimeLimit): slots now, changes by direction.
+        if line.startswith("modelrollout_pass_slots "):
+            found["slots"] = float(line.split()[-1])
+        if line.startswith("modelrollout_pass_slot_changes_total{"):
+            direction = line.split('direction="', 1)[1].split('"', 1)[0]
+            found[f"slots_{direction}"] = float(line.split()[-1])
         if line.startswith('modelrollout_pass_lateness_seconds_bucket{kind="urgent"'):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             found[f"lateness_urgent_le_{le}"] = float(line.split()[-1])
@@ -1008,6 +1016,13 @@ async def drive(
                     key: round(value - passes_before.get(key, 0), 3)
                     for key, value in passes_after.items()
                     if key.startswith("lateness_")
+                }
+                replicas = max(len(metrics_ports), 1)
+                result.pass_slots = {
+                    "start": round(passes_before.get("slots", 0) / replicas, 1),
+                    "end": round(passes_after.get("slots", 0) / replicas, 1),
+                    "up": passes_after.get("slots_up", 0) - passes_before.get("slots_up", 0),
+                    "down": passes_after.get("slots_down", 0) - passes_before.get("slots_down", 0),
                 }
 
             # Lags, from the watch history and the Deployments' readiness times.
@@ -1396,7 +1411,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         console.print(
             f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
             f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
-            f"passes {r.passes}; pass lateness {r.pass_lateness}; "
+            f"passes {r.passes}; pass lateness {r.pass_lateness}; pass slots {r.pass_slots}; "
             f"operator requests, server side (proxy + API server), s: {r.api_server_side}; "
             f"garbage collection (s, count by generation) {r.gc_pauses}; "
             f"other processes' CPU {r.other_cpu}; "

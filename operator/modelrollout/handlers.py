@@ -118,6 +118,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         quiet_write_seconds=options.quiet_write_seconds,
         operator_namespace=options.operator_namespace,
     )
+    api.on_answer = memo.runtime.passes.observe_answer  # the pass limit follows the server's answer times
     may_act = getattr(memo, "may_act", None)  # set by modelrollout.sharding.run for a shard's operator
     if may_act is not None:
         memo.runtime.may_act = may_act

@@ -72,6 +72,19 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
         )
+        self.pass_slots = Gauge(
+            "modelrollout_pass_slots",
+            "How many passes that are not routine may run at once: it follows the API server's answer "
+            "times (modelrollout.runtime.pacing.AnswerTimeLimit).",
+            registry=self.registry,
+        )
+        self.pass_slot_changes = Counter(
+            "modelrollout_pass_slot_changes",
+            "Changes of modelrollout_pass_slots, by direction (up: passes waited while the API server "
+            "answered in time; down: it answered slowly or said it was overloaded).",
+            ["direction"],
+            registry=self.registry,
+        )
         self.gc_pause = Histogram(
             "modelrollout_gc_pause_seconds",
             "How long Python's cyclic garbage collector stopped the operator, by generation (2: a full "

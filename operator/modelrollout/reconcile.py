@@ -95,7 +95,7 @@ class Runtime:
     statuses: ParsedStatuses = field(default_factory=ParsedStatuses)
     specs: ParsedSpecs = field(default_factory=ParsedSpecs)
     routine: RoutineGate = field(default_factory=RoutineGate)
-    passes: PassGate = field(default_factory=PassGate)
+    passes: PassGate = field(default_factory=PassGate.adaptive)
     wakeups: WakeUps = field(default_factory=WakeUps)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # How long a quiet background measurement may wait to be written (see `quiet_change`); 0: never.

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from modelrollout.kube.api import DEPLOYMENTS, ApiTimeout, KubeApi, load_configuration
+from modelrollout.kube.api import DEPLOYMENTS, ApiError, ApiTimeout, KubeApi, load_configuration
 
 
 def kubeconfig(tmp_path: Path, server: str) -> str:
@@ -108,3 +108,36 @@ async def test_a_login_without_any_connection_says_so(tmp_path: Path, monkeypatc
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "missing"))
     with pytest.raises(kopf.LoginError, match="cannot log in, neither in-cluster nor with a kubeconfig"):
         await login(memo=SimpleNamespace(options=OperatorOptions()))  # type: ignore[arg-type]
+
+
+async def test_every_answer_but_a_list_is_reported_with_whether_it_said_overloaded(tmp_path: Path) -> None:
+    """The pass limit (modelrollout.runtime.pacing) follows these reports."""
+    statuses = {b"/fraud-scorer ": 200, b"/busy ": 429, b"/wrong ": 422, b"/deployments ": 200}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+        status = next(code for ending, code in statuses.items() if ending + b"HTTP" in head)
+        body = b'{"items": []}' if status == 200 else b'{"reason": "x", "message": "y"}'
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n".encode())
+        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = KubeApi(await load_configuration(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")), attempts=1)
+    reports: list[tuple[float, bool, float]] = []
+    api.on_answer = lambda seconds, overloaded, now: reports.append((seconds, overloaded, now))
+    try:
+        await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
+        for name in ("busy", "wrong"):
+            with pytest.raises(ApiError):
+                await api.get(DEPLOYMENTS, "ml", name)
+        await api.list(DEPLOYMENTS, "ml")
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()
+    assert [overloaded for _, overloaded, _ in reports] == [False, True, False]
+    assert all(seconds >= 0 for seconds, _, _ in reports)
+    assert [now for _, _, now in reports] == sorted(now for _, _, now in reports)

@@ -1,6 +1,7 @@
 """The gates passes wait at. The routine gate: a few measurement passes at once, first come first
 served, and never a wait for a pass that a change, a stop or its own patience makes urgent. The pass
-gate: a bounded number of other passes, a freed slot going to a rollout under way first."""
+gate: a bounded number of other passes, a freed slot going to a rollout under way first, and as many
+slots as the API server's answer times allow."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from modelrollout.runtime.pacing import PassGate, Priority, RoutineGate
+from modelrollout.runtime.pacing import AnswerTimeLimit, PassGate, Priority, RoutineGate
 from modelrollout.runtime.worker import priority_of
 
 
@@ -230,6 +231,136 @@ async def test_pass_slots_are_never_overcommitted_or_lost() -> None:
     await asyncio.gather(*tasks)
     assert most == 4
     assert gate.busy == 0 and gate.waiting == 0
+
+
+def window(limit: AnswerTimeLimit, start: float, answers: list[float], overloaded: int = -1) -> int | None:
+    """Feed one window of answers (the last one a second after the first); what the last returned."""
+    changed: int | None = None
+    for index, seconds in enumerate(answers):
+        now = start + (1.0 if index == len(answers) - 1 else index / len(answers))
+        changed = limit.observe(seconds, index == overloaded, now)
+        if index < len(answers) - 1:
+            assert changed is None, "a window closes after a second and 20 answers, not before"
+    return changed
+
+
+FAST, SLOW = [0.02] * 30, [0.02] * 20 + [0.9] * 10
+
+
+def test_answers_in_time_add_a_slot_per_window_only_while_passes_wait() -> None:
+    limit = AnswerTimeLimit(limit=64, most=66)
+    assert window(limit, 0, FAST) is None and limit.limit == 64  # nobody waited: more slots would not help
+    for start, expected in ((10, 65), (20, 66), (30, None)):
+        limit.waited()
+        assert window(limit, start, FAST) == expected
+    assert limit.limit == 66  # the most
+
+
+def test_a_window_needs_a_second_and_twenty_answers() -> None:
+    limit = AnswerTimeLimit(limit=64)
+    limit.waited()
+    assert all(limit.observe(0.01, False, 0.001 * i) is None for i in range(100))  # a tenth of a second
+    assert limit.observe(0.01, False, 1.0) == 65
+    limit.waited()
+    assert all(limit.observe(0.01, False, 1.0 + 2 * i) is None for i in range(1, 20))  # 19 answers in 38 s
+    assert limit.observe(0.01, False, 41.0) == 66
+
+
+@pytest.mark.parametrize("waited", [True, False])
+def test_slow_answers_take_a_tenth_of_the_slots_down_to_the_fewest(waited: bool) -> None:
+    limit = AnswerTimeLimit(limit=64, fewest=50)
+    seen = []
+    for start in range(0, 40, 10):
+        if waited:
+            limit.waited()
+        seen.append(window(limit, start, SLOW))
+    assert seen == [57, 51, 50, None]
+
+
+def test_a_slow_tenth_is_in_time_and_more_is_not() -> None:
+    limit = AnswerTimeLimit(limit=64, target_seconds=0.5)
+    limit.waited()
+    assert window(limit, 0, [0.02] * 27 + [0.9] * 3) == 65  # the 90th percentile is still 0.02 s
+    limit.waited()
+    assert window(limit, 10, [0.02] * 26 + [0.9] * 4) == 58
+
+
+def test_one_answer_saying_overloaded_takes_slots_away() -> None:
+    limit = AnswerTimeLimit(limit=64)
+    limit.waited()
+    assert window(limit, 0, FAST, overloaded=3) == 57
+    limit.waited()
+    assert window(limit, 10, FAST) == 58  # the next window is judged on its own
+
+
+@pytest.mark.parametrize(("fewest", "start", "most"), [(0, 64, 88), (16, 8, 88), (16, 90, 88)])
+def test_a_limit_outside_its_bounds_is_refused(fewest: int, start: int, most: int) -> None:
+    with pytest.raises(ValueError, match="fewest <= limit <= most"):
+        AnswerTimeLimit(limit=start, fewest=fewest, most=most)
+
+
+async def test_slots_added_go_to_waiters_at_once_and_slots_removed_as_they_are_left() -> None:
+    gate = PassGate(limit=AnswerTimeLimit(limit=2, fewest=1, most=3))
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    log: list[str] = []
+    releases = [asyncio.Event() for _ in range(6)]
+    tasks = [
+        asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, releases[i], log, f"p{i}")) for i in range(6)
+    ]
+    await settle()
+    assert log == ["p0:slot", "p1:slot"] and gate.waiting == 4
+    for second in range(1, 3):  # two windows in time while passes wait: 2 -> 3 slots (the most)
+        for answer in range(20):
+            gate.observe_answer(0.01, False, second - 1 + answer / 20)
+        gate.observe_answer(0.01, False, second)
+    await settle()
+    assert gate.slots == 3 and log == ["p0:slot", "p1:slot", "p2:slot"] and gate.busy == 3
+    for answer in range(20):  # a slow window: 3 -> 2 slots, and the three held stay held
+        gate.observe_answer(2.0, False, 2 + answer / 20)
+    gate.observe_answer(2.0, False, 3)
+    assert gate.slots == 2 and gate.busy == 3
+    releases[0].set()  # over the count: this slot goes, not to p3
+    await settle()
+    assert log == ["p0:slot", "p1:slot", "p2:slot"] and gate.busy == 2
+    releases[1].set()  # at the count: this one is handed over
+    await settle()
+    assert log[3:] == ["p3:slot"] and gate.busy == 2
+    for release in releases:
+        release.set()
+    await asyncio.gather(*tasks)
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+async def test_a_gate_without_a_limit_ignores_answer_times() -> None:
+    gate = PassGate(slots=4)
+    for answer in range(100):
+        gate.observe_answer(5.0, True, answer)
+    assert gate.slots == 4
+
+
+async def test_pass_slots_resized_at_random_are_never_lost_or_overcommitted() -> None:
+    gate = PassGate(limit=AnswerTimeLimit(limit=4, fewest=1, most=8))
+    rng = random.Random(5)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    inside, clock, sizes = 0, 0.0, {gate.slots}
+
+    async def one() -> None:
+        nonlocal inside, clock
+        async with gate.slot(rng.choice(list(Priority)), never):
+            inside += 1
+            # Busy counts the slots handed to waiters that have not run yet too. A slot handed over
+            # just before the count was lowered is still held: within the most it has been.
+            assert inside <= gate.busy <= max(sizes)
+            for _ in range(rng.randrange(5)):
+                clock += 0.05
+                gate.observe_answer(rng.choice((0.01, 0.01, 2.0)), False, clock)
+                sizes.add(gate.slots)
+                await asyncio.sleep(0)
+            inside -= 1
+
+    await asyncio.gather(*(one() for _ in range(300)))
+    assert gate.busy == 0 and gate.waiting == 0
+    assert len(sizes) > 3, "the count moved both ways"
 
 
 @pytest.mark.parametrize(

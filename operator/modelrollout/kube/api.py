@@ -22,7 +22,7 @@ import random
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,8 @@ RETRIABLE = {409, 429, 500, 502, 503, 504}
 # The longest one request may take, connecting included. The operator's requests are small reads
 # and writes that a healthy server answers in milliseconds; a minute is a hung connection.
 REQUEST_TIMEOUT_SECONDS = 60.0
+# Answers that say the server is overloaded rather than that the request was wrong.
+OVERLOADED = {429, 500, 502, 503, 504}
 # aiohttp's default read buffer is too small for the largest objects etcd stores (1.5 MiB).
 READ_BUFFER_BYTES = 2**21
 
@@ -123,6 +125,9 @@ class KubeApi:
         )
         self.requests = 0
         self.writes = 0
+        # Told of every answer but a list's (a list's time grows with what it returns): how long it
+        # took, whether it said the server is overloaded, and when it came (the loop's clock).
+        self.on_answer: Callable[[float, bool, float], None] | None = None
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeApi:
@@ -139,10 +144,11 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
         query: dict[str, str] | None = None,
+        timed: bool = True,
     ) -> dict[str, Any]:
         for attempt in range(self._attempts):
             try:
-                return await self._once(method, path, body, content_type, query)
+                return await self._once(method, path, body, content_type, query, timed)
             except ApiTimeout:
                 raise
             except ApiError as error:
@@ -171,6 +177,21 @@ class KubeApi:
         return headers
 
     async def _once(
+        self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None, timed: bool = True
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            answer = await self._answer(method, path, body, content_type, query)
+        except ApiError as error:
+            if timed and self.on_answer is not None:
+                self.on_answer(loop.time() - started, error.status in OVERLOADED, loop.time())
+            raise
+        if timed and self.on_answer is not None:
+            self.on_answer(loop.time() - started, False, loop.time())
+        return answer
+
+    async def _answer(
         self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None
     ) -> dict[str, Any]:
         self.requests += 1
@@ -222,7 +243,7 @@ class KubeApi:
         self, resource: Resource, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector} if label_selector else None
-        answer = await self.request("GET", resource.path(namespace), query=query)
+        answer = await self.request("GET", resource.path(namespace), query=query, timed=False)
         items: list[dict[str, Any]] = answer.get("items", [])
         return items
 

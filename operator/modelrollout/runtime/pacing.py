@@ -15,6 +15,12 @@ two shards at 10,000 rollouts the two processes asked the API server for more th
 each filled its 100 connections, and a pause-ending pass's writes waited first come first served
 behind thousands of starts (mean pass 18 s; docs/benchmarks.md). Bounded, the waiting happens here.
 
+How many pass slots there are follows the API server's answer times (`AnswerTimeLimit`): one more
+slot each second in which passes waited for one while the server answered in time, a tenth fewer
+each second in which it did not. No fixed count suited both cases measured at 10,000 rollouts: a
+lone replica was held back by 64 slots and gained from more, while two replicas sharing one server
+overloaded it with 96 (docs/benchmarks.md).
+
 Nothing is skipped: a pass that moves a rollout on measures every metric that is due in the same
 pass, so a late background measurement can delay a step's analysis but never lets a step past it.
 """
@@ -25,20 +31,84 @@ import asyncio
 import enum
 import heapq
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
+
+from modelrollout.operator_metrics import OPERATOR_METRICS
+
+logger = logging.getLogger(__name__)
 
 # Routine passes at once. Each spends most of its life waiting (for a Prometheus batch, for the API
 # server), so the slots bound how many compete for the CPU, not the throughput: 64 passes waiting
 # 50 ms for their batch are still 1,280 measurements a second.
 ROUTINE_PASSES_AT_ONCE = 64
-# Other passes at once. A pass makes its API requests one after another, so each holds at most one
-# of the API client's 100 connections (`KubeApi`, kubernetes_asyncio's pool size); the rest are left
-# for the shard Leases, the labeller's watch and Events, so a pass never waits for a connection.
-# Not more: at 10,000 rollouts 96 helped a lone replica (decided p99 10.9 -> 6.0 s) but made two
-# replicas overload the API server they share (applied p99 5.9 -> 9.6 s; docs/benchmarks.md).
+# Other passes at once, to begin with (`AnswerTimeLimit` moves it between the fewest and the most).
 PASSES_AT_ONCE = 64
+# A pass makes its API requests one after another, so each holds at most one of the API client's 100
+# connections (`KubeApi`, kubernetes_asyncio's pool size); the dozen left over are for the shard
+# Leases, the labeller's watch and Events, so that a pass never waits for a connection.
+MOST_PASSES_AT_ONCE = 88
+# Enough to keep a thousand rollouts' steps moving when the server is slow for reasons of its own.
+FEWEST_PASSES_AT_ONCE = 16
+# Nine answers in ten within this time is a server keeping up. A healthy kube-apiserver answers
+# the operator's small reads and writes in milliseconds; at 10,000 rollouts on the emulator, timed
+# at the server, the 99th percentile was 0.35 s with two replicas of 64 slots and 2.26 s with 96.
+ANSWER_TARGET_SECONDS = 0.5
+
+
+@dataclass
+class AnswerTimeLimit:
+    """How many passes may run at once, by additive increase and multiplicative decrease on the API
+    server's answer times, decided once per window (at least a second and `window_answers` answers).
+
+    A window whose 90th-percentile answer time is over the target, or with an answer that says the
+    server is overloaded (429, a 5xx, no answer in time), takes a tenth of the slots away. A window
+    in time in which a pass had to wait for a slot adds one. Otherwise (no pass waited) the count
+    stays: answer times then say nothing about whether more slots would help. Pure: the clock is the
+    caller's."""
+
+    limit: int = PASSES_AT_ONCE
+    fewest: int = FEWEST_PASSES_AT_ONCE
+    most: int = MOST_PASSES_AT_ONCE
+    target_seconds: float = ANSWER_TARGET_SECONDS
+    window_seconds: float = 1.0
+    window_answers: int = 20
+    backoff: float = 0.9
+    _opened: float | None = field(default=None, init=False)
+    _answers: list[float] = field(default_factory=list, init=False)
+    _overloaded: bool = field(default=False, init=False)
+    _waited: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fewest <= self.limit <= self.most:
+            raise ValueError(f"need 1 <= fewest <= limit <= most, got {self.fewest}, {self.limit}, {self.most}")
+
+    def waited(self) -> None:
+        """A pass had to wait for a slot in the current window."""
+        self._waited = True
+
+    def observe(self, seconds: float, overloaded: bool, now: float) -> int | None:
+        """Count one answer (how long it took, whether it said the server is overloaded) that came
+        at `now` (seconds on any monotonic clock); the new limit when this closed a window that
+        changed it."""
+        if self._opened is None:
+            self._opened = now
+        self._answers.append(seconds)
+        self._overloaded = self._overloaded or overloaded
+        if now - self._opened < self.window_seconds or len(self._answers) < self.window_answers:
+            return None
+        answers = sorted(self._answers)
+        slow = answers[int(0.9 * (len(answers) - 1))] > self.target_seconds
+        before = self.limit
+        if self._overloaded or slow:
+            self.limit = max(self.fewest, int(self.limit * self.backoff))
+        elif self._waited:
+            self.limit = min(self.most, self.limit + 1)
+        self._opened, self._answers, self._overloaded, self._waited = None, [], False, False
+        return self.limit if self.limit != before else None
 
 
 class Priority(enum.IntEnum):
@@ -85,12 +155,27 @@ class _Slots:
             turn.cancel()
 
     def leave(self) -> None:
+        # Over the count (it was lowered while the slots were held): the slot goes, not to a waiter.
+        if self.busy > self.slots or not self._hand_over():
+            self.busy -= 1
+
+    def resize(self, slots: int) -> None:
+        """Change the count; slots added go to waiters at once, and slots taken away go as they are
+        left."""
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.slots = slots
+        while self.busy < self.slots and self._hand_over():
+            self.busy += 1
+
+    def _hand_over(self) -> bool:
+        """Give a slot to the first waiter, if there is one (busy is the caller's to count)."""
         while self._queue:
             _, _, turn = heapq.heappop(self._queue)
             if not turn.done():  # a cancelled turn gave up its place
-                turn.set_result(None)  # hand the slot over: busy stays as it is
-                return
-        self.busy -= 1
+                turn.set_result(None)
+                return True
+        return False
 
 
 class _Gate:
@@ -152,10 +237,30 @@ class RoutineGate(_Gate):
 
 
 class PassGate(_Gate):
-    """A limit on the passes that are not routine, handing freed slots to rollouts under way first."""
+    """A limit on the passes that are not routine, handing freed slots to rollouts under way first;
+    with an `AnswerTimeLimit`, the API server's answer times (`observe_answer`) move the limit."""
 
-    def __init__(self, slots: int = PASSES_AT_ONCE) -> None:
-        super().__init__(slots)
+    def __init__(self, slots: int = PASSES_AT_ONCE, limit: AnswerTimeLimit | None = None) -> None:
+        super().__init__(limit.limit if limit is not None else slots)
+        self._limit = limit
+        OPERATOR_METRICS.pass_slots.set(self.slots)
+
+    @classmethod
+    def adaptive(cls) -> PassGate:
+        return cls(limit=AnswerTimeLimit())
+
+    def observe_answer(self, seconds: float, overloaded: bool, now: float) -> None:
+        """An API answer came (`KubeApi.on_answer`): how long it took, whether it said overloaded."""
+        if self._limit is None:
+            return
+        changed = self._limit.observe(seconds, overloaded, now)
+        if changed is not None:
+            direction = "up" if changed > self.slots else "down"
+            OPERATOR_METRICS.pass_slot_changes.labels(direction=direction).inc()
+            OPERATOR_METRICS.pass_slots.set(changed)
+            if direction == "down":
+                logger.debug("API answers slow or refused: %d pass slots, from %d", changed, self.slots)
+            self._slots.resize(changed)
 
     @asynccontextmanager
     async def slot(self, priority: Priority, stopping: asyncio.Future[Any]) -> AsyncIterator[bool]:
@@ -174,6 +279,8 @@ class PassGate(_Gate):
             return True
         if stopping.done():
             return False
+        if self._limit is not None:
+            self._limit.waited()
         turn = self._slots.queue(priority)
         try:
             await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)

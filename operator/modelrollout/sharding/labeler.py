@@ -88,12 +88,12 @@ async def label_all(api: KubeApi, namespace: str | None, shards: int, stop: asyn
             ended: list[asyncio.Future[Any]] = []
             try:
                 for resource in CHILDREN:
-                    listing = await api.request("GET", resource.path(namespace), query=children_query)
+                    listing = await api.request("GET", resource.path(namespace), query=children_query, timed=False)
                     for child in listing.get("items", []):
                         await label_child(api, resource, child, shards)
                     labelling = functools.partial(label_child, api, resource, shards=shards)
                     watches.append(follow(resource, _version_of(listing), children_query, labelling))
-                listing = await api.request("GET", MODELROLLOUTS.path(namespace), query=rollouts_query)
+                listing = await api.request("GET", MODELROLLOUTS.path(namespace), query=rollouts_query, timed=False)
                 for rollout in listing.get("items", []):
                     await label_rollout(api, rollout, shards, with_children=False)  # listed and labelled above
                 seen = functools.partial(label_seen_rollout, api, shards=shards)
