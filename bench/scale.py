@@ -508,6 +508,9 @@ class SizeResult:
     pass_lateness: dict[str, float] = field(default_factory=dict)  # over the canary, sum and count by kind
     # pass slots per replica at the canary's start and end (mean over replicas), changes up and down in it
     pass_slots: dict[str, float] = field(default_factory=dict)
+    # the operators' requests over the canary as they timed them (their loops' delay included):
+    # count, and p50 / p90 / p99 as the upper bound of the histogram bucket they fall in
+    api_answers: dict[str, float] = field(default_factory=dict)
     # the operator's requests over the canary, from arrival at the counting proxy to the API server's
     # answer (count, p50, p99, max seconds): the server side's share of a request's time
     api_server_side: dict[str, float] = field(default_factory=dict)
@@ -793,6 +796,10 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
             if line.startswith(f"modelrollout_pass_lateness_seconds_{part}{{"):
                 kind = line.split('kind="', 1)[1].split('"', 1)[0]
                 found[f"lateness_{kind}_{part}"] = float(line.split()[-1])
+        # The API server's answer times as the operator timed them: answers_le_<bucket>.
+        if line.startswith("modelrollout_api_answer_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            found[f"answers_le_{le}"] = float(line.split()[-1])
         # The pass limit (modelrollout.runtime.pacing.AnswerTimeLimit): slots now, changes by direction.
         if line.startswith("modelrollout_pass_slots "):
             found["slots"] = float(line.split()[-1])
@@ -825,6 +832,16 @@ async def flow_control(session: aiohttp.ClientSession, backend: Backend) -> dict
                 level = line.split('priority_level="', 1)[1].split('"', 1)[0]
                 name = f"{level} {key}"
                 found[name] = found.get(name, 0.0) + float(line.split()[-1])
+    return found
+
+
+def answer_quantiles(buckets: dict[str, float]) -> dict[str, float]:
+    """Count and p50 / p90 / p99 (each the upper bound of its bucket) of a cumulative histogram."""
+    ordered = sorted(((float(le), count) for le, count in buckets.items()), key=lambda pair: pair[0])
+    total = ordered[-1][1] if ordered else 0.0
+    found: dict[str, float] = {"count": total}
+    for name, share in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        found[name] = next((le for le, count in ordered if total and count >= share * total), float("nan"))
     return found
 
 
@@ -1017,6 +1034,13 @@ async def drive(
                     for key, value in passes_after.items()
                     if key.startswith("lateness_")
                 }
+                result.api_answers = answer_quantiles(
+                    {
+                        key.removeprefix("answers_le_"): value - passes_before.get(key, 0)
+                        for key, value in passes_after.items()
+                        if key.startswith("answers_le_")
+                    }
+                )
                 replicas = max(len(metrics_ports), 1)
                 result.pass_slots = {
                     "start": round(passes_before.get("slots", 0) / replicas, 1),
@@ -1412,6 +1436,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
             f"  canary: {r.steps_done} steps, {r.measurements} measurements, "
             f"operator CPU {fmt(r.cpu_canary, '.1f')} s, "
             f"passes {r.passes}; pass lateness {r.pass_lateness}; pass slots {r.pass_slots}; "
+            f"operator requests as the operator timed them, s: {r.api_answers}; "
             f"operator requests, server side (proxy + API server), s: {r.api_server_side}; "
             f"garbage collection (s, count by generation) {r.gc_pauses}; "
             f"other processes' CPU {r.other_cpu}; "

@@ -20,6 +20,7 @@ from modelrollout import GROUP, PLURAL, VERSION
 from modelrollout.engine.types import DeploymentState, Selector
 from modelrollout.kube.api import KubeApi, load_configuration
 from modelrollout.metrics.prometheus import PrometheusBackend
+from modelrollout.operator_metrics import OPERATOR_METRICS
 from modelrollout.reconcile import Runtime, reconcile, release_route
 from modelrollout.runtime.cache import deployment_state, resource_version
 from modelrollout.runtime.worker import run_rollout
@@ -118,10 +119,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         quiet_write_seconds=options.quiet_write_seconds,
         operator_namespace=options.operator_namespace,
     )
-    api.on_answer = memo.runtime.passes.observe_answer  # the pass limit follows the server's answer times
+    passes = memo.runtime.passes
+
+    def answered(seconds: float, overloaded: bool, now: float) -> None:
+        OPERATOR_METRICS.api_answers.observe(seconds)
+        passes.observe_answer(seconds, overloaded, now)  # the pass limit follows the server's answer times
+
+    api.on_answer = answered
     may_act = getattr(memo, "may_act", None)  # set by modelrollout.sharding.run for a shard's operator
     if may_act is not None:
         memo.runtime.may_act = may_act
+        api.may_write = may_act  # a pass that outlasts the hold on its shard writes nothing more
 
 
 @kopf.on.cleanup()

@@ -72,6 +72,13 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
         )
+        self.api_answers = Histogram(
+            "modelrollout_api_answer_seconds",
+            "How long the API server took to answer the operator's requests, lists and watches aside, "
+            "timed in the operator (so its own loop's delay is in it too); the pass limit follows it.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1, 2.5, 5, 10, 60),
+        )
         self.pass_slots = Gauge(
             "modelrollout_pass_slots",
             "How many passes that are not routine may run at once: it follows the API server's answer "

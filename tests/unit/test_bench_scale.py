@@ -122,3 +122,10 @@ def test_the_stand_in_kubelet_queues_a_pod_once_and_only_when_there_is_work(kube
     stand_in.offer(deleting)  # a ready pod being deleted is work (confirm the deletion), the newest version wins
     assert stand_in.queue.qsize() == 1
     assert stand_in.pending[("ns", "p")] is deleting
+
+
+def test_answer_quantiles_are_the_bucket_bounds_they_fall_in() -> None:
+    scale = load("scale")
+    buckets = {"0.01": 40.0, "0.1": 85.0, "0.5": 99.0, "1.0": 100.0, "+Inf": 100.0}
+    assert scale.answer_quantiles(buckets) == {"count": 100.0, "p50": 0.1, "p90": 0.5, "p99": 0.5}
+    assert scale.answer_quantiles({})["count"] == 0.0

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from modelrollout.kube.api import DEPLOYMENTS, ApiError, ApiTimeout, KubeApi, load_configuration
+from modelrollout.kube.api import DEPLOYMENTS, ApiError, ApiTimeout, KubeApi, WriteFenced, load_configuration
 
 
 def kubeconfig(tmp_path: Path, server: str) -> str:
@@ -141,3 +141,33 @@ async def test_every_answer_but_a_list_is_reported_with_whether_it_said_overload
     assert [overloaded for _, overloaded, _ in reports] == [False, True, False]
     assert all(seconds >= 0 for seconds, _, _ in reports)
     assert [now for _, _, now in reports] == sorted(now for _, _, now in reports)
+
+
+async def test_a_write_is_not_sent_once_the_owner_may_no_longer_act(tmp_path: Path) -> None:
+    """A sharded replica's pass can outlast its hold on the shard: its later writes stay here."""
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
+        body = b'{"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = KubeApi(await load_configuration(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")))
+    holding = [True]
+    api.may_write = lambda: holding[0]
+    try:
+        await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 2}})
+        holding[0] = False
+        with pytest.raises(WriteFenced, match=r"PATCH .*/fraud-scorer: not sent, this replica may no longer hold"):
+            await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 3}})
+        assert await api.get(DEPLOYMENTS, "ml", "fraud-scorer") is not None  # reads still go
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()
+    assert [head.split(b" ")[0] for head in heads] == [b"PATCH", b"GET"]

@@ -102,6 +102,15 @@ class ApiTimeout(ApiError):
         )
 
 
+class WriteFenced(ApiError):
+    """A write not sent: this client's owner may no longer act (a sharded replica whose hold on its
+    shard is in doubt). Not retried: the pass that asked is dropped, and the next one, here or on the
+    replica that takes the shard over, starts from what the server has."""
+
+    def __init__(self, method: str, path: str):
+        super().__init__(0, "Fenced", f"{method} {path}: not sent, this replica may no longer hold the shard")
+
+
 class KubeApi:
     """Plain-dict access to the API server with retries on transient answers."""
 
@@ -128,6 +137,10 @@ class KubeApi:
         # Told of every answer but a list's (a list's time grows with what it returns): how long it
         # took, whether it said the server is overloaded, and when it came (the loop's clock).
         self.on_answer: Callable[[float, bool, float], None] | None = None
+        # Asked before every write, and every retry of one: False stops it (`WriteFenced`). A pass can
+        # outlast a sharded replica's hold on its shard; this keeps its later writes from landing
+        # after another replica may have taken the shard over.
+        self.may_write: Callable[[], bool] | None = None
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeApi:
@@ -179,6 +192,8 @@ class KubeApi:
     async def _once(
         self, method: str, path: str, body: Any, content_type: str, query: dict[str, str] | None, timed: bool = True
     ) -> dict[str, Any]:
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            raise WriteFenced(method, path)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from modelrollout.api.models import Phase
 from modelrollout.engine.types import Decision, DeploymentState, Selector
-from modelrollout.kube.api import ApiError
+from modelrollout.kube.api import ApiError, WriteFenced
 from modelrollout.operator_metrics import OPERATOR_METRICS
 from modelrollout.runtime.cache import OwnWrites, ParsedSpecs, ParsedStatuses, deployment_states, fresher
 from modelrollout.runtime.pacing import PassGate, Priority, RoutineGate
@@ -166,7 +166,9 @@ async def run_rollout(
                     if not result.events_posted:
                         delay = min(delay, EVENT_RETRY_SECONDS)
                     OPERATOR_METRICS.observe_pass(namespace, name, result.decision, result.at, loop.time() - started)
-                except ShardInDoubt:
+                except (ShardInDoubt, WriteFenced):
+                    # The hold lapsed before or during the pass: the rest of its writes were not
+                    # made, and the next pass (here, or where the shard goes) starts from the server.
                     delay, urgent = ERROR_RETRY_SECONDS, ERROR_RETRY_SECONDS
                 except ApiError as error:
                     logger.warning("%s/%s: API error, retrying: %s", namespace, name, error)
