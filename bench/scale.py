@@ -1191,7 +1191,7 @@ def operator_command(args: argparse.Namespace, kubeconfig: Path, prom_proxy: str
             "--operator-namespace",
             OPERATOR_NAMESPACE,
         ]
-    return command
+    return command + list(args.operator_arg)
 
 
 def run_size(args: argparse.Namespace, n: int) -> SizeResult:
@@ -1556,6 +1556,12 @@ def main() -> int:
     )
     parser.add_argument("--scrape-interval", default="5s", help="Prometheus's scrape interval")
     parser.add_argument("--phase-timeout", type=float, default=900.0, help="seconds allowed per phase")
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        help="one more argument for each `modelrollout run` (repeat it; e.g. --operator-arg=--resync-seconds=120)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy record the operator (raw collapsed stacks)")
     parser.add_argument("--log-writes", type=Path, default=None, help="log the operator's API writes (JSON lines)")
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "modelrollout-scale.json")

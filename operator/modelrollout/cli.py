@@ -199,6 +199,14 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     )
     _add_option(
         run,
+        "--api-answer-target-seconds",
+        "how soon the API server should answer nine of the operator's requests in ten: while it is "
+        "slower, or says it is overloaded, fewer passes run at once (16 to 88)",
+        "0.5",
+        type=_POSITIVE_SECONDS,
+    )
+    _add_option(
+        run,
         "--operator-namespace",
         "the operator's own namespace, where the ConfigMap and Secret modelrollout-notifications hold "
         "operator-wide notification destinations (default: the pod's namespace in a cluster; none: off)",
@@ -495,6 +503,7 @@ def run_operator(args: argparse.Namespace) -> int:
         peering_lifetime=args.peering_lifetime,
         resync_seconds=args.resync_seconds,
         quiet_write_seconds=args.quiet_write_seconds,
+        api_answer_target_seconds=args.api_answer_target_seconds,
         operator_namespace=args.operator_namespace or in_cluster_namespace(),
         log_format=args.log_format,
         metrics_port=args.metrics_port or None,

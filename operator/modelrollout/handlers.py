@@ -23,6 +23,7 @@ from modelrollout.metrics.prometheus import PrometheusBackend
 from modelrollout.operator_metrics import OPERATOR_METRICS
 from modelrollout.reconcile import Runtime, reconcile, release_route
 from modelrollout.runtime.cache import deployment_state, resource_version
+from modelrollout.runtime.pacing import AnswerTimeLimit, PassGate
 from modelrollout.runtime.worker import run_rollout
 from modelrollout.settings import OperatorOptions
 from modelrollout.vocabulary.names import (
@@ -118,6 +119,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prometheus_batch_seconds=options.prometheus_batch_seconds,
         quiet_write_seconds=options.quiet_write_seconds,
         operator_namespace=options.operator_namespace,
+        passes=PassGate(limit=AnswerTimeLimit(target_seconds=options.api_answer_target_seconds)),
     )
     passes = memo.runtime.passes
 

@@ -303,6 +303,7 @@ OPTION_BOUNDS = [
     (("prometheus", "batchSeconds"), 0, -0.01, "prometheus_batch_seconds"),
     (("resyncSeconds",), 0.001, 0.0009, "resync_seconds"),
     (("quietWriteSeconds",), 0, -1, "quiet_write_seconds"),
+    (("apiAnswerTargetSeconds",), 0.001, 0.0009, "api_answer_target_seconds"),
     (("leaderElection", "lifetimeSeconds"), 15, 14, "peering_lifetime"),
 ]
 

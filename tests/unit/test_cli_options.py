@@ -21,6 +21,7 @@ OPTIONS = {
     "--peering-lifetime": "peering_lifetime",
     "--resync-seconds": "resync_seconds",
     "--quiet-write-seconds": "quiet_write_seconds",
+    "--api-answer-target-seconds": "api_answer_target_seconds",
     "--metrics-port": "metrics_port",
     "--metrics-host": "metrics_host",
     "--health-endpoint": "liveness_endpoint",
@@ -58,6 +59,7 @@ def test_the_defaults_are_the_operator_options_defaults() -> None:
         ("--peering-lifetime", "15", 15, "30", 30),
         ("--resync-seconds", "30", 30.0, "5", 5.0),
         ("--quiet-write-seconds", "0", 0.0, "120", 120.0),
+        ("--api-answer-target-seconds", "1", 1.0, "0.25", 0.25),
         ("--metrics-port", "0", 0, "9090", 9090),
         (
             "--prometheus-url",
@@ -84,6 +86,7 @@ BAD = [
     ("--prometheus-batch-seconds", "-0.1", "'-0.1' is not a number of seconds, 0 or more"),
     ("--quiet-write-seconds", "inf", "'inf' is not a number of seconds, 0 or more"),
     ("--resync-seconds", "-5", "'-5' is not a number of seconds of at least 0.001"),
+    ("--api-answer-target-seconds", "0", "'0' is not a number of seconds of at least 0.001"),
     ("--peering-lifetime", "1.5", "'1.5' is not a whole number of seconds, 1 or more"),
     ("--peering-lifetime", "0", "'0' is not a whole number of seconds, 1 or more"),
     ("--metrics-port", "70000", "'70000' is not a port number from 0 to 65535"),
