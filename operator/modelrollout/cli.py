@@ -202,7 +202,7 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
         "--api-answer-target-seconds",
         "how soon the API server should answer nine of the operator's requests in ten: while it is "
         "slower, or says it is overloaded, fewer passes run at once (16 to 88)",
-        "0.5",
+        "0.25",
         type=_POSITIVE_SECONDS,
     )
     _add_option(

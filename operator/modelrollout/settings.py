@@ -27,7 +27,7 @@ class OperatorOptions:
     peering_lifetime: int = 60
     resync_seconds: float = 60.0
     quiet_write_seconds: float = 60.0
-    api_answer_target_seconds: float = 0.5  # the pass limit's target (runtime.pacing.AnswerTimeLimit)
+    api_answer_target_seconds: float = 0.25  # the pass limit's target (runtime.pacing.AnswerTimeLimit)
     operator_namespace: str | None = None  # where the operator-wide notification ConfigMap/Secret are
     log_format: str = "text"
     metrics_port: int | None = 8080
