@@ -331,6 +331,21 @@ async def test_slots_added_go_to_waiters_at_once_and_slots_removed_as_they_are_l
     assert gate.busy == 0 and gate.waiting == 0
 
 
+async def test_passes_still_waiting_from_an_earlier_window_count_as_waiting() -> None:
+    gate = PassGate(limit=AnswerTimeLimit(limit=1, fewest=1, most=10))
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    release, log = asyncio.Event(), []
+    tasks = [asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, release, log, f"p{i}")) for i in range(9)]
+    await settle()
+    for second in range(3):  # nobody new queues in these windows: the eight queued before still wait
+        for answer in range(21):
+            gate.observe_answer(0.01, False, second + answer / 20)
+    await settle()
+    assert gate.slots == 4 and len(log) == 4
+    release.set()
+    await asyncio.gather(*tasks)
+
+
 async def test_a_gate_without_a_limit_ignores_answer_times() -> None:
     gate = PassGate(slots=4)
     for answer in range(100):

@@ -51,7 +51,8 @@ PASSES_AT_ONCE = 64
 # connections (`KubeApi`, kubernetes_asyncio's pool size); the dozen left over are for the shard
 # Leases, the labeller's watch and Events, so that a pass never waits for a connection.
 MOST_PASSES_AT_ONCE = 88
-# Enough to keep a thousand rollouts' steps moving when the server is slow for reasons of its own.
+# Not fewer: a server slow for reasons of its own (other clients, its etcd) answers no faster for
+# the operator asking less, and the operator's steps would only wait longer.
 FEWEST_PASSES_AT_ONCE = 16
 # Nine answers in ten within this time is a server keeping up (`modelrollout run
 # --api-answer-target-seconds`). A healthy kube-apiserver answers the operator's small reads and
@@ -134,6 +135,11 @@ class _Slots:
     @property
     def waiting(self) -> int:
         return sum(1 for _, _, turn in self._queue if not turn.done())
+
+    @property
+    def queued(self) -> bool:
+        """Whether anyone may be waiting (a cancelled turn counts until a freed slot skips it): cheap."""
+        return bool(self._queue)
 
     def take(self) -> bool:
         """Take a free slot, if there is one. A slot freed is handed to a waiter first, so a free
@@ -255,6 +261,8 @@ class PassGate(_Gate):
         """An API answer came (`KubeApi.on_answer`): how long it took, whether it said overloaded."""
         if self._limit is None:
             return
+        if self._slots.queued:  # still waiting since an earlier window
+            self._limit.waited()
         changed = self._limit.observe(seconds, overloaded, now)
         if changed is not None:
             direction = "up" if changed > self.slots else "down"
