@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,6 +31,34 @@ def kubeconfig(tmp_path: Path, server: str) -> str:
         )
     )
     return str(path)
+
+
+DEPLOYMENT = b'{"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}'
+
+
+@asynccontextmanager
+async def answering(heads: list[bytes], status_for: Callable[[bytes], int] = lambda _: 200) -> AsyncIterator[str]:
+    """A server that keeps each request's head and answers it, a Deployment or an error, then hangs
+    up; yields its URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        status = status_for(head)
+        body = DEPLOYMENT if status == 200 else b'{"reason": "x", "message": "y"}'
+        writer.write(
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'No'}\r\nContent-Type: application/json\r\n".encode()
+        )
+        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_server_that_never_answers_is_a_timeout_not_a_hang(tmp_path: Path) -> None:
@@ -63,24 +93,12 @@ async def test_a_server_that_never_answers_is_a_timeout_not_a_hang(tmp_path: Pat
 
 async def test_requests_carry_the_kubeconfig_token(tmp_path: Path) -> None:
     heads: list[bytes] = []
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
-        body = b'{"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    api = await KubeApi.connect(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))
-    try:
-        found = await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
-    finally:
-        await api.close()
-        server.close()
-        await server.wait_closed()
+    async with answering(heads) as url:
+        api = await KubeApi.connect(kubeconfig(tmp_path, url))
+        try:
+            found = await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
+        finally:
+            await api.close()
     assert found == {"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}
     assert b"GET /apis/apps/v1/namespaces/ml/deployments/fraud-scorer HTTP/1.1" in heads[0]
     assert b"\r\nAuthorization: Bearer secret-token\r\n" in heads[0].replace(b"authorization", b"Authorization")
@@ -114,30 +132,22 @@ async def test_every_answer_but_a_list_is_reported_with_whether_it_said_overload
     """The pass limit (modelrollout.runtime.pacing) follows these reports."""
     statuses = {b"/fraud-scorer ": 200, b"/busy ": 429, b"/wrong ": 422, b"/deployments ": 200}
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
-        status = next(code for ending, code in statuses.items() if ending + b"HTTP" in head)
-        body = b'{"items": []}' if status == 200 else b'{"reason": "x", "message": "y"}'
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n".encode())
-        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-        writer.close()
+    def status_for(head: bytes) -> int:
+        line = head.split(b"\r\n", 1)[0]
+        return next(code for ending, code in statuses.items() if ending + b"HTTP" in line)
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    api = KubeApi(await load_configuration(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")), attempts=1)
     reports: list[tuple[float, bool, float]] = []
-    api.on_answer = lambda seconds, overloaded, now: reports.append((seconds, overloaded, now))
-    try:
-        await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
-        for name in ("busy", "wrong"):
-            with pytest.raises(ApiError):
-                await api.get(DEPLOYMENTS, "ml", name)
-        await api.list(DEPLOYMENTS, "ml")
-    finally:
-        await api.close()
-        server.close()
-        await server.wait_closed()
+    async with answering([], status_for) as url:
+        api = KubeApi(await load_configuration(kubeconfig(tmp_path, url)), attempts=1)
+        api.on_answer = lambda seconds, overloaded, now: reports.append((seconds, overloaded, now))
+        try:
+            await api.get(DEPLOYMENTS, "ml", "fraud-scorer")
+            for name in ("busy", "wrong"):
+                with pytest.raises(ApiError):
+                    await api.get(DEPLOYMENTS, "ml", name)
+            await api.list(DEPLOYMENTS, "ml")
+        finally:
+            await api.close()
     assert [overloaded for _, overloaded, _ in reports] == [False, True, False]
     assert all(seconds >= 0 for seconds, _, _ in reports)
     assert [now for _, _, now in reports] == sorted(now for _, _, now in reports)
@@ -146,28 +156,16 @@ async def test_every_answer_but_a_list_is_reported_with_whether_it_said_overload
 async def test_a_write_is_not_sent_once_the_owner_may_no_longer_act(tmp_path: Path) -> None:
     """A sharded replica's pass can outlast its hold on the shard: its later writes stay here."""
     heads: list[bytes] = []
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0])
-        body = b'{"kind": "Deployment", "metadata": {"name": "fraud-scorer"}}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    api = KubeApi(await load_configuration(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")))
     holding = [True]
-    api.may_write = lambda: holding[0]
-    try:
-        await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 2}})
-        holding[0] = False
-        with pytest.raises(WriteFenced, match=r"PATCH .*/fraud-scorer: not sent, this replica may no longer hold"):
-            await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 3}})
-        assert await api.get(DEPLOYMENTS, "ml", "fraud-scorer") is not None  # reads still go
-    finally:
-        await api.close()
-        server.close()
-        await server.wait_closed()
-    assert [head.split(b" ")[0] for head in heads] == [b"PATCH", b"GET"]
+    async with answering(heads) as url:
+        api = KubeApi(await load_configuration(kubeconfig(tmp_path, url)))
+        api.may_write = lambda: holding[0]
+        try:
+            await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 2}})
+            holding[0] = False
+            with pytest.raises(WriteFenced, match=r"PATCH .*/fraud-scorer: not sent, this replica may no longer hold"):
+                await api.merge_patch(DEPLOYMENTS, "ml", "fraud-scorer", {"spec": {"replicas": 3}})
+            assert await api.get(DEPLOYMENTS, "ml", "fraud-scorer") is not None  # reads still go
+        finally:
+            await api.close()
+    assert [head.split(b" ", 1)[0] for head in heads] == [b"PATCH", b"GET"]
