@@ -267,18 +267,34 @@ def test_a_window_needs_a_second_and_twenty_answers() -> None:
 
 
 @pytest.mark.parametrize("waited", [True, False])
-def test_slow_answers_take_a_tenth_of_the_slots_down_to_the_fewest(waited: bool) -> None:
-    limit = AnswerTimeLimit(limit=64, fewest=50)
+def test_slow_answers_take_a_tenth_of_the_slots_back_down_to_the_steady_count(waited: bool) -> None:
+    limit = AnswerTimeLimit(limit=80, steady=64, fewest=16)
     seen = []
     for start in range(0, 40, 10):
         if waited:
             limit.waited()
         seen.append(window(limit, start, SLOW))
-    assert seen == [57, 51, 50, None]
+    assert seen == [72, 64, None, None]  # slow alone never goes below the steady count
+
+
+def test_answers_saying_overloaded_take_slots_down_to_the_fewest() -> None:
+    limit = AnswerTimeLimit(limit=20, steady=64, fewest=16)
+    assert [window(limit, start, FAST, overloaded=3) for start in range(0, 30, 10)] == [18, 16, None]
+
+
+def test_below_the_steady_count_slots_come_back_while_passes_wait_even_if_answers_are_slow() -> None:
+    limit = AnswerTimeLimit(limit=64, steady=64)
+    limit.waited()
+    assert window(limit, 0, FAST, overloaded=0) == 57
+    seen = []
+    for start in range(10, 90, 10):
+        limit.waited()
+        seen.append(window(limit, start, SLOW))
+    assert seen == [58, 59, 60, 61, 62, 63, 64, None]  # back at the steady count, slow answers hold it
 
 
 def test_a_slow_tenth_is_in_time_and_more_is_not() -> None:
-    limit = AnswerTimeLimit(limit=64, target_seconds=0.5)
+    limit = AnswerTimeLimit(limit=64, steady=16, target_seconds=0.5)
     limit.waited()
     assert window(limit, 0, [0.02] * 27 + [0.9] * 3) == 65  # the 90th percentile is still 0.02 s
     limit.waited()
@@ -293,14 +309,16 @@ def test_one_answer_saying_overloaded_takes_slots_away() -> None:
     assert window(limit, 10, FAST) == 58  # the next window is judged on its own
 
 
-@pytest.mark.parametrize(("fewest", "start", "most"), [(0, 64, 88), (16, 8, 88), (16, 90, 88)])
-def test_a_limit_outside_its_bounds_is_refused(fewest: int, start: int, most: int) -> None:
-    with pytest.raises(ValueError, match="fewest <= limit <= most"):
-        AnswerTimeLimit(limit=start, fewest=fewest, most=most)
+@pytest.mark.parametrize(
+    ("fewest", "start", "steady", "most"), [(0, 64, 64, 88), (16, 8, 64, 88), (16, 90, 64, 88), (16, 64, 90, 88)]
+)
+def test_a_limit_outside_its_bounds_is_refused(fewest: int, start: int, steady: int, most: int) -> None:
+    with pytest.raises(ValueError, match="fewest <= limit, steady <= most"):
+        AnswerTimeLimit(limit=start, fewest=fewest, steady=steady, most=most)
 
 
 async def test_slots_added_go_to_waiters_at_once_and_slots_removed_as_they_are_left() -> None:
-    gate = PassGate(limit=AnswerTimeLimit(limit=2, fewest=1, most=3))
+    gate = PassGate(limit=AnswerTimeLimit(limit=2, fewest=1, steady=2, most=3))
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     log: list[str] = []
     releases = [asyncio.Event() for _ in range(6)]
@@ -332,7 +350,7 @@ async def test_slots_added_go_to_waiters_at_once_and_slots_removed_as_they_are_l
 
 
 async def test_passes_still_waiting_from_an_earlier_window_count_as_waiting() -> None:
-    gate = PassGate(limit=AnswerTimeLimit(limit=1, fewest=1, most=10))
+    gate = PassGate(limit=AnswerTimeLimit(limit=1, fewest=1, steady=1, most=10))
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     release, log = asyncio.Event(), []
     tasks = [asyncio.create_task(take_pass_slot(gate, Priority.OTHER, never, release, log, f"p{i}")) for i in range(9)]
@@ -354,7 +372,7 @@ async def test_a_gate_without_a_limit_ignores_answer_times() -> None:
 
 
 async def test_pass_slots_resized_at_random_are_never_lost_or_overcommitted() -> None:
-    gate = PassGate(limit=AnswerTimeLimit(limit=4, fewest=1, most=8))
+    gate = PassGate(limit=AnswerTimeLimit(limit=4, fewest=1, steady=4, most=8))
     rng = random.Random(5)
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     inside, clock, sizes = 0, 0.0, {gate.slots}
@@ -368,7 +386,7 @@ async def test_pass_slots_resized_at_random_are_never_lost_or_overcommitted() ->
             assert inside <= gate.busy <= max(sizes)
             for _ in range(rng.randrange(5)):
                 clock += 0.05
-                gate.observe_answer(rng.choice((0.01, 0.01, 2.0)), False, clock)
+                gate.observe_answer(0.01, rng.random() < 0.3, clock)
                 sizes.add(gate.slots)
                 await asyncio.sleep(0)
             inside -= 1

@@ -15,11 +15,12 @@ two shards at 10,000 rollouts the two processes asked the API server for more th
 each filled its 100 connections, and a pause-ending pass's writes waited first come first served
 behind thousands of starts (mean pass 18 s; docs/benchmarks.md). Bounded, the waiting happens here.
 
-How many pass slots there are follows the API server's answer times (`AnswerTimeLimit`): one more
-slot each second in which passes waited for one while the server answered in time, a tenth fewer
-each second in which it did not. No fixed count suited both cases measured at 10,000 rollouts: a
-lone replica was held back by 64 slots and gained from more, while two replicas sharing one server
-overloaded it with 96 (docs/benchmarks.md).
+How many pass slots there are follows the API server's answers (`AnswerTimeLimit`): one more slot
+each second in which passes waited for one while the server answered in time, a tenth fewer each
+second in which it did not (down to the 64 it starts with) or said it was overloaded (down to 16).
+No fixed count suited both cases measured at 10,000 rollouts: a lone replica was held back by 64
+slots and gained from more, while two replicas sharing one server overloaded it with 96
+(docs/benchmarks.md).
 
 Nothing is skipped: a pass that moves a rollout on measures every metric that is due in the same
 pass, so a late background measurement can delay a step's analysis but never lets a step past it.
@@ -51,8 +52,9 @@ PASSES_AT_ONCE = 64
 # connections (`KubeApi`, kubernetes_asyncio's pool size); the dozen left over are for the shard
 # Leases, the labeller's watch and Events, so that a pass never waits for a connection.
 MOST_PASSES_AT_ONCE = 88
-# Not fewer: a server slow for reasons of its own (other clients, its etcd) answers no faster for
-# the operator asking less, and the operator's steps would only wait longer.
+# The fewest after answers that say the server is overloaded (slow answers alone stop at
+# PASSES_AT_ONCE: on the real control plane at 1,000 rollouts its answers took p50 0.4-0.5 s at
+# any count, and going down to 16 on them tripled the applied step lag p99, docs/benchmarks.md).
 FEWEST_PASSES_AT_ONCE = 16
 # Nine answers in ten within this time is a server keeping up (`modelrollout run
 # --api-answer-target-seconds`). A healthy kube-apiserver answers the operator's small reads and
@@ -67,15 +69,19 @@ class AnswerTimeLimit:
     """How many passes may run at once, by additive increase and multiplicative decrease on the API
     server's answer times, decided once per window (at least a second and `window_answers` answers).
 
-    A window whose 90th-percentile answer time is over the target, or with an answer that says the
-    server is overloaded (429, a 5xx, no answer in time), takes a tenth of the slots away. A window
-    in time in which a pass had to wait for a slot adds one. Otherwise (no pass waited) the count
-    stays: answer times then say nothing about whether more slots would help. Pure: the clock is the
-    caller's."""
+    A window with an answer that says the server is overloaded (429, a 5xx, no answer in time)
+    takes a tenth of the slots away, down to `fewest`. A window whose 90th-percentile answer time is
+    over the target takes a tenth away too, but not below `steady`: a slow answer does not say that
+    the operator's own requests are the cause (on a busy control plane the server is slow for
+    everyone), while an overload answer does. A window in which a pass had to wait for a slot adds
+    one, when its answers were in time or the count is below `steady` (climbing back after
+    overload answers stopped). Otherwise the count stays: with nobody waiting, answer times say
+    nothing about whether more slots would help. Pure: the clock is the caller's."""
 
     limit: int = PASSES_AT_ONCE
     fewest: int = FEWEST_PASSES_AT_ONCE
     most: int = MOST_PASSES_AT_ONCE
+    steady: int = PASSES_AT_ONCE
     target_seconds: float = ANSWER_TARGET_SECONDS
     window_seconds: float = 1.0
     window_answers: int = 20
@@ -86,8 +92,11 @@ class AnswerTimeLimit:
     _waited: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.fewest <= self.limit <= self.most:
-            raise ValueError(f"need 1 <= fewest <= limit <= most, got {self.fewest}, {self.limit}, {self.most}")
+        if not 1 <= self.fewest <= min(self.limit, self.steady) <= max(self.limit, self.steady) <= self.most:
+            raise ValueError(
+                "need 1 <= fewest <= limit, steady <= most, "
+                f"got fewest {self.fewest}, limit {self.limit}, steady {self.steady}, most {self.most}"
+            )
 
     def waited(self) -> None:
         """A pass had to wait for a slot in the current window."""
@@ -106,9 +115,11 @@ class AnswerTimeLimit:
         answers = sorted(self._answers)
         slow = answers[int(0.9 * (len(answers) - 1))] > self.target_seconds
         before = self.limit
-        if self._overloaded or slow:
+        if self._overloaded:
             self.limit = max(self.fewest, int(self.limit * self.backoff))
-        elif self._waited:
+        elif slow and self.limit > self.steady:
+            self.limit = max(self.steady, int(self.limit * self.backoff))
+        elif self._waited and (not slow or self.limit < self.steady):
             self.limit = min(self.most, self.limit + 1)
         self._opened, self._answers, self._overloaded, self._waited = None, [], False, False
         return self.limit if self.limit != before else None
