@@ -200,8 +200,8 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     _add_option(
         run,
         "--api-answer-target-seconds",
-        "how soon the API server should answer nine of the operator's requests in ten: while it is "
-        "slower, or says it is overloaded, fewer passes run at once (16 to 88)",
+        "how soon the API server should answer nine of the operator's requests in ten: while it does, "
+        "up to 88 passes run at once, while it does not, 64, and while it says it is overloaded, down to 16",
         "0.25",
         type=_POSITIVE_SECONDS,
     )

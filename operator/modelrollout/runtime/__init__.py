@@ -28,8 +28,9 @@ lives here, in five pieces:
   deadlines (`decision.deadlines`), a held status falling due, an Event to post again, the resync.
 * `pacing`: when the operator is saturated, steps of rollouts under way go first, then new starts,
   then background measurements; at most 64 measurements, and 16 to 88 other passes as the API
-  server's answer times allow (64 to begin with), run at once, so the waiting happens where that
-  order is kept, not in the API client's connection pool or the API server's queues.
+  server's answers allow (64 unless it keeps up or says it is overloaded), run at once, so the
+  waiting happens where that order is kept, not in the API client's connection pool or the API
+  server's queues.
 * `status_writer`: which status writes may wait (`quiet_change`, `HeldStatus`); `reconcile.record`
   writes the status and holds back the quiet ones.
 * `gc_policy`: the collector's policy for the large, long-lived heap all of this keeps.
