@@ -55,7 +55,9 @@ Measured over the canary phase (from the version change to the last promotion):
 * step lag: pause end -> next step. Due: ``stepStartedAt`` of the pause step + its duration;
   decided: the next step's ``stepStartedAt`` (the operator's clock at the start of the pass that
   moved on); applied: when the benchmark's watch saw the status naming the next step (the status is
-  written after the Deployments were scaled, so the step is in force by then). Also the readiness
+  written after the Deployments were scaled, so the step is in force by then); written: when the
+  API server answered that status write, as the counting proxy saw it (applied less written is the
+  watch's delivery: the API server's, on the real control plane, and not the operator's). Also the readiness
   lag: the stand-in controller reporting the candidate's pods ready -> the next step's
   ``stepStartedAt`` (event driven rather than deadline driven);
 * measurement lateness: how much later than the analysis interval after the previous one each
@@ -500,6 +502,9 @@ class SizeResult:
     measurements_counted: int = 0  # the sum of status `count`s (inflated by double-recorded measurements)
     pause_lag_decided: list[float] = field(default_factory=list)
     pause_lag_applied: list[float] = field(default_factory=list)
+    # pause end -> the API server's answer to the status write naming the next step, as the counting
+    # proxy saw it: applied minus this is how late the benchmark's watch delivered that write
+    pause_lag_written: list[float] = field(default_factory=list)
     ready_lag: list[float] = field(default_factory=list)
     measurement_lateness: list[float] = field(default_factory=list)
     other_cpu: dict[str, float] = field(default_factory=dict)
@@ -801,6 +806,9 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
             le = line.split('le="', 1)[1].split('"', 1)[0]
             found[f"answers_le_{le}"] = float(line.split()[-1])
         # The pass limit (modelrollout.runtime.pacing.AnswerTimeLimit): slots now, changes by direction.
+        if line.startswith("modelrollout_reconcile_duration_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            found[f"pass_le_{le}"] = float(line.split()[-1])
         if line.startswith("modelrollout_pass_slots "):
             found["slots"] = float(line.split()[-1])
         if line.startswith("modelrollout_pass_slot_changes_total{"):
@@ -973,6 +981,11 @@ async def drive(
             details_after = await stats(session, api_proxy, "/__scale_detail")
             async with session.get(f"{api_proxy}/__scale_timings?since={canary_started}") as answer:
                 result.api_server_side = await answer.json()
+            # name -> step index -> when the API server accepted the status write first naming it
+            step_written: dict[str, dict[int, float]] = {}
+            async with session.get(f"{api_proxy}/__scale_step_writes?since={canary_started}") as answer:
+                for answered, written_name, index in await answer.json():
+                    step_written.setdefault(written_name, {}).setdefault(index, answered)
             apf_after = await flow_control(session, backend)
             result.flow_control = {
                 key: round(value - apf_before.get(key, 0.0), 3)
@@ -1023,6 +1036,17 @@ async def drive(
                 result.passes = {
                     "count": count,
                     "seconds": passes_after["sum"] - passes_before.get("sum", 0),
+                    **{
+                        f"duration {name}": value
+                        for name, value in answer_quantiles(
+                            {
+                                key.removeprefix("pass_le_"): value - passes_before.get(key, 0)
+                                for key, value in passes_after.items()
+                                if key.startswith("pass_le_")
+                            }
+                        ).items()
+                        if name != "count"
+                    },
                 }
                 result.gc_pauses = {
                     key: round(value - passes_before.get(key, 0), 3)
@@ -1082,6 +1106,9 @@ async def drive(
                         due = started_at[paused] + pause
                         result.pause_lag_decided.append(started_at[paused + 1] - due)
                         result.pause_lag_applied.append(seen_at[paused + 1] - due)
+                        written = step_written.get(name, {}).get(paused + 1)
+                        if written is not None:
+                            result.pause_lag_written.append(written - due)
                 if args.weights != [50] or args.replicas != 2:
                     continue  # the readiness lag below knows the default canary's replica counts only
                 revision = (watcher.status.get(name) or {}).get("stableRevision")
@@ -1392,6 +1419,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
         "Prom queries / analysis",
         "pause lag p50 / p99 (decided)",
         "pause lag p50 / p99 (applied) (<2 s)",
+        "pause lag p50 / p99 (written)",
         "ready->step lag p50 / p99 (applied)",
         "measurement late p50 / p99",
         "canary wall",
@@ -1417,6 +1445,7 @@ def report(results: list[SizeResult], extrapolated: SizeResult | None, spread: f
             f"{fmt(pct(r.pause_lag_decided, 0.5), '.2f')} / {fmt(pct(r.pause_lag_decided, 0.99), '.2f')} s",
             f"{fmt(pct(r.pause_lag_applied, 0.5), '.2f')} / {fmt(p99, '.2f')} s"
             + mark(None if p99 is None else p99 < TARGET_LAG),
+            f"{fmt(pct(r.pause_lag_written, 0.5), '.2f')} / {fmt(pct(r.pause_lag_written, 0.99), '.2f')} s",
             f"{fmt(pct(r.ready_lag, 0.5), '.2f')} / {fmt(pct(r.ready_lag, 0.99), '.2f')} s",
             f"{fmt(pct(r.measurement_lateness, 0.5), '.2f')} / {fmt(pct(r.measurement_lateness, 0.99), '.2f')} s",
             fmt(r.canary_seconds, ".0f", " s"),

@@ -5,7 +5,10 @@
 Prints its URL on stdout once it listens (the readiness signal). ``GET /__scale_stats`` answers the
 counts so far as JSON: ``{"METHOD kind": n}``, where kind is the resource plural (with ``/status``
 for the status subresource, ``?watch`` for watches) or, for other URLs, the path itself
-(``/api/v1/query`` for Prometheus). ``GET /__scale_detail`` answers what some writes were, read from
+(``/api/v1/query`` for Prometheus). ``GET /__scale_step_writes?since=T`` answers, for each ModelRollout
+status write that named a current step and was accepted, ``[answered at, name, step index]`` (wall
+clock, from T on): when a step was in force on the API server, with no watch's delivery in it.
+``GET /__scale_detail`` answers what some writes were, read from
 their bodies (:func:`detail_of`): Events by reason, ModelRollout status writes by what they record,
 so the benchmark can split the writes into per-step and per-rollout ones. Watch streams are relayed
 chunk by chunk. With
@@ -79,6 +82,17 @@ def detail_of(method: str, kind: str, body: bytes | None) -> str | None:
     return "status other"
 
 
+def step_named(kind: str, method: str, body: bytes | None) -> int | None:
+    """The currentStepIndex a ModelRollout status write sets, if it sets one."""
+    if kind != "modelrollouts/status" or method not in ("PATCH", "PUT") or not body or b"currentStepIndex" not in body:
+        return None
+    try:
+        index = (json.loads(body).get("status") or {}).get("currentStepIndex")
+    except (ValueError, AttributeError):
+        return None
+    return index if isinstance(index, int) else None
+
+
 class Proxy:
     def __init__(self, upstream: str, log_writes: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
@@ -89,12 +103,17 @@ class Proxy:
         # (arrival on the wall clock, seconds until the upstream's answer was read) of each request
         # that is not a watch: what the server side (this proxy and the API server) costs a caller
         self.timings: list[tuple[float, float]] = []
+        # (answer read on the wall clock, rollout name, currentStepIndex) of each accepted status write naming a step
+        self.step_writes: list[tuple[float, str, int]] = []
 
     async def handle(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if request.path == "/__scale_stats":
             return aiohttp.web.json_response(dict(self.counts))
         if request.path == "/__scale_detail":
             return aiohttp.web.json_response(dict(self.details))
+        if request.path == "/__scale_step_writes":
+            since = float(request.query.get("since", "0"))
+            return aiohttp.web.json_response([list(entry) for entry in self.step_writes if entry[0] >= since])
         if request.path == "/__scale_timings":
             return aiohttp.web.json_response(self.timing_summary(float(request.query.get("since", "0"))))
         arrived, started = time.time(), time.monotonic()
@@ -118,6 +137,8 @@ class Proxy:
             if not watch:
                 data = await upstream.read()
                 self.timings.append((arrived, time.monotonic() - started))
+                if upstream.status < 300 and (step := step_named(kind, request.method, body)) is not None:
+                    self.step_writes.append((time.time(), request.path.rstrip("/").split("/")[-2], step))
                 return aiohttp.web.Response(body=data, status=upstream.status, headers=out_headers)
             response = aiohttp.web.StreamResponse(status=upstream.status, headers=out_headers)
             await response.prepare(request)
@@ -127,7 +148,6 @@ class Proxy:
             except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError):
                 pass
             return response
-
 
     def timing_summary(self, since: float) -> dict[str, float]:
         """Count, p50, p99 and max of the server-side seconds of requests that arrived after `since`."""

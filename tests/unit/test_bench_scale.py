@@ -61,6 +61,19 @@ def test_the_proxy_reads_events_by_reason_and_status_writes_by_what_they_record(
     assert detail("POST", "events", body([1])) is None
 
 
+def test_the_proxy_notes_the_step_a_status_write_names(proxy: ModuleType) -> None:
+    named = proxy.step_named
+    assert named("modelrollouts/status", "PATCH", body({"status": {"currentStepIndex": 2}})) == 2
+    assert named("modelrollouts/status", "PUT", body({"status": {"currentStepIndex": 0, "phase": "Progressing"}})) == 0
+    # Promotion clears the step; measurements name none; other kinds and reads are not read.
+    assert named("modelrollouts/status", "PATCH", body({"status": {"currentStepIndex": None}})) is None
+    assert named("modelrollouts/status", "PATCH", body({"status": {"backgroundAnalysis": {}}})) is None
+    assert named("deployments", "PATCH", body({"status": {"currentStepIndex": 1}})) is None
+    assert named("modelrollouts/status", "GET", None) is None
+    assert named("modelrollouts/status", "PATCH", b"currentStepIndex, not json") is None
+    assert named("modelrollouts/status", "PATCH", body(["currentStepIndex"])) is None
+
+
 def test_the_3_step_canarys_writes_split_into_8_per_3_steps_and_5_per_rollout(scale: ModuleType) -> None:
     # The counts of a 20-rollout canary (setWeight 50, pause, setWeight 100), as the proxy counted them.
     breakdown = {
