@@ -166,9 +166,7 @@ async def credentials_for(runtime: Runtime, namespace: str, auth: PrometheusAuth
     return Credentials(username=value(auth.username_key), password=value(auth.password_key))
 
 
-async def web_headers(
-    runtime: Runtime, namespace: str, metric: str, headers: list[WebHeader]
-) -> dict[str, str] | str:
+async def web_headers(runtime: Runtime, namespace: str, metric: str, headers: list[WebHeader]) -> dict[str, str] | str:
     """A web metric's request headers, Secret values read (what is wrong names the Secret and key, never a value)."""
     resolved: dict[str, str] = {}
     for position, header in enumerate(headers):

@@ -279,8 +279,10 @@ def test_default_install_runs_the_operator_cluster_wide_without_peering(render: 
 def test_the_shadow_comparator_runs_the_operators_own_image(render: Render) -> None:
     from modelrollout.kube.comparator import DEFAULT_IMAGE, IMAGE_ENV
 
-    for values, image in (({}, DEFAULT_IMAGE), ({"image": {"repository": "registry.local/mro", "tag": "9"}},
-                                                "registry.local/mro:9")):
+    for values, image in (
+        ({}, DEFAULT_IMAGE),
+        ({"image": {"repository": "registry.local/mro", "tag": "9"}}, "registry.local/mro:9"),
+    ):
         container = _container(render(values))
         env = {variable["name"]: variable.get("value") for variable in container["env"]}
         assert env[IMAGE_ENV] == container["image"] == image

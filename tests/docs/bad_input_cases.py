@@ -385,7 +385,7 @@ SPEC_CASES: list[SpecCase] = [
     ),
     SpecCase(
         "a notification body with an unknown variable",
-        "`body: '{\"text\": \"{{input}}\"}'`",
+        '`body: \'{"text": "{{input}}"}\'`',
         _set(
             "notifications",
             {"webhooks": [{"name": "audit", "url": "https://audit.example/", "body": '{"text": "{{input}}"}'}]},

@@ -52,6 +52,7 @@ STEPS: list[dict[str, Any]] = [
 ]
 LOAD_RATE = 20.0
 
+
 def rollout_spec(version: str, env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "replicas": 4,
@@ -308,4 +309,3 @@ def test_candidate_without_traffic_is_not_promoted_on_empty_queries(sandbox: San
         made.wait_for_another_pass()
         assert made.cluster.status(made.name)["phase"] == "Paused"
         assert made.cluster.replicas_by_version().get("2.0.0") != 4
-

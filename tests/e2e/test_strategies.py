@@ -426,8 +426,9 @@ def blue_green_promote(made: Story) -> None:
 
     preview = made.wait_status(
         "the preview at full size, before the switch",
-        lambda s: s.get("stage") in ("PrePromotionAnalysis", "ReadyToSwitch", "AwaitingSwitch")
-        and not s.get("switchedAt"),
+        lambda s: (
+            s.get("stage") in ("PrePromotionAnalysis", "ReadyToSwitch", "AwaitingSwitch") and not s.get("switchedAt")
+        ),
     )
     assert made.cluster.replicas_by_version() == {"1.0.0": REPLICAS, "2.0.0": REPLICAS}, preview
     assert made.served("2.0.0", made.stable_service) == 0, "green answered users before the switch"
@@ -477,9 +478,7 @@ def blue_green_rolled_back_by_post_promotion_analysis(made: Story) -> None:
     made.deploy(rollout_spec("1.0.0", strategy, gateway_routing(made), background=False, min_requests=20))
     made.load()
     bad = {"FAULT_ERROR_RATE": "0.5", "FAULT_SEED": "5"}
-    made.deliver(
-        rollout_spec("2.0.0-err", strategy, gateway_routing(made), bad, background=False, min_requests=20)
-    )
+    made.deliver(rollout_spec("2.0.0-err", strategy, gateway_routing(made), bad, background=False, min_requests=20))
 
     made.wait_status("the switch", lambda s: bool(s.get("switchedAt")) or s.get("phase") != "Progressing")
     status = made.cluster.wait_for_phase(made.name, "RolledBack", timeout=60)

@@ -305,15 +305,16 @@ class SlowNeighbourProxy:
         self.expressions.append(expression)
         if self.SLOW in expression:
             await asyncio.Event().wait()  # until the client closes the connection
-        async with ClientSession() as session, session.get(
-            f"{self.upstream}/api/v1/query", params={"query": expression}
-        ) as answer:
+        async with (
+            ClientSession() as session,
+            session.get(f"{self.upstream}/api/v1/query", params={"query": expression}) as answer,
+        ):
             return web.Response(status=answer.status, body=await answer.read(), content_type="application/json")
 
 
 def slow_neighbour_query() -> str:
     # Answers like any healthy query (one series) when it answers at all: only its slowness differs.
-    return f'sum(up) * 0 + 1 # {SlowNeighbourProxy.SLOW}'
+    return f"sum(up) * 0 + 1 # {SlowNeighbourProxy.SLOW}"
 
 
 async def test_a_slow_neighbour_in_the_same_batch_costs_a_healthy_query_nothing(

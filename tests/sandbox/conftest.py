@@ -57,8 +57,6 @@ def service(name: str, rollout: str = "scorer") -> dict[str, Any]:
     }
 
 
-
-
 async def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
     """Poll ``probe`` (sync or async) until it returns something truthy; fail naming what was awaited."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -71,6 +69,7 @@ async def wait_until(what: str, probe: Callable[[], Any], timeout: float, interv
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
 
 @dataclass
 class Runtime:

@@ -50,4 +50,3 @@ class Deadline:
         if wall <= self.seconds * 1.05:
             return f"{self.seconds:.0f}s"
         return f"{self.seconds:.0f}s of machine time ({wall:.0f}s on the wall clock, the machine being loaded)"
-

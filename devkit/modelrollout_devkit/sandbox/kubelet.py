@@ -80,6 +80,7 @@ def through_dataplane(env: dict[str, str], dataplane_url: str) -> dict[str, str]
         )
     return mapped
 
+
 POD_RANGE = ipaddress.ip_network("10.244.0.0/16")
 NODE_LABEL = "modelrollout.io/sandbox-node"
 #: What a Node offers the scheduler: room for every pod a sandbox may run.

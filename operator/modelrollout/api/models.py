@@ -564,6 +564,8 @@ class TemplateRef(ApiModel):
 
 MEASUREMENTS_KEPT = 10
 MAX_MEASUREMENT_RETENTION = 100
+
+
 class SecretKeyRef(ApiModel):
     """One key of a Secret in the rollout's namespace."""
 
@@ -597,9 +599,7 @@ WEB_TIMEOUT_MAX_SECONDS = 60
 class WebMetric(ApiModel):
     """An HTTP endpoint answering JSON, and where in the answer the number is (as Argo Rollouts' web metric)."""
 
-    url: str = Field(
-        description="http(s) URL; template variables (" + _VARIABLES_HELP + ") are URL-encoded into it."
-    )
+    url: str = Field(description="http(s) URL; template variables (" + _VARIABLES_HELP + ") are URL-encoded into it.")
     method: Literal["GET", "POST"] = Field(default="GET", description="GET or POST.")
     headers: list[WebHeader] = Field(default_factory=list, description="Request headers.")
     body: str | None = Field(
@@ -648,7 +648,7 @@ class JobMetric(ApiModel):
     spec: dict[str, Any] = Field(
         description="A Job spec (batch/v1 JobSpec). Its containers get MODEL_NAME, MODEL_VERSION (the candidate), "
         "MODEL_URI, ROLLOUT_NAME and ROLLOUT_NAMESPACE, and template variables in its strings are filled in. The "
-        "first container's termination message (/dev/termination-log) holds the number: JSON {\"value\": 0.93} "
+        'first container\'s termination message (/dev/termination-log) holds the number: JSON {"value": 0.93} '
         "or a bare number.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
@@ -666,7 +666,6 @@ class JobMetric(ApiModel):
         if not isinstance(containers, list) or not containers:
             raise ValueError("spec.template.spec.containers must list at least one container")
         return spec
-
 
 
 ACCURACY_STATISTICS = ("accuracy", "recall", "error")
@@ -846,9 +845,7 @@ class Metric(ApiModel):
             if self.min_count is not None:
                 raise ValueError(f"minCount needs prometheus.countQuery; a {providers[0]} metric has no sample size")
         if self.job is not None and self.background:
-            raise ValueError(
-                "a job metric runs in analysis steps only (a Job per measurement): set background: false"
-            )
+            raise ValueError("a job metric runs in analysis steps only (a Job per measurement): set background: false")
         return self
 
     def _accuracy_alone(self) -> Metric:
@@ -1012,7 +1009,6 @@ def _check_known_metrics(path: str, names: list[str], metrics: list[Metric]) -> 
             )
 
 
-
 # --- notifications and webhook gates (docs/notifications.md, docs/gates.md) ---------------------
 
 NotificationTrigger = Literal[
@@ -1045,8 +1041,9 @@ class NotificationWebhook(ApiModel):
 
     name: str = Field(min_length=1, max_length=63, description="Names the destination in status and logs.")
     url: str | None = Field(
-        default=None, description="http(s) URL (not secret: it is in the spec). Slack's and Teams' URLs hold a "
-        "token: give those with urlFrom."
+        default=None,
+        description="http(s) URL (not secret: it is in the spec). Slack's and Teams' URLs hold a "
+        "token: give those with urlFrom.",
     )
     url_from: HeaderSource | None = Field(default=None, description="Take the URL from a Secret (never logged).")
     headers: list[WebHeader] = Field(default_factory=list, description="Request headers (values from Secrets allowed).")
@@ -1068,8 +1065,10 @@ class NotificationWebhook(ApiModel):
         default=5, gt=0, le=NOTIFICATION_TIMEOUT_MAX_SECONDS, description="Seconds one attempt may take in all."
     )
     max_attempts: int = Field(
-        default=5, ge=1, le=20, description="Attempts before giving up on a receiver that is down (backoff doubles "
-        "from 2s, at most 5m)."
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts before giving up on a receiver that is down (backoff doubles from 2s, at most 5m).",
     )
 
     @field_validator("url")
@@ -1559,9 +1558,7 @@ class Weights(ApiModel):
     header_route: bool = Field(
         default=False, description="Whether requests with the step's header go to the candidate."
     )
-    header: str | None = Field(
-        default=None, description="While headerRoute: the header match in force, as name=value."
-    )
+    header: str | None = Field(default=None, description="While headerRoute: the header match in force, as name=value.")
 
 
 class LastCommand(ApiModel):
@@ -1700,9 +1697,7 @@ class ModelRolloutStatus(ApiModel):
     last_command_id: str | None = Field(
         default=None, description="Written by older operators: the id of the last command handled (see lastCommand)."
     )
-    stable_source: RevisionSource | None = Field(
-        default=None, description="What the stable revision was built from."
-    )
+    stable_source: RevisionSource | None = Field(default=None, description="What the stable revision was built from.")
     previous_stable: RevisionSource | None = Field(
         default=None, description="The stable revision before the last promotion (`modelrollout undo` goes back to it)."
     )

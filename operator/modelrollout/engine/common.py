@@ -202,9 +202,7 @@ class Pass:
 
 
 def new_analysis(run: Pass, kind: str, step_index: int | None, stage: Stage | None = None) -> AnalysisStatus:
-    return AnalysisStatus.model_validate(
-        {"kind": kind, "stepIndex": step_index, "stage": stage, "startedAt": run.at}
-    )
+    return AnalysisStatus.model_validate({"kind": kind, "stepIndex": step_index, "stage": stage, "startedAt": run.at})
 
 
 def clear_candidate(status: ModelRolloutStatus) -> None:

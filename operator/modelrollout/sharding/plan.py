@@ -145,9 +145,7 @@ def plan(world: World) -> Plan:
         elif (lease is None or not lease.alive()) and not mine:
             free.append(shard)
     # A held Lease that has expired unrenewed is lost too: someone may have taken it meanwhile.
-    expired = [
-        shard for shard in held if (lease := world.leases.get(shard)) is not None and not lease.alive()
-    ]
+    expired = [shard for shard in held if (lease := world.leases.get(shard)) is not None and not lease.alive()]
     held = [shard for shard in held if shard not in expired]
     lost = sorted({*lost, *(shard for shard in expired if shard in running)})
     free = sorted({*free, *expired})

@@ -114,8 +114,10 @@ class ShardSupervisor:
             index = str((metadata.get("labels") or {}).get(SHARD_LABEL, ""))
             if view.generation != self.shards and view.alive():
                 other_generations.append(str(metadata["name"]))
-            if index.isdigit() and int(index) < self.shards and metadata["name"] == shard_lease_name(
-                self.store.prefix, int(index)
+            if (
+                index.isdigit()
+                and int(index) < self.shards
+                and metadata["name"] == shard_lease_name(self.store.prefix, int(index))
             ):
                 views[int(index)] = view
                 bodies[int(index)] = lease

@@ -270,11 +270,7 @@ class GatewayApiRouter(ObjectRouter):
                 if edited not in matches:
                     matches.append(edited)
         rule["matches"] = matches
-        filters = [
-            clone(item)
-            for item in first.get("filters") or []
-            if not self._our_mirror(item, namespace)
-        ]
+        filters = [clone(item) for item in first.get("filters") or [] if not self._our_mirror(item, namespace)]
         if filters:
             rule["filters"] = filters
         rule.update(

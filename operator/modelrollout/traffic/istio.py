@@ -141,11 +141,7 @@ class IstioRouter(ObjectRouter):
                     f'destination of a route it manages, so move "{host}" to an http route of its own'
                 )
         mirror_host = (http.get("mirror") or {}).get("host")
-        if (
-            mirror_host is not None
-            and mirror_percent > 0
-            and not self._our_mirror_host(mirror_host, namespace)
-        ):
+        if mirror_host is not None and mirror_percent > 0 and not self._our_mirror_host(mirror_host, namespace):
             return (
                 f'{where} already mirrors to "{mirror_host}" and Istio\'s mirror holds one target; remove it to '
                 "shadow the candidate"
