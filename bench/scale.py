@@ -556,8 +556,10 @@ class SizeResult:
 
     @property
     def step_events_per_step(self) -> float | None:
-        """StepCompleted Events per step done: above 1, some step was acted on (announced) twice."""
-        events = self.api_details.get("event StepCompleted")
+        """StepCompleted Events per step done: above 1, some step was acted on (announced) twice.
+        Distinct Event names: a repost of the same Event (after a timeout or a 429) is not a second
+        announcement, and keeps its name."""
+        events = self.api_details.get("distinct event StepCompleted", self.api_details.get("event StepCompleted"))
         return events / self.steps_done if events is not None and self.steps_done else None
 
     @property

@@ -9,7 +9,8 @@ for the status subresource, ``?watch`` for watches) or, for other URLs, the path
 status write that named a current step and was accepted, ``[answered at, name, step index]`` (wall
 clock, from T on): when a step was in force on the API server, with no watch's delivery in it.
 ``GET /__scale_detail`` answers what some writes were, read from
-their bodies (:func:`detail_of`): Events by reason, ModelRollout status writes by what they record,
+their bodies (:func:`detail_of`): Events by reason (``event <reason>`` counts the POSTs, ``distinct
+event <reason>`` the Event names, which a repost keeps), ModelRollout status writes by what they record,
 so the benchmark can split the writes into per-step and per-rollout ones. Watch streams are relayed
 chunk by chunk. With
 ``--log-writes FILE`` every non-GET request is also appended to FILE as a JSON line (method, path,
@@ -93,12 +94,22 @@ def step_named(kind: str, method: str, body: bytes | None) -> int | None:
     return index if isinstance(index, int) else None
 
 
+def event_named(detail: str, body: bytes | None) -> str | None:
+    """namespace/name of a posted Event (the detail says it is one)."""
+    if not detail.startswith("event ") or not body:
+        return None
+    metadata = json.loads(body).get("metadata") or {}
+    name = metadata.get("name")
+    return f"{metadata.get('namespace')}/{name}" if name else None
+
+
 class Proxy:
     def __init__(self, upstream: str, log_writes: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.log_writes = open(log_writes, "a") if log_writes else None  # noqa: SIM115 (open for the run)
         self.counts: collections.Counter[str] = collections.Counter()
         self.details: collections.Counter[str] = collections.Counter()
+        self.event_names: set[str] = set()  # namespace/name of every Event posted
         self.session: aiohttp.ClientSession | None = None
         # (arrival on the wall clock, seconds until the upstream's answer was read) of each request
         # that is not a watch: what the server side (this proxy and the API server) costs a caller
@@ -123,6 +134,11 @@ class Proxy:
         body = await request.read() if request.can_read_body else None
         if (detail := detail_of(request.method, kind, body)) is not None:
             self.details[detail] += 1
+            if (announced := event_named(detail, body)) is not None and announced not in self.event_names:
+                # An Event posted again after a timeout or a 429 keeps its name (the API server then
+                # answers 409): distinct names count announcements, the line above counts requests.
+                self.event_names.add(announced)
+                self.details[f"distinct {detail}"] += 1
         if self.log_writes is not None and request.method != "GET":
             text = (body or b"").decode(errors="replace")
             self.log_writes.write(json.dumps({"method": request.method, "path": request.path, "body": text}) + "\n")

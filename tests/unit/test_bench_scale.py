@@ -74,6 +74,21 @@ def test_the_proxy_notes_the_step_a_status_write_names(proxy: ModuleType) -> Non
     assert named("modelrollouts/status", "PATCH", body(["currentStepIndex"])) is None
 
 
+def test_an_event_posted_again_keeps_its_name_and_is_one_announcement(proxy: ModuleType, scale: ModuleType) -> None:
+    event = body({"metadata": {"name": "r-1.17e2", "namespace": "scale"}, "reason": "StepCompleted"})
+    assert proxy.event_named("event StepCompleted", event) == "scale/r-1.17e2"
+    assert proxy.event_named("status step", event) is None
+    assert proxy.event_named("event StepCompleted", body({"metadata": {}})) is None
+    # Three POSTs of two Events (one posted again after a 429): two announcements for two steps.
+    result = scale.SizeResult(size=1)
+    result.steps_done = 2
+    result.api_details = {"event StepCompleted": 3, "distinct event StepCompleted": 2}
+    assert result.step_events_per_step == 1.0
+    # Counts from before the distinct names were kept still read.
+    result.api_details = {"event StepCompleted": 3}
+    assert result.step_events_per_step == 1.5
+
+
 def test_the_3_step_canarys_writes_split_into_8_per_3_steps_and_5_per_rollout(scale: ModuleType) -> None:
     # The counts of a 20-rollout canary (setWeight 50, pause, setWeight 100), as the proxy counted them.
     breakdown = {
