@@ -178,6 +178,10 @@ class Cluster:
                         resource_version=version,
                         timeout_seconds=5,
                     ):
+                        if change is None:
+                            # The client yields None for a line it could not read (one cut short):
+                            # watch again from the last version seen, which delivers that event again.
+                            break
                         found = change["object"]
                         version = found["metadata"]["resourceVersion"]
                         if found["metadata"]["name"] == name and found.get("status"):
