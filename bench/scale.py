@@ -559,7 +559,7 @@ class SizeResult:
         """StepCompleted Events per step done: above 1, some step was acted on (announced) twice.
         Distinct Event names: a repost of the same Event (after a timeout or a 429) is not a second
         announcement, and keeps its name."""
-        events = self.api_details.get("distinct event StepCompleted", self.api_details.get("event StepCompleted"))
+        events = self.api_details.get("distinct event StepCompleted")
         return events / self.steps_done if events is not None and self.steps_done else None
 
     @property
@@ -807,10 +807,11 @@ async def operator_metrics(session: aiohttp.ClientSession, port: int) -> dict[st
         if line.startswith("modelrollout_api_answer_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             found[f"answers_le_{le}"] = float(line.split()[-1])
-        # The pass limit (modelrollout.runtime.pacing.AnswerTimeLimit): slots now, changes by direction.
+        # How long passes took: pass_le_<bucket>.
         if line.startswith("modelrollout_reconcile_duration_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             found[f"pass_le_{le}"] = float(line.split()[-1])
+        # The pass limit (modelrollout.runtime.pacing.AnswerTimeLimit): slots now, changes by direction.
         if line.startswith("modelrollout_pass_slots "):
             found["slots"] = float(line.split()[-1])
         if line.startswith("modelrollout_pass_slot_changes_total{"):
